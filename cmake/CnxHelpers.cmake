@@ -1,0 +1,58 @@
+# Helpers shared by every folder's CMakeLists.txt.
+
+# cnx_library(<name> SOURCES ... [DEPS ...] [PRIVATE_DEPS ...])
+# A static library with the project's include root and warnings.
+function(cnx_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;PRIVATE_DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SOURCES})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  target_compile_options(${name} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${CNX_WARNINGS}>)
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
+endfunction()
+
+# cnx_executable(<name> SOURCES ... [DEPS ...])
+function(cnx_executable name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_compile_options(${name} PRIVATE ${CNX_WARNINGS})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS})
+endfunction()
+
+# cnx_test(<name> SOURCES ... [DEPS ...] [LABELS unit|integration|gpu ...] [TIMEOUT s])
+# A GoogleTest binary registered as one CTest test.
+function(cnx_test name)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS;ARGS;ENV" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_compile_options(${name} PRIVATE ${CNX_WARNINGS})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
+  add_test(NAME ${name} COMMAND ${name} ${ARG_ARGS})
+  if(NOT ARG_LABELS)
+    set(ARG_LABELS unit)
+  endif()
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 300)
+  endif()
+  set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
+    ENVIRONMENT "CNX_SOURCE_DIR=${PROJECT_SOURCE_DIR};CNX_BINARY_DIR=${PROJECT_BINARY_DIR};${ARG_ENV}")
+endfunction()
+
+# cnx_mpi_test(<name> NP <n> SOURCES ... [DEPS ...] [TIMEOUT s])
+# A GoogleTest binary (with its own main that initialises MPI) run as
+# `mpirun -np <n> ...`, labelled mpi.
+function(cnx_mpi_test name)
+  cmake_parse_arguments(ARG "" "NP;TIMEOUT" "SOURCES;DEPS;ARGS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_compile_options(${name} PRIVATE ${CNX_WARNINGS})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest MPI::MPI_CXX)
+  if(NOT ARG_NP)
+    set(ARG_NP 2)
+  endif()
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 300)
+  endif()
+  add_test(NAME ${name}
+    COMMAND ${MPIEXEC_EXECUTABLE} --allow-run-as-root --oversubscribe --bind-to none
+            ${MPIEXEC_NUMPROC_FLAG} ${ARG_NP} $<TARGET_FILE:${name}> ${ARG_ARGS})
+  set_tests_properties(${name} PROPERTIES LABELS "mpi" TIMEOUT ${ARG_TIMEOUT}
+    ENVIRONMENT "CNX_SOURCE_DIR=${PROJECT_SOURCE_DIR};CNX_BINARY_DIR=${PROJECT_BINARY_DIR};OMPI_MCA_rmaps_base_oversubscribe=1")
+endfunction()

@@ -1,0 +1,465 @@
+#include "common/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+
+namespace cnx {
+namespace {
+
+// ---------------------------------------------------------------------------
+// Field descriptions. describe(v, section) lists every key of a section with
+// its constraint; the Reader and the Writer below walk the same list, so a
+// key cannot be readable without also being written back and vice versa.
+// ---------------------------------------------------------------------------
+
+// A constraint returns "" when the value is fine, else what was expected.
+template <class T>
+using Check = std::function<std::string(const T&)>;
+
+template <class T>
+Check<T> any() {
+  return [](const T&) { return std::string(); };
+}
+Check<int64_t> at_least(int64_t lo) {
+  return [lo](const int64_t& v) { return v >= lo ? "" : "an integer >= " + std::to_string(lo); };
+}
+Check<int64_t> int_range(int64_t lo, int64_t hi) {
+  return [lo, hi](const int64_t& v) {
+    return v >= lo && v <= hi ? "" : "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  };
+}
+std::string fmt_double(double d) {
+  std::ostringstream os;
+  os << d;
+  return os.str();
+}
+Check<double> range(double lo, double hi, bool hi_open = false) {
+  return [=](const double& v) {
+    bool ok = std::isfinite(v) && v >= lo && (hi_open ? v < hi : v <= hi);
+    return ok ? "" : "a number in [" + fmt_double(lo) + ", " + fmt_double(hi) + (hi_open ? ")" : "]");
+  };
+}
+Check<double> non_negative() {
+  return [](const double& v) { return std::isfinite(v) && v >= 0 ? "" : "a finite number >= 0"; };
+}
+Check<std::string> one_of(std::vector<std::string> options) {
+  return [options](const std::string& v) {
+    for (const auto& o : options)
+      if (v == o) return std::string();
+    std::string s = "one of ";
+    for (size_t i = 0; i < options.size(); ++i) s += (i ? "|" : "") + options[i];
+    return s;
+  };
+}
+Check<std::string> host_port() {
+  return [](const std::string& v) {
+    auto colon = v.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 >= v.size()) return std::string("HOST:PORT");
+    for (size_t i = colon + 1; i < v.size(); ++i)
+      if (v[i] < '0' || v[i] > '9') return std::string("HOST:PORT with a numeric port");
+    long port = std::stol(v.substr(colon + 1));
+    return port > 0 && port < 65536 ? std::string() : std::string("HOST:PORT with port in [1, 65535]");
+  };
+}
+
+template <class V> void describe(V& v, JobConfig& c) {
+  v("id", c.id, Check<std::string>([](const std::string& s) {
+      if (s.empty() || s.size() > 128) return std::string("a non-empty id of at most 128 characters");
+      for (char ch : s)
+        if (!(isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.'))
+          return std::string("an id of letters, digits, '-', '_' or '.'");
+      return std::string();
+    }));
+  v("seed", c.seed, at_least(0));
+  v("log_level", c.log_level, one_of({"trace", "debug", "info", "warn", "error", "off"}));
+}
+template <class V> void describe(V& v, ModelConfig& c) {
+  v("name", c.name, one_of({"atto", "femto", "pico", "nano", "tiny", "base", "large", "huge", "custom"}));
+  v("depths", c.depths, at_least(1));
+  v("dims", c.dims, at_least(1));
+  v("in_chans", c.in_chans, int_range(1, 64));
+  v("num_classes", c.num_classes, at_least(0));
+  v("drop_path_rate", c.drop_path_rate, range(0, 1, true));
+  v("head_init_scale", c.head_init_scale, non_negative());
+  v("patch_size", c.patch_size, Check<int64_t>([](const int64_t& p) {
+      return p == 32 ? "" : "32 (the encoder's total stride)";
+    }));
+  v("decoder_dim", c.decoder_dim, int_range(1, 8192));
+  v("decoder_depth", c.decoder_depth, int_range(1, 64));
+  v("encoder", c.encoder, one_of({"sparse", "dense_masked"}));
+  v("init", c.init, one_of({"reference", "std02"}));
+  v("norm_pix_loss", c.norm_pix_loss, any<bool>());
+}
+template <class V> void describe(V& v, MaskConfig& c) { v("ratio", c.ratio, range(0, 1)); }
+template <class V> void describe(V& v, OptimizerConfig& c) {
+  v("name", c.name, one_of({"adamw"}));
+  v("blr", c.blr, non_negative());
+  v("lr", c.lr, non_negative());
+  v("min_lr", c.min_lr, non_negative());
+  v("weight_decay", c.weight_decay, non_negative());
+  v("betas", c.betas, range(0, 1, true));
+  v("eps", c.eps, range(0, 1));
+  v("no_decay", c.no_decay, any<std::string>());
+  v("clip_grad", c.clip_grad, non_negative());
+  v("accum_steps", c.accum_steps, int_range(1, 1 << 20));
+}
+template <class V> void describe(V& v, ScheduleConfig& c) {
+  v("epochs", c.epochs, range(0, 1e6));
+  v("warmup_epochs", c.warmup_epochs, range(0, 1e6));
+  v("max_steps", c.max_steps, at_least(0));
+  v("log_every", c.log_every, at_least(1));
+}
+template <class V> void describe(V& v, DataConfig& c) {
+  v("index", c.index, any<std::string>());
+  v("shard_root", c.shard_root, any<std::string>());
+  v("input_size", c.input_size, Check<int64_t>([](const int64_t& s) {
+      return s >= 32 && s <= 4096 && s % 32 == 0 ? "" : "a multiple of 32 in [32, 4096]";
+    }));
+  v("crop_scale", c.crop_scale, range(0, 1));
+  v("crop_ratio", c.crop_ratio, range(0.01, 100));
+  v("hflip", c.hflip, any<bool>());
+  v("mean", c.mean, range(-10, 10));
+  v("std", c.std, range(1e-6, 10));
+  v("batch_size", c.batch_size, int_range(1, 1 << 16));
+  v("num_threads", c.num_threads, int_range(0, 256));
+  v("queue_mb", c.queue_mb, int_range(1, 1 << 20));
+  v("shuffle_buffer", c.shuffle_buffer, int_range(1, 1 << 24));
+  v("bad_shard", c.bad_shard, one_of({"fail", "skip"}));
+  v("drop_last", c.drop_last, any<bool>());
+}
+template <class V> void describe(V& v, TrainConfig& c) {
+  v("threads", c.threads, int_range(0, 1024));
+  v("nonfinite", c.nonfinite, one_of({"skip", "stop"}));
+  v("max_skipped", c.max_skipped, at_least(1));
+}
+template <class V> void describe(V& v, DistributedConfig& c) {
+  v("backend", c.backend, one_of({"auto", "mpi", "nccl"}));
+  v("bucket_cap_mb", c.bucket_cap_mb, range(0.001, 4096));
+  v("first_bucket_mb", c.first_bucket_mb, range(0.001, 4096));
+  v("overlap", c.overlap, any<bool>());
+}
+template <class V> void describe(V& v, CheckpointConfig& c) {
+  v("root", c.root, Check<std::string>([](const std::string& s) {
+      return s.empty() ? "a non-empty folder path" : "";
+    }));
+  v("every_steps", c.every_steps, at_least(0));
+  v("every_minutes", c.every_minutes, non_negative());
+  v("keep", c.keep, int_range(1, 1000));
+  v("resume", c.resume, Check<std::string>([](const std::string& s) {
+      return s.empty() ? "auto, none or a checkpoint path" : "";
+    }));
+}
+template <class V> void describe(V& v, CoordinatorConfig& c) {
+  v("listen", c.listen, host_port());
+  v("token_file", c.token_file, any<std::string>());
+  v("token_env", c.token_env, any<std::string>());
+  v("tls_cert", c.tls_cert, any<std::string>());
+  v("tls_key", c.tls_key, any<std::string>());
+  v("tls_client_ca", c.tls_client_ca, any<std::string>());
+  v("state_db", c.state_db, any<std::string>());
+  v("heartbeat_s", c.heartbeat_s, range(0.01, 3600));
+  v("heartbeat_timeout_s", c.heartbeat_timeout_s, range(0.1, 86400));
+  v("lease_s", c.lease_s, range(0.1, 86400 * 7));
+  v("stall_s", c.stall_s, range(0.1, 86400));
+  v("world_size", c.world_size, int_range(0, 1 << 20));
+}
+template <class V> void describe(V& v, MetricsConfig& c) {
+  v("enabled", c.enabled, any<bool>());
+  v("listen_host", c.listen_host, any<std::string>());
+  v("worker_port", c.worker_port, int_range(1, 65535));
+  v("coordinator_port", c.coordinator_port, int_range(1, 65535));
+}
+template <class V> void describe(V& v, Config& c) {
+  v.section("job", c.job);
+  v.section("model", c.model);
+  v.section("mask", c.mask);
+  v.section("optimizer", c.optimizer);
+  v.section("schedule", c.schedule);
+  v.section("data", c.data);
+  v.section("train", c.train);
+  v.section("distributed", c.distributed);
+  v.section("checkpoint", c.checkpoint);
+  v.section("coordinator", c.coordinator);
+  v.section("metrics", c.metrics);
+}
+
+// ---------------------------------------------------------------------------
+// Reader: YAML node -> struct, with strict checks.
+// ---------------------------------------------------------------------------
+std::string show(const YAML::Node& n) {
+  if (n.IsScalar()) return "'" + n.Scalar() + "'";
+  YAML::Emitter e;
+  e << YAML::Flow << n;
+  return e.c_str();
+}
+
+class Reader {
+ public:
+  Reader(const YAML::Node& node, std::string origin, std::string prefix)
+      : node_(node), origin_(std::move(origin)), prefix_(std::move(prefix)) {}
+
+  template <class T>
+  void operator()(const char* key, T& value, const Check<T>& check) {
+    seen_.insert(key);
+    if (!node_[key]) return;  // keep the default
+    read_scalar(node_[key], path(key), value, check);
+  }
+  template <class T>
+  void operator()(const char* key, std::vector<T>& value, const Check<T>& check) {
+    seen_.insert(key);
+    YAML::Node n = node_[key];
+    if (!n) return;
+    if (n.IsNull()) {
+      value.clear();
+      return;
+    }
+    if (!n.IsSequence()) fail(path(key), show(n), "a list");
+    std::vector<T> out(n.size());
+    for (size_t i = 0; i < n.size(); ++i)
+      read_scalar(n[i], path(key) + "[" + std::to_string(i) + "]", out[i], check);
+    value = std::move(out);
+  }
+  template <class S>
+  void section(const char* key, S& s) {
+    seen_.insert(key);
+    YAML::Node n = node_[key];
+    if (!n || n.IsNull()) return;
+    if (!n.IsMap()) fail(path(key), show(n), "a mapping of keys");
+    Reader sub(n, origin_, path(key));
+    describe(sub, s);
+    sub.finish();
+  }
+  // Unknown keys are errors: they are usually typos that would otherwise
+  // silently keep a default.
+  void finish() {
+    for (const auto& kv : node_) {
+      const std::string k = kv.first.as<std::string>();
+      if (!seen_.count(k)) {
+        std::string known;
+        for (const auto& s : seen_) known += (known.empty() ? "" : ", ") + s;
+        throw ConfigError(origin_ + ": " + path(k.c_str()) + ": unknown key (known keys here: " + known + ")");
+      }
+    }
+  }
+
+ private:
+  std::string path(const char* key) const { return prefix_.empty() ? key : prefix_ + "." + key; }
+  [[noreturn]] void fail(const std::string& p, const std::string& got, const std::string& expected) const {
+    throw ConfigError(origin_ + ": " + p + ": expected " + expected + ", got " + got);
+  }
+  template <class T>
+  void read_scalar(const YAML::Node& n, const std::string& p, T& out, const Check<T>& check) {
+    if (!n.IsScalar()) fail(p, show(n), type_name<T>());
+    T v{};
+    if constexpr (std::is_same_v<T, bool>) {
+      const std::string& s = n.Scalar();
+      if (s == "true" || s == "True" || s == "TRUE") v = true;
+      else if (s == "false" || s == "False" || s == "FALSE") v = false;
+      else fail(p, show(n), "true or false");
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      v = n.Scalar();
+    } else {
+      try {
+        v = n.as<T>();
+      } catch (const YAML::Exception&) {
+        fail(p, show(n), type_name<T>());
+      }
+    }
+    std::string why = check(v);
+    if (!why.empty()) fail(p, show(n), why);
+    out = v;
+  }
+  template <class T>
+  static std::string type_name() {
+    if constexpr (std::is_same_v<T, bool>) return "true or false";
+    else if constexpr (std::is_same_v<T, int64_t>) return "an integer";
+    else if constexpr (std::is_same_v<T, double>) return "a number";
+    else return "a string";
+  }
+
+  YAML::Node node_;
+  std::string origin_, prefix_;
+  std::set<std::string> seen_;
+};
+
+// ---------------------------------------------------------------------------
+// Writer: struct -> YAML emitter.
+// ---------------------------------------------------------------------------
+class Writer {
+ public:
+  explicit Writer(YAML::Emitter& e) : e_(e) {}
+  template <class T>
+  void operator()(const char* key, T& value, const Check<T>&) {
+    e_ << YAML::Key << key << YAML::Value;
+    emit(value);
+  }
+  template <class T>
+  void operator()(const char* key, std::vector<T>& value, const Check<T>&) {
+    e_ << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
+    for (auto& x : value) emit(x);
+    e_ << YAML::EndSeq;
+  }
+  template <class S>
+  void section(const char* key, S& s) {
+    e_ << YAML::Key << key << YAML::Value << YAML::BeginMap;
+    describe(*this, s);
+    e_ << YAML::EndMap;
+  }
+
+ private:
+  template <class T>
+  void emit(const T& v) {
+    if constexpr (std::is_same_v<T, double>) {
+      std::ostringstream os;
+      os.precision(17);
+      os << v;
+      std::string s = os.str();
+      if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+      e_ << s;
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      e_ << YAML::DoubleQuoted << v;
+    } else {
+      e_ << v;
+    }
+  }
+  YAML::Emitter& e_;
+};
+
+// Applies "a.b.c=value" to the tree. The value is parsed as YAML so that
+// numbers, booleans and flow lists ("[0.9, 0.95]") work.
+void apply_override(YAML::Node& root, const std::string& spec) {
+  auto eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw ConfigError("--set '" + spec + "': expected key.path=value");
+  std::string key = spec.substr(0, eq);
+  std::string text = spec.substr(eq + 1);
+  std::vector<std::string> parts;
+  std::stringstream ss(key);
+  for (std::string part; std::getline(ss, part, '.');) {
+    if (part.empty()) throw ConfigError("--set '" + spec + "': empty component in key path '" + key + "'");
+    parts.push_back(part);
+  }
+  YAML::Node value;
+  try {
+    value = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError("--set " + key + ": value '" + text + "' is not valid YAML: " + e.msg);
+  }
+  if (!value.IsDefined() || value.IsNull()) value = YAML::Node(text);
+  // Walk with explicit copies: yaml-cpp nodes are handles, so assigning into
+  // a child updates the tree.
+  std::vector<YAML::Node> chain{root};
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node child = chain.back()[parts[i]];
+    if (child.IsDefined() && !child.IsNull() && !child.IsMap())
+      throw ConfigError("--set " + key + ": '" + parts[i] + "' is not a section");
+    if (!child.IsDefined() || child.IsNull()) {
+      chain.back()[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      child = chain.back()[parts[i]];
+    }
+    chain.push_back(child);
+  }
+  chain.back()[parts.back()] = value;
+}
+
+// Cross-field checks that the per-key constraints cannot express.
+void validate(Config& c, const std::string& origin) {
+  auto fail = [&](const std::string& p, const std::string& msg) { throw ConfigError(origin + ": " + p + ": " + msg); };
+  auto& m = c.model;
+  if (m.name == "custom") {
+    if (m.depths.size() != 4) fail("model.depths", "expected 4 stage depths for a custom model, got " + std::to_string(m.depths.size()));
+    if (m.dims.size() != 4) fail("model.dims", "expected 4 stage widths for a custom model, got " + std::to_string(m.dims.size()));
+  } else {
+    std::vector<int64_t> d, w;
+    variant_shape(m.name, &d, &w);
+    if (!m.depths.empty() && m.depths != d) fail("model.depths", "does not match variant '" + m.name + "' (use name: custom to change it)");
+    if (!m.dims.empty() && m.dims != w) fail("model.dims", "does not match variant '" + m.name + "' (use name: custom to change it)");
+    m.depths = d;
+    m.dims = w;
+  }
+  if (c.optimizer.betas.size() != 2) fail("optimizer.betas", "expected 2 values, got " + std::to_string(c.optimizer.betas.size()));
+  if (c.data.crop_scale.size() != 2 || c.data.crop_scale[0] > c.data.crop_scale[1] || c.data.crop_scale[0] <= 0)
+    fail("data.crop_scale", "expected [lo, hi] with 0 < lo <= hi <= 1");
+  if (c.data.crop_ratio.size() != 2 || c.data.crop_ratio[0] > c.data.crop_ratio[1])
+    fail("data.crop_ratio", "expected [lo, hi] with lo <= hi");
+  if (c.data.mean.size() != static_cast<size_t>(c.model.in_chans) && c.data.mean.size() != 3)
+    fail("data.mean", "expected one value per channel");
+  if (c.data.mean.size() != c.data.std.size()) fail("data.std", "expected as many values as data.mean");
+  if (c.schedule.warmup_epochs > c.schedule.epochs && c.schedule.epochs > 0)
+    fail("schedule.warmup_epochs", "expected <= schedule.epochs (" + fmt_double(c.schedule.epochs) + ")");
+  if (c.distributed.first_bucket_mb > c.distributed.bucket_cap_mb)
+    fail("distributed.first_bucket_mb", "expected <= distributed.bucket_cap_mb");
+  if (!c.coordinator.tls_cert.empty() != !c.coordinator.tls_key.empty())
+    fail("coordinator.tls_key", "tls_cert and tls_key must be given together");
+  if (c.metrics.worker_port == c.metrics.coordinator_port)
+    fail("metrics.worker_port", "must differ from metrics.coordinator_port");
+}
+
+Config load_node(YAML::Node root, const std::string& origin, const std::vector<std::string>& overrides) {
+  if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) throw ConfigError(origin + ": expected a mapping of sections at the top level, got " + show(root));
+  for (const auto& o : overrides) apply_override(root, o);
+  Config c;
+  std::string where = overrides.empty() ? origin : origin + " (with --set overrides)";
+  Reader r(root, where, "");
+  describe(r, c);
+  r.finish();
+  validate(c, where);
+  return c;
+}
+
+}  // namespace
+
+void variant_shape(const std::string& name, std::vector<int64_t>* depths, std::vector<int64_t>* dims) {
+  struct V { const char* n; std::vector<int64_t> d, w; };
+  static const V kVariants[] = {
+      {"atto", {2, 2, 6, 2}, {40, 80, 160, 320}},     {"femto", {2, 2, 6, 2}, {48, 96, 192, 384}},
+      {"pico", {2, 2, 6, 2}, {64, 128, 256, 512}},    {"nano", {2, 2, 8, 2}, {80, 160, 320, 640}},
+      {"tiny", {3, 3, 9, 3}, {96, 192, 384, 768}},    {"base", {3, 3, 27, 3}, {128, 256, 512, 1024}},
+      {"large", {3, 3, 27, 3}, {192, 384, 768, 1536}}, {"huge", {3, 3, 27, 3}, {352, 704, 1408, 2816}},
+  };
+  for (const auto& v : kVariants) {
+    if (name == v.n) {
+      *depths = v.d;
+      *dims = v.w;
+      return;
+    }
+  }
+  throw ConfigError("unknown model variant '" + name + "' (expected atto|femto|pico|nano|tiny|base|large|huge)");
+}
+
+Config load_config_text(const std::string& yaml, const std::string& origin, const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(origin + ": malformed YAML at line " + std::to_string(e.mark.line + 1) + ", column " +
+                      std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+  return load_node(root, origin, overrides);
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path + ": cannot open config file (does it exist and is it readable?)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return load_config_text(ss.str(), path, overrides);
+}
+
+std::string to_yaml(const Config& config) {
+  Config copy = config;
+  YAML::Emitter e;
+  e << YAML::BeginMap;
+  Writer w(e);
+  describe(w, copy);
+  e << YAML::EndMap;
+  return std::string(e.c_str()) + "\n";
+}
+
+}  // namespace cnx

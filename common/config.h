@@ -1,0 +1,163 @@
+#pragma once
+// The job configuration: typed structs, loaded strictly from YAML.
+//
+// Strictness contract: an unknown key, a wrong type or an out-of-range value
+// is a cnx::ConfigError whose message names the file, the full key path
+// (e.g. "optimizer.betas[1]"), the bad value and what was expected. The same
+// checks apply to `--set key.path=value` overrides. Every field has a
+// default, so a file only needs the keys it changes.
+//
+// This header is free of yaml-cpp; libraries that must build in the
+// core-only configuration (model, sparse_ops, comm) take their own plain
+// option structs and never include this file.
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace cnx {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct JobConfig {
+  std::string id = "cnx-job";      // job identity; part of every RPC and metric label
+  int64_t seed = 0;                // master seed: data order, augmentation, masks, init
+  std::string log_level = "info";
+};
+
+struct ModelConfig {
+  std::string name = "atto";       // atto|femto|pico|nano|tiny|base|large|huge|custom
+  std::vector<int64_t> depths;     // required when name == custom, else must be empty or match
+  std::vector<int64_t> dims;       // required when name == custom
+  int64_t in_chans = 3;
+  int64_t num_classes = 1000;      // head size for the dense model (fine-tuning)
+  double drop_path_rate = 0.0;
+  double head_init_scale = 1.0;
+  int64_t patch_size = 32;         // FCMAE mask patch in pixels (the total stride of the encoder)
+  int64_t decoder_dim = 512;
+  int64_t decoder_depth = 1;
+  std::string encoder = "sparse";  // sparse|dense_masked
+  std::string init = "reference";  // reference|std02 (DESIGN.md section 3)
+  bool norm_pix_loss = true;
+};
+
+struct MaskConfig {
+  double ratio = 0.6;              // fraction of patches removed, in [0, 1]
+};
+
+struct OptimizerConfig {
+  std::string name = "adamw";
+  double blr = 1.5e-4;             // lr = blr * global_batch / 256 unless lr > 0
+  double lr = 0.0;                 // absolute lr; 0 means derive from blr
+  double min_lr = 0.0;
+  double weight_decay = 0.05;
+  std::vector<double> betas = {0.9, 0.95};
+  double eps = 1e-8;
+  // Parameter-name suffixes exempt from weight decay, in addition to 1-D
+  // tensors named "*.bias". Pretraining default: none (GRN and mask token are
+  // decayed, as the reference does).
+  std::vector<std::string> no_decay;
+  double clip_grad = 0.0;          // max global grad norm; 0 = off
+  int64_t accum_steps = 1;
+};
+
+struct ScheduleConfig {
+  double epochs = 800;             // length of the cosine schedule in epochs
+  double warmup_epochs = 40;
+  int64_t max_steps = 0;           // stop after this many steps (0 = run all epochs)
+  int64_t log_every = 10;          // progress line every N steps on rank 0
+};
+
+struct DataConfig {
+  std::string index;               // shard index JSON (from cnx-make-shards)
+  std::string shard_root;          // folder of the shards; default: the index's folder
+  int64_t input_size = 224;
+  std::vector<double> crop_scale = {0.2, 1.0};
+  std::vector<double> crop_ratio = {0.75, 4.0 / 3.0};
+  bool hflip = true;
+  std::vector<double> mean = {0.485, 0.456, 0.406};
+  std::vector<double> std = {0.229, 0.224, 0.225};
+  int64_t batch_size = 32;         // per rank
+  int64_t num_threads = 2;         // decode threads per rank
+  int64_t queue_mb = 256;          // memory bound of the decoded-ahead queue
+  int64_t shuffle_buffer = 1000;
+  std::string bad_shard = "fail";  // fail|skip when a shard's sha256 mismatches
+  bool drop_last = true;
+};
+
+struct TrainConfig {
+  int64_t threads = 0;             // intra-op threads per rank; 0 = cores / local ranks
+  std::string nonfinite = "skip";  // skip|stop on a non-finite loss
+  int64_t max_skipped = 10;        // stop after this many consecutive skipped steps
+};
+
+struct DistributedConfig {
+  std::string backend = "auto";    // auto|mpi|nccl
+  double bucket_cap_mb = 25.0;
+  double first_bucket_mb = 1.0;
+  bool overlap = true;             // all-reduce buckets during backward
+};
+
+struct CheckpointConfig {
+  std::string root = "runs/checkpoints";
+  int64_t every_steps = 0;         // 0 = off
+  double every_minutes = 0.0;      // 0 = off
+  int64_t keep = 3;                // committed checkpoints retained
+  std::string resume = "auto";     // auto|none|<path>
+};
+
+struct CoordinatorConfig {
+  std::string listen = "127.0.0.1:50051";
+  std::string token_file;          // bearer token file; or token_env
+  std::string token_env = "CNX_JOB_TOKEN";
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;       // set for mutual TLS
+  std::string state_db = "runs/coordinator.sqlite";
+  double heartbeat_s = 2.0;
+  double heartbeat_timeout_s = 30.0;
+  double lease_s = 600.0;
+  double stall_s = 120.0;
+  int64_t world_size = 0;          // 0 = learn from the first registration
+};
+
+struct MetricsConfig {
+  bool enabled = true;
+  std::string listen_host = "127.0.0.1";
+  int64_t worker_port = 9400;      // rank r listens on worker_port + local rank
+  int64_t coordinator_port = 9399;
+};
+
+struct Config {
+  JobConfig job;
+  ModelConfig model;
+  MaskConfig mask;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  DataConfig data;
+  TrainConfig train;
+  DistributedConfig distributed;
+  CheckpointConfig checkpoint;
+  CoordinatorConfig coordinator;
+  MetricsConfig metrics;
+};
+
+// Loads `path` (strict) and applies `overrides` ("key.path=value", parsed as
+// YAML scalars or flow sequences such as "[0.9,0.95]"). Throws ConfigError.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// Same, from YAML text; `origin` names the source in messages.
+Config load_config_text(const std::string& yaml, const std::string& origin,
+                        const std::vector<std::string>& overrides = {});
+
+// The effective config as YAML; load_config_text(to_yaml(c)) == c.
+std::string to_yaml(const Config& config);
+
+// Depths and dims of a named variant (atto..huge); throws ConfigError for
+// an unknown name.
+void variant_shape(const std::string& name, std::vector<int64_t>* depths, std::vector<int64_t>* dims);
+
+}  // namespace cnx
