@@ -1,0 +1,60 @@
+#pragma once
+// The metric catalogue: every metric name the worker and the coordinator
+// export. The Grafana dashboard (deploy/grafana/) queries only these names;
+// tests/deploy checks that, and tests/metrics checks that WorkerMetrics and
+// CoordinatorMetrics (common/metrics_catalogue.h) export exactly these.
+//
+// Label conventions:
+// * worker series carry job (the job id from the config), rank (global MPI
+//   rank) and attempt; coordinator series carry job.
+// * Because "job" is also the label Prometheus gives every scrape target,
+//   scrape configs for these endpoints set honor_labels: true (PodMonitor:
+//   honorLabels: true) so the exported job id wins; otherwise Prometheus
+//   renames ours to exported_job.
+// Units are base units (seconds, bytes), as Prometheus recommends.
+
+namespace cnx::metrics::names {
+
+// ---- worker (labels: job, rank, attempt) -----------------------------------
+inline constexpr const char kWorkerLoss[] = "cnx_worker_loss";
+inline constexpr const char kWorkerLr[] = "cnx_worker_lr";
+inline constexpr const char kWorkerStep[] = "cnx_worker_step";
+inline constexpr const char kWorkerEpoch[] = "cnx_worker_epoch";
+inline constexpr const char kWorkerSamplesTotal[] = "cnx_worker_samples_total";
+inline constexpr const char kWorkerImagesPerSecond[] = "cnx_worker_images_per_second";
+// histogram; extra label phase = data_wait|forward|backward|comm_wait|optimizer
+inline constexpr const char kWorkerStepPhaseSeconds[] = "cnx_worker_step_phase_seconds";
+inline constexpr const char kWorkerAllreduceBytesTotal[] = "cnx_worker_allreduce_bytes_total";
+inline constexpr const char kWorkerAllreduceSecondsTotal[] = "cnx_worker_allreduce_seconds_total";
+inline constexpr const char kWorkerGradNorm[] = "cnx_worker_grad_norm";
+inline constexpr const char kWorkerNonfiniteStepsTotal[] = "cnx_worker_nonfinite_steps_total";
+// extra label reason (e.g. decode, truncated, checksum)
+inline constexpr const char kWorkerCorruptSamplesTotal[] = "cnx_worker_corrupt_samples_total";
+// histogram
+inline constexpr const char kWorkerCheckpointWriteSeconds[] = "cnx_worker_checkpoint_write_seconds";
+
+// ---- coordinator (label: job) ----------------------------------------------
+inline constexpr const char kCoordinatorWorkersRegistered[] = "cnx_coordinator_workers_registered";
+inline constexpr const char kCoordinatorWorkersAlive[] = "cnx_coordinator_workers_alive";
+inline constexpr const char kCoordinatorAttempt[] = "cnx_coordinator_attempt";
+// extra label state; 1 for the current state, 0 for states seen before
+inline constexpr const char kCoordinatorJobState[] = "cnx_coordinator_job_state";
+inline constexpr const char kCoordinatorEpoch[] = "cnx_coordinator_epoch";
+// extra label state = leased|done|pending
+inline constexpr const char kCoordinatorShards[] = "cnx_coordinator_shards";
+inline constexpr const char kCoordinatorSamplesPerSecond[] = "cnx_coordinator_samples_per_second";
+inline constexpr const char kCoordinatorCheckpointsCommittedTotal[] = "cnx_coordinator_checkpoints_committed_total";
+inline constexpr const char kCoordinatorSecondsSinceLastCommit[] = "cnx_coordinator_seconds_since_last_commit";
+// histogram; extra labels method (RPC name), code (gRPC status name)
+inline constexpr const char kCoordinatorRpcSeconds[] = "cnx_coordinator_rpc_seconds";
+inline constexpr const char kCoordinatorAuthFailuresTotal[] = "cnx_coordinator_auth_failures_total";
+
+// ---- every process (ProcessCollector, common/metrics_process.h) -------------
+inline constexpr const char kProcessCpuSecondsTotal[] = "process_cpu_seconds_total";
+inline constexpr const char kProcessResidentMemoryBytes[] = "process_resident_memory_bytes";
+inline constexpr const char kProcessVirtualMemoryBytes[] = "process_virtual_memory_bytes";
+inline constexpr const char kProcessStartTimeSeconds[] = "process_start_time_seconds";
+inline constexpr const char kProcessOpenFds[] = "process_open_fds";
+inline constexpr const char kProcessMaxFds[] = "process_max_fds";
+
+}  // namespace cnx::metrics::names
