@@ -1,0 +1,93 @@
+// cnx-make-shards: packs an ImageFolder tree or Fashion-MNIST into tar shards
+// plus index.json (see worker/data/make_shards.h for the format).
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "common/logging.h"
+#include "worker/data/make_shards.h"
+
+namespace {
+
+// A one-line progress bar with rate and ETA on stderr, redrawn at most
+// every 200 ms (a new line every 5 s when stderr is not a terminal).
+class ProgressBar {
+ public:
+  void operator()(int64_t done, int64_t total) {
+    const auto now = std::chrono::steady_clock::now();
+    const double since = std::chrono::duration<double>(now - last_).count();
+    const bool tty = isatty(fileno(stderr)) != 0;
+    if (done != total && since < (tty ? 0.2 : 5.0)) return;
+    last_ = now;
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    const double rate = elapsed > 0 ? done / elapsed : 0.0;
+    const double eta = rate > 0 ? (total - done) / rate : 0.0;
+    const int width = 30;
+    const int filled = total > 0 ? static_cast<int>(width * done / total) : width;
+    std::string bar(filled, '#');
+    bar.resize(width, '.');
+    std::fprintf(stderr, "%s[%s] %lld/%lld  %.0f samples/s  ETA %02d:%02d%s", tty ? "\r" : "", bar.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total), rate, static_cast<int>(eta) / 60,
+                 static_cast<int>(eta) % 60, (done == total || !tty) ? "\n" : "");
+    std::fflush(stderr);
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last_ = start_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Pack images into WebDataset-style tar shards with an index.json"};
+  std::string folder, fmnist_dir = "/usr/share/datasets/fashion-mnist", split = "train", source;
+  cnx::data::MakeShardsOptions opt;
+  bool quiet = false, no_shuffle = false;
+  std::string prefix;
+  app.add_option("--source", source, "imagefolder | fashion-mnist")->required()->check(CLI::IsMember({"imagefolder", "fashion-mnist"}));
+  app.add_option("--input", folder, "ImageFolder root (root/<class>/<image>) for --source imagefolder");
+  app.add_option("--fashion-mnist-dir", fmnist_dir, "folder with the Fashion-MNIST *.gz IDX files")->capture_default_str();
+  app.add_option("--split", split, "Fashion-MNIST split")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
+  app.add_option("--output,-o", opt.out_dir, "output folder for shards and the index")->required();
+  app.add_option("--prefix", prefix, "shard name prefix (default: the split, or 'shard')");
+  app.add_option("--dataset", opt.dataset, "dataset name stored in the index");
+  app.add_option("--index-name", opt.index_name, "index file name")->capture_default_str();
+  app.add_option("--shard-size-mb", opt.shard_size_mb, "target shard size in MiB (0 = unbounded)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--samples-per-shard", opt.samples_per_shard, "max samples per shard (0 = unbounded)")->check(CLI::NonNegativeNumber);
+  app.add_option("--limit", opt.limit, "keep only this many samples (after shuffling; 0 = all)")->check(CLI::NonNegativeNumber);
+  app.add_option("--seed", opt.seed, "seed of the sample shuffle")->capture_default_str();
+  app.add_flag("--no-shuffle", no_shuffle, "keep the source order");
+  app.add_flag("--force", opt.force, "replace an existing index and shards");
+  app.add_flag("--quiet,-q", quiet, "no progress bar");
+  CLI11_PARSE(app, argc, argv);
+
+  cnx::log::init("make-shards");
+  opt.shuffle = !no_shuffle;
+  ProgressBar bar;
+  if (!quiet) opt.progress = [&bar](int64_t d, int64_t t) { bar(d, t); };
+  try {
+    cnx::data::ShardIndex index;
+    if (source == "imagefolder") {
+      if (folder.empty()) throw cnx::data::DataError("--source imagefolder needs --input <root>");
+      opt.prefix = prefix.empty() ? "shard" : prefix;
+      index = cnx::data::make_shards_from_folder(folder, opt);
+    } else {
+      opt.prefix = prefix.empty() ? split : prefix;
+      index = cnx::data::make_shards_from_fashion_mnist(fmnist_dir, split, opt);
+    }
+    int64_t bytes = 0;
+    for (const auto& s : index.shards) bytes += s.bytes;
+    std::fprintf(stderr, "wrote %lld samples in %zu shards (%.1f MiB) to %s/%s\n",
+                 static_cast<long long>(index.total_samples), index.shards.size(), bytes / 1048576.0,
+                 opt.out_dir.c_str(), opt.index_name.c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cnx-make-shards: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

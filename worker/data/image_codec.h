@@ -1,0 +1,65 @@
+#pragma once
+// Image decoding (libjpeg-turbo's TurboJPEG API, libpng's simplified API) and
+// encoding (for cnx-make-shards, tests and benchmarks).
+//
+// Decoders never throw on bad data: they return a DecodeStatus and a message.
+// Dimensions are checked against a pixel bound before any pixel buffer is
+// allocated, so a forged header cannot make the process allocate gigabytes.
+// Thread-safe: each thread uses its own TurboJPEG handles.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cnx::data {
+
+enum class ImageFormat { kJpeg, kPng, kUnknown };
+
+// "jpg"/"jpeg" -> kJpeg, "png" -> kPng, else kUnknown.
+ImageFormat format_from_extension(const std::string& ext);
+
+enum class DecodeStatus { kOk, kEmpty, kCorrupt, kTruncated, kTooLarge, kUnsupported };
+const char* decode_status_name(DecodeStatus s);  // "ok", "empty_file", "corrupt_image", ...
+
+// 8-bit interleaved pixels, row-major (HWC); channels is 1 (gray) or 3 (RGB).
+struct Image {
+  int width = 0;
+  int height = 0;
+  int channels = 0;
+  std::vector<uint8_t> pixels;
+};
+
+struct ImageInfo {
+  int width = 0;
+  int height = 0;
+  bool gray = false;
+};
+
+// Reads only the header. kTooLarge when width*height > max_pixels.
+DecodeStatus probe_image(const uint8_t* data, size_t size, ImageFormat fmt, int64_t max_pixels, ImageInfo* info,
+                         std::string* error);
+
+// A JPEG DCT-domain scaling factor num/den (<= 1).
+struct ScaleFactor {
+  int num = 1;
+  int den = 1;
+  double value() const { return static_cast<double>(num) / den; }
+};
+
+// Size of `dim` decoded at `f` (TurboJPEG's TJSCALED: ceil(dim * num / den)).
+int scaled_dim(int dim, ScaleFactor f);
+
+// The strongest downscale TurboJPEG offers such that a region of
+// region_w x region_h source pixels still covers at least need_w x need_h
+// pixels after scaling; {1,1} when no downscale qualifies.
+ScaleFactor choose_jpeg_scale(double region_w, double region_h, double need_w, double need_h);
+
+// Decodes (JPEG at `scale`, PNG always at full size) to gray or RGB as stored
+// (palette/alpha/16-bit PNGs become 8-bit gray or RGB).
+DecodeStatus decode_image(const uint8_t* data, size_t size, ImageFormat fmt, int64_t max_pixels, ScaleFactor scale,
+                          Image* out, std::string* error);
+
+// Encoders; throw cnx::CheckError on failure (inputs are produced by us).
+std::vector<uint8_t> encode_png(const Image& img);
+std::vector<uint8_t> encode_jpeg(const Image& img, int quality = 90);
+
+}  // namespace cnx::data

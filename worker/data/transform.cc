@@ -1,0 +1,222 @@
+#include "worker/data/transform.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/check.h"
+
+namespace cnx::data {
+namespace {
+
+// Keys' cubic convolution kernel with a = -0.5 (PIL / torch antialias).
+inline double cubic(double x) {
+  constexpr double a = -0.5;
+  x = std::fabs(x);
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+  if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+  return 0.0;
+}
+
+// Taps of one axis: for output i, source indices [first[i], first[i] + n[i])
+// with weights w[i * taps + k].
+struct Taps {
+  std::vector<int64_t> first;
+  std::vector<int64_t> n;
+  std::vector<float> w;
+  int64_t taps = 0;
+  int64_t lo = 0, hi = 0;  // union of source indices read
+};
+
+Taps compute_taps(const ResampleAxis& ax, int64_t in_size) {
+  CNX_CHECK(ax.out_size > 0 && ax.box_len > 0, "resize: empty box or output");
+  CNX_CHECK(ax.out_start >= 0 && ax.out_count > 0 && ax.out_start + ax.out_count <= ax.out_size,
+            "resize: output range out of bounds");
+  const double scale = ax.box_len / static_cast<double>(ax.out_size);
+  const double support = scale >= 1.0 ? 2.0 * scale : 2.0;
+  const double invscale = scale >= 1.0 ? 1.0 / scale : 1.0;
+  const int64_t bound_lo = std::max<int64_t>(0, static_cast<int64_t>(std::floor(ax.box_start)));
+  const int64_t bound_hi = std::min<int64_t>(in_size, static_cast<int64_t>(std::ceil(ax.box_start + ax.box_len)));
+  CNX_CHECK(bound_hi > bound_lo, "resize: box outside the source");
+  Taps t;
+  t.taps = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
+  t.first.resize(ax.out_count);
+  t.n.resize(ax.out_count);
+  t.w.assign(ax.out_count * t.taps, 0.0f);
+  t.lo = bound_hi;
+  t.hi = bound_lo;
+  for (int64_t o = 0; o < ax.out_count; ++o) {
+    const int64_t i = ax.out_start + o;
+    const double center = ax.box_start + scale * (static_cast<double>(i) + 0.5);
+    int64_t xmin = std::max<int64_t>(static_cast<int64_t>(std::floor(center - support + 0.5)), bound_lo);
+    int64_t xmax = std::min<int64_t>(static_cast<int64_t>(std::floor(center + support + 0.5)), bound_hi);
+    xmax = std::min(xmax, xmin + t.taps);
+    if (xmax <= xmin) {  // degenerate (box narrower than a pixel at the edge): nearest pixel
+      xmin = std::clamp<int64_t>(static_cast<int64_t>(center), bound_lo, bound_hi - 1);
+      xmax = xmin + 1;
+    }
+    double total = 0;
+    const int64_t n = xmax - xmin;
+    std::vector<double> wv(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) {
+      wv[j] = cubic((static_cast<double>(j + xmin) - center + 0.5) * invscale);
+      total += wv[j];
+    }
+    for (int64_t j = 0; j < n; ++j) t.w[o * t.taps + j] = static_cast<float>(total != 0.0 ? wv[j] / total : 0.0);
+    if (total == 0.0) t.w[o * t.taps] = 1.0f;
+    t.first[o] = xmin;
+    t.n[o] = n;
+    t.lo = std::min(t.lo, xmin);
+    t.hi = std::max(t.hi, xmax);
+  }
+  return t;
+}
+
+}  // namespace
+
+CropBox random_resized_crop_box(int64_t height, int64_t width, double scale_lo, double scale_hi, double ratio_lo,
+                                double ratio_hi, SplitMix64& rng) {
+  const double area = static_cast<double>(height) * static_cast<double>(width);
+  const double log_lo = std::log(ratio_lo), log_hi = std::log(ratio_hi);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target_area = area * rng.uniform(scale_lo, scale_hi);
+    const double aspect = std::exp(rng.uniform(log_lo, log_hi));
+    const int64_t w = std::llround(std::sqrt(target_area * aspect));
+    const int64_t h = std::llround(std::sqrt(target_area / aspect));
+    if (w > 0 && w <= width && h > 0 && h <= height) {
+      CropBox b;
+      b.top = static_cast<int64_t>(rng.below(static_cast<uint64_t>(height - h + 1)));
+      b.left = static_cast<int64_t>(rng.below(static_cast<uint64_t>(width - w + 1)));
+      b.height = h;
+      b.width = w;
+      return b;
+    }
+  }
+  const double in_ratio = static_cast<double>(width) / static_cast<double>(height);
+  CropBox b;
+  if (in_ratio < ratio_lo) {
+    b.width = width;
+    b.height = std::max<int64_t>(1, std::min<int64_t>(height, std::llround(width / ratio_lo)));
+  } else if (in_ratio > ratio_hi) {
+    b.height = height;
+    b.width = std::max<int64_t>(1, std::min<int64_t>(width, std::llround(height * ratio_hi)));
+  } else {
+    b.width = width;
+    b.height = height;
+  }
+  b.top = (height - b.height) / 2;
+  b.left = (width - b.width) / 2;
+  return b;
+}
+
+std::vector<float> resize_bicubic_aa(const uint8_t* src, int64_t height, int64_t width, int64_t channels,
+                                     const ResampleAxis& y, const ResampleAxis& x) {
+  const Taps tx = compute_taps(x, width);
+  const Taps ty = compute_taps(y, height);
+  const int64_t C = channels;
+  const int64_t rows = ty.hi - ty.lo;
+  // Horizontal pass over the rows the vertical pass reads.
+  std::vector<float> tmp(static_cast<size_t>(rows * x.out_count * C));
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* in = src + (ty.lo + r) * width * C;
+    float* out = tmp.data() + r * x.out_count * C;
+    for (int64_t o = 0; o < x.out_count; ++o) {
+      const float* w = tx.w.data() + o * tx.taps;
+      const uint8_t* p = in + tx.first[o] * C;
+      for (int64_t c = 0; c < C; ++c) {
+        float acc = 0;
+        for (int64_t k = 0; k < tx.n[o]; ++k) acc += w[k] * static_cast<float>(p[k * C + c]);
+        out[o * C + c] = acc;
+      }
+    }
+  }
+  // Vertical pass.
+  const int64_t row_len = x.out_count * C;
+  std::vector<float> dst(static_cast<size_t>(y.out_count * row_len), 0.0f);
+  for (int64_t o = 0; o < y.out_count; ++o) {
+    const float* w = ty.w.data() + o * ty.taps;
+    float* out = dst.data() + o * row_len;
+    for (int64_t k = 0; k < ty.n[o]; ++k) {
+      const float wk = w[k];
+      const float* in = tmp.data() + (ty.first[o] + k - ty.lo) * row_len;
+      for (int64_t j = 0; j < row_len; ++j) out[j] += wk * in[j];
+    }
+  }
+  return dst;
+}
+
+TransformResult decode_and_transform(const uint8_t* data, size_t size, ImageFormat fmt, SplitMix64 rng,
+                                     const TransformOptions& opt) {
+  TransformResult res;
+  ImageInfo info;
+  res.status = probe_image(data, size, fmt, opt.max_pixels, &info, &res.error);
+  if (res.status != DecodeStatus::kOk) return res;
+  const int64_t S = opt.size;
+  const int64_t H = info.height, W = info.width;
+
+  // Geometry in original-image pixels (independent of the DCT scale).
+  double bx, by, bw, bh;       // source box
+  int64_t out_w, out_h;        // size the box is resized to
+  int64_t off_x = 0, off_y = 0;  // center-crop offset inside the resized box (eval)
+  bool flip = false;
+  if (opt.train) {
+    CropBox b = random_resized_crop_box(H, W, opt.scale_lo, opt.scale_hi, opt.ratio_lo, opt.ratio_hi, rng);
+    bx = static_cast<double>(b.left);
+    by = static_cast<double>(b.top);
+    bw = static_cast<double>(b.width);
+    bh = static_cast<double>(b.height);
+    out_w = out_h = S;
+    flip = opt.hflip && rng.uniform() < 0.5;
+  } else {
+    const int64_t resize = static_cast<int64_t>(static_cast<double>(S) / 0.875);
+    if (W <= H) {
+      out_w = resize;
+      out_h = static_cast<int64_t>(static_cast<double>(resize) * H / W);
+    } else {
+      out_h = resize;
+      out_w = static_cast<int64_t>(static_cast<double>(resize) * W / H);
+    }
+    out_h = std::max(out_h, S);
+    out_w = std::max(out_w, S);
+    bx = by = 0;
+    bw = static_cast<double>(W);
+    bh = static_cast<double>(H);
+    off_y = static_cast<int64_t>(std::lround((out_h - S) / 2.0));
+    off_x = static_cast<int64_t>(std::lround((out_w - S) / 2.0));
+  }
+
+  ScaleFactor sf;
+  if (fmt == ImageFormat::kJpeg && opt.dct_scaling) {
+    sf = choose_jpeg_scale(bw, bh, static_cast<double>(out_w), static_cast<double>(out_h));
+  }
+  Image img;
+  res.status = decode_image(data, size, fmt, opt.max_pixels, sf, &img, &res.error);
+  if (res.status != DecodeStatus::kOk) return res;
+  res.jpeg_scale = sf;
+  // Map the box into decoded pixels (exact ratio of decoded to stored size).
+  const double fx = static_cast<double>(img.width) / W, fy = static_cast<double>(img.height) / H;
+  ResampleAxis ax{bx * fx, bw * fx, out_w, off_x, S};
+  ResampleAxis ay{by * fy, bh * fy, out_h, off_y, S};
+  std::vector<float> hwc = resize_bicubic_aa(img.pixels.data(), img.height, img.width, img.channels, ay, ax);
+
+  res.chw.resize(static_cast<size_t>(3 * S * S));
+  const int64_t C = img.channels;
+  for (int64_t c = 0; c < 3; ++c) {
+    const int64_t sc = C == 1 ? 0 : c;
+    const float scale = 1.0f / (255.0f * opt.std[c]);
+    const float shift = opt.mean[c] / opt.std[c];
+    float* out = res.chw.data() + c * S * S;
+    for (int64_t yy = 0; yy < S; ++yy) {
+      const float* row = hwc.data() + yy * S * C;
+      float* orow = out + yy * S;
+      for (int64_t xx = 0; xx < S; ++xx) {
+        const int64_t src_x = flip ? S - 1 - xx : xx;
+        // Clamp like an 8-bit image (PIL/torchvision uint8) before normalising.
+        const float v = std::min(255.0f, std::max(0.0f, row[src_x * C + sc]));
+        orow[xx] = v * scale - shift;
+      }
+    }
+  }
+  return res;
+}
+
+}  // namespace cnx::data
