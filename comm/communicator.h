@@ -1,0 +1,125 @@
+#pragma once
+// The collectives the trainer needs, behind one interface (after PyTorch
+// c10d's Backend/Work and Horovod's operation manager).
+//
+// Backends: comm/mpi/ (CPU tensors, one communication thread owns all MPI
+// calls) and comm/nccl/ (CUDA tensors, own stream; only built with
+// CNX_WITH_NCCL). make_communicator() in comm/factory.cc is the only place
+// that knows which backends exist.
+//
+// Ordering contract (all backends): collectives are matched across ranks by
+// the order in which they are *issued*. Every rank must issue the same
+// collectives, on the same shapes and dtypes, in the same order. Issue from
+// one thread at a time (a Communicator is not meant to be shared between
+// threads that issue concurrently; the backends serialise internally, but the
+// cross-rank order would then be a race).
+//
+// Averaging: allreduce with ReduceOp::kAverage sums across ranks then divides
+// every element by size() on each rank. All ranks receive the same sum from
+// the backend, and divide it identically, so results are bit-identical across
+// ranks.
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace cnx::comm {
+
+// Errors from the communication layer (bad input, MPI/NCCL failures). The
+// message names the rank, the operation and what was wrong.
+class CommError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class ReduceOp { kSum, kAverage, kMax };
+const char* reduce_op_name(ReduceOp op);
+
+// Handle of one asynchronous collective. Thread-safe.
+class Work {
+ public:
+  virtual ~Work() = default;
+  // True once the collective has finished, successfully or not. Never blocks.
+  virtual bool is_completed() = 0;
+  // Blocks until finished; then the results are final and visible to the
+  // caller (host memory, or for CUDA tensors every stream). Rethrows the
+  // error (CommError) if the collective failed; may be called repeatedly.
+  virtual void wait() = 0;
+  // Seconds the backend spent executing this collective (from the moment it
+  // started on the communication thread/stream to its end). Valid after
+  // wait() returned; includes time spent waiting for slower peer ranks.
+  virtual double seconds() = 0;
+};
+
+using WorkPtr = std::shared_ptr<Work>;
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // Rank among the processes on this host, and their number.
+  virtual int local_rank() const = 0;
+  virtual int local_size() const = 0;
+  // "mpi" or "nccl".
+  virtual std::string backend_name() const = 0;
+  // The device kind whose tensors this backend reduces (kCPU or kCUDA).
+  virtual at::DeviceType device_type() const = 0;
+  // Whether allreduce accepts tensors of this dtype.
+  virtual bool supports_dtype(at::ScalarType dtype) const = 0;
+
+  // In-place all-reduce of every tensor in `tensors` (each one its own
+  // reduction; they may differ in size and dtype). Tensors must be dense,
+  // contiguous, on device_type(), and of a dtype the backend supports
+  // (MPI: float32/float64); violations throw CommError before anything is
+  // issued. The Work keeps the tensors alive; the caller must not read or
+  // write them until wait() returned. Empty tensors are allowed.
+  virtual WorkPtr allreduce(std::vector<at::Tensor> tensors, ReduceOp op) = 0;
+
+  // In-place broadcast of `tensor` (any dtype, contiguous) from `root`.
+  virtual WorkPtr broadcast(at::Tensor tensor, int root) = 0;
+
+  // Gathers one small byte string from every rank; result[r] is rank r's.
+  // Blocking. Meant for metadata (hostnames, shapes, checksums), not tensors.
+  virtual std::vector<std::string> allgather(const std::string& mine) = 0;
+
+  // Blocks until every rank reached the barrier and all previously issued
+  // collectives of this rank have completed.
+  virtual void barrier() = 0;
+
+  // Convenience wrappers.
+  WorkPtr allreduce_average(std::vector<at::Tensor> tensors) {
+    return allreduce(std::move(tensors), ReduceOp::kAverage);
+  }
+  WorkPtr allreduce_average(at::Tensor flat) {
+    return allreduce(std::vector<at::Tensor>{std::move(flat)}, ReduceOp::kAverage);
+  }
+};
+
+struct CommOptions {
+  // "auto": nccl when it was built and CUDA is available, else mpi.
+  std::string backend = "auto";
+  // CUDA device for nccl; -1 = local_rank() (one rank per device).
+  int device = -1;
+};
+
+// Creates the backend named in `options`. For MPI-based backends the
+// communicator initialises MPI (MPI_Init_thread with MPI_THREAD_MULTIPLE)
+// unless the program already did, and finalises it when the last
+// communicator is destroyed only if it was the one that initialised it
+// (see comm/mpi/mpi_runtime.h). Throws CommError naming the backend and why
+// it is unavailable (not built, no CUDA, MPI without thread support).
+std::unique_ptr<Communicator> make_communicator(const CommOptions& options);
+
+// The backends compiled into this build, e.g. {"mpi"} or {"mpi", "nccl"}.
+std::vector<std::string> available_backends();
+
+// Broadcasts every tensor from `root`, in order, and waits (e.g. the initial
+// parameters from rank 0 so that all ranks start identical).
+void broadcast_tensors(Communicator& comm, const std::vector<at::Tensor>& tensors, int root = 0);
+
+}  // namespace cnx::comm

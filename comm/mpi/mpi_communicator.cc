@@ -1,0 +1,265 @@
+#include "comm/mpi/mpi_communicator.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstring>
+#include <exception>
+
+#include "common/check.h"
+
+namespace cnx::comm {
+
+// Work handle completed by the communication thread.
+class MpiWork final : public Work {
+ public:
+  explicit MpiWork(std::vector<at::Tensor> keep) : keep_(std::move(keep)) {}
+
+  bool is_completed() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return done_;
+  }
+  void wait() override {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return done_; });
+    if (error_) {
+      std::rethrow_exception(error_);
+    }
+  }
+  double seconds() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return seconds_;
+  }
+  void complete(std::exception_ptr error, double seconds) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      error_ = std::move(error);
+      seconds_ = seconds;
+      done_ = true;
+      keep_.clear();
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::exception_ptr error_;
+  double seconds_ = 0.0;
+  std::vector<at::Tensor> keep_;  // tensors referenced until completion
+};
+
+namespace {
+
+// MPI counts are int: large buffers go in chunks of at most this many elements.
+constexpr int64_t kMaxChunk = int64_t{1} << 30;
+
+MPI_Datatype mpi_float_type(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat:
+      return MPI_FLOAT;
+    case at::kDouble:
+      return MPI_DOUBLE;
+    default:
+      return MPI_DATATYPE_NULL;
+  }
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+    case ReduceOp::kAverage:
+      return MPI_SUM;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+  }
+  return MPI_OP_NULL;
+}
+
+void check_cpu_dense(const at::Tensor& t, const std::string& what, int rank) {
+  if (!t.defined()) {
+    throw CommError(cnx::str("MPI ", what, " on rank ", rank, ": tensor is undefined"));
+  }
+  if (t.layout() != at::kStrided) {
+    throw CommError(cnx::str("MPI ", what, " on rank ", rank, ": tensor has layout ", t.layout(),
+                             "; only dense (strided) tensors are supported"));
+  }
+  if (t.device().type() != at::kCPU) {
+    throw CommError(cnx::str("MPI ", what, " on rank ", rank, ": tensor is on ", t.device(),
+                             "; the MPI backend handles CPU tensors only (use backend nccl for CUDA)"));
+  }
+  if (!t.is_contiguous()) {
+    throw CommError(cnx::str("MPI ", what, " on rank ", rank, ": tensor of shape ", t.sizes(),
+                             " is not contiguous; pass a contiguous tensor (in-place result)"));
+  }
+}
+
+}  // namespace
+
+MpiCommunicator::MpiCommunicator(std::shared_ptr<MpiRuntime> runtime, MPI_Comm base)
+    : runtime_(std::move(runtime)) {
+  CNX_CHECK(runtime_ != nullptr, "MpiCommunicator needs an MpiRuntime (MpiRuntime::acquire())");
+  CNX_MPI_CHECK(MPI_Comm_dup(base, &comm_));
+  CNX_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+  CNX_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+  CNX_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+  MPI_Comm local = MPI_COMM_NULL;
+  CNX_MPI_CHECK(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local));
+  CNX_MPI_CHECK(MPI_Comm_rank(local, &local_rank_));
+  CNX_MPI_CHECK(MPI_Comm_size(local, &local_size_));
+  CNX_MPI_CHECK(MPI_Comm_free(&local));
+  thread_ = std::thread([this] { loop(); });
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && comm_ != MPI_COMM_NULL) {
+    MPI_Comm_free(&comm_);
+  }
+}
+
+std::shared_ptr<MpiWork> MpiCommunicator::enqueue(std::function<void()> fn,
+                                                  std::vector<at::Tensor> keep) {
+  auto work = std::make_shared<MpiWork>(std::move(keep));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    CNX_CHECK(!stop_, "MpiCommunicator: collective issued while the communicator is being destroyed");
+    queue_.push_back(Item{std::move(fn), work});
+  }
+  cv_.notify_all();
+  return work;
+}
+
+void MpiCommunicator::loop() {
+  for (;;) {
+    Item item;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) {
+        return;  // stop_ and drained
+      }
+      item = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    auto start = std::chrono::steady_clock::now();
+    std::exception_ptr error;
+    try {
+      item.fn();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    item.work->complete(std::move(error), secs);
+  }
+}
+
+WorkPtr MpiCommunicator::allreduce(std::vector<at::Tensor> tensors, ReduceOp op) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const at::Tensor& t = tensors[i];
+    check_cpu_dense(t, cnx::str("allreduce (", reduce_op_name(op), ") of tensor ", i, " of ",
+                                tensors.size()),
+                    rank_);
+    if (mpi_float_type(t.scalar_type()) == MPI_DATATYPE_NULL) {
+      throw CommError(cnx::str("MPI allreduce on rank ", rank_, ": tensor ", i, " of ",
+                               tensors.size(), " has dtype ", t.scalar_type(),
+                               "; the MPI backend reduces only Float (float32) and Double (float64)"));
+    }
+  }
+  const MPI_Comm comm = comm_;
+  const int size = size_;
+  auto fn = [tensors, op, comm, size] {
+    for (const at::Tensor& t : tensors) {
+      const int64_t n = t.numel();
+      if (n == 0) {
+        continue;
+      }
+      const MPI_Datatype type = mpi_float_type(t.scalar_type());
+      char* base = static_cast<char*>(t.data_ptr());
+      const int64_t elem = static_cast<int64_t>(t.element_size());
+      for (int64_t off = 0; off < n; off += kMaxChunk) {
+        const int count = static_cast<int>(std::min(kMaxChunk, n - off));
+        CNX_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, base + off * elem, count, type, mpi_op(op), comm));
+      }
+      if (op == ReduceOp::kAverage && size > 1) {
+        t.div_(static_cast<double>(size));
+      }
+    }
+  };
+  return enqueue(std::move(fn), tensors);
+}
+
+WorkPtr MpiCommunicator::broadcast(at::Tensor tensor, int root) {
+  check_cpu_dense(tensor, "broadcast", rank_);
+  if (root < 0 || root >= size_) {
+    throw CommError(cnx::str("MPI broadcast on rank ", rank_, ": root ", root,
+                             " is not a rank of this communicator (size ", size_, ")"));
+  }
+  const MPI_Comm comm = comm_;
+  auto fn = [tensor, root, comm] {
+    const int64_t bytes = static_cast<int64_t>(tensor.nbytes());
+    char* base = static_cast<char*>(tensor.data_ptr());
+    for (int64_t off = 0; off < bytes; off += kMaxChunk) {
+      const int count = static_cast<int>(std::min(kMaxChunk, bytes - off));
+      CNX_MPI_CHECK(MPI_Bcast(base + off, count, MPI_BYTE, root, comm));
+    }
+  };
+  return enqueue(std::move(fn), {tensor});
+}
+
+std::vector<std::string> MpiCommunicator::allgather(const std::string& mine) {
+  if (mine.size() > static_cast<size_t>(INT_MAX / std::max(size_, 1))) {
+    throw CommError(cnx::str("MPI allgather on rank ", rank_, ": ", mine.size(),
+                             " bytes is too large; allgather is meant for small metadata"));
+  }
+  std::vector<std::string> result(static_cast<size_t>(size_));
+  const MPI_Comm comm = comm_;
+  const int size = size_;
+  auto fn = [&result, &mine, comm, size] {
+    int my_len = static_cast<int>(mine.size());
+    std::vector<int> lens(static_cast<size_t>(size), 0);
+    CNX_MPI_CHECK(MPI_Allgather(&my_len, 1, MPI_INT, lens.data(), 1, MPI_INT, comm));
+    std::vector<int> displs(static_cast<size_t>(size), 0);
+    int64_t total = 0;
+    for (int r = 0; r < size; ++r) {
+      displs[r] = static_cast<int>(total);
+      total += lens[r];
+    }
+    if (total > INT_MAX) {
+      throw CommError(cnx::str("MPI allgather: ", total,
+                               " bytes in total is too large; allgather is meant for small metadata"));
+    }
+    std::vector<char> all(static_cast<size_t>(std::max<int64_t>(total, 1)));
+    CNX_MPI_CHECK(MPI_Allgatherv(mine.data(), my_len, MPI_CHAR, all.data(), lens.data(),
+                                 displs.data(), MPI_CHAR, comm));
+    for (int r = 0; r < size; ++r) {
+      result[r].assign(all.data() + displs[r], static_cast<size_t>(lens[r]));
+    }
+  };
+  enqueue(std::move(fn), {})->wait();
+  return result;
+}
+
+void MpiCommunicator::barrier() {
+  const MPI_Comm comm = comm_;
+  enqueue([comm] { CNX_MPI_CHECK(MPI_Barrier(comm)); }, {})->wait();
+}
+
+void MpiCommunicator::run_on_comm_thread(std::function<void(MPI_Comm)> fn) {
+  const MPI_Comm comm = comm_;
+  enqueue([fn = std::move(fn), comm] { fn(comm); }, {})->wait();
+}
+
+}  // namespace cnx::comm

@@ -1,0 +1,86 @@
+#pragma once
+// MPI backend: CPU tensors, float32/float64 reductions.
+//
+// Threading protocol:
+// 1. The constructor (calling thread) duplicates the base communicator, sets
+//    MPI_ERRORS_RETURN on the duplicate, finds rank/size and the node-local
+//    rank (MPI_Comm_split_type SHARED), then starts the communication thread.
+// 2. Every collective call validates its input on the calling thread (so bad
+//    input throws CommError there, before anything is issued) and appends one
+//    work item to a FIFO queue. It returns a Work handle at once.
+// 3. The communication thread pops items in FIFO order and is the only thread
+//    that issues MPI calls on the duplicated communicator. Since every rank
+//    issues the same collectives in the same order, the queues match.
+// 4. A failing item stores its error in its Work (rethrown by wait()); the
+//    thread goes on with the next item.
+// 5. The destructor drains the queue (waits for every issued item), stops
+//    and joins the thread, then frees the communicators unless MPI was
+//    already finalised.
+// allgather() and barrier() are items on the same queue, waited upon by the
+// caller, so they also order after every collective issued before them.
+#include <mpi.h>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "comm/communicator.h"
+#include "comm/mpi/mpi_runtime.h"
+
+namespace cnx::comm {
+
+class MpiWork;
+
+class MpiCommunicator final : public Communicator {
+ public:
+  explicit MpiCommunicator(std::shared_ptr<MpiRuntime> runtime, MPI_Comm base = MPI_COMM_WORLD);
+  ~MpiCommunicator() override;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  int local_rank() const override { return local_rank_; }
+  int local_size() const override { return local_size_; }
+  std::string backend_name() const override { return "mpi"; }
+  at::DeviceType device_type() const override { return at::kCPU; }
+  bool supports_dtype(at::ScalarType dtype) const override {
+    return dtype == at::kFloat || dtype == at::kDouble;
+  }
+
+  WorkPtr allreduce(std::vector<at::Tensor> tensors, ReduceOp op) override;
+  WorkPtr broadcast(at::Tensor tensor, int root) override;
+  std::vector<std::string> allgather(const std::string& mine) override;
+  void barrier() override;
+
+  // Runs `fn(comm)` on the communication thread, in queue order, with the
+  // duplicated communicator (e.g. the NCCL unique-id broadcast). Blocking;
+  // rethrows what fn throws.
+  void run_on_comm_thread(std::function<void(MPI_Comm)> fn);
+
+ private:
+  struct Item {
+    std::function<void()> fn;
+    std::shared_ptr<MpiWork> work;
+  };
+  std::shared_ptr<MpiWork> enqueue(std::function<void()> fn, std::vector<at::Tensor> keep);
+  void loop();
+
+  std::shared_ptr<MpiRuntime> runtime_;
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  int local_rank_ = 0;
+  int local_size_ = 1;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Item> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace cnx::comm
