@@ -1,0 +1,121 @@
+#pragma once
+// FCMAE: fully convolutional masked autoencoder pretraining of ConvNeXt V2
+// (DESIGN.md section 3).
+//
+// Parameter names follow the reference FCMAE: encoder.downsample_layers.*,
+// encoder.stages.* (the dense ConvNeXt V2 names under "encoder."), proj.*,
+// mask_token (1, decoder_dim, 1, 1), decoder.0.* (a dense Block), pred.*.
+// encoder() is the dense ConvNeXt V2 whose downsample_layers and stages are
+// those parameters, so it exports as a dense model (model/weights.h); its
+// final norm is not part of FCMAE and stays at init.
+//
+// Masks: float (N, L), L = (H/p)*(W/p), p = 32, 1 = masked. generate_mask is
+// a pure function of its arguments, so a resumed run that derives the seed
+// from (base seed, step, rank) with mask_seed() reproduces its masks exactly.
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "model/convnextv2.h"
+#include "model/options.h"
+
+namespace cnx::model {
+
+struct FcmaeOptions {
+  ConvNeXtV2Options encoder;  // num_classes and drop_path_rate are ignored (FCMAE has neither)
+  int64_t decoder_dim = 512;
+  int64_t decoder_depth = 1;
+  double mask_ratio = 0.6;
+  bool norm_pix_loss = true;
+  std::string encoder_type = "sparse";  // "sparse" | "dense_masked"
+  std::string init = "reference";       // "reference" | "std02"
+  bool dense_channels_last = true;      // memory format of the dense-masked encoder's convs
+};
+
+// FcmaeOptions with the encoder of a named variant (atto ... huge).
+FcmaeOptions fcmae_options(const std::string& variant);
+
+// Throws std::invalid_argument naming the offending field.
+void validate(const FcmaeOptions& options);
+
+// Number of visible patches per image: int(L * (1 - ratio)) as in the reference.
+int64_t num_visible(int64_t num_patches, double ratio);
+
+// (n, h_patches*w_patches) float mask, 1 = masked, exactly num_visible(L, ratio)
+// zeros per row, chosen uniformly without replacement by a splitmix64 stream
+// seeded from (seed, row). ratio in [0, 1].
+torch::Tensor generate_mask(int64_t n, int64_t h_patches, int64_t w_patches, double ratio, uint64_t seed);
+
+// Mixes a run's base seed with the step and rank into a mask seed.
+uint64_t mask_seed(uint64_t base_seed, int64_t step, int64_t rank);
+
+// (N, C, H, W) -> (N, L, p*p*C), channel fastest (einsum nchpwq->nhwpqc).
+torch::Tensor patchify(const torch::Tensor& images, int64_t patch_size);
+// Inverse of patchify for an image of h_patches x w_patches patches.
+torch::Tensor unpatchify(const torch::Tensor& patches, int64_t patch_size, int64_t h_patches, int64_t w_patches);
+
+// Reference loss: pred (N, p*p*C, h, w), mask (N, L). With norm_pix the target
+// patch is standardised (unbiased variance, eps 1e-6). Mean squared error per
+// patch, averaged over masked patches; CheckError when no patch is masked.
+torch::Tensor fcmae_loss(const torch::Tensor& images, const torch::Tensor& pred, const torch::Tensor& mask,
+                         int64_t patch_size, bool norm_pix_loss);
+
+struct FcmaeOutput {
+  torch::Tensor loss;  // scalar
+  torch::Tensor pred;  // (N, p*p*C, H/p, W/p)
+  torch::Tensor mask;  // (N, L), 1 = masked
+};
+
+// Holds the encoder's downsample_layers and stages under "encoder".
+class FcmaeEncoderImpl : public torch::nn::Module {
+ public:
+  explicit FcmaeEncoderImpl(ConvNeXtV2 net);
+  ConvNeXtV2 net;
+};
+TORCH_MODULE(FcmaeEncoder);
+
+class FcmaeImpl : public torch::nn::Module {
+ public:
+  // Validates options and initialises as options.init says (the caller seeds
+  // the global generator first for a reproducible init).
+  explicit FcmaeImpl(FcmaeOptions options);
+
+  // Loss, prediction and mask for images (N, C, H, W), H and W multiples of 32.
+  FcmaeOutput forward(const torch::Tensor& images, const torch::Tensor& mask);
+  // Same with generate_mask(N, H/32, W/32, options.mask_ratio, seed).
+  FcmaeOutput forward(const torch::Tensor& images, uint64_t seed);
+
+  // (N, C3, H/32, W/32), zeros at masked patches, by the selected encoder.
+  torch::Tensor forward_encoder(const torch::Tensor& images, const torch::Tensor& mask);
+  // (N, p*p*C, H/32, W/32).
+  torch::Tensor forward_decoder(const torch::Tensor& latent, const torch::Tensor& mask);
+
+  // "sparse" | "dense_masked"; both run the same parameters.
+  void set_encoder_type(const std::string& type);
+  const std::string& encoder_type() const { return options_.encoder_type; }
+
+  const FcmaeOptions& options() const { return options_; }
+  int64_t patch_size() const { return patch_size_; }
+  // The dense ConvNeXt V2 view of the encoder (shares the parameters).
+  ConvNeXtV2 encoder_model() const { return encoder->net; }
+
+  FcmaeEncoder encoder{nullptr};
+  torch::nn::Conv2d proj{nullptr};
+  torch::Tensor mask_token;
+  torch::nn::Sequential decoder{nullptr};
+  torch::nn::Conv2d pred{nullptr};
+
+ private:
+  void init_weights();
+
+  FcmaeOptions options_;
+  int64_t patch_size_ = 32;
+};
+TORCH_MODULE(Fcmae);
+
+}  // namespace cnx::model

@@ -1,0 +1,88 @@
+#include "model/options.h"
+
+#include <sstream>
+#include <stdexcept>
+
+namespace cnx::model {
+namespace {
+
+struct Variant {
+  const char* name;
+  std::vector<int64_t> depths;
+  std::vector<int64_t> dims;
+};
+
+const std::vector<Variant>& variants() {
+  static const std::vector<Variant> kVariants = {
+      {"atto", {2, 2, 6, 2}, {40, 80, 160, 320}},
+      {"femto", {2, 2, 6, 2}, {48, 96, 192, 384}},
+      {"pico", {2, 2, 6, 2}, {64, 128, 256, 512}},
+      {"nano", {2, 2, 8, 2}, {80, 160, 320, 640}},
+      {"tiny", {3, 3, 9, 3}, {96, 192, 384, 768}},
+      {"base", {3, 3, 27, 3}, {128, 256, 512, 1024}},
+      {"large", {3, 3, 27, 3}, {192, 384, 768, 1536}},
+      {"huge", {3, 3, 27, 3}, {352, 704, 1408, 2816}},
+  };
+  return kVariants;
+}
+
+std::string join(const std::vector<int64_t>& v) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < v.size(); ++i) os << (i ? "," : "") << v[i];
+  os << "]";
+  return os.str();
+}
+
+}  // namespace
+
+const std::vector<std::string>& variant_names() {
+  static const std::vector<std::string> kNames = [] {
+    std::vector<std::string> names;
+    for (const auto& v : variants()) names.emplace_back(v.name);
+    return names;
+  }();
+  return kNames;
+}
+
+ConvNeXtV2Options variant_options(const std::string& name) {
+  for (const auto& v : variants()) {
+    if (name == v.name) {
+      ConvNeXtV2Options o;
+      o.depths = v.depths;
+      o.dims = v.dims;
+      return o;
+    }
+  }
+  std::string accepted;
+  for (const auto& n : variant_names()) accepted += (accepted.empty() ? "" : ", ") + n;
+  throw std::invalid_argument("unknown ConvNeXt V2 variant '" + name + "' (expected one of: " +
+                              accepted + ")");
+}
+
+void validate(const ConvNeXtV2Options& o) {
+  auto fail = [](const std::string& msg) { throw std::invalid_argument("ConvNeXtV2Options: " + msg); };
+  if (o.depths.size() != 4) fail("depths must have 4 entries, got " + join(o.depths));
+  if (o.dims.size() != 4) fail("dims must have 4 entries, got " + join(o.dims));
+  for (auto d : o.depths) {
+    if (d < 1) fail("every depth must be >= 1, got " + join(o.depths));
+  }
+  for (auto d : o.dims) {
+    if (d < 1) fail("every dim must be >= 1, got " + join(o.dims));
+  }
+  if (o.in_chans < 1) fail("in_chans must be >= 1, got " + std::to_string(o.in_chans));
+  if (o.num_classes < 0) fail("num_classes must be >= 0, got " + std::to_string(o.num_classes));
+  if (!(o.drop_path_rate >= 0.0 && o.drop_path_rate < 1.0)) {
+    fail("drop_path_rate must be in [0, 1), got " + std::to_string(o.drop_path_rate));
+  }
+}
+
+std::string describe(const ConvNeXtV2Options& o) {
+  std::ostringstream os;
+  os << "depths=" << join(o.depths) << " dims=" << join(o.dims) << " in_chans=" << o.in_chans
+     << " num_classes=" << o.num_classes << " drop_path_rate=" << o.drop_path_rate
+     << " head_init_scale=" << o.head_init_scale;
+  return os.str();
+}
+
+}  // namespace cnx::model
