@@ -161,6 +161,9 @@ template <class V> void describe(V& v, CoordinatorConfig& c) {
   v("tls_cert", c.tls_cert, any<std::string>());
   v("tls_key", c.tls_key, any<std::string>());
   v("tls_client_ca", c.tls_client_ca, any<std::string>());
+  v("tls_ca", c.tls_ca, any<std::string>());
+  v("tls_client_cert", c.tls_client_cert, any<std::string>());
+  v("tls_client_key", c.tls_client_key, any<std::string>());
   v("state_db", c.state_db, any<std::string>());
   v("heartbeat_s", c.heartbeat_s, range(0.01, 3600));
   v("heartbeat_timeout_s", c.heartbeat_timeout_s, range(0.1, 86400));

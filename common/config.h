@@ -116,6 +116,9 @@ struct CoordinatorConfig {
   std::string tls_cert;
   std::string tls_key;
   std::string tls_client_ca;       // set for mutual TLS
+  std::string tls_ca;              // clients (worker, cnx-ctl): CA that verifies the coordinator; enables TLS
+  std::string tls_client_cert;     // clients: certificate for mutual TLS
+  std::string tls_client_key;      // clients: key for mutual TLS
   std::string state_db = "runs/coordinator.sqlite";
   double heartbeat_s = 2.0;
   double heartbeat_timeout_s = 30.0;

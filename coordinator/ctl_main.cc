@@ -1,0 +1,118 @@
+// cnx-ctl: operator commands against a running coordinator.
+//   cnx-ctl --config job.yaml status [--json]
+//   cnx-ctl --config job.yaml checkpoint
+//   cnx-ctl --config job.yaml drain [--now]
+#include <CLI/CLI.hpp>
+#include <google/protobuf/util/json_util.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "common/check.h"
+#include "common/config.h"
+#include "coordinator/auth.h"
+#include "coordinator/client.h"
+
+namespace {
+
+namespace pb = cnx::v1;
+
+std::string state_name(pb::JobState s) {
+  std::string n = pb::JobState_Name(s);
+  return n.rfind("JOB_", 0) == 0 ? n.substr(4) : n;
+}
+
+void print_table(const pb::StatusReply& s) {
+  std::printf("job %s  state %s  attempt %lld  world %d  epoch %lld  step %lld\n", s.job_id().c_str(),
+              state_name(s.state()).c_str(), static_cast<long long>(s.attempt()), s.world_size(),
+              static_cast<long long>(s.epoch()), static_cast<long long>(s.step()));
+  if (!s.reason().empty()) std::printf("reason: %s\n", s.reason().c_str());
+  std::printf("shards: %lld leased, %lld done, %lld pending; unused samples %lld\n",
+              static_cast<long long>(s.shards_leased()), static_cast<long long>(s.shards_done()),
+              static_cast<long long>(s.shards_pending()), static_cast<long long>(s.unused_samples()));
+  std::printf("checkpoints: %lld committed, last at step %lld", static_cast<long long>(s.checkpoints_committed()),
+              static_cast<long long>(s.last_committed_step()));
+  if (s.seconds_since_commit() >= 0) std::printf(" (%.0f s ago)", s.seconds_since_commit());
+  if (s.checkpoint_pending())
+    std::printf("; pending %lld at step %lld", static_cast<long long>(s.pending().id()),
+                static_cast<long long>(s.pending().step()));
+  std::printf("\n\n%5s  %-20s  %-5s  %10s  %6s  %10s  %10s  %8s  %6s\n", "rank", "host", "alive", "step", "epoch", "loss",
+              "samples/s", "last hb", "leases");
+  for (const auto& r : s.ranks())
+    std::printf("%5d  %-20s  %-5s  %10lld  %6lld  %10.4f  %10.1f  %7.1fs  %6lld\n", r.rank(), r.host().c_str(),
+                !r.registered() ? "-" : r.alive() ? "yes" : "NO", static_cast<long long>(r.step()),
+                static_cast<long long>(r.epoch()), r.loss(), r.samples_per_s(), r.seconds_since_heartbeat(),
+                static_cast<long long>(r.leases_held()));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cnx-ctl: control a running cnx-coordinator"};
+  app.require_subcommand(1);
+  std::string config_path, token_file, address, job_id, tls_ca, tls_cert, tls_key;
+  std::vector<std::string> overrides;
+  double timeout_s = 10;
+  app.add_option("--config", config_path, "job config (YAML): address, job id, token, TLS");
+  app.add_option("--set", overrides, "override a config key: key.path=value (repeatable)");
+  app.add_option("--address", address, "coordinator HOST:PORT (default: coordinator.listen)");
+  app.add_option("--job", job_id, "job id (default: job.id)");
+  app.add_option("--token-file", token_file, "job token file (default: coordinator.token_file / token_env)");
+  app.add_option("--tls-ca", tls_ca, "CA that verifies the coordinator (default: coordinator.tls_ca)");
+  app.add_option("--tls-cert", tls_cert, "client certificate for mutual TLS");
+  app.add_option("--tls-key", tls_key, "client key for mutual TLS");
+  app.add_option("--timeout", timeout_s, "seconds to keep trying an unavailable coordinator");
+  bool as_json = false, now = false;
+  auto* status = app.add_subcommand("status", "show the job's state and every rank");
+  status->add_flag("--json", as_json, "print JSON instead of a table");
+  app.add_subcommand("checkpoint", "plan a checkpoint now");
+  auto* drain = app.add_subcommand("drain", "checkpoint, then tell every rank to exit");
+  drain->add_flag("--now", now, "stop at once, without a checkpoint");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (!token_file.empty()) overrides.push_back("coordinator.token_file=" + token_file);
+    cnx::Config config = config_path.empty() ? cnx::load_config_text("{}", "(defaults)", overrides)
+                                             : cnx::load_config(config_path, overrides);
+    cnx::coordinator::ClientOptions o;
+    o.target = address.empty() ? config.coordinator.listen : address;
+    o.token = cnx::coordinator::load_token(config.coordinator.token_file, config.coordinator.token_env);
+    o.tls_ca = tls_ca.empty() ? config.coordinator.tls_ca : tls_ca;
+    o.tls_cert = tls_cert.empty() ? config.coordinator.tls_client_cert : tls_cert;
+    o.tls_key = tls_key.empty() ? config.coordinator.tls_client_key : tls_key;
+    o.deadline_s = std::min(timeout_s, 10.0);
+    o.retry_budget_s = timeout_s;
+    if (job_id.empty()) job_id = config.job.id;
+    cnx::coordinator::CoordinatorClient client(o);
+    const std::string cmd = app.get_subcommands().front()->get_name();
+    if (cmd == "status") {
+      pb::StatusReply s = client.status(job_id);
+      if (as_json) {
+        std::string out;
+        google::protobuf::util::JsonPrintOptions jo;
+        jo.add_whitespace = true;
+        jo.always_print_primitive_fields = true;
+        jo.preserve_proto_field_names = true;
+        CNX_CHECK(google::protobuf::util::MessageToJsonString(s, &out, jo).ok(), "cannot print the status as JSON");
+        std::cout << out;
+      } else {
+        print_table(s);
+      }
+    } else if (cmd == "checkpoint") {
+      pb::RequestCheckpointReply r = client.request_checkpoint(job_id);
+      std::printf("checkpoint %lld planned at step %lld in %s\n", static_cast<long long>(r.plan().id()),
+                  static_cast<long long>(r.plan().step()), r.plan().dir().c_str());
+    } else if (cmd == "drain") {
+      pb::DrainReply r = client.drain(job_id, !now);
+      if (r.has_plan())
+        std::printf("draining after checkpoint %lld at step %lld; job state %s\n", static_cast<long long>(r.plan().id()),
+                    static_cast<long long>(r.plan().step()), state_name(r.state()).c_str());
+      else
+        std::printf("job state %s\n", state_name(r.state()).c_str());
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "cnx-ctl: " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,46 @@
+// cnx-coordinator: one per job. Parses flags, loads the config, serves until
+// SIGINT/SIGTERM. All logic lives in cnx_coordinator.
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <iostream>
+
+#include "common/config.h"
+#include "common/logging.h"
+#include "coordinator/service.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"cnx-coordinator: the job's control plane (membership, shard leases, checkpoints)"};
+  std::string config_path, token_file;
+  std::vector<std::string> overrides;
+  app.add_option("--config", config_path, "job config (YAML)")->required();
+  app.add_option("--set", overrides, "override a config key: key.path=value (repeatable)");
+  app.add_option("--token-file", token_file, "job token file (overrides coordinator.token_file)");
+  CLI11_PARSE(app, argc, argv);
+
+  // Block the stop signals in every thread; main waits for them below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  try {
+    if (!token_file.empty()) overrides.push_back("coordinator.token_file=" + token_file);
+    cnx::Config config = cnx::load_config(config_path, overrides);
+    cnx::log::init("coordinator", -1, config.job.log_level);
+    cnx::coordinator::ServerOptions options = cnx::coordinator::server_options_from_config(config);
+    cnx::coordinator::CoordinatorServer server(options);
+    CNX_LOG_INFO("cnx-coordinator for job '{}' listening on {} (port {}, {}), state in {}", config.job.id,
+                 config.coordinator.listen, server.port(), options.tls_cert.empty() ? "plaintext" : "TLS",
+                 options.state_db);
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    CNX_LOG_INFO("signal {} received: shutting down", sig);
+    server.shutdown();
+  } catch (const std::exception& e) {
+    std::cerr << "cnx-coordinator: " << e.what() << std::endl;
+    return 2;
+  }
+  return 0;
+}

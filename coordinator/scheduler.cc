@@ -1,0 +1,730 @@
+#include "coordinator/scheduler.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "common/check.h"
+
+namespace cnx::coordinator {
+namespace {
+
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// Uniform in [0, n) without modulo bias; portable (no std distributions).
+uint64_t uniform_below(uint64_t& state, uint64_t n) {
+  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+  uint64_t r;
+  do r = splitmix64(state);
+  while (r >= limit);
+  return r % n;
+}
+
+[[noreturn]] void fail(ErrorCode code, const std::string& msg) { throw SchedulerError(code, msg); }
+
+bool is_hex64(const std::string& s) {
+  if (s.size() != 64) return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+// A relative path with no "." / ".." components: it stays inside the folder.
+bool confined_relative(const std::string& p) {
+  if (p.empty() || p.size() > 1024 || p.front() == '/' || p.back() == '/') return false;
+  size_t begin = 0;
+  while (begin <= p.size()) {
+    size_t end = p.find('/', begin);
+    if (end == std::string::npos) end = p.size();
+    std::string comp = p.substr(begin, end - begin);
+    if (comp.empty() || comp == "." || comp == "..") return false;
+    for (char c : comp)
+      if (c == '\0' || c == '\\') return false;
+    begin = end + 1;
+  }
+  return true;
+}
+
+// Unused pieces of one rank's sequence given its progress in that epoch.
+std::vector<WorkItem> remaining_items(const std::vector<WorkItem>& items, const RankProgress& p) {
+  std::map<int64_t, int64_t> partial;
+  for (const auto& ip : p.partial) partial[ip.position] = ip.consumed;
+  std::vector<WorkItem> out;
+  for (size_t pos = 0; pos < items.size(); ++pos) {
+    const int64_t ipos = static_cast<int64_t>(pos);
+    WorkItem it = items[pos];
+    if (ipos < p.next_position) {
+      auto f = partial.find(ipos);
+      if (f == partial.end()) continue;
+      it.start += f->second;
+      if (it.start >= it.end) continue;
+    }
+    out.push_back(it);
+  }
+  return out;
+}
+
+}  // namespace
+
+Scheduler::Scheduler(SchedulerOptions options, ShardIndex index)
+    : options_(std::move(options)), index_(std::move(index)) {
+  CNX_CHECK(options_.keep >= 1, "checkpoint.keep must be >= 1");
+  mark_job();
+}
+
+void Scheduler::event(const std::string& line) { events_.push_back(line); }
+
+void Scheduler::set_state(JobState s, const std::string& reason) {
+  if (s != state_ || reason != reason_)
+    event(str("job ", options_.job_id, " attempt ", attempt_, ": ", job_state_name(state_), " -> ", job_state_name(s),
+              reason.empty() ? "" : " (" + reason + ")"));
+  state_ = s;
+  reason_ = reason;
+  mark_job();
+}
+
+EpochPlan Scheduler::fresh_plan(int64_t epoch, int world) const {
+  std::vector<int64_t> order;
+  for (size_t i = 0; i < index_.shards.size(); ++i)
+    if (index_.shards[i].samples > 0) order.push_back(static_cast<int64_t>(i));
+  uint64_t state = static_cast<uint64_t>(options_.seed) * 0x2545f4914f6cdd1dULL ^ static_cast<uint64_t>(epoch);
+  splitmix64(state);
+  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[uniform_below(state, i)]);
+  EpochPlan plan;
+  plan.world_size = world;
+  plan.ranks.resize(world);
+  for (size_t i = 0; i < order.size(); ++i)
+    plan.ranks[i % world].push_back({order[i], 0, index_.shards[order[i]].samples, static_cast<int64_t>(i)});
+  return plan;
+}
+
+const EpochPlan& Scheduler::plan(int64_t epoch) {
+  auto it = plans_.find(epoch);
+  if (it == plans_.end()) {
+    CNX_CHECK(world_size_ > 0, "no world size yet");
+    it = plans_.emplace(epoch, fresh_plan(epoch, world_size_)).first;
+    mark_plan(epoch);
+  }
+  return it->second;
+}
+
+void Scheduler::check_job(const std::string& job_id) const {
+  if (job_id != options_.job_id)
+    fail(ErrorCode::kInvalidArgument, str("job_id: '", job_id, "' is not this coordinator's job ('", options_.job_id, "')"));
+}
+
+RankState& Scheduler::check_ref(const WorkerRef& ref) {
+  check_job(ref.job_id);
+  if (ref.attempt != attempt_ || attempt_ == 0)
+    fail(ErrorCode::kStale, str("stale attempt ", ref.attempt, " (current attempt is ", attempt_, ")"));
+  if (ref.rank < 0 || ref.rank >= world_size_)
+    fail(ErrorCode::kInvalidArgument, str("rank: ", ref.rank, " out of range [0, ", world_size_, ")"));
+  RankState& rs = ranks_[ref.rank];
+  if (!rs.registered) fail(ErrorCode::kFailedPrecondition, str("rank ", ref.rank, " has not registered in attempt ", attempt_));
+  return rs;
+}
+
+void Scheduler::open_attempt(int world, const std::string& launch_id, double now) {
+  ++attempt_;
+  if (!launch_id_.empty()) past_launches_.push_back(launch_id_);
+  if (past_launches_.size() > 1000) past_launches_.erase(past_launches_.begin());
+  launch_id_ = launch_id;
+  if (auto p = pending_plan()) {
+    ckpts_[p->id].state = CheckpointRecord::State::kAbandoned;
+    mark_ckpt(p->id);
+    deletions_.push_back(p->dir);
+  }
+  pending_ckpt_ = 0;
+  drain_after_commit_ = false;
+  const int old_world = world_size_;
+  world_size_ = world;
+  for (int r = 0; r < old_world; ++r) dirty_.insert("rank/" + std::to_string(r));  // rewritten or erased below
+  ranks_.assign(world, RankState{});
+  live_.assign(world, Liveness{});
+  for (const auto& [e, p] : plans_) dirty_.insert("plan/" + std::to_string(e));
+  plans_.clear();
+
+  const CheckpointRecord* last = latest_committed();
+  if (last) {
+    int64_t e_min = INT64_MAX, e_max = 0;
+    for (const auto& [r, part] : last->parts) {
+      e_min = std::min(e_min, part.progress.epoch);
+      e_max = std::max(e_max, part.progress.epoch);
+    }
+    auto snapshot_plan = [&](int64_t e) {
+      auto f = last->plans.find(e);
+      return f != last->plans.end() ? f->second : fresh_plan(e, last->world_size);
+    };
+    for (int64_t e = e_min; e <= e_max; ++e) {
+      const EpochPlan old = snapshot_plan(e);
+      EpochPlan fresh;
+      fresh.world_size = world;
+      fresh.ranks.resize(world);
+      std::vector<std::vector<WorkItem>> left(last->world_size);
+      for (const auto& [r, part] : last->parts) {
+        if (part.progress.epoch == e) left[r] = remaining_items(old.ranks[r], part.progress);
+        else if (part.progress.epoch < e) left[r] = old.ranks[r];
+      }
+      if (world == last->world_size) {
+        fresh.ranks = std::move(left);
+      } else {
+        std::vector<WorkItem> pieces;
+        for (auto& l : left) pieces.insert(pieces.end(), l.begin(), l.end());
+        std::sort(pieces.begin(), pieces.end(), [](const WorkItem& a, const WorkItem& b) {
+          return a.order != b.order ? a.order < b.order : a.start < b.start;
+        });
+        for (size_t i = 0; i < pieces.size(); ++i) fresh.ranks[i % world].push_back(pieces[i]);
+      }
+      plans_[e] = std::move(fresh);
+      mark_plan(e);
+    }
+    // Later epochs keep their plan when the world size is unchanged.
+    if (world == last->world_size)
+      for (const auto& [e, p] : last->plans)
+        if (e > e_max) {
+          plans_[e] = p;
+          mark_plan(e);
+        }
+    for (int r = 0; r < world; ++r) {
+      ranks_[r].epoch = e_min;
+      if (world == last->world_size) ranks_[r].epoch = last->parts.at(r).progress.epoch;
+    }
+  }
+  for (int r = 0; r < world; ++r) mark_rank(r);
+  set_state(JobState::kWaiting, str("attempt ", attempt_, " opened with world size ", world,
+                                    last ? str(", resuming from checkpoint ", last->id, " at step ", last->step)
+                                         : std::string(", starting from scratch")));
+  (void)now;
+}
+
+RegisterResult Scheduler::register_worker(const std::string& job_id, int rank, int world, const std::string& host,
+                                          const std::string& launch_id, double now) {
+  check_job(job_id);
+  if (world < 1 || world > (1 << 16)) fail(ErrorCode::kInvalidArgument, str("world_size: ", world, " out of range [1, 65536]"));
+  if (options_.world_size > 0 && world != options_.world_size)
+    fail(ErrorCode::kInvalidArgument, str("world_size: ", world, " differs from coordinator.world_size ", options_.world_size));
+  if (rank < 0 || rank >= world) fail(ErrorCode::kInvalidArgument, str("rank: ", rank, " out of range [0, ", world, ")"));
+  if (launch_id.empty() || launch_id.size() > 128) fail(ErrorCode::kInvalidArgument, "launch_id: expected 1..128 characters");
+  if (host.size() > 256) fail(ErrorCode::kInvalidArgument, "host: longer than 256 characters");
+  if (state_ == JobState::kCompleted) fail(ErrorCode::kFailedPrecondition, str("job ", options_.job_id, " is completed"));
+  if (state_ == JobState::kFailed) fail(ErrorCode::kFailedPrecondition, str("job ", options_.job_id, " has failed: ", reason_));
+
+  if (std::find(past_launches_.begin(), past_launches_.end(), launch_id) != past_launches_.end())
+    fail(ErrorCode::kStale, str("launch '", launch_id, "' belongs to an earlier attempt (current attempt is ", attempt_, ")"));
+  if (attempt_ == 0 || launch_id != launch_id_) {
+    open_attempt(world, launch_id, now);
+  } else {
+    if (world != world_size_)
+      fail(ErrorCode::kInvalidArgument, str("world_size: ", world, " differs from attempt ", attempt_, "'s world size ", world_size_));
+    if (state_ == JobState::kRestarting)
+      fail(ErrorCode::kFailedPrecondition, str("attempt ", attempt_, " has failed (", reason_, "); relaunch the workers"));
+  }
+  RankState& rs = ranks_[rank];
+  if (!rs.registered || rs.host != host) {
+    rs.registered = true;
+    rs.host = host;
+    mark_rank(rank);
+  }
+  live_[rank].last_heartbeat = now;
+  if (state_ == JobState::kWaiting &&
+      std::all_of(ranks_.begin(), ranks_.end(), [](const RankState& r) { return r.registered; })) {
+    for (auto& l : live_) l.last_heartbeat = l.step_changed = now;
+    last_commit_unix_s_ = now;
+    set_state(JobState::kRunning, str("all ", world_size_, " ranks registered"));
+  }
+  RegisterResult res;
+  res.attempt = attempt_;
+  res.world_size = world_size_;
+  res.state = state_;
+  res.start_epoch = rs.epoch;
+  res.resume = latest_committed();
+  return res;
+}
+
+int64_t Scheduler::max_step() const {
+  int64_t m = -1;
+  for (const auto& l : live_) m = std::max(m, l.step);
+  return m;
+}
+
+std::optional<CheckpointPlan> Scheduler::pending_plan() const {
+  if (pending_ckpt_ == 0) return std::nullopt;
+  return ckpts_.at(pending_ckpt_).plan();
+}
+
+CheckpointPlan Scheduler::plan_checkpoint(const std::string& why, double now) {
+  if (auto p = pending_plan()) return *p;
+  // Far enough ahead that every rank hears of it before reaching it: two
+  // heartbeat intervals at the fastest observed rate, plus one.
+  double rate = 0;
+  for (const auto& l : live_) rate = std::max(rate, l.steps_per_s);
+  int64_t margin = static_cast<int64_t>(std::ceil(rate * 2.0 * options_.heartbeat_s)) + 1;
+  CheckpointRecord rec;
+  rec.id = next_ckpt_id_++;
+  rec.step = std::max<int64_t>(max_step(), 0) + margin;
+  char name[64];
+  std::snprintf(name, sizeof(name), "ckpt-%06lld-step-%09lld", static_cast<long long>(rec.id),
+                static_cast<long long>(rec.step));
+  rec.dir = options_.checkpoint_root + "/" + options_.job_id + "/" + name;
+  rec.world_size = world_size_;
+  rec.attempt = attempt_;
+  rec.planned_unix_s = now;
+  pending_ckpt_ = rec.id;
+  event(str("checkpoint ", rec.id, " planned at step ", rec.step, " (", why, ") in ", rec.dir));
+  ckpts_[rec.id] = rec;
+  mark_ckpt(rec.id);
+  mark_job();
+  return rec.plan();
+}
+
+HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& info, double now) {
+  RankState& rs = check_ref(ref);
+  if (info.step < 0 || info.epoch < 0) fail(ErrorCode::kInvalidArgument, "step/epoch: must be >= 0");
+  if (!std::isfinite(info.samples_per_s) || info.samples_per_s < 0)
+    fail(ErrorCode::kInvalidArgument, "samples_per_s: must be a finite number >= 0");
+  if (info.message.size() > 4096) fail(ErrorCode::kInvalidArgument, "message: longer than 4096 characters");
+  Liveness& l = live_[ref.rank];
+  if (info.step != l.step) {
+    if (l.step >= 0 && info.step > l.step && now > l.step_changed)
+      l.steps_per_s = static_cast<double>(info.step - l.step) / (now - l.step_changed);
+    l.step = info.step;
+    l.step_changed = now;
+    for (auto& [k, lease] : rs.leases) lease.deadline_unix_s = now + options_.lease_s;
+    if (!rs.leases.empty()) mark_rank(ref.rank);
+  }
+  l.last_heartbeat = now;
+  l.loss = info.loss;
+  l.samples_per_s = info.samples_per_s;
+
+  if (info.status == WorkerStatus::kFailed && state_ != JobState::kFailed) {
+    if (auto p = pending_plan()) {
+      ckpts_[p->id].state = CheckpointRecord::State::kAbandoned;
+      mark_ckpt(p->id);
+      pending_ckpt_ = 0;
+    }
+    set_state(JobState::kFailed, str("rank ", ref.rank, " failed: ", info.message));
+  } else if (info.status == WorkerStatus::kFinished && !rs.finished) {
+    rs.finished = true;
+    mark_rank(ref.rank);
+    if (std::all_of(ranks_.begin(), ranks_.end(), [](const RankState& r) { return r.finished; }))
+      set_state(JobState::kCompleted, "every rank finished");
+  }
+  if (state_ == JobState::kRunning) {
+    if (info.preempted && !drain_after_commit_) {
+      plan_checkpoint(str("rank ", ref.rank, " preempted"), now);
+      drain_after_commit_ = true;
+      mark_job();
+    } else if (options_.every_steps > 0 && pending_ckpt_ == 0) {
+      const CheckpointRecord* last = latest_committed();
+      int64_t base = last && last->attempt == attempt_ ? last->step : 0;
+      for (const auto& [id, c] : ckpts_)
+        if (c.attempt == attempt_ && c.state == CheckpointRecord::State::kCommitted) base = std::max(base, c.step);
+      int64_t boundary = (base / options_.every_steps + 1) * options_.every_steps;
+      if (max_step() + 2 * (static_cast<int64_t>(std::ceil(l.steps_per_s * 2 * options_.heartbeat_s)) + 1) >= boundary)
+        plan_checkpoint(str("every ", options_.every_steps, " steps"), now);
+    }
+  }
+
+  HeartbeatResult res;
+  res.state = state_;
+  res.reason = reason_;
+  switch (state_) {
+    case JobState::kWaiting: res.action = Action::kWait; break;
+    case JobState::kRunning: res.action = Action::kContinue; break;
+    case JobState::kRestarting:
+    case JobState::kFailed: res.action = Action::kAbort; break;
+    case JobState::kStopped:
+    case JobState::kCompleted: res.action = Action::kDrain; break;
+  }
+  if (auto p = pending_plan(); p && state_ == JobState::kRunning) {
+    res.action = Action::kCheckpoint;
+    res.has_plan = true;
+    res.plan = *p;
+  }
+  return res;
+}
+
+AcquireResult Scheduler::acquire(const WorkerRef& ref, int64_t epoch, int64_t position, double now) {
+  RankState& rs = check_ref(ref);
+  if (state_ != JobState::kRunning)
+    fail(ErrorCode::kFailedPrecondition, str("job is ", job_state_name(state_), ", not running; no shards are leased"));
+  if (auto again = rs.leases.find({epoch, position}); again != rs.leases.end()) {
+    const EpochPlan& p = plan(epoch);
+    AcquireResult res;
+    res.rank_samples = p.rank_samples(ref.rank);
+    res.min_rank_samples = p.min_rank_samples();
+    res.lease = again->second;
+    return res;
+  }
+  if (epoch < rs.epoch || epoch > rs.epoch + 1 || (epoch == rs.epoch + 1 && position != 0))
+    fail(ErrorCode::kInvalidArgument,
+         str("epoch: ", epoch, " but rank ", ref.rank, " is in epoch ", rs.epoch, " (expected it or the next one)"));
+  if (epoch == rs.epoch + 1) {
+    // Moving on: the rank's items never leased in the old epoch stay unused.
+    const EpochPlan& old = plan(rs.epoch);
+    for (size_t pos = rs.next_position; pos < old.ranks[ref.rank].size(); ++pos)
+      unused_samples_ += old.ranks[ref.rank][pos].size();
+    rs.epoch = epoch;
+    rs.next_position = 0;
+    mark_job();
+  }
+  if (position != rs.next_position)
+    fail(ErrorCode::kInvalidArgument, str("position: ", position, " but rank ", ref.rank, "'s next position in epoch ", epoch,
+                                          " is ", rs.next_position));
+  const EpochPlan& p = plan(epoch);
+  const auto& items = p.ranks[ref.rank];
+  AcquireResult res;
+  res.rank_samples = p.rank_samples(ref.rank);
+  res.min_rank_samples = p.min_rank_samples();
+  if (rs.next_position >= static_cast<int64_t>(items.size())) {
+    res.end_of_epoch = true;
+    mark_rank(ref.rank);
+    return res;
+  }
+  Lease l;
+  l.epoch = epoch;
+  l.position = rs.next_position++;
+  l.item = items[l.position];
+  l.acquired_unix_s = now;
+  l.deadline_unix_s = now + options_.lease_s;
+  rs.leases[{l.epoch, l.position}] = l;
+  mark_rank(ref.rank);
+  res.lease = l;
+  return res;
+}
+
+void Scheduler::shard_done(const WorkerRef& ref, int64_t epoch, int64_t position, int64_t consumed, double now) {
+  RankState& rs = check_ref(ref);
+  auto it = rs.leases.find({epoch, position});
+  if (it == rs.leases.end() && ((epoch == rs.epoch && position >= 0 && position < rs.next_position) ||
+                                (epoch >= 0 && epoch < rs.epoch && position >= 0)))
+    return;  // already reported (a retry)
+  if (it == rs.leases.end())
+    fail(ErrorCode::kInvalidArgument, str("no active lease at epoch ", epoch, " position ", position, " for rank ", ref.rank));
+  if (consumed < 0 || consumed > it->second.item.size())
+    fail(ErrorCode::kInvalidArgument, str("consumed: ", consumed, " out of range [0, ", it->second.item.size(), "]"));
+  unused_samples_ += it->second.item.size() - consumed;
+  ++shards_done_;
+  rs.leases.erase(it);
+  mark_rank(ref.rank);
+  mark_job();
+  (void)now;
+}
+
+void Scheduler::validate_part(int rank, const RankState& rs, const RankPart& part) {
+  if (part.files.size() > 100000) fail(ErrorCode::kInvalidArgument, "files: more than 100000 entries");
+  std::set<std::string> seen;
+  for (size_t i = 0; i < part.files.size(); ++i) {
+    const auto& f = part.files[i];
+    if (!confined_relative(f.path))
+      fail(ErrorCode::kInvalidArgument,
+           str("files[", i, "].path: '", f.path, "' is not a relative path inside the checkpoint folder"));
+    if (!seen.insert(f.path).second) fail(ErrorCode::kInvalidArgument, str("files[", i, "].path: '", f.path, "' repeated"));
+    if (!is_hex64(f.sha256)) fail(ErrorCode::kInvalidArgument, str("files[", i, "].sha256: expected 64 lowercase hex digits"));
+    if (f.bytes < 0) fail(ErrorCode::kInvalidArgument, str("files[", i, "].bytes: must be >= 0"));
+  }
+  if (part.data_cursor.size() > (1 << 20)) fail(ErrorCode::kInvalidArgument, "data_cursor: larger than 1 MiB");
+  const RankProgress& p = part.progress;
+  if (p.epoch < 0 || p.epoch > rs.epoch)
+    fail(ErrorCode::kInvalidArgument, str("progress.epoch: ", p.epoch, " but rank ", rank, " is in epoch ", rs.epoch));
+  const auto& items = plan(p.epoch).ranks[rank];
+  const int64_t limit = p.epoch == rs.epoch ? rs.next_position : static_cast<int64_t>(items.size());
+  if (p.next_position < 0 || p.next_position > limit)
+    fail(ErrorCode::kInvalidArgument, str("progress.next_position: ", p.next_position, " out of range [0, ", limit,
+                                          "] (leases handed to rank ", rank, " in epoch ", p.epoch, ")"));
+  std::set<int64_t> positions;
+  for (size_t i = 0; i < p.partial.size(); ++i) {
+    const auto& ip = p.partial[i];
+    if (ip.position < 0 || ip.position >= p.next_position || !positions.insert(ip.position).second)
+      fail(ErrorCode::kInvalidArgument,
+           str("progress.partial[", i, "].position: ", ip.position, " not a distinct position below next_position ", p.next_position));
+    if (ip.consumed < 0 || ip.consumed > items[ip.position].size())
+      fail(ErrorCode::kInvalidArgument,
+           str("progress.partial[", i, "].consumed: ", ip.consumed, " out of range [0, ", items[ip.position].size(), "]"));
+  }
+}
+
+bool Scheduler::report_part(const WorkerRef& ref, int64_t plan_id, int64_t step, RankPart part, double now) {
+  RankState& rs = check_ref(ref);
+  auto it = ckpts_.find(plan_id);
+  if (it == ckpts_.end()) fail(ErrorCode::kNotFound, str("plan_id: no checkpoint plan ", plan_id));
+  CheckpointRecord& rec = it->second;
+  if (rec.state == CheckpointRecord::State::kCommitted && rec.attempt == attempt_ && rec.parts.count(ref.rank) &&
+      rec.parts.at(ref.rank).step == step)
+    return true;  // a retry of a part that is already committed
+  if (rec.state != CheckpointRecord::State::kPending || rec.attempt != attempt_)
+    fail(ErrorCode::kFailedPrecondition, str("checkpoint plan ", plan_id, " is no longer pending"));
+  if (step < rec.step) fail(ErrorCode::kInvalidArgument, str("step: ", step, " is before the planned step ", rec.step));
+  for (const auto& [r, other] : rec.parts)
+    if (r != ref.rank && other.step != step)
+      fail(ErrorCode::kInvalidArgument, str("step: ", step, " differs from rank ", r, "'s step ", other.step, " for plan ", plan_id));
+  validate_part(ref.rank, rs, part);
+  part.rank = ref.rank;
+  part.step = step;
+  rec.parts[ref.rank] = std::move(part);
+  mark_ckpt(rec.id);
+  if (static_cast<int>(rec.parts.size()) < world_size_) return false;
+  commit(rec, now);
+  return true;
+}
+
+void Scheduler::commit(CheckpointRecord& rec, double now) {
+  rec.step = rec.parts.begin()->second.step;
+  int64_t e_min = INT64_MAX, e_max = 0;
+  for (const auto& [r, p] : rec.parts) {
+    e_min = std::min(e_min, p.progress.epoch);
+    e_max = std::max(e_max, p.progress.epoch);
+  }
+  for (const auto& [e, p] : plans_)
+    if (e >= e_min) rec.plans[e] = p;
+  rec.state = CheckpointRecord::State::kCommitted;
+  rec.committed_unix_s = now;
+  pending_ckpt_ = 0;
+  last_commit_unix_s_ = now;
+  event(str("checkpoint ", rec.id, " committed at step ", rec.step, " (", rec.parts.size(), " parts) in ", rec.dir));
+  mark_ckpt(rec.id);
+  mark_job();
+  // Retention: keep the newest `keep` committed; older committed ones and
+  // abandoned plans become garbage now that a newer commit exists.
+  std::vector<int64_t> committed;
+  for (auto& [id, c] : ckpts_) {
+    if (c.state == CheckpointRecord::State::kCommitted) committed.push_back(id);
+    if (c.state == CheckpointRecord::State::kAbandoned) {
+      c.state = CheckpointRecord::State::kDeleted;
+      deletions_.push_back(c.dir);
+      mark_ckpt(id);
+    }
+  }
+  for (size_t i = 0; i + options_.keep < committed.size(); ++i) {
+    CheckpointRecord& old = ckpts_[committed[i]];
+    old.state = CheckpointRecord::State::kDeleted;
+    old.parts.clear();
+    old.plans.clear();
+    deletions_.push_back(old.dir);
+    mark_ckpt(old.id);
+  }
+  // Plans of epochs that no resume can need any more.
+  for (auto p = plans_.begin(); p != plans_.end();) {
+    if (p->first < e_min) {
+      mark_plan(p->first);
+      p = plans_.erase(p);
+    } else {
+      ++p;
+    }
+  }
+  if (drain_after_commit_) {
+    drain_after_commit_ = false;
+    set_state(JobState::kStopped, str("drained after checkpoint ", rec.id));
+  }
+}
+
+CheckpointPlan Scheduler::request_checkpoint(const std::string& job_id, double now) {
+  check_job(job_id);
+  if (state_ != JobState::kRunning)
+    fail(ErrorCode::kFailedPrecondition, str("job is ", job_state_name(state_), "; checkpoints are planned only while running"));
+  return plan_checkpoint("operator request", now);
+}
+
+DrainResult Scheduler::drain(const std::string& job_id, bool checkpoint, double now) {
+  check_job(job_id);
+  DrainResult res;
+  if (checkpoint && state_ == JobState::kRunning) {
+    res.plan = plan_checkpoint("drain", now);
+    res.has_plan = true;
+    drain_after_commit_ = true;
+    mark_job();
+  } else if (state_ == JobState::kRunning || state_ == JobState::kWaiting) {
+    if (auto p = pending_plan()) {
+      ckpts_[p->id].state = CheckpointRecord::State::kAbandoned;
+      mark_ckpt(p->id);
+      pending_ckpt_ = 0;
+    }
+    drain_after_commit_ = false;
+    set_state(JobState::kStopped, "stopped by the operator");
+  }
+  res.state = state_;
+  return res;
+}
+
+void Scheduler::fail_attempt(const std::string& reason) {
+  if (auto p = pending_plan()) {
+    ckpts_[p->id].state = CheckpointRecord::State::kAbandoned;
+    mark_ckpt(p->id);
+    pending_ckpt_ = 0;
+  }
+  drain_after_commit_ = false;
+  set_state(JobState::kRestarting, reason + "; telling every rank to abort");
+}
+
+void Scheduler::tick(double now) {
+  if (state_ != JobState::kRunning) return;
+  const int64_t top = max_step();
+  for (int r = 0; r < world_size_; ++r) {
+    const Liveness& l = live_[r];
+    if (l.finished || ranks_[r].finished) continue;
+    if (now - l.last_heartbeat > options_.heartbeat_timeout_s) {
+      fail_attempt(str("rank ", r, " lost: no heartbeat for ", static_cast<int64_t>(now - l.last_heartbeat), " s"));
+      return;
+    }
+    if (now - l.step_changed > options_.stall_s) {
+      fail_attempt(str("rank ", r, " stalled at step ", l.step, " for ", static_cast<int64_t>(now - l.step_changed),
+                       " s (highest step ", top, ")"));
+      return;
+    }
+    for (const auto& [k, lease] : ranks_[r].leases)
+      if (now > lease.deadline_unix_s && now > restored_unix_s_ + options_.lease_s) {
+        fail_attempt(str("rank ", r, "'s lease of shard ", lease.item.shard, " (epoch ", lease.epoch, ") expired"));
+        return;
+      }
+  }
+  if (options_.every_minutes > 0 && pending_ckpt_ == 0 && now - last_commit_unix_s_ >= options_.every_minutes * 60)
+    plan_checkpoint(str("every ", options_.every_minutes, " minutes"), now);
+}
+
+const CheckpointRecord* Scheduler::latest_committed() const {
+  for (auto it = ckpts_.rbegin(); it != ckpts_.rend(); ++it)
+    if (it->second.state == CheckpointRecord::State::kCommitted) return &it->second;
+  return nullptr;
+}
+
+SchedulerStatus Scheduler::status(double now) const {
+  SchedulerStatus s;
+  s.job_id = options_.job_id;
+  s.state = state_;
+  s.reason = reason_;
+  s.attempt = attempt_;
+  s.world_size = world_size_;
+  s.step = max_step();
+  s.shards_done = shards_done_;
+  s.unused_samples = unused_samples_;
+  s.epoch = ranks_.empty() ? 0 : INT64_MAX;
+  for (int r = 0; r < world_size_; ++r) {
+    const RankState& rs = ranks_[r];
+    const Liveness& l = live_[r];
+    RankStatusInfo ri;
+    ri.rank = r;
+    ri.host = rs.host;
+    ri.registered = rs.registered;
+    ri.alive = rs.registered && now - l.last_heartbeat <= options_.heartbeat_timeout_s;
+    ri.step = l.step;
+    ri.epoch = rs.epoch;
+    ri.loss = l.loss;
+    ri.samples_per_s = l.samples_per_s;
+    ri.seconds_since_heartbeat = rs.registered ? now - l.last_heartbeat : -1;
+    ri.leases_held = static_cast<int64_t>(rs.leases.size());
+    s.workers_registered += rs.registered;
+    s.workers_alive += ri.alive;
+    s.shards_leased += ri.leases_held;
+    s.epoch = std::min(s.epoch, rs.epoch);
+    auto p = plans_.find(rs.epoch);
+    if (p != plans_.end()) s.shards_pending += static_cast<int64_t>(p->second.ranks[r].size()) - rs.next_position;
+    s.ranks.push_back(ri);
+  }
+  for (const auto& [id, c] : ckpts_)
+    if (c.state == CheckpointRecord::State::kCommitted) ++s.checkpoints_committed;
+  if (const CheckpointRecord* last = latest_committed()) {
+    s.last_committed_step = last->step;
+    s.seconds_since_commit = now - last->committed_unix_s;
+  }
+  if (auto p = pending_plan()) {
+    s.checkpoint_pending = true;
+    s.pending = *p;
+  }
+  return s;
+}
+
+std::vector<std::string> Scheduler::take_deletions() { return std::exchange(deletions_, {}); }
+std::vector<std::string> Scheduler::take_events() { return std::exchange(events_, {}); }
+
+std::map<std::string, std::optional<std::string>> Scheduler::take_changes() {
+  std::map<std::string, std::optional<std::string>> out;
+  for (const std::string& key : dirty_) {
+    const auto slash = key.find('/');
+    const std::string kind = key.substr(0, slash);
+    if (kind == "job") {
+      nlohmann::json j = {{"attempt", attempt_}, {"launch", launch_id_}, {"past_launches", past_launches_}, {"state", static_cast<int>(state_)},
+                          {"reason", reason_}, {"world", world_size_}, {"next_ckpt", next_ckpt_id_},
+                          {"pending", pending_ckpt_}, {"drain", drain_after_commit_}, {"unused", unused_samples_},
+                          {"done", shards_done_}, {"last_commit", last_commit_unix_s_},
+                          {"index_shards", index_.shards.size()}, {"seed", options_.seed}};
+      out[key] = j.dump();
+      continue;
+    }
+    const int64_t id = std::stoll(key.substr(slash + 1));
+    if (kind == "rank") {
+      if (id < world_size_) out[key] = nlohmann::json(ranks_[id]).dump();
+      else out[key] = std::nullopt;
+    } else if (kind == "plan") {
+      auto p = plans_.find(id);
+      if (p != plans_.end()) out[key] = nlohmann::json(p->second).dump();
+      else out[key] = std::nullopt;
+    } else if (kind == "ckpt") {
+      out[key] = nlohmann::json(ckpts_.at(id)).dump();
+    }
+  }
+  dirty_.clear();
+  return out;
+}
+
+Scheduler Scheduler::restore(SchedulerOptions options, ShardIndex index, const std::map<std::string, std::string>& rows,
+                             double now) {
+  Scheduler s(std::move(options), std::move(index));
+  s.dirty_.clear();
+  auto job = rows.find("job");
+  if (job == rows.end()) {
+    s.mark_job();
+    return s;
+  }
+  try {
+    const auto j = nlohmann::json::parse(job->second);
+    CNX_CHECK(j.at("seed").get<int64_t>() == s.options_.seed, "the state database was written with job.seed ",
+              j.at("seed").get<int64_t>(), ", the config says ", s.options_.seed);
+    CNX_CHECK(j.at("index_shards").get<size_t>() == s.index_.shards.size(), "the state database was written for ",
+              j.at("index_shards").get<size_t>(), " shards, the shard index has ", s.index_.shards.size());
+    s.attempt_ = j.at("attempt").get<int64_t>();
+    s.launch_id_ = j.at("launch").get<std::string>();
+    s.past_launches_ = j.at("past_launches").get<std::vector<std::string>>();
+    s.state_ = static_cast<JobState>(j.at("state").get<int>());
+    s.reason_ = j.at("reason").get<std::string>();
+    s.world_size_ = j.at("world").get<int>();
+    s.next_ckpt_id_ = j.at("next_ckpt").get<int64_t>();
+    s.pending_ckpt_ = j.at("pending").get<int64_t>();
+    s.drain_after_commit_ = j.at("drain").get<bool>();
+    s.unused_samples_ = j.at("unused").get<int64_t>();
+    s.shards_done_ = j.at("done").get<int64_t>();
+    s.last_commit_unix_s_ = j.at("last_commit").get<double>();
+    s.ranks_.assign(s.world_size_, RankState{});
+    s.live_.assign(s.world_size_, Liveness{});
+    for (const auto& [key, value] : rows) {
+      const auto slash = key.find('/');
+      if (slash == std::string::npos) continue;
+      const std::string kind = key.substr(0, slash);
+      const int64_t id = std::stoll(key.substr(slash + 1));
+      const auto v = nlohmann::json::parse(value);
+      if (kind == "rank") {
+        CNX_CHECK(id >= 0 && id < s.world_size_, "stored rank ", id, " outside world size ", s.world_size_);
+        s.ranks_[id] = v.get<RankState>();
+      } else if (kind == "plan") {
+        s.plans_[id] = v.get<EpochPlan>();
+      } else if (kind == "ckpt") {
+        s.ckpts_[id] = v.get<CheckpointRecord>();
+      }
+    }
+  } catch (const nlohmann::json::exception& e) {
+    CNX_CHECK(false, "corrupt coordinator state database: ", e.what());
+  }
+  for (auto& l : s.live_) l.last_heartbeat = l.step_changed = now;
+  s.restored_unix_s_ = now;
+  if (s.state_ == JobState::kRunning && s.last_commit_unix_s_ < now - 1e9) s.last_commit_unix_s_ = now;
+  s.event(str("restored job ", s.options_.job_id, " attempt ", s.attempt_, " in state ", job_state_name(s.state_)));
+  return s;
+}
+
+}  // namespace cnx::coordinator

@@ -1,0 +1,201 @@
+#pragma once
+// The coordinator's job state machine: membership, attempts, shard leases,
+// checkpoint plans and commits. Pure logic: no I/O, no clock, no threads.
+// Every call takes `now` (unix seconds); the caller (the gRPC service)
+// serialises calls with one mutex and persists take_changes() durably
+// before replying.
+//
+// Job life cycle
+//   WAITING (ranks of attempt a registering) -> RUNNING (all W registered)
+//   RUNNING -> RESTARTING  a rank is lost (no heartbeat for heartbeat_timeout_s),
+//                          stalled (step unchanged for stall_s), let a lease
+//                          expire, or a new launch registered. Every rank of
+//                          the failed attempt is told ABORT.
+//   any     -> WAITING     a registration with a new launch_id opens attempt
+//                          a+1; every call of attempt a is then refused
+//                          (fencing, ErrorCode::kStale).
+//   RUNNING -> STOPPED     drain (after the drain checkpoint commits) or stop.
+//   RUNNING -> COMPLETED   every rank reported WORKER_FINISHED.
+//   any     -> FAILED      a rank reported WORKER_FAILED.
+//
+// Data assignment rule (DESIGN.md 5b)
+//   * Epoch plan. For epoch e and world size W, the shards with samples > 0
+//     are permuted by a seeded Fisher-Yates shuffle (splitmix64 of seed and
+//     e, portable); the i-th shard of that order is work item (shard, 0, n)
+//     for rank i mod W, at position floor(i / W) of that rank's sequence.
+//   * A rank asks AcquireShard(e) and receives its next item in order; the
+//     lease (epoch, position, item, deadline) is the durable record of what
+//     it holds. Nothing depends on RPC timing: items are never handed to
+//     another rank within an attempt (a lost rank ends the attempt).
+//   * At a checkpoint each rank reports its progress: its epoch, next
+//     position, and for leases it had started but not used up, how many
+//     samples (a prefix from the lease's start) are used. A commit snapshots
+//     the progress of every rank together with the plans it refers to.
+//   * New attempt with the committed world size W: each rank's sequence for
+//     its epoch becomes [unused tails of its partial items, its untouched
+//     items], in plan order; later epochs keep their plans. Same samples, same
+//     order: a bit-exact replay is possible.
+//   * New attempt with another world size W': for every epoch between the
+//     lowest and highest epoch of the committed ranks, the unused pieces
+//     (partial tails and untouched items of ranks not past that epoch) are
+//     sorted by (permutation order, start) and dealt round-robin to the new
+//     ranks; all ranks start at the lowest epoch. Used samples are never
+//     handed out again, so each sample is used at most once per epoch; the
+//     samples a rank leaves when it moves to the next epoch (drop_last) are
+//     counted in unused_samples, which is reported.
+//   * Work after the committed checkpoint is redone identically; work before
+//     it is never redone. Without a commit, the job restarts from epoch 0.
+//
+// Checkpoint protocol
+//   The coordinator plans a checkpoint (every_steps, every_minutes, operator
+//   request, preemption or drain) at a step S ahead of every rank's last
+//   reported step, in folder <root>/<job>/ckpt-<id>-step-<S>. Heartbeat
+//   replies carry the plan. Each rank writes its files there at the same
+//   step (>= S, agreed among the workers), fsyncs, and reports the files'
+//   sha256s and its progress; the W-th part commits the checkpoint. Only
+//   committed checkpoints are resumed from. After a commit, committed
+//   checkpoints beyond the newest `keep` and abandoned plans are handed to
+//   the caller for deletion (take_deletions()).
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "coordinator/scheduler_types.h"
+#include "coordinator/shard_index.h"
+
+namespace cnx::coordinator {
+
+enum class ErrorCode { kInvalidArgument, kStale, kNotFound, kFailedPrecondition };
+
+// Expected failures of a call; the service maps them to gRPC codes.
+class SchedulerError : public std::runtime_error {
+ public:
+  SchedulerError(ErrorCode code, const std::string& msg) : std::runtime_error(msg), code_(code) {}
+  ErrorCode code() const { return code_; }
+
+ private:
+  ErrorCode code_;
+};
+
+struct SchedulerOptions {
+  std::string job_id = "cnx-job";
+  int64_t seed = 0;
+  int world_size = 0;  // 0: learned from the first registration of each attempt
+  double heartbeat_s = 2.0;
+  double heartbeat_timeout_s = 30.0;
+  double lease_s = 600.0;
+  double stall_s = 120.0;
+  std::string checkpoint_root = "runs/checkpoints";
+  int64_t every_steps = 0;
+  double every_minutes = 0.0;
+  int64_t keep = 3;
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerOptions options, ShardIndex index);
+
+  // Rebuilds a scheduler from the rows of take_changes() (key -> JSON). The
+  // in-memory liveness of every registered rank restarts at `now`.
+  static Scheduler restore(SchedulerOptions options, ShardIndex index,
+                           const std::map<std::string, std::string>& rows, double now);
+
+  RegisterResult register_worker(const std::string& job_id, int rank, int world_size, const std::string& host,
+                                 const std::string& launch_id, double now);
+  HeartbeatResult heartbeat(const WorkerRef& ref, const HeartbeatInfo& info, double now);
+  // `position` = leases already received by the rank in `epoch`; asking
+  // again for a leased position returns the same lease (idempotent retry).
+  AcquireResult acquire(const WorkerRef& ref, int64_t epoch, int64_t position, double now);
+  void shard_done(const WorkerRef& ref, int64_t epoch, int64_t position, int64_t consumed, double now);
+  // A repeated done for a position already reported is a no-op (retry).
+  // Returns true when the checkpoint is committed (by this part, or already
+  // with this same part when the call is a retry).
+  bool report_part(const WorkerRef& ref, int64_t plan_id, int64_t step, RankPart part, double now);
+  // Operator: plan a checkpoint now (or return the pending one).
+  CheckpointPlan request_checkpoint(const std::string& job_id, double now);
+  // Operator: drain (checkpoint first when `checkpoint`) or stop at once.
+  DrainResult drain(const std::string& job_id, bool checkpoint, double now);
+  // Timers: heartbeat timeouts, stalls, lease expiry, time-based checkpoints.
+  void tick(double now);
+
+  SchedulerStatus status(double now) const;
+  const CheckpointRecord* latest_committed() const;
+  const SchedulerOptions& options() const { return options_; }
+  const ShardIndex& index() const { return index_; }
+  JobState state() const { return state_; }
+  int64_t attempt() const { return attempt_; }
+
+  // Durable rows changed since the last call: key -> JSON, or nullopt for a
+  // deleted row. Applying them in call order reproduces the state.
+  std::map<std::string, std::optional<std::string>> take_changes();
+  // Checkpoint folders to delete (retention, abandoned plans), after the
+  // changes that made them garbage are durable.
+  std::vector<std::string> take_deletions();
+  // Log lines describing state transitions since the last call.
+  std::vector<std::string> take_events();
+
+  // The epoch plan (exposed for tests): rank -> its work items in order.
+  const EpochPlan& plan(int64_t epoch);
+
+ private:
+  struct Liveness {
+    double last_heartbeat = 0;
+    double step_changed = 0;
+    int64_t step = -1;
+    double steps_per_s = 0;
+    double loss = 0;
+    double samples_per_s = 0;
+    bool finished = false;
+  };
+
+  void check_job(const std::string& job_id) const;
+  RankState& check_ref(const WorkerRef& ref);
+  EpochPlan fresh_plan(int64_t epoch, int world) const;
+  void open_attempt(int world_size, const std::string& launch_id, double now);
+  void fail_attempt(const std::string& reason);
+  void set_state(JobState s, const std::string& reason);
+  std::optional<CheckpointPlan> pending_plan() const;
+  CheckpointPlan plan_checkpoint(const std::string& why, double now);
+  void commit(CheckpointRecord& rec, double now);
+  void validate_part(int rank, const RankState& rs, const RankPart& part);
+  int64_t max_step() const;
+  void event(const std::string& line);
+
+  void mark_job() { dirty_.insert("job"); }
+  void mark_rank(int r) { dirty_.insert("rank/" + std::to_string(r)); }
+  void mark_plan(int64_t e) { dirty_.insert("plan/" + std::to_string(e)); }
+  void mark_ckpt(int64_t id) { dirty_.insert("ckpt/" + std::to_string(id)); }
+
+  SchedulerOptions options_;
+  ShardIndex index_;
+
+  // Durable state.
+  int64_t attempt_ = 0;
+  std::string launch_id_;
+  std::vector<std::string> past_launches_;  // launch ids of earlier attempts (newest last, bounded)
+  JobState state_ = JobState::kWaiting;
+  std::string reason_;
+  int world_size_ = 0;
+  int64_t next_ckpt_id_ = 1;
+  int64_t pending_ckpt_ = 0;  // 0 = none
+  bool drain_after_commit_ = false;
+  int64_t unused_samples_ = 0;
+  int64_t shards_done_ = 0;
+  double last_commit_unix_s_ = 0;  // or when the attempt started running
+  std::vector<RankState> ranks_;
+  std::map<int64_t, EpochPlan> plans_;
+  std::map<int64_t, CheckpointRecord> ckpts_;
+
+  // Volatile state.
+  std::vector<Liveness> live_;
+  double restored_unix_s_ = 0;  // leases get a grace period after a restart
+  std::set<std::string> dirty_;
+  std::vector<std::string> deletions_;
+  std::vector<std::string> events_;
+};
+
+}  // namespace cnx::coordinator

@@ -1,0 +1,425 @@
+#include "coordinator/service.h"
+
+#include <chrono>
+#include <filesystem>
+
+#include "common/check.h"
+#include "common/logging.h"
+#include "coordinator/auth.h"
+#include "coordinator/shard_index.h"
+
+namespace cnx::coordinator {
+namespace {
+
+namespace pb = cnx::v1;
+
+double system_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+WorkerRef to_ref(const pb::WorkerRef& r) { return {r.job_id(), r.attempt(), r.rank()}; }
+
+void fill_plan(const CheckpointPlan& p, pb::CheckpointPlan* out) {
+  out->set_id(p.id);
+  out->set_step(p.step);
+  out->set_dir(p.dir);
+}
+
+RankProgress from_pb(const pb::RankProgress& p) {
+  RankProgress out;
+  out.epoch = p.epoch();
+  out.next_position = p.next_position();
+  for (const auto& ip : p.partial()) out.partial.push_back({ip.position(), ip.consumed()});
+  return out;
+}
+
+void fill_checkpoint(const CheckpointRecord& c, pb::Checkpoint* out) {
+  out->set_id(c.id);
+  out->set_step(c.step);
+  out->set_dir(c.dir);
+  out->set_world_size(c.world_size);
+  out->set_attempt(c.attempt);
+  out->set_committed_unix_s(c.committed_unix_s);
+  for (const auto& [r, part] : c.parts) {
+    auto* p = out->add_parts();
+    p->set_rank(r);
+    for (const auto& f : part.files) {
+      auto* fd = p->add_files();
+      fd->set_path(f.path);
+      fd->set_sha256(f.sha256);
+      fd->set_bytes(f.bytes);
+    }
+    auto* pr = p->mutable_progress();
+    pr->set_epoch(part.progress.epoch);
+    pr->set_next_position(part.progress.next_position);
+    for (const auto& ip : part.progress.partial) {
+      auto* x = pr->add_partial();
+      x->set_position(ip.position);
+      x->set_consumed(ip.consumed);
+    }
+    p->set_data_cursor(part.data_cursor);
+  }
+}
+
+grpc::StatusCode to_code(ErrorCode c) {
+  switch (c) {
+    case ErrorCode::kInvalidArgument: return grpc::StatusCode::INVALID_ARGUMENT;
+    case ErrorCode::kStale: return grpc::StatusCode::FAILED_PRECONDITION;
+    case ErrorCode::kNotFound: return grpc::StatusCode::NOT_FOUND;
+    case ErrorCode::kFailedPrecondition: return grpc::StatusCode::FAILED_PRECONDITION;
+  }
+  return grpc::StatusCode::UNKNOWN;
+}
+
+void check_arg(bool ok, const std::string& msg) {
+  if (!ok) throw SchedulerError(ErrorCode::kInvalidArgument, msg);
+}
+
+void check_job_id(const std::string& id) {
+  check_arg(!id.empty() && id.size() <= 128, "job_id: expected 1..128 characters");
+}
+
+// True when `dir` is strictly inside `root` after resolving "." and "..".
+bool inside_root(const std::string& dir, const std::string& root) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path d = fs::weakly_canonical(fs::absolute(dir), ec);
+  if (ec) return false;
+  fs::path r = fs::weakly_canonical(fs::absolute(root), ec);
+  if (ec) return false;
+  auto rel = d.lexically_relative(r);
+  return !rel.empty() && *rel.begin() != ".." && rel != ".";
+}
+
+}  // namespace
+
+ServerOptions server_options_from_config(const Config& c) {
+  ServerOptions o;
+  o.listen = c.coordinator.listen;
+  o.token = load_token(c.coordinator.token_file, c.coordinator.token_env);
+  o.tls_cert = c.coordinator.tls_cert;
+  o.tls_key = c.coordinator.tls_key;
+  o.tls_client_ca = c.coordinator.tls_client_ca;
+  o.state_db = c.coordinator.state_db;
+  o.shard_index = c.data.index;
+  auto& s = o.scheduler;
+  s.job_id = c.job.id;
+  s.seed = c.job.seed;
+  s.world_size = static_cast<int>(c.coordinator.world_size);
+  s.heartbeat_s = c.coordinator.heartbeat_s;
+  s.heartbeat_timeout_s = c.coordinator.heartbeat_timeout_s;
+  s.lease_s = c.coordinator.lease_s;
+  s.stall_s = c.coordinator.stall_s;
+  s.checkpoint_root = c.checkpoint.root;
+  s.every_steps = c.checkpoint.every_steps;
+  s.every_minutes = c.checkpoint.every_minutes;
+  s.keep = c.checkpoint.keep;
+  return o;
+}
+
+CoordinatorService::CoordinatorService(const ServerOptions& o, Store* store)
+    : token_(o.token),
+      checkpoint_root_(o.scheduler.checkpoint_root),
+      clock_(o.clock ? o.clock : system_now),
+      tick_s_(o.tick_s),
+      scheduler_([&] {
+        CNX_CHECK(!o.shard_index.empty(), "data.index: the coordinator needs the shard index (cnx-make-shards output)");
+        return Scheduler::restore(o.scheduler, load_shard_index(o.shard_index), store->load(), clock_());
+      }()),
+      writer_(store) {
+  CNX_CHECK(token_.size() >= 16, "the job token must be at least 16 characters");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    writer_.wait(persist_locked());
+  }
+  ticker_ = std::thread([this] { tick_loop(); });
+}
+
+CoordinatorService::~CoordinatorService() {
+  {
+    std::lock_guard<std::mutex> lock(tick_mu_);
+    stop_ = true;
+  }
+  tick_cv_.notify_all();
+  ticker_.join();
+}
+
+uint64_t CoordinatorService::persist_locked() {
+  for (const auto& e : scheduler_.take_events()) CNX_LOG_INFO("{}", e);
+  return writer_.submit(scheduler_.take_changes());
+}
+
+void CoordinatorService::delete_garbage(std::vector<std::string> dirs) {
+  for (const auto& d : dirs) {
+    if (!inside_root(d, checkpoint_root_)) {
+      CNX_LOG_ERROR("not deleting '{}': outside checkpoint.root '{}'", d, checkpoint_root_);
+      continue;
+    }
+    std::error_code ec;
+    auto n = std::filesystem::remove_all(d, ec);
+    if (ec) CNX_LOG_WARN("could not delete old checkpoint folder '{}': {}", d, ec.message());
+    else if (n > 0) CNX_LOG_INFO("deleted old checkpoint folder '{}'", d);
+  }
+}
+
+void CoordinatorService::tick_loop() {
+  std::unique_lock<std::mutex> tl(tick_mu_);
+  while (!stop_) {
+    tick_cv_.wait_for(tl, std::chrono::duration<double>(tick_s_), [&] { return stop_; });
+    if (stop_) break;
+    uint64_t seq;
+    std::vector<std::string> garbage;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      scheduler_.tick(now());
+      seq = persist_locked();
+      garbage = scheduler_.take_deletions();
+    }
+    try {
+      writer_.wait(seq);
+      delete_garbage(std::move(garbage));
+    } catch (const std::exception& e) {
+      CNX_LOG_ERROR("{}", e.what());
+    }
+  }
+}
+
+grpc::Status CoordinatorService::handle(std::string_view method, grpc::ServerContext* ctx,
+                                        const std::function<uint64_t()>& body) {
+  const auto t0 = std::chrono::steady_clock::now();
+  grpc::Status st = grpc::Status::OK;
+  const auto& md = ctx->client_metadata();
+  auto auth = md.find("authorization");
+  if (auth == md.end() || !bearer_matches(std::string_view(auth->second.data(), auth->second.size()), token_)) {
+    ++auth_failures_;
+    CNX_LOG_WARN("{} from {}: refused ({} job token)", std::string(method), ctx->peer(),
+                 auth == md.end() ? "missing" : "wrong");
+    st = grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or wrong job token (authorization: Bearer <token>)");
+  } else {
+    try {
+      writer_.wait(body());
+    } catch (const SchedulerError& e) {
+      st = grpc::Status(to_code(e.code()), e.what());
+    } catch (const std::exception& e) {
+      CNX_LOG_ERROR("{}: internal error: {}", std::string(method), e.what());
+      st = grpc::Status(grpc::StatusCode::INTERNAL, e.what());
+    }
+  }
+  ++rpcs_total_;
+  if (!st.ok()) ++rpcs_failed_;
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (RpcObserver* obs = observer_.load()) obs->on_rpc(method, st.error_code(), secs);
+  return st;
+}
+
+grpc::Status CoordinatorService::Register(grpc::ServerContext* ctx, const pb::RegisterRequest* req,
+                                          pb::RegisterReply* rep) {
+  return handle("Register", ctx, [&] {
+    check_job_id(req->job_id());
+    std::lock_guard<std::mutex> lock(mu_);
+    RegisterResult r = scheduler_.register_worker(req->job_id(), req->rank(), req->world_size(), req->host(),
+                                                  req->launch_id(), now());
+    CNX_LOG_INFO("rank {} of {} registered from '{}' (attempt {}, launch {})", req->rank(), req->world_size(),
+                 req->host(), r.attempt, req->launch_id());
+    rep->set_attempt(r.attempt);
+    rep->set_world_size(r.world_size);
+    rep->set_state(static_cast<pb::JobState>(r.state));
+    rep->set_heartbeat_s(scheduler_.options().heartbeat_s);
+    rep->set_seed(scheduler_.options().seed);
+    rep->set_start_epoch(r.start_epoch);
+    if (r.resume) fill_checkpoint(*r.resume, rep->mutable_resume());
+    return persist_locked();
+  });
+}
+
+grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext* ctx, const pb::HeartbeatRequest* req,
+                                           pb::HeartbeatReply* rep) {
+  return handle("Heartbeat", ctx, [&] {
+    check_arg(req->status() >= pb::WORKER_RUNNING && req->status() <= pb::WORKER_FAILED, "status: unknown value");
+    HeartbeatInfo info;
+    info.step = req->step();
+    info.epoch = req->epoch();
+    info.loss = req->loss();
+    info.samples_per_s = req->samples_per_s();
+    info.preempted = req->preempted();
+    info.status = static_cast<WorkerStatus>(req->status());
+    info.message = req->message();
+    std::lock_guard<std::mutex> lock(mu_);
+    HeartbeatResult r = scheduler_.heartbeat(to_ref(req->worker()), info, now());
+    rep->set_action(static_cast<pb::Action>(r.action));
+    if (r.has_plan) fill_plan(r.plan, rep->mutable_checkpoint());
+    rep->set_reason(r.reason);
+    rep->set_state(static_cast<pb::JobState>(r.state));
+    uint64_t seq = persist_locked();
+    // An instruction must not be acted upon before it is durable.
+    if (r.action != Action::kContinue) seq = std::max(seq, writer_.last_submitted());
+    return seq;
+  });
+}
+
+grpc::Status CoordinatorService::AcquireShard(grpc::ServerContext* ctx, const pb::AcquireShardRequest* req,
+                                              pb::AcquireShardReply* rep) {
+  return handle("AcquireShard", ctx, [&] {
+    std::lock_guard<std::mutex> lock(mu_);
+    AcquireResult r = scheduler_.acquire(to_ref(req->worker()), req->epoch(), req->position(), now());
+    rep->set_end_of_epoch(r.end_of_epoch);
+    rep->set_rank_samples(r.rank_samples);
+    rep->set_min_rank_samples(r.min_rank_samples);
+    if (!r.end_of_epoch) {
+      auto* l = rep->mutable_lease();
+      const ShardInfo& s = scheduler_.index().shards.at(r.lease.item.shard);
+      l->set_epoch(r.lease.epoch);
+      l->set_position(r.lease.position);
+      l->set_shard_id(r.lease.item.shard);
+      l->set_shard_name(s.name);
+      l->set_sha256(s.sha256);
+      l->set_shard_samples(s.samples);
+      l->set_start(r.lease.item.start);
+      l->set_end(r.lease.item.end);
+      l->set_deadline_unix_s(r.lease.deadline_unix_s);
+    }
+    return persist_locked();
+  });
+}
+
+grpc::Status CoordinatorService::ReportShardDone(grpc::ServerContext* ctx, const pb::ShardDoneRequest* req,
+                                                 pb::ShardDoneReply*) {
+  return handle("ReportShardDone", ctx, [&] {
+    std::lock_guard<std::mutex> lock(mu_);
+    scheduler_.shard_done(to_ref(req->worker()), req->epoch(), req->position(), req->consumed(), now());
+    return persist_locked();
+  });
+}
+
+grpc::Status CoordinatorService::ReportCheckpointPart(grpc::ServerContext* ctx, const pb::CheckpointPartRequest* req,
+                                                      pb::CheckpointPartReply* rep) {
+  std::vector<std::string> garbage;
+  grpc::Status st = handle("ReportCheckpointPart", ctx, [&] {
+    check_arg(req->files_size() <= 100000, "files: more than 100000 entries");
+    RankPart part;
+    for (const auto& f : req->files()) part.files.push_back({f.path(), f.sha256(), f.bytes()});
+    part.progress = from_pb(req->progress());
+    part.data_cursor = req->data_cursor();
+    std::lock_guard<std::mutex> lock(mu_);
+    bool committed = scheduler_.report_part(to_ref(req->worker()), req->plan_id(), req->step(), std::move(part), now());
+    rep->set_committed(committed);
+    garbage = scheduler_.take_deletions();
+    return persist_locked();
+  });
+  if (st.ok()) delete_garbage(std::move(garbage));
+  return st;
+}
+
+grpc::Status CoordinatorService::LatestCheckpoint(grpc::ServerContext* ctx, const pb::LatestCheckpointRequest* req,
+                                                  pb::LatestCheckpointReply* rep) {
+  return handle("LatestCheckpoint", ctx, [&] {
+    check_job_id(req->job_id());
+    check_arg(req->job_id() == scheduler_.options().job_id, "job_id: not this coordinator's job");
+    std::lock_guard<std::mutex> lock(mu_);
+    const CheckpointRecord* c = scheduler_.latest_committed();
+    rep->set_found(c != nullptr);
+    if (c) fill_checkpoint(*c, rep->mutable_checkpoint());
+    return writer_.last_submitted();
+  });
+}
+
+grpc::Status CoordinatorService::GetStatus(grpc::ServerContext* ctx, const pb::StatusRequest* req,
+                                           pb::StatusReply* rep) {
+  return handle("GetStatus", ctx, [&] {
+    check_job_id(req->job_id());
+    check_arg(req->job_id() == scheduler_.options().job_id, "job_id: not this coordinator's job");
+    SchedulerStatus s;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      s = scheduler_.status(now());
+    }
+    rep->set_job_id(s.job_id);
+    rep->set_state(static_cast<pb::JobState>(s.state));
+    rep->set_reason(s.reason);
+    rep->set_attempt(s.attempt);
+    rep->set_world_size(s.world_size);
+    rep->set_epoch(s.epoch);
+    rep->set_step(s.step);
+    rep->set_shards_leased(s.shards_leased);
+    rep->set_shards_done(s.shards_done);
+    rep->set_shards_pending(s.shards_pending);
+    rep->set_checkpoints_committed(s.checkpoints_committed);
+    rep->set_last_committed_step(s.last_committed_step);
+    rep->set_seconds_since_commit(s.seconds_since_commit);
+    rep->set_checkpoint_pending(s.checkpoint_pending);
+    if (s.checkpoint_pending) fill_plan(s.pending, rep->mutable_pending());
+    rep->set_unused_samples(s.unused_samples);
+    for (const auto& r : s.ranks) {
+      auto* x = rep->add_ranks();
+      x->set_rank(r.rank);
+      x->set_host(r.host);
+      x->set_registered(r.registered);
+      x->set_alive(r.alive);
+      x->set_step(r.step);
+      x->set_epoch(r.epoch);
+      x->set_loss(r.loss);
+      x->set_samples_per_s(r.samples_per_s);
+      x->set_seconds_since_heartbeat(r.seconds_since_heartbeat);
+      x->set_leases_held(r.leases_held);
+    }
+    return uint64_t{0};
+  });
+}
+
+grpc::Status CoordinatorService::RequestCheckpoint(grpc::ServerContext* ctx, const pb::RequestCheckpointRequest* req,
+                                                   pb::RequestCheckpointReply* rep) {
+  return handle("RequestCheckpoint", ctx, [&] {
+    check_job_id(req->job_id());
+    std::lock_guard<std::mutex> lock(mu_);
+    fill_plan(scheduler_.request_checkpoint(req->job_id(), now()), rep->mutable_plan());
+    return std::max(persist_locked(), writer_.last_submitted());
+  });
+}
+
+grpc::Status CoordinatorService::Drain(grpc::ServerContext* ctx, const pb::DrainRequest* req, pb::DrainReply* rep) {
+  return handle("Drain", ctx, [&] {
+    check_job_id(req->job_id());
+    std::lock_guard<std::mutex> lock(mu_);
+    DrainResult r = scheduler_.drain(req->job_id(), req->checkpoint(), now());
+    rep->set_state(static_cast<pb::JobState>(r.state));
+    if (r.has_plan) fill_plan(r.plan, rep->mutable_plan());
+    return std::max(persist_locked(), writer_.last_submitted());
+  });
+}
+
+CoordinatorStatus CoordinatorService::status() const {
+  CoordinatorStatus s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    s.job = scheduler_.status(now());
+  }
+  s.auth_failures = auth_failures_.load();
+  s.rpcs_total = rpcs_total_.load();
+  s.rpcs_failed = rpcs_failed_.load();
+  s.store_transactions = writer_.transactions();
+  return s;
+}
+
+CoordinatorServer::CoordinatorServer(const ServerOptions& options) {
+  store_ = std::make_unique<Store>(options.state_db);
+  service_ = std::make_unique<CoordinatorService>(options, store_.get());
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, server_credentials(options.tls_cert, options.tls_key, options.tls_client_ca),
+                           &port_);
+  builder.RegisterService(service_.get());
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  server_ = builder.BuildAndStart();
+  CNX_CHECK(server_ != nullptr && port_ > 0, "coordinator.listen: cannot listen on '", options.listen,
+            "' (address in use or invalid?)");
+}
+
+CoordinatorServer::~CoordinatorServer() { shutdown(); }
+
+void CoordinatorServer::shutdown() {
+  if (server_) {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    server_->Wait();
+  }
+}
+
+}  // namespace cnx::coordinator
