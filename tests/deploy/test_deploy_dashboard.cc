@@ -1,0 +1,170 @@
+// The Grafana dashboard: valid JSON, every PromQL expression is valid (promtool
+// check rules) and refers only to metrics in the catalogue
+// (common/metrics_catalogue.h) and to labels those metrics carry.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+
+#include "common/check.h"
+#include "common/metrics_catalogue.h"
+#include "tests/deploy/deploy_files.h"
+#include "tests/deploy/promql_refs.h"
+#include "tests/metrics/prom_harness.h"
+
+namespace cnx::testing {
+namespace {
+
+using metrics::MetricType;
+
+nlohmann::json load_dashboard() {
+  return nlohmann::json::parse(read_text(source_dir() + "/deploy/grafana/cnx-dashboard.json"));
+}
+
+// The catalogue entry a sample name belongs to (x_bucket/_sum/_count of a histogram x), or nullptr.
+const metrics::MetricSpec* spec_for(const std::string& name) {
+  if (const auto* s = metrics::find_metric(name)) return s;
+  for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+    const std::string sfx = suffix;
+    if (name.size() > sfx.size() && name.compare(name.size() - sfx.size(), sfx.size(), sfx) == 0) {
+      const auto* s = metrics::find_metric(name.substr(0, name.size() - sfx.size()));
+      if (s != nullptr && s->type == MetricType::Histogram) return s;
+    }
+  }
+  return nullptr;
+}
+
+// Problems with one expression: unknown metrics, labels none of its metrics carry.
+std::vector<std::string> problems(const std::string& expr) {
+  std::vector<std::string> out;
+  const PromqlRefs refs = promql_refs(expr);
+  if (refs.metrics.empty()) out.push_back("queries no metric");
+  std::set<std::string> allowed = {"instance", "pod", "namespace"};  // target labels
+  for (const auto& m : refs.metrics) {
+    const auto* spec = spec_for(m);
+    if (spec == nullptr) {
+      out.push_back("unknown metric " + m);
+      continue;
+    }
+    allowed.insert(spec->labels.begin(), spec->labels.end());
+    if (spec->type == MetricType::Histogram && m.size() > 7 && m.compare(m.size() - 7, 7, "_bucket") == 0) {
+      allowed.insert("le");
+    }
+  }
+  for (const auto& l : refs.labels) {
+    if (!allowed.count(l)) out.push_back("label '" + l + "' is not on its metrics");
+  }
+  return out;
+}
+
+TEST(PromqlRefs, FindsMetricsAndLabelsNotFunctionsOrVariables) {
+  const auto r = promql_refs(
+      "histogram_quantile(0.95, sum by (le, phase) (rate(cnx_worker_step_phase_seconds_bucket{job=\"$job\","
+      "rank=~\"0|1\"}[$__rate_interval]))) / ignoring(phase) group_left max without (rank) "
+      "(cnx_worker_loss offset 5m) > bool 1e-3 and on(job) process_open_fds{pod!='a{b}'}");
+  EXPECT_EQ(r.metrics,
+            (std::set<std::string>{"cnx_worker_step_phase_seconds_bucket", "cnx_worker_loss", "process_open_fds"}));
+  EXPECT_EQ(r.labels, (std::set<std::string>{"le", "phase", "job", "rank", "pod"}));
+  EXPECT_THROW(promql_refs("rate(x{job=\"unterminated}[5m])"), CheckError);
+}
+
+TEST(PromqlRefs, CheckerRejectsUnknownMetricsAndLabels) {
+  EXPECT_TRUE(problems("rate(cnx_worker_samples_total{job=\"$job\"}[5m])").empty());
+  EXPECT_EQ(problems("rate(cnx_worker_bogus_total[5m])"),
+            (std::vector<std::string>{"unknown metric cnx_worker_bogus_total"}));
+  // _bucket only maps to a histogram; a gauge has no buckets.
+  EXPECT_EQ(problems("cnx_worker_loss_bucket"), (std::vector<std::string>{"unknown metric cnx_worker_loss_bucket"}));
+  EXPECT_EQ(problems("sum by (phase) (cnx_worker_loss)"),
+            (std::vector<std::string>{"label 'phase' is not on its metrics"}));
+  EXPECT_EQ(problems("sum by (le) (cnx_worker_step_phase_seconds_sum)"),
+            (std::vector<std::string>{"label 'le' is not on its metrics"}));
+}
+
+TEST(Dashboard, IsWellFormedGrafanaJson) {
+  const auto d = load_dashboard();
+  EXPECT_EQ(d["uid"], "cnx-training");
+  std::set<int> ids;
+  for (const auto& p : d["panels"]) {
+    EXPECT_TRUE(ids.insert(p["id"].get<int>()).second) << "duplicate panel id " << p["id"];
+    const auto& g = p["gridPos"];
+    EXPECT_LE(g["x"].get<int>() + g["w"].get<int>(), 24) << p["title"];
+    if (p["type"] != "row") {
+      EXPECT_FALSE(p["targets"].empty()) << p["title"];
+      EXPECT_EQ(p["datasource"]["uid"], "${datasource}") << p["title"];
+    }
+  }
+  std::set<std::string> vars;
+  for (const auto& v : d["templating"]["list"]) vars.insert(v["name"].get<std::string>());
+  EXPECT_EQ(vars, (std::set<std::string>{"datasource", "job"}));
+}
+
+TEST(Dashboard, EveryQueryUsesCatalogueMetricsAndTheirLabels) {
+  const auto d = load_dashboard();
+  const auto queries = dashboard_queries();
+  ASSERT_GE(queries.size(), 20u);
+  std::set<std::string> used;
+  for (const auto& q : queries) {
+    for (const auto& p : problems(q.expr)) ADD_FAILURE() << "panel '" << q.panel << "': " << p << "\n  " << q.expr;
+    for (const auto& m : promql_refs(q.expr).metrics) {
+      if (const auto* s = spec_for(m)) used.insert(s->name);
+    }
+  }
+  // Template variable queries too.
+  const std::regex label_values(R"(label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,\s*([a-zA-Z_]+)\s*\))");
+  for (const auto& v : d["templating"]["list"]) {
+    if (!v.contains("definition")) continue;
+    std::smatch m;
+    const std::string def = v["definition"].get<std::string>();
+    ASSERT_TRUE(std::regex_search(def, m, label_values)) << def;
+    const auto* spec = spec_for(m[1]);
+    ASSERT_NE(spec, nullptr) << def;
+    EXPECT_NE(std::find(spec->labels.begin(), spec->labels.end(), m[2].str()), spec->labels.end()) << def;
+  }
+  // The panels the issue asks for: loss, lr, throughput per rank, step-phase
+  // breakdown, comm time, data errors, checkpoint age, coordinator health.
+  namespace n = metrics::names;
+  for (const char* needed :
+       {n::kWorkerLoss, n::kWorkerLr, n::kWorkerImagesPerSecond, n::kWorkerStepPhaseSeconds,
+        n::kWorkerAllreduceSecondsTotal, n::kWorkerCorruptSamplesTotal, n::kCoordinatorSecondsSinceLastCommit,
+        n::kCoordinatorWorkersAlive, n::kCoordinatorJobState, n::kCoordinatorRpcSeconds}) {
+    EXPECT_TRUE(used.count(needed)) << "no panel shows " << needed;
+  }
+}
+
+TEST(Dashboard, EveryQueryParsesWithPromtool) {
+  std::string rules = "groups:\n  - name: dashboard\n    rules:\n";
+  int i = 0;
+  for (const auto& q : dashboard_queries()) {
+    nlohmann::json expr = substitute_grafana_vars(q.expr, "fcmae-atto");  // JSON strings are valid YAML scalars
+    rules += "      - record: cnx:dashboard_query_" + std::to_string(i++) + "\n        expr: " + expr.dump() + "\n";
+  }
+  const std::string dir = std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp");
+  const std::string path = dir + "/cnx_dashboard_rules_" + std::to_string(::getpid()) + ".yml";
+  {
+    std::ofstream out(path);
+    out << rules;
+  }
+  const auto r = run_command({"/usr/bin/promtool", "check", "rules", path});
+  std::remove(path.c_str());
+  EXPECT_EQ(r.exit_code, 0) << r.output << "\n" << rules;
+  EXPECT_NE(r.output.find("SUCCESS: " + std::to_string(i) + " rules found"), std::string::npos) << r.output;
+
+  // promtool does reject a broken expression (so the check above can fail).
+  const std::string bad_path = dir + "/cnx_bad_rules_" + std::to_string(::getpid()) + ".yml";
+  {
+    std::ofstream out(bad_path);
+    out << "groups:\n  - name: bad\n    rules:\n      - record: x:y\n        expr: \"sum by (le (rate(x[5m]))\"\n";
+  }
+  const auto bad = run_command({"/usr/bin/promtool", "check", "rules", bad_path});
+  std::remove(bad_path.c_str());
+  EXPECT_NE(bad.exit_code, 0) << bad.output;
+}
+
+}  // namespace
+}  // namespace cnx::testing
