@@ -21,11 +21,12 @@ inline at::Tensor seeded_randn(at::IntArrayRef sizes, uint64_t seed, at::ScalarT
   return at::randn(sizes, gen, at::kDouble).to(dtype);
 }
 
-// max |a-b| / max(max|b|, floor): one relative number per tensor pair.
+// Norm-wise relative error ||a-b||_2 / ||b||_2 (floor for all-zero b): one
+// number per tensor pair, insensitive to where in the tensor rounding lands.
 inline double rel_err(const at::Tensor& a, const at::Tensor& b, double floor = 1e-12) {
   auto ad = a.to(at::kDouble), bd = b.to(at::kDouble);
-  const double scale = std::max(bd.abs().max().item<double>(), floor);
-  return (ad - bd).abs().max().item<double>() / scale;
+  const double scale = std::max(bd.norm().item<double>(), floor);
+  return (ad - bd).norm().item<double>() / scale;
 }
 
 #define CNX_EXPECT_CLOSE(a, b, tol, what)                                                  \

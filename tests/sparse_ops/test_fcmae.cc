@@ -1,0 +1,249 @@
+// FCMAE: sparse encoder vs the dense-masked oracle (outputs, loss, every
+// parameter gradient), masks, loss semantics, parameter names and init.
+#include <gtest/gtest.h>
+#include <torch/nn/module.h>
+
+#include <map>
+#include <string>
+
+#include "common/check.h"
+#include "model/fcmae.h"
+#include "sparse_ops/encoder.h"
+#include "tests/sparse_ops/test_util.h"
+
+namespace cnx::model {
+namespace {
+
+using sparse_ops::testing::seeded_randn;
+
+FcmaeOptions tiny_options() {
+  FcmaeOptions o;
+  o.encoder.depths = {1, 1, 2, 1};
+  o.encoder.dims = {8, 16, 24, 32};
+  o.decoder_dim = 48;
+  return o;
+}
+
+struct RunResult {
+  torch::Tensor latent, loss;
+  std::map<std::string, torch::Tensor> grads;
+};
+
+RunResult run(Fcmae& model, const torch::Tensor& images, const torch::Tensor& mask, const std::string& type) {
+  model->set_encoder_type(type);
+  model->zero_grad();
+  auto latent = model->forward_encoder(images, mask);
+  auto pred = model->forward_decoder(latent, mask);
+  auto loss = fcmae_loss(images, pred, mask, model->patch_size(), model->options().norm_pix_loss);
+  loss.backward();
+  RunResult r{latent.detach(), loss.detach(), {}};
+  for (const auto& p : model->named_parameters()) {
+    r.grads[p.key()] = p.value().grad().defined() ? p.value().grad().clone() : torch::Tensor();
+  }
+  return r;
+}
+
+// Non-zero GRN parameters so that the GRN path is exercised.
+void randomise_grn(Fcmae& model, uint64_t seed) {
+  torch::NoGradGuard g;
+  for (auto& p : model->named_parameters()) {
+    if (p.key().find(".grn.") != std::string::npos) {
+      p.value().copy_(seeded_randn(p.value().sizes(), seed++, p.value().scalar_type()) * 0.5);
+    }
+  }
+}
+
+void compare_encoders(FcmaeOptions options, int64_t batch, int64_t height, int64_t width, double ratio,
+                      torch::ScalarType dtype, uint64_t seed, const torch::Tensor& given_mask = {}) {
+  torch::manual_seed(seed);
+  Fcmae model(options);
+  model->to(dtype);
+  randomise_grn(model, seed + 100);
+  const double tol = dtype == torch::kDouble ? 1e-10 : 1e-5;
+  // Float gradients: the reference init (std 1.0 weights through 12 blocks)
+  // makes the backward chain ill-conditioned; float rounding alone moves a few
+  // bias/GRN gradients by up to ~1.1e-5 (measured), so they get 2e-5.
+  const double grad_tol = dtype == torch::kDouble ? 1e-10 : 2e-5;
+  auto images = seeded_randn({batch, 3, height, width}, seed + 1, dtype);
+  auto mask = given_mask.defined() ? given_mask : generate_mask(batch, height / 32, width / 32, ratio, seed + 2);
+  auto sparse = run(model, images, mask, "sparse");
+  auto dense = run(model, images, mask, "dense_masked");
+  const std::string where = cnx::str("batch ", batch, " ", height, "x", width, " ratio ", ratio, " ", dtype);
+  CNX_EXPECT_CLOSE(sparse.latent, dense.latent, tol, where + " encoder output");
+  CNX_EXPECT_CLOSE(sparse.loss, dense.loss, tol, where + " loss");
+  // Masked positions of the encoder output are exactly zero in both.
+  auto m = mask.reshape({batch, 1, height / 32, width / 32}).to(dtype);
+  EXPECT_EQ((sparse.latent * m).abs().max().item<double>(), 0.0) << where;
+  ASSERT_EQ(sparse.grads.size(), dense.grads.size());
+  int64_t checked = 0;
+  for (const auto& [name, g] : dense.grads) {
+    const auto& gs = sparse.grads.at(name);
+    ASSERT_TRUE(g.defined() && gs.defined()) << where << " " << name << " has no gradient";
+    CNX_EXPECT_CLOSE(gs, g, grad_tol, where + " grad of " + name);
+    ++checked;
+  }
+  EXPECT_EQ(checked, static_cast<int64_t>(model->parameters().size()));
+}
+
+class SparseVsDenseMasked : public ::testing::TestWithParam<std::tuple<double, int64_t, torch::ScalarType>> {};
+
+TEST_P(SparseVsDenseMasked, TinyNonSquare) {
+  auto [ratio, batch, dtype] = GetParam();
+  compare_encoders(tiny_options(), batch, 160, 64, ratio, dtype, 11);
+}
+
+TEST_P(SparseVsDenseMasked, Atto) {
+  auto [ratio, batch, dtype] = GetParam();
+  auto o = fcmae_options("atto");
+  compare_encoders(o, batch, 96, 128, ratio, dtype, 23);
+}
+
+INSTANTIATE_TEST_SUITE_P(Grid, SparseVsDenseMasked,
+                         ::testing::Combine(::testing::Values(0.3, 0.6, 0.9), ::testing::Values(1, 4),
+                                            ::testing::Values(torch::kFloat, torch::kDouble)));
+
+TEST(Fcmae, EdgeRowMaskedEverywhereAndFullyMaskedImages) {
+  // 3 x 2 patches; the bottom row is masked in every image, image 1 entirely.
+  auto mask = torch::tensor({0.f, 1.f, 0.f, 0.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f}).reshape({2, 6});
+  compare_encoders(tiny_options(), 2, 96, 64, 0.0, torch::kDouble, 5, mask);
+  compare_encoders(tiny_options(), 2, 96, 64, 0.0, torch::kFloat, 6, mask);
+}
+
+TEST(Fcmae, RatioOneWorksRatioZeroIsAClearError) {
+  torch::manual_seed(1);
+  auto o = tiny_options();
+  o.mask_ratio = 1.0;
+  Fcmae model(o);
+  auto images = torch::randn({1, 3, 64, 64});
+  auto out = model->forward(images, uint64_t{3});
+  EXPECT_TRUE(std::isfinite(out.loss.item<double>()));
+  EXPECT_EQ(out.mask.sum().item<float>(), 4.f);
+  out.loss.backward();
+
+  o.mask_ratio = 0.0;
+  Fcmae model0(o);
+  try {
+    model0->forward(images, uint64_t{3});
+    FAIL() << "mask ratio 0 must be refused";
+  } catch (const CheckError& e) {
+    EXPECT_NE(std::string(e.what()).find("no patch is masked"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(model->forward(torch::randn({1, 3, 64, 48}), uint64_t{3}), CheckError);
+  o.encoder_type = "minkowski";
+  EXPECT_THROW(Fcmae{o}, std::invalid_argument);
+}
+
+TEST(FcmaeMask, ExactCountDeterministicAndUniform) {
+  for (double ratio : {0.0, 0.3, 0.6, 0.75, 0.9, 1.0}) {
+    auto m = generate_mask(5, 7, 3, ratio, 42);
+    ASSERT_EQ(m.sizes(), (torch::IntArrayRef{5, 21}));
+    const int64_t keep = static_cast<int64_t>(21 * (1.0 - ratio));
+    for (int64_t n = 0; n < 5; ++n) {
+      EXPECT_EQ(m[n].eq(0).sum().item<int64_t>(), keep) << "ratio " << ratio << " row " << n;
+    }
+    EXPECT_TRUE(m.equal(generate_mask(5, 7, 3, ratio, 42)));
+  }
+  EXPECT_EQ(num_visible(49, 0.6), 19);  // int(49 * 0.4) = int(19.6)
+  EXPECT_FALSE(generate_mask(4, 7, 7, 0.6, 1).equal(generate_mask(4, 7, 7, 0.6, 2)));
+  EXPECT_NE(mask_seed(1, 10, 0), mask_seed(1, 10, 1));
+  EXPECT_NE(mask_seed(1, 10, 0), mask_seed(1, 11, 0));
+  EXPECT_EQ(mask_seed(7, 3, 2), mask_seed(7, 3, 2));
+  // Every patch position is kept about equally often.
+  auto many = generate_mask(4000, 2, 2, 0.5, 9);
+  auto freq = many.eq(0).to(torch::kDouble).mean(0);
+  EXPECT_LT((freq - 0.5).abs().max().item<double>(), 0.04) << freq;
+  EXPECT_THROW(generate_mask(1, 2, 2, 1.5, 0), CheckError);
+}
+
+TEST(FcmaeLoss, IgnoresVisiblePatchesAndMatchesReferenceFormula) {
+  const int64_t p = 32;
+  auto images = seeded_randn({2, 3, 64, 96}, 1, torch::kDouble);
+  auto pred = seeded_randn({2, p * p * 3, 2, 3}, 2, torch::kDouble);
+  auto mask = torch::tensor({1., 0., 0., 1., 1., 0., 0., 0., 1., 1., 0., 0.}, torch::kDouble).reshape({2, 6});
+  const double base = fcmae_loss(images, pred, mask, p, true).item<double>();
+  // Patch (row 0, col 1) of image 0 is visible (mask index 1): changing it keeps the loss.
+  auto changed = images.clone();
+  changed.index_put_({0, 1, 5, 40}, 100.0);
+  EXPECT_EQ(fcmae_loss(changed, pred, mask, p, true).item<double>(), base);
+  // Patch (row 0, col 0) is masked.
+  changed = images.clone();
+  changed.index_put_({0, 1, 5, 5}, 100.0);
+  EXPECT_NE(fcmae_loss(changed, pred, mask, p, true).item<double>(), base);
+
+  // Reference formula written out independently.
+  auto target = patchify(images, p);
+  double num = 0, den = 0;
+  for (int64_t n = 0; n < 2; ++n) {
+    for (int64_t l = 0; l < 6; ++l) {
+      if (mask[n][l].item<double>() == 0) continue;
+      auto t = target[n][l];
+      auto tn = (t - t.mean()) / (t.var() + 1e-6).sqrt();
+      const int64_t hh = l / 3, ww = l % 3;
+      auto pr = pred.index({n, torch::indexing::Slice(), hh, ww});
+      num += (pr - tn).pow(2).mean().item<double>();
+      den += 1;
+    }
+  }
+  EXPECT_NEAR(base, num / den, 1e-12);
+}
+
+TEST(FcmaePatchify, ChannelFastestNonSquareRoundTrip) {
+  auto img = seeded_randn({2, 3, 64, 96}, 3, torch::kFloat);
+  auto pt = patchify(img, 32);
+  ASSERT_EQ(pt.sizes(), (torch::IntArrayRef{2, 6, 3072}));
+  // patches[n, i*w + j, (py*p + px)*C + c] == img[n, c, i*p + py, j*p + px]
+  EXPECT_EQ(pt[1][4][(7 * 32 + 9) * 3 + 2].item<float>(), img[1][2][32 + 7][32 + 9].item<float>());
+  EXPECT_TRUE(unpatchify(pt, 32, 2, 3).equal(img));
+}
+
+TEST(FcmaeModel, ReferenceParameterNamesAndSharedEncoder) {
+  torch::manual_seed(3);
+  Fcmae model(fcmae_options("atto"));
+  auto params = model->named_parameters();
+  for (const char* name : {"encoder.downsample_layers.0.0.weight", "encoder.downsample_layers.0.1.bias",
+                           "encoder.downsample_layers.3.1.weight", "encoder.stages.3.1.grn.gamma",
+                           "encoder.stages.2.5.pwconv2.bias", "proj.weight", "proj.bias", "mask_token",
+                           "decoder.0.dwconv.weight", "decoder.0.grn.beta", "decoder.0.pwconv1.weight", "pred.weight",
+                           "pred.bias"}) {
+    EXPECT_NE(params.find(name), nullptr) << "missing " << name;
+  }
+  EXPECT_EQ(params.find("encoder.norm.weight"), nullptr);
+  EXPECT_EQ(params["mask_token"].sizes(), (torch::IntArrayRef{1, 512, 1, 1}));
+  EXPECT_EQ(params["decoder.0.grn.gamma"].sizes(), (torch::IntArrayRef{1, 1, 1, 2048}));
+  EXPECT_EQ(params["pred.weight"].sizes(), (torch::IntArrayRef{3072, 512, 1, 1}));
+  // The dense view of the encoder shares the FCMAE's tensors.
+  auto dense = model->encoder_model()->named_parameters();
+  EXPECT_EQ(dense["stages.1.0.dwconv.weight"].data_ptr(), params["encoder.stages.1.0.dwconv.weight"].data_ptr());
+  EXPECT_EQ(dense["downsample_layers.0.0.weight"].data_ptr(), params["encoder.downsample_layers.0.0.weight"].data_ptr());
+}
+
+double stddev(const torch::Tensor& t) { return t.to(torch::kDouble).std().item<double>(); }
+
+TEST(FcmaeModel, ReferenceAndStd02Init) {
+  torch::manual_seed(4);
+  Fcmae ref(fcmae_options("atto"));
+  auto p = ref->named_parameters();
+  EXPECT_NEAR(stddev(p["encoder.downsample_layers.0.0.weight"]), 0.88, 0.1);  // trunc normal std 1 cut at +-2
+  EXPECT_NEAR(stddev(p["encoder.stages.2.0.pwconv1.weight"]), 0.88, 0.05);
+  EXPECT_NEAR(stddev(p["encoder.downsample_layers.2.1.weight"]), 0.02, 0.002);
+  EXPECT_NEAR(stddev(p["proj.weight"]), 0.88, 0.05);
+  EXPECT_NEAR(stddev(p["decoder.0.dwconv.weight"]), 0.88, 0.05);
+  EXPECT_NEAR(stddev(p["mask_token"]), 0.02, 0.004);
+  // Decoder Linear layers keep PyTorch's default init: uniform +-1/sqrt(fan_in) biases.
+  EXPECT_GT(p["decoder.0.pwconv1.bias"].abs().max().item<double>(), 0.01);
+  EXPECT_LE(p["decoder.0.pwconv1.bias"].abs().max().item<double>(), 1.0 / std::sqrt(512.0));
+  EXPECT_EQ(p["encoder.stages.0.0.pwconv1.bias"].abs().max().item<double>(), 0.0);
+  EXPECT_EQ(p["encoder.stages.0.0.grn.gamma"].abs().max().item<double>(), 0.0);
+  EXPECT_EQ(p["encoder.stages.0.0.norm.weight"].min().item<double>(), 1.0);
+
+  auto o = fcmae_options("atto");
+  o.init = "std02";
+  Fcmae s02(o);
+  auto q = s02->named_parameters();
+  EXPECT_NEAR(stddev(q["encoder.downsample_layers.0.0.weight"]), 0.02, 0.003);
+  EXPECT_NEAR(stddev(q["decoder.0.pwconv1.weight"]), 0.02, 0.002);
+  EXPECT_EQ(q["decoder.0.pwconv1.bias"].abs().max().item<double>(), 0.0);
+}
+
+}  // namespace
+}  // namespace cnx::model
