@@ -27,6 +27,9 @@ struct GradSync::State {
   std::vector<Bucket> buckets;
   std::vector<size_t> bucket_of;   // param index -> bucket index
   std::vector<at::Tensor> flats;   // one flat buffer per bucket (+ control slots in the last)
+  // Per param: a tensor sharing the flat buffer's storage at the param's slot
+  // (options.grad_views and contiguous param), else undefined.
+  std::vector<at::Tensor> aliases;
   at::Tensor control_only;         // float64 buffer when there are no buckets but control slots
 
   // Hooks, removed in ~GradSync. The accumulators are held strongly: the
@@ -57,8 +60,21 @@ struct GradSync::State {
     std::fill(control.begin(), control.end(), 0.0);
   }
 
-  // Copies the bucket's grads (zeros for undefined ones) and, for the last
-  // bucket, the control values into its flat buffer, then starts the sum.
+  // The last bucket carries the control values: it is summed, and finish()
+  // divides its gradient part. The others are averaged on the communication
+  // thread. Both divide with the same kernel, so results do not depend on it.
+  bool summed(size_t b) const { return b + 1 == buckets.size() && !control.empty(); }
+
+  // True when parameter i's .grad is its alias into the flat buffer.
+  bool grad_is_alias(size_t i) const {
+    const at::Tensor& g = params[i].grad();
+    return aliases[i].defined() && g.defined() && g.data_ptr() == aliases[i].data_ptr() &&
+           g.sizes() == aliases[i].sizes() && g.strides() == aliases[i].strides();
+  }
+
+  // Copies the bucket's grads that are not aliases of the buffer (zeros for
+  // undefined ones) and, for the last bucket, the control values into its
+  // flat buffer, then starts the all-reduce.
   void launch(size_t b) {
     const Bucket& bucket = buckets[b];
     at::Tensor& flat = flats[b];
@@ -69,6 +85,9 @@ struct GradSync::State {
         const int64_t n = p.numel();
         at::Tensor slot = flat.narrow(0, bucket.offsets[j], n);
         const at::Tensor& g = p.grad();
+        if (grad_is_alias(bucket.params[j])) {
+          continue;  // already in place
+        }
         if (g.defined()) {
           CNX_CHECK(g.layout() == at::kStrided, "GradSync: parameter ", bucket.params[j],
                     " has a sparse gradient; only dense gradients are supported");
@@ -83,7 +102,7 @@ struct GradSync::State {
             .copy_(values.to(flat.options()));
       }
     }
-    works[b] = comm->allreduce({flat}, ReduceOp::kSum);
+    works[b] = comm->allreduce({flat}, summed(b) ? ReduceOp::kSum : ReduceOp::kAverage);
     stats.bytes_reduced += static_cast<int64_t>(flat.nbytes());
   }
 
@@ -194,6 +213,33 @@ GradSync::GradSync(Communicator& comm, std::vector<at::Tensor> params, GradSyncO
   }
   if (s.buckets.empty() && options.control_slots > 0) {
     s.control_only = at::zeros({options.control_slots}, at::TensorOptions().dtype(at::kDouble));
+  }
+  // Gradients as views of the buckets (DDP's gradient_as_bucket_view): the
+  // alias shares the flat buffer's storage without being an autograd view
+  // (set_ on a fresh tensor), so optimizers may detach_/zero_ it freely and
+  // AccumulateGrad adds into it in place.
+  s.aliases.assign(s.params.size(), at::Tensor());
+  if (options.grad_views) {
+    at::NoGradGuard no_grad;
+    for (size_t b = 0; b < s.buckets.size(); ++b) {
+      const Bucket& bucket = s.buckets[b];
+      for (size_t j = 0; j < bucket.params.size(); ++j) {
+        const size_t i = bucket.params[j];
+        at::Tensor& p = s.params[i];
+        if (!p.is_contiguous()) {
+          continue;  // keep the param's own layout; copied at launch
+        }
+        const at::Tensor& flat = s.flats[b];
+        at::Tensor alias = at::empty({0}, flat.options());
+        alias.set_(flat.storage(), flat.storage_offset() + bucket.offsets[j], p.sizes(),
+                   p.strides());
+        if (p.grad().defined()) {
+          alias.copy_(p.grad());
+        }
+        p.mutable_grad() = alias;
+        s.aliases[i] = alias;
+      }
+    }
   }
   s.ready.assign(s.params.size(), 0);
   s.pending.assign(s.buckets.size(), 0);
@@ -314,11 +360,21 @@ void GradSync::finish() {
     for (size_t b = 0; b < s.buckets.size(); ++b) {
       const Bucket& bucket = s.buckets[b];
       at::Tensor grads = s.flats[b].narrow(0, 0, bucket.numel);
-      grads.div_(world);
+      if (s.summed(b)) {
+        grads.div_(world);
+      }
       for (size_t j = 0; j < bucket.params.size(); ++j) {
-        at::Tensor& p = s.params[bucket.params[j]];
-        at::Tensor avg = grads.narrow(0, bucket.offsets[j], p.numel()).view(p.sizes());
+        const size_t i = bucket.params[j];
+        at::Tensor& p = s.params[i];
+        if (s.grad_is_alias(i)) {
+          continue;  // the average is already in .grad
+        }
         at::Tensor& g = p.mutable_grad();
+        if (s.aliases[i].defined()) {
+          g = s.aliases[i];  // rebind (e.g. after zero_grad(set_to_none)); holds the average
+          continue;
+        }
+        at::Tensor avg = grads.narrow(0, bucket.offsets[j], p.numel()).view(p.sizes());
         if (g.defined()) {
           g.copy_(avg);
         } else {

@@ -15,13 +15,24 @@
 //    "complete"; complete buckets are launched strictly in bucket order (a
 //    bucket waits for all earlier ones), so every rank issues the same
 //    all-reduces in the same order whatever its autograd scheduling. Launch =
-//    copy the grads into the flat buffer, then an asynchronous sum
-//    all-reduce. This runs on the thread that executes backward.
+//    copy the grads that are not already views of the flat buffer into it,
+//    then an asynchronous all-reduce (average; the last bucket is summed when
+//    it carries control values and divided in finish()). This runs on the
+//    thread that executes backward.
 // 3. finish(): launches the buckets not launched yet (in order), waits for
-//    all, divides the gradient part by size() and copies the averages back
-//    into every parameter's .grad (allocating .grad where it is undefined).
+//    all (buckets are averaged: sum, then divide by size()) and makes every
+//    parameter's .grad hold the average (allocating .grad where undefined).
 // overlap = false: no hooks are installed; finish() launches every bucket.
 // Both modes perform identical arithmetic, so their results are bit-identical.
+//
+// Gradient views (grad_views = true, after DDP's gradient_as_bucket_view):
+// the constructor makes each contiguous parameter's .grad a tensor sharing
+// the bucket's flat buffer (existing values are kept), so AccumulateGrad adds
+// into the bucket in place and launch/finish copy nothing for it. If .grad is
+// replaced (e.g. zero_grad(set_to_none=true) then backward), that parameter
+// is copied in at launch and finish() rebinds .grad to the bucket slot. Do
+// not touch .grad between a bucket's launch and finish(): the buffer is being
+// reduced in place. Non-contiguous parameters are always copied.
 //
 // Unused parameters: a parameter whose hook did not fire in this step (not
 // reached by backward) contributes its current .grad, or zeros when .grad is
@@ -62,6 +73,9 @@ struct GradSyncOptions {
   double first_bucket_mb = 1.0;
   bool overlap = true;    // all-reduce buckets during backward
   int control_slots = 0;  // length of the control vector (same on every rank)
+  // Make each contiguous parameter's .grad share storage with its bucket
+  // (no copies in or out); see "Gradient views" above.
+  bool grad_views = true;
 };
 
 // Cumulative counters since construction or reset_stats(). Seconds are wall

@@ -138,12 +138,19 @@ TEST_P(GradSyncTest, TwoRanksTimesBEqualsOneRankTimesTwoB) {
 INSTANTIATE_TEST_SUITE_P(Dtypes, GradSyncTest, ::testing::Values(torch::kFloat, torch::kDouble));
 
 // Runs K SGD steps with sync in the given mode; returns the parameters.
-std::vector<torch::Tensor> train(Communicator& comm, bool overlap, int steps, GradSyncStats* stats) {
+// set_to_none drops every .grad before backward (grad-view rebinding path).
+std::vector<torch::Tensor> train(Communicator& comm, bool overlap, int steps, GradSyncStats* stats,
+                                 bool grad_views = true, bool set_to_none = false) {
   Net net = make_net(torch::kFloat, 5);
-  GradSync sync(comm, net->parameters(), small_buckets(overlap));
+  GradSyncOptions options = small_buckets(overlap);
+  options.grad_views = grad_views;
+  GradSync sync(comm, net->parameters(), options);
   torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
   for (int s = 0; s < steps; ++s) {
     opt.zero_grad();
+    if (set_to_none) {
+      for (auto& p : net->parameters()) p.mutable_grad() = torch::Tensor();
+    }
     Batch batch = make_batch(6, 1000 + s * 10 + comm.rank(), torch::kFloat);
     loss_of(net, batch, 0, 6).backward();
     sync.finish();
@@ -172,6 +179,43 @@ TEST(GradSync, OverlappedAndAfterBackwardAreBitIdentical) {
   EXPECT_EQ(s_overlap.steps, 3);
   EXPECT_GE(s_overlap.finish_seconds, s_overlap.wait_seconds);
   EXPECT_GT(s_overlap.allreduce_seconds, 0.0);
+}
+
+TEST(GradSync, GradViewsAndCopiesAreBitIdentical) {
+  auto comm = make_mpi();
+  GradSyncStats st;
+  auto views = train(*comm, true, 3, &st, true, false);
+  auto copies = train(*comm, true, 3, &st, false, false);
+  auto rebound = train(*comm, true, 3, &st, true, true);
+  for (size_t i = 0; i < views.size(); ++i) {
+    EXPECT_TRUE(torch::equal(views[i], copies[i])) << "parameter " << i << " rank " << comm->rank();
+    EXPECT_TRUE(torch::equal(views[i], rebound[i])) << "parameter " << i << " rank " << comm->rank();
+  }
+}
+
+TEST(GradSync, GradsAreBucketViewsAndKeepTheirValues) {
+  auto comm = make_mpi();
+  Net net = make_net(torch::kDouble, 3);
+  auto params = net->parameters();
+  params.back().mutable_grad() = torch::full_like(params.back(), 0.25);
+  GradSyncOptions o = small_buckets(true);
+  o.first_bucket_mb = 1;  // one bucket holding everything
+  o.bucket_cap_mb = 1;
+  GradSync sync(*comm, params, o);
+  ASSERT_EQ(sync.buckets().size(), 1u);
+  const Bucket& bucket = sync.buckets()[0];
+  // Consecutive slots of one buffer, in reverse registration order.
+  const char* base = static_cast<const char*>(params[bucket.params[0]].grad().data_ptr());
+  for (size_t j = 0; j < bucket.params.size(); ++j) {
+    const auto& g = params[bucket.params[j]].grad();
+    ASSERT_TRUE(g.defined());
+    EXPECT_EQ(static_cast<const char*>(g.data_ptr()), base + bucket.offsets[j] * 8) << j;
+    EXPECT_FALSE(g.is_view());
+  }
+  EXPECT_TRUE(torch::equal(params.back().grad(), torch::full_like(params.back(), 0.25)));
+  EXPECT_EQ(params.front().grad().abs().max().item<double>(), 0.0);
+  sync.finish();
+  EXPECT_TRUE(torch::equal(params.back().grad(), torch::full_like(params.back(), 0.25)));
 }
 
 TEST(GradSync, ControlValuesAreSummedWithTheLastBucket) {
