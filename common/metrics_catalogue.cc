@@ -1,6 +1,7 @@
 #include "common/metrics_catalogue.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "common/check.h"
 
@@ -118,6 +119,10 @@ Labels with(Labels base, const std::string& key, const std::string& value) {
   return base;
 }
 
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 Labels worker_labels(const std::string& job, int64_t rank, int64_t attempt) {
   CNX_CHECK(rank >= 0, "WorkerMetrics: rank must be >= 0, got ", rank);
   CNX_CHECK(attempt >= 0, "WorkerMetrics: attempt must be >= 0, got ", attempt);
@@ -166,7 +171,19 @@ CoordinatorMetrics::CoordinatorMetrics(Registry& r, const std::string& job)
       samples_per_second(series<Gauge>(r, n::kCoordinatorSamplesPerSecond, labels_)),
       checkpoints_committed(series<Counter>(r, n::kCoordinatorCheckpointsCommittedTotal, labels_)),
       seconds_since_last_commit(series<Gauge>(r, n::kCoordinatorSecondsSinceLastCommit, labels_)),
-      auth_failures(series<Counter>(r, n::kCoordinatorAuthFailuresTotal, labels_)) {}
+      auth_failures(series<Counter>(r, n::kCoordinatorAuthFailuresTotal, labels_)) {
+  last_commit_unix_s_.store(unix_now());
+}
+
+void CoordinatorMetrics::record_commit(double unix_seconds) {
+  checkpoints_committed.Increment();
+  last_commit_unix_s_.store(unix_seconds >= 0 ? unix_seconds : unix_now());
+  refresh_commit_age();
+}
+
+void CoordinatorMetrics::refresh_commit_age() {
+  seconds_since_last_commit.Set(std::max(0.0, unix_now() - last_commit_unix_s_.load()));
+}
 
 void CoordinatorMetrics::set_job_state(const std::string& state) {
   std::lock_guard<std::mutex> lock(state_mutex_);

@@ -16,6 +16,7 @@
 // create a labelled series under the family's mutex: fine per sample error
 // or per RPC, not inside a tight loop (keep the returned reference instead).
 // The objects must not outlive the Registry they were built on.
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -87,6 +88,14 @@ class CoordinatorMetrics {
   void set_job_state(const std::string& state);
   // Latency histogram of one RPC method / gRPC status code pair.
   Histogram& rpc_seconds(const std::string& method, const std::string& code);
+  // A checkpoint was committed at `unix_seconds` (default: now): counts it
+  // and restarts the commit-age clock. Pass the commit time recovered from
+  // the store after a coordinator restart.
+  void record_commit(double unix_seconds = -1.0);
+  // Sets seconds_since_last_commit = now - last commit (or - construction
+  // when none). Call it from MetricsServer::add_scrape_hook so the age is
+  // current at every scrape.
+  void refresh_commit_age();
 
  private:
   Labels labels_;
@@ -94,6 +103,7 @@ class CoordinatorMetrics {
   Family<Histogram>* rpc_family_;
   std::mutex state_mutex_;
   std::vector<Gauge*> states_;
+  std::atomic<double> last_commit_unix_s_;
 
  public:
   Gauge& workers_registered;
@@ -105,7 +115,7 @@ class CoordinatorMetrics {
   Gauge& shards_pending;
   Gauge& samples_per_second;
   Counter& checkpoints_committed;
-  // Update from a periodic loop (the coordinator's housekeeping tick).
+  // Maintained by record_commit / refresh_commit_age.
   Gauge& seconds_since_last_commit;
   Counter& auth_failures;
 };

@@ -104,14 +104,23 @@ void MetricsServer::set_health_check(std::function<HealthStatus()> check) {
   health_check_ = std::move(check);
 }
 
+void MetricsServer::add_scrape_hook(std::function<void()> hook) {
+  CNX_CHECK(hook != nullptr, "MetricsServer::add_scrape_hook: empty hook");
+  std::lock_guard<std::mutex> lock(mutex_);
+  scrape_hooks_.push_back(std::move(hook));
+}
+
 std::string MetricsServer::scrape() const {
   std::vector<std::shared_ptr<Collectable>> live;
+  std::vector<std::function<void()>> hooks;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     for (const auto& w : collectables_) {
       if (auto c = w.lock()) live.push_back(std::move(c));
     }
+    hooks = scrape_hooks_;
   }
+  for (const auto& hook : hooks) hook();
   std::vector<MetricFamily> families;
   for (const auto& c : live) {
     for (auto& f : c->Collect()) families.push_back(std::move(f));

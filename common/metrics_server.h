@@ -49,6 +49,10 @@ class MetricsServer {
   void RemoveCollectable(const std::weak_ptr<Collectable>& collectable);
   // nullptr restores the default (always healthy).
   void set_health_check(std::function<HealthStatus()> check);
+  // Runs `hook` at the start of every scrape, before collecting, on the
+  // serving thread: the place to refresh gauges derived from time (e.g.
+  // CoordinatorMetrics::refresh_commit_age). An exception fails the scrape (500).
+  void add_scrape_hook(std::function<void()> hook);
 
   // The body /metrics would return now (used by the handler; handy in tests).
   std::string scrape() const;
@@ -64,6 +68,7 @@ class MetricsServer {
   mutable std::mutex mutex_;
   std::vector<std::weak_ptr<Collectable>> collectables_;
   std::function<HealthStatus()> health_check_;
+  std::vector<std::function<void()>> scrape_hooks_;
 };
 
 }  // namespace cnx::metrics

@@ -34,6 +34,7 @@ class LiveExporters {
         server_("127.0.0.1", 0) {
     server_.RegisterCollectable(registry_);
     server_.RegisterCollectable(process_);
+    server_.add_scrape_hook([this] { coord_.refresh_commit_age(); });
     coord_.workers_registered.Set(2);
     coord_.workers_alive.Set(2);
     coord_.attempt.Set(1);
@@ -67,8 +68,7 @@ class LiveExporters {
       }
       coord_.epoch.Set(step / 100);
       coord_.samples_per_second.Set(640);
-      coord_.seconds_since_last_commit.Set(step % 10);
-      if (step % 10 == 0) coord_.checkpoints_committed.Increment();
+      if (step % 10 == 0) coord_.record_commit();
       coord_.rpc_seconds("Heartbeat", "OK").Observe(0.0003);
       if (step % 3 == 0) coord_.rpc_seconds("Register", "UNAVAILABLE").Observe(0.002);
       if (step % 9 == 0) coord_.auth_failures.Increment();

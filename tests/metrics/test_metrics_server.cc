@@ -84,6 +84,35 @@ TEST(MetricsServer, HealthzReportsCallback) {
   EXPECT_EQ(http_get("127.0.0.1", server.port(), "/healthz").status, 200);
 }
 
+TEST(MetricsServer, ScrapeHooksRunBeforeEveryScrape) {
+  auto registry = std::make_shared<Registry>();
+  CoordinatorMetrics coord(*registry, "j");
+  MetricsServer server("127.0.0.1", 0);
+  server.RegisterCollectable(registry);
+  int calls = 0;
+  server.add_scrape_hook([&] { ++calls; });
+  server.add_scrape_hook([&] { coord.refresh_commit_age(); });
+  // A commit 100 s ago: the age is computed at scrape time, not when recorded.
+  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  coord.record_commit(now - 100);
+  EXPECT_EQ(coord.checkpoints_committed.Value(), 1);
+  const auto body = http_get("127.0.0.1", server.port(), "/metrics").body;
+  EXPECT_EQ(calls, 1);
+  const std::string key = "cnx_coordinator_seconds_since_last_commit{job=\"j\"} ";
+  const size_t at = body.find(key);
+  ASSERT_NE(at, std::string::npos) << body;
+  const double age = std::stod(body.substr(at + key.size()));
+  EXPECT_GE(age, 100.0);
+  EXPECT_LT(age, 160.0);
+  coord.record_commit();
+  EXPECT_LT(coord.seconds_since_last_commit.Value(), 5.0);
+  EXPECT_EQ(coord.checkpoints_committed.Value(), 2);
+  server.add_scrape_hook([]() { throw std::runtime_error("hook failed"); });
+  const auto failed = http_get("127.0.0.1", server.port(), "/metrics");
+  EXPECT_EQ(failed.status, 500);
+  EXPECT_NE(failed.body.find("hook failed"), std::string::npos);
+}
+
 class ThrowingCollectable : public Collectable {
  public:
   std::vector<MetricFamily> Collect() const override { throw std::runtime_error("cannot read sensor"); }
