@@ -52,15 +52,25 @@ bool confined_relative(const std::string& p) {
   return true;
 }
 
-// Unused pieces of one rank's sequence given its progress in that epoch.
-std::vector<WorkItem> remaining_items(const std::vector<WorkItem>& items, const RankProgress& p) {
+// The lowest epoch a rank's progress refers to.
+int64_t first_epoch(const RankProgress& p) {
+  int64_t e = p.epoch;
+  for (const auto& ip : p.partial) e = std::min(e, ip.epoch);
+  return e;
+}
+
+// Unused pieces of one rank's sequence for `epoch` given its progress
+// (epoch <= p.epoch; an earlier epoch keeps only its listed partial tails).
+std::vector<WorkItem> remaining_items(const std::vector<WorkItem>& items, const RankProgress& p, int64_t epoch) {
   std::map<int64_t, int64_t> partial;
-  for (const auto& ip : p.partial) partial[ip.position] = ip.consumed;
+  for (const auto& ip : p.partial)
+    if (ip.epoch == epoch) partial[ip.position] = ip.consumed;
+  const int64_t next = epoch == p.epoch ? p.next_position : static_cast<int64_t>(items.size());
   std::vector<WorkItem> out;
   for (size_t pos = 0; pos < items.size(); ++pos) {
     const int64_t ipos = static_cast<int64_t>(pos);
     WorkItem it = items[pos];
-    if (ipos < p.next_position) {
+    if (ipos < next) {
       auto f = partial.find(ipos);
       if (f == partial.end()) continue;
       it.start += f->second;
@@ -152,25 +162,32 @@ void Scheduler::open_attempt(int world, const std::string& launch_id, double now
   plans_.clear();
 
   const CheckpointRecord* last = latest_committed();
+  // Counters follow the state: work after the commit is redone.
+  unused_samples_ = last ? last->unused_samples : 0;
+  shards_done_ = last ? last->shards_done : 0;
   if (last) {
     int64_t e_min = INT64_MAX, e_max = 0;
     for (const auto& [r, part] : last->parts) {
-      e_min = std::min(e_min, part.progress.epoch);
+      e_min = std::min(e_min, first_epoch(part.progress));
       e_max = std::max(e_max, part.progress.epoch);
     }
     auto snapshot_plan = [&](int64_t e) {
       auto f = last->plans.find(e);
       return f != last->plans.end() ? f->second : fresh_plan(e, last->world_size);
     };
-    for (int64_t e = e_min; e <= e_max; ++e) {
+    // Epochs past every rank may still have a plan that differs from a fresh
+    // one (rebuilt by an earlier resume): carry or re-deal those as well.
+    int64_t e_last = e_max;
+    if (!last->plans.empty()) e_last = std::max(e_last, last->plans.rbegin()->first);
+    for (int64_t e = e_min; e <= e_last; ++e) {
       const EpochPlan old = snapshot_plan(e);
       EpochPlan fresh;
       fresh.world_size = world;
       fresh.ranks.resize(world);
       std::vector<std::vector<WorkItem>> left(last->world_size);
       for (const auto& [r, part] : last->parts) {
-        if (part.progress.epoch == e) left[r] = remaining_items(old.ranks[r], part.progress);
-        else if (part.progress.epoch < e) left[r] = old.ranks[r];
+        if (part.progress.epoch < e) left[r] = old.ranks[r];
+        else if (first_epoch(part.progress) <= e) left[r] = remaining_items(old.ranks[r], part.progress, e);
       }
       if (world == last->world_size) {
         fresh.ranks = std::move(left);
@@ -185,16 +202,9 @@ void Scheduler::open_attempt(int world, const std::string& launch_id, double now
       plans_[e] = std::move(fresh);
       mark_plan(e);
     }
-    // Later epochs keep their plan when the world size is unchanged.
-    if (world == last->world_size)
-      for (const auto& [e, p] : last->plans)
-        if (e > e_max) {
-          plans_[e] = p;
-          mark_plan(e);
-        }
     for (int r = 0; r < world; ++r) {
       ranks_[r].epoch = e_min;
-      if (world == last->world_size) ranks_[r].epoch = last->parts.at(r).progress.epoch;
+      if (world == last->world_size) ranks_[r].epoch = first_epoch(last->parts.at(r).progress);
     }
   }
   for (int r = 0; r < world; ++r) mark_rank(r);
@@ -268,7 +278,10 @@ CheckpointPlan Scheduler::plan_checkpoint(const std::string& why, double now) {
   int64_t margin = static_cast<int64_t>(std::ceil(rate * 2.0 * options_.heartbeat_s)) + 1;
   CheckpointRecord rec;
   rec.id = next_ckpt_id_++;
-  rec.step = std::max<int64_t>(max_step(), 0) + margin;
+  // Never behind the last commit: after a relaunch the ranks resume there.
+  int64_t base = std::max<int64_t>(max_step(), 0);
+  if (const CheckpointRecord* last = latest_committed()) base = std::max(base, last->step);
+  rec.step = base + margin;
   char name[64];
   std::snprintf(name, sizeof(name), "ckpt-%06lld-step-%09lld", static_cast<long long>(rec.id),
                 static_cast<long long>(rec.step));
@@ -434,20 +447,34 @@ void Scheduler::validate_part(int rank, const RankState& rs, const RankPart& par
   const RankProgress& p = part.progress;
   if (p.epoch < 0 || p.epoch > rs.epoch)
     fail(ErrorCode::kInvalidArgument, str("progress.epoch: ", p.epoch, " but rank ", rank, " is in epoch ", rs.epoch));
-  const auto& items = plan(p.epoch).ranks[rank];
+  // Only plans the scheduler still holds can be referred to (a fresh plan
+  // must not be invented for an epoch the rank has left).
+  auto plan_of = [&](int64_t e, const std::string& field) -> const std::vector<WorkItem>& {
+    auto f = plans_.find(e);
+    if (f == plans_.end() && e == rs.epoch) return plan(e).ranks[rank];
+    if (f == plans_.end())
+      fail(ErrorCode::kInvalidArgument, str(field, ": epoch ", e, " is no longer open for rank ", rank));
+    return f->second.ranks[rank];
+  };
+  const auto& items = plan_of(p.epoch, "progress.epoch");
   const int64_t limit = p.epoch == rs.epoch ? rs.next_position : static_cast<int64_t>(items.size());
   if (p.next_position < 0 || p.next_position > limit)
     fail(ErrorCode::kInvalidArgument, str("progress.next_position: ", p.next_position, " out of range [0, ", limit,
                                           "] (leases handed to rank ", rank, " in epoch ", p.epoch, ")"));
-  std::set<int64_t> positions;
+  std::set<std::pair<int64_t, int64_t>> positions;
   for (size_t i = 0; i < p.partial.size(); ++i) {
     const auto& ip = p.partial[i];
-    if (ip.position < 0 || ip.position >= p.next_position || !positions.insert(ip.position).second)
+    const std::string field = str("progress.partial[", i, "]");
+    if (ip.epoch < 0 || ip.epoch > p.epoch)
+      fail(ErrorCode::kInvalidArgument, str(field, ".epoch: ", ip.epoch, " out of range [0, ", p.epoch, "]"));
+    const auto& its = ip.epoch == p.epoch ? items : plan_of(ip.epoch, field + ".epoch");
+    const int64_t below = ip.epoch == p.epoch ? p.next_position : static_cast<int64_t>(its.size());
+    if (ip.position < 0 || ip.position >= below || !positions.insert({ip.epoch, ip.position}).second)
       fail(ErrorCode::kInvalidArgument,
-           str("progress.partial[", i, "].position: ", ip.position, " not a distinct position below next_position ", p.next_position));
-    if (ip.consumed < 0 || ip.consumed > items[ip.position].size())
+           str(field, ".position: ", ip.position, " not a distinct leased position (below ", below, ")"));
+    if (ip.consumed < 0 || ip.consumed > its[ip.position].size())
       fail(ErrorCode::kInvalidArgument,
-           str("progress.partial[", i, "].consumed: ", ip.consumed, " out of range [0, ", items[ip.position].size(), "]"));
+           str(field, ".consumed: ", ip.consumed, " out of range [0, ", its[ip.position].size(), "]"));
   }
 }
 
@@ -479,13 +506,15 @@ void Scheduler::commit(CheckpointRecord& rec, double now) {
   rec.step = rec.parts.begin()->second.step;
   int64_t e_min = INT64_MAX, e_max = 0;
   for (const auto& [r, p] : rec.parts) {
-    e_min = std::min(e_min, p.progress.epoch);
+    e_min = std::min(e_min, first_epoch(p.progress));
     e_max = std::max(e_max, p.progress.epoch);
   }
   for (const auto& [e, p] : plans_)
     if (e >= e_min) rec.plans[e] = p;
   rec.state = CheckpointRecord::State::kCommitted;
   rec.committed_unix_s = now;
+  rec.unused_samples = unused_samples_;
+  rec.shards_done = shards_done_;
   pending_ckpt_ = 0;
   last_commit_unix_s_ = now;
   event(str("checkpoint ", rec.id, " committed at step ", rec.step, " (", rec.parts.size(), " parts) in ", rec.dir));

@@ -35,8 +35,8 @@
 //     its epoch becomes [unused tails of its partial items, its untouched
 //     items], in plan order; later epochs keep their plans. Same samples, same
 //     order: a bit-exact replay is possible.
-//   * New attempt with another world size W': for every epoch between the
-//     lowest and highest epoch of the committed ranks, the unused pieces
+//   * New attempt with another world size W': for every epoch from the
+//     lowest epoch of the committed ranks up to the last planned one, the unused pieces
 //     (partial tails and untouched items of ranks not past that epoch) are
 //     sorted by (permutation order, start) and dealt round-robin to the new
 //     ranks; all ranks start at the lowest epoch. Used samples are never

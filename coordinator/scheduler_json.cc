@@ -109,7 +109,7 @@ void to_json(nlohmann::json& j, const RankPart& v) {
   nlohmann::json files = nlohmann::json::array();
   for (const auto& f : v.files) files.push_back({f.path, f.sha256, f.bytes});
   nlohmann::json partial = nlohmann::json::array();
-  for (const auto& p : v.progress.partial) partial.push_back({p.position, p.consumed});
+  for (const auto& p : v.progress.partial) partial.push_back({p.position, p.consumed, p.epoch});
   j = {{"rank", v.rank},
        {"step", v.step},
        {"files", files},
@@ -126,7 +126,7 @@ void from_json(const nlohmann::json& j, RankPart& v) {
   v.progress.epoch = j.at("epoch").get<int64_t>();
   v.progress.next_position = j.at("next").get<int64_t>();
   v.progress.partial.clear();
-  for (const auto& p : j.at("partial")) v.progress.partial.push_back({p.at(0).get<int64_t>(), p.at(1).get<int64_t>()});
+  for (const auto& p : j.at("partial")) v.progress.partial.push_back({p.at(0).get<int64_t>(), p.at(1).get<int64_t>(), p.at(2).get<int64_t>()});
   v.data_cursor = from_hex(j.at("cursor").get<std::string>());
 }
 
@@ -139,7 +139,8 @@ void to_json(nlohmann::json& j, const CheckpointRecord& v) {
        {"dir", v.dir},       {"world", v.world_size},
        {"attempt", v.attempt}, {"state", static_cast<int>(v.state)},
        {"planned", v.planned_unix_s}, {"committed", v.committed_unix_s},
-       {"parts", parts},     {"plans", plans}};
+       {"parts", parts},     {"plans", plans},
+       {"unused", v.unused_samples}, {"done", v.shards_done}};
 }
 void from_json(const nlohmann::json& j, CheckpointRecord& v) {
   v.id = j.at("id").get<int64_t>();
@@ -150,6 +151,8 @@ void from_json(const nlohmann::json& j, CheckpointRecord& v) {
   v.state = static_cast<CheckpointRecord::State>(j.at("state").get<int>());
   v.planned_unix_s = j.at("planned").get<double>();
   v.committed_unix_s = j.at("committed").get<double>();
+  v.unused_samples = j.at("unused").get<int64_t>();
+  v.shards_done = j.at("done").get<int64_t>();
   v.parts.clear();
   for (const auto& pj : j.at("parts")) {
     RankPart p = pj.get<RankPart>();

@@ -62,6 +62,7 @@ struct RankState {
 struct ItemProgress {
   int64_t position = 0;
   int64_t consumed = 0;
+  int64_t epoch = 0;  // <= RankProgress::epoch (see proto/coordinator.proto)
 };
 
 struct RankProgress {
@@ -102,6 +103,8 @@ struct CheckpointRecord {
   double committed_unix_s = 0;
   std::map<int, RankPart> parts;
   std::map<int64_t, EpochPlan> plans;  // snapshot of the plans the parts refer to
+  int64_t unused_samples = 0;          // job counters at the commit (restored on resume)
+  int64_t shards_done = 0;
   CheckpointPlan plan() const { return {id, step, dir}; }
 };
 

@@ -29,7 +29,7 @@ RankProgress from_pb(const pb::RankProgress& p) {
   RankProgress out;
   out.epoch = p.epoch();
   out.next_position = p.next_position();
-  for (const auto& ip : p.partial()) out.partial.push_back({ip.position(), ip.consumed()});
+  for (const auto& ip : p.partial()) out.partial.push_back({ip.position(), ip.consumed(), ip.epoch()});
   return out;
 }
 
@@ -56,6 +56,7 @@ void fill_checkpoint(const CheckpointRecord& c, pb::Checkpoint* out) {
       auto* x = pr->add_partial();
       x->set_position(ip.position);
       x->set_consumed(ip.consumed);
+      x->set_epoch(ip.epoch);
     }
     p->set_data_cursor(part.data_cursor);
   }
