@@ -358,6 +358,18 @@ TEST(DeployDocker, DockerfilesBuildWithSetupAndShipTheEntrypoint) {
       EXPECT_NE(line.find(" " + std::to_string(port)), std::string::npos) << port << " not in" << line;
     }
   }
+  // Both images install setup.sh's PACKAGES list, extracted by this sed: it must still find it.
+  const std::string extract = "sed -n \"/^PACKAGES=(/,/^)/p\" scripts/setup.sh";
+  EXPECT_NE(cpu.find(extract), std::string::npos);
+  EXPECT_NE(cuda.find(extract), std::string::npos);
+  const auto pkgs = run_command({"/bin/bash", "-c",
+                                 "cd '" + source_dir() + "' && " + extract +
+                                     " > /tmp/cnx_pkgs_$$.sh && . /tmp/cnx_pkgs_$$.sh && rm /tmp/cnx_pkgs_$$.sh && "
+                                     "printf '%s\\n' \"${PACKAGES[@]}\""});
+  ASSERT_EQ(pkgs.exit_code, 0) << pkgs.output;
+  for (const char* p : {"libcivetweb-dev", "libtorch-dev", "libopenmpi-dev", "libgrpc++-dev", "prometheus"}) {
+    EXPECT_NE(pkgs.output.find(std::string(p) + "\n"), std::string::npos) << p << " not in setup.sh PACKAGES";
+  }
   EXPECT_NE(cuda.find("CNX_CORE_ONLY=ON"), std::string::npos);
   EXPECT_NE(cuda.find("CNX_WITH_NCCL=ON"), std::string::npos);
   const std::string entry = source_dir() + "/deploy/docker/worker-entrypoint.sh";
