@@ -37,7 +37,11 @@
 // Unused parameters: a parameter whose hook did not fire in this step (not
 // reached by backward) contributes its current .grad, or zeros when .grad is
 // undefined; after finish() its .grad holds the average like every other one.
-// Keep zeroing gradients between steps as usual.
+// Keep zeroing gradients between steps as usual. Such a parameter also holds
+// back its bucket, and so every later bucket, until finish(): overlap is lost
+// from there on (as in DDP), the result is unchanged.
+// Ranks may differ in which parameters they used; the in-order launch keeps
+// their collective sequences identical anyway.
 //
 // Gradient accumulation: while sync is disabled (set_sync_enabled(false) or a
 // NoSyncScope) hooks do nothing and .grad accumulates locally; enable sync for
@@ -55,7 +59,10 @@
 //
 // Threading: construct, set_*, finish() and stats() on the training thread;
 // the hooks run on the autograd thread; an internal mutex orders the two.
-// Not reentrant across two concurrent backward passes. The GradSync must
+// Not reentrant across two concurrent backward passes. `comm` must outlive
+// the GradSync, and no other collective may be issued on it between the
+// first launch of a step and finish() (the buckets would interleave with it
+// in a rank-dependent order). The GradSync must
 // outlive every backward that runs while it exists; its destructor removes
 // its hooks (call it while no backward runs).
 #include <ATen/core/Tensor.h>
