@@ -126,22 +126,22 @@ std::vector<uint8_t> gunzip(const std::string& path) {
 
 TEST(MakeShards, FashionMnistSubsetKeepsPixelsAndLabels) {
   const std::string dir = "/usr/share/datasets/fashion-mnist";
-  if (!fs::exists(dir + "/train-images-idx3-ubyte.gz")) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  if (!fs::exists(dir + "/t10k-images-idx3-ubyte.gz")) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   const fs::path tmp = testing::temp_dir("make_shards_fmnist");
   MakeShardsOptions opt;
   opt.out_dir = tmp.string();
-  opt.prefix = "train";
+  opt.prefix = "test";
   opt.limit = 2000;
   opt.samples_per_shard = 500;
   opt.shuffle = false;  // key i is source image i
-  const ShardIndex idx = make_shards_from_fashion_mnist(dir, "train", opt);
+  const ShardIndex idx = make_shards_from_fashion_mnist(dir, "test", opt);
   EXPECT_EQ(idx.total_samples, 2000);
   EXPECT_EQ(idx.shards.size(), 4u);
-  EXPECT_EQ(idx.shards[0].name, "train-000000.tar");
+  EXPECT_EQ(idx.shards[0].name, "test-000000.tar");
   EXPECT_EQ(idx.classes.size(), 10u);
   EXPECT_EQ(idx.classes[0], "T-shirt/top");
-  const auto images = gunzip(dir + "/train-images-idx3-ubyte.gz");
-  const auto labels = gunzip(dir + "/train-labels-idx1-ubyte.gz");
+  const auto images = gunzip(dir + "/t10k-images-idx3-ubyte.gz");
+  const auto labels = gunzip(dir + "/t10k-labels-idx1-ubyte.gz");
   auto all = read_all(tmp, idx);
   ASSERT_EQ(all.size(), 2000u);
   std::vector<int> hist(10, 0);
@@ -164,9 +164,9 @@ TEST(MakeShards, FashionMnistSubsetKeepsPixelsAndLabels) {
   // The shuffled default draws a different subset, deterministically.
   opt.shuffle = true;
   opt.force = true;
-  const ShardIndex a = make_shards_from_fashion_mnist(dir, "train", opt);
+  const ShardIndex a = make_shards_from_fashion_mnist(dir, "test", opt);
   opt.out_dir = (tmp / "again").string();
-  const ShardIndex b = make_shards_from_fashion_mnist(dir, "train", opt);
+  const ShardIndex b = make_shards_from_fashion_mnist(dir, "test", opt);
   EXPECT_EQ(index_to_json(a), index_to_json(b));
   EXPECT_NE(a.shards[0].sha256, idx.shards[0].sha256);
   EXPECT_THROW(make_shards_from_fashion_mnist(dir, "val", opt), DataError);

@@ -306,6 +306,7 @@ struct Pipeline::Impl {
     std::string bad;  // why the current shard is skipped ("" = fine)
 
     auto read_one = [&]() {
+      while (ordinal == 0 && counts[pos] == 0) ++pos;  // empty shards hold nothing to read
       const int64_t id = ids[pos];
       const ShardInfo& info = index.shards[id];
       if (ordinal == 0) {
