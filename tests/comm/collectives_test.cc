@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "comm/communicator.h"
+#include "comm/mpi/mpi_communicator.h"
 
 namespace cnx::comm {
 namespace {
@@ -186,6 +187,30 @@ TEST(MpiCollectives, BadInputGivesClearErrors) {
   at::Tensor t = at::ones({5}, at::kDouble);
   comm->allreduce_average(t)->wait();
   EXPECT_TRUE(at::equal(t, at::ones({5}, at::kDouble)));
+}
+
+TEST(MpiCollectives, ErrorsOnTheCommThreadReachTheCaller) {
+  MpiCommunicator comm(MpiRuntime::acquire());
+  // An MPI error (invalid root, detected locally on every rank) comes back
+  // through CNX_MPI_CHECK with the call and the rank.
+  try {
+    comm.run_on_comm_thread([](MPI_Comm c) {
+      int v = 0;
+      CNX_MPI_CHECK(MPI_Bcast(&v, 1, MPI_INT, 99, c));
+    });
+    ADD_FAILURE() << "expected CommError";
+  } catch (const CommError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("MPI_Bcast"), std::string::npos) << what;
+    EXPECT_NE(what.find("on rank " + std::to_string(comm.rank())), std::string::npos) << what;
+  }
+  EXPECT_THROW(comm.run_on_comm_thread([](MPI_Comm) { throw CommError("boom"); }), CommError);
+  // The thread goes on with the next items.
+  at::Tensor t = at::full({3}, static_cast<double>(comm.rank()), at::kDouble);
+  auto w = comm.allreduce({t}, ReduceOp::kSum);
+  w->wait();
+  w->wait();  // repeated waits are fine
+  EXPECT_TRUE(at::equal(t, at::full({3}, 1.0, at::kDouble)));
 }
 
 TEST(MpiCollectives, AutoBackendIsMpiWithoutCuda) {
