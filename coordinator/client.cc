@@ -41,6 +41,7 @@ Rep CoordinatorClient::call(const char* method, const Req& req, Fn fn) {
   for (;;) {
     grpc::ClientContext ctx;
     ctx.AddMetadata("authorization", "Bearer " + options_.token);
+    ctx.set_wait_for_ready(true);  // ride out a restart: wait for the channel to reconnect
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::duration_cast<std::chrono::system_clock::duration>(
                          std::chrono::duration<double>(options_.deadline_s)));

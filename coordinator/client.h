@@ -1,10 +1,12 @@
 #pragma once
 // Client library for the coordinator (what cnx-worker and cnx-ctl link).
 //
-// Every call carries the job token, runs under a per-call deadline and is
-// retried with exponential backoff (with jitter) while the coordinator is
-// UNAVAILABLE or the deadline passes, up to `retry_budget_s` in total — so a
-// coordinator restart (kill -9 and back) is ridden out. The coordinator's
+// Every call carries the job token and runs under a per-try deadline with
+// gRPC's wait-for-ready (a call made while the coordinator is down waits for
+// the channel to reconnect, which it retries every <= 1 s). A try that ends
+// UNAVAILABLE or DEADLINE_EXCEEDED is retried with exponential backoff (with
+// jitter) up to `retry_budget_s` in total — so a coordinator restart (kill -9
+// and back) is ridden out. The coordinator's
 // calls are idempotent under retry (see proto/coordinator.proto). Any other
 // failure throws RpcError at once; FAILED_PRECONDITION from a worker call
 // means this attempt is fenced off (or the job is not running).

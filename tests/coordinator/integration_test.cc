@@ -1,0 +1,355 @@
+// The coordinator on loopback: the real cnx-coordinator process (killed with
+// SIGKILL and restarted) and in-process servers for auth, validation and TLS.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <grpcpp/generic/generic_stub.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "coordinator/client.h"
+#include "coordinator/service.h"
+
+namespace cnx::coordinator {
+namespace {
+
+namespace fs = std::filesystem;
+namespace pb = cnx::v1;
+
+const char* kToken = "integration-token-0123456789";
+
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+void write_file(const fs::path& p, const std::string& text) {
+  std::ofstream(p) << text;
+}
+
+// A temp folder with a shard index (8 shards), a token and a config.
+struct JobDir {
+  fs::path dir;
+  int port;
+  explicit JobDir(const std::string& name) {
+    dir = fs::temp_directory_path() / ("cnx_coord_" + name + "_" + std::to_string(getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    port = free_port();
+    std::string shards;
+    int64_t total = 0;
+    for (int i = 0; i < 8; ++i) {
+      shards += std::string(i ? "," : "") + R"({"name":"train-)" + std::to_string(i) + R"(.tar","samples":)" +
+                std::to_string(10 + i) + R"(,"bytes":1,"sha256":")" + std::string(64, 'a') + R"("})";
+      total += 10 + i;
+    }
+    write_file(dir / "index.json", R"({"version":1,"dataset":"t","total_samples":)" + std::to_string(total) +
+                                       R"(,"classes":[],"shards":[)" + shards + "]}");
+    write_file(dir / "token", std::string(kToken) + "\n");
+    write_file(dir / "job.yaml", "job: {id: itest, seed: 5}\n"
+                                 "data: {index: " + (dir / "index.json").string() + "}\n"
+                                 "checkpoint: {root: " + (dir / "ckpt").string() + ", keep: 2}\n"
+                                 "coordinator: {listen: \"127.0.0.1:" + std::to_string(port) + "\", token_file: " +
+                                 (dir / "token").string() + ", state_db: " + (dir / "state.sqlite").string() +
+                                 ", heartbeat_timeout_s: 60, lease_s: 600}\n");
+  }
+  ~JobDir() { fs::remove_all(dir); }
+  std::string target() const { return "127.0.0.1:" + std::to_string(port); }
+  ServerOptions options() const {
+    return server_options_from_config(load_config((dir / "job.yaml").string()));
+  }
+};
+
+ClientOptions client_options(const std::string& target, const std::string& token = kToken) {
+  ClientOptions o;
+  o.target = target;
+  o.token = token;
+  o.deadline_s = 5;
+  o.retry_budget_s = 30;
+  return o;
+}
+
+// The cnx-coordinator binary as a child process.
+class Process {
+ public:
+  Process(const JobDir& job) : job_(job) {}
+  ~Process() { kill9(); }
+  void start() {
+    const char* build = std::getenv("CNX_BINARY_DIR");
+    ASSERT_NE(build, nullptr) << "run through ctest (CNX_BINARY_DIR names the build folder)";
+    const std::string bin = std::string(build) + "/coordinator/cnx-coordinator";
+    const std::string config = (job_.dir / "job.yaml").string();
+    const std::string log = (job_.dir / "coordinator.log").string();
+    pid_ = fork();
+    if (pid_ == 0) {
+      FILE* f = std::freopen(log.c_str(), "a", stdout);
+      (void)f;
+      dup2(fileno(stdout), 2);
+      execl(bin.c_str(), bin.c_str(), "--config", config.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    ASSERT_GT(pid_, 0);
+  }
+  void kill9() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+
+ private:
+  const JobDir& job_;
+  pid_t pid_ = -1;
+};
+
+pb::CheckpointPartRequest part(int64_t plan, int64_t step, const pb::RankProgress& progress) {
+  pb::CheckpointPartRequest req;
+  req.set_plan_id(plan);
+  req.set_step(step);
+  auto* f = req.add_files();
+  f->set_path("rank.bin");
+  f->set_sha256(std::string(64, 'd'));
+  f->set_bytes(1);
+  *req.mutable_progress() = progress;
+  req.set_data_cursor(std::string("\x00\x01\xff", 3));
+  return req;
+}
+
+TEST(CoordinatorProcess, EpochsSurviveKill9WithLeasesIntact) {
+  JobDir job("kill");
+  Process coord(job);
+  coord.start();
+  const int world = 3;
+  std::vector<std::unique_ptr<CoordinatorClient>> w;
+  for (int r = 0; r < world; ++r) {
+    w.push_back(std::make_unique<CoordinatorClient>(client_options(job.target())));
+    auto rep = w[r]->register_worker("itest", r, world, "host" + std::to_string(r), "launch-1");
+    EXPECT_EQ(rep.attempt(), 1);
+  }
+  std::map<int, std::vector<int64_t>> got;  // rank -> shard ids, epoch 0
+  std::vector<int64_t> pos(world, 0);
+  // Each rank takes one lease and finishes it; then each takes another.
+  for (int round = 0; round < 2; ++round)
+    for (int r = 0; r < world; ++r) {
+      auto a = w[r]->acquire_shard(0, pos[r]);
+      ASSERT_FALSE(a.end_of_epoch());
+      got[r].push_back(a.lease().shard_id());
+      ++pos[r];
+      if (round == 0) w[r]->report_shard_done(0, a.lease().position(), a.lease().end() - a.lease().start());
+    }
+  pb::HeartbeatRequest hb;
+  hb.set_step(7);
+  for (auto& c : w) EXPECT_EQ(c->heartbeat(hb).action(), pb::ACTION_CONTINUE);
+  // Commit a checkpoint: progress = one lease used, the second half-used.
+  CoordinatorClient ctl(client_options(job.target()));
+  auto plan = ctl.request_checkpoint("itest").plan();
+  EXPECT_GT(plan.step(), 7);
+  EXPECT_EQ(w[0]->heartbeat(hb).action(), pb::ACTION_CHECKPOINT);
+  for (int r = 0; r < world; ++r) {
+    pb::RankProgress p;
+    p.set_epoch(0);
+    p.set_next_position(2);
+    auto* ip = p.add_partial();
+    ip->set_position(1);
+    ip->set_consumed(3);
+    ip->set_epoch(0);
+    EXPECT_EQ(w[r]->report_checkpoint_part(part(plan.id(), plan.step(), p)).committed(), r == world - 1);
+  }
+  auto before = ctl.status("itest");
+  EXPECT_EQ(before.shards_leased(), 3);
+  EXPECT_EQ(before.checkpoints_committed(), 1);
+
+  // kill -9 mid-epoch, then restart. A heartbeat sent while it is down is
+  // retried with backoff and answered by the restarted coordinator.
+  coord.kill9();
+  std::thread late([&] { EXPECT_EQ(w[1]->heartbeat(hb).action(), pb::ACTION_CONTINUE); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  coord.start();
+  late.join();
+  auto after = ctl.status("itest");
+  EXPECT_EQ(after.attempt(), 1);
+  EXPECT_EQ(after.state(), pb::JOB_RUNNING);
+  EXPECT_EQ(after.shards_leased(), 3) << "leases intact";
+  EXPECT_EQ(after.shards_done(), 3);
+  EXPECT_EQ(after.checkpoints_committed(), 1);
+  for (int r = 0; r < world; ++r) {
+    // A retry of the held lease returns it; the sequence continues.
+    EXPECT_EQ(w[r]->acquire_shard(0, 1).lease().shard_id(), got[r][1]);
+    w[r]->report_shard_done(0, 1, 5);
+    for (;;) {
+      auto a = w[r]->acquire_shard(0, pos[r]);
+      if (a.end_of_epoch()) break;
+      got[r].push_back(a.lease().shard_id());
+      w[r]->report_shard_done(0, pos[r]++, a.lease().end() - a.lease().start());
+    }
+  }
+  std::multiset<int64_t> all;
+  for (auto& [r, v] : got) all.insert(v.begin(), v.end());
+  EXPECT_EQ(all, (std::multiset<int64_t>{0, 1, 2, 3, 4, 5, 6, 7})) << "each shard of the epoch exactly once";
+  auto latest = ctl.latest_checkpoint("itest");
+  ASSERT_TRUE(latest.found());
+  EXPECT_EQ(latest.checkpoint().parts_size(), world);
+  EXPECT_EQ(latest.checkpoint().parts(0).data_cursor(), std::string("\x00\x01\xff", 3));
+
+  // A relaunch (new attempt) resumes from the commit and fences attempt 1.
+  CoordinatorClient fresh(client_options(job.target()));
+  auto reg = fresh.register_worker("itest", 0, world, "host0", "launch-2");
+  EXPECT_EQ(reg.attempt(), 2);
+  ASSERT_TRUE(reg.has_resume());
+  EXPECT_EQ(reg.resume().step(), plan.step());
+  try {
+    w[0]->heartbeat(hb);
+    FAIL() << "stale attempt accepted";
+  } catch (const RpcError& e) {
+    EXPECT_EQ(e.code(), grpc::StatusCode::FAILED_PRECONDITION) << e.what();
+  }
+}
+
+class InProcess : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    job_ = std::make_unique<JobDir>(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    server_ = std::make_unique<CoordinatorServer>(job_->options());
+  }
+  std::unique_ptr<JobDir> job_;
+  std::unique_ptr<CoordinatorServer> server_;
+};
+
+TEST_F(InProcess, WrongOrMissingTokenIsUnauthenticated) {
+  for (const std::string& token : {std::string("not-the-token-000000"), std::string(kToken) + "x", std::string()}) {
+    ClientOptions o = client_options(job_->target(), token);
+    CoordinatorClient c(o);
+    try {
+      c.status("itest");
+      FAIL() << "accepted token '" << token << "'";
+    } catch (const RpcError& e) {
+      EXPECT_EQ(e.code(), grpc::StatusCode::UNAUTHENTICATED) << e.what();
+    }
+  }
+  // No metadata at all.
+  auto stub = pb::Coordinator::NewStub(grpc::CreateChannel(job_->target(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  pb::StatusRequest req;
+  req.set_job_id("itest");
+  pb::StatusReply rep;
+  EXPECT_EQ(stub->GetStatus(&ctx, req, &rep).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(server_->service().status().auth_failures, 4);
+  CoordinatorClient good(client_options(job_->target()));
+  EXPECT_EQ(good.status("itest").job_id(), "itest");
+}
+
+TEST_F(InProcess, MalformedAndOutOfRangeAreInvalidArgument) {
+  CoordinatorClient c(client_options(job_->target()));
+  auto expect_invalid = [](auto fn, const std::string& needle) {
+    try {
+      fn();
+      ADD_FAILURE() << "accepted; expected INVALID_ARGUMENT about " << needle;
+    } catch (const RpcError& e) {
+      EXPECT_EQ(e.code(), grpc::StatusCode::INVALID_ARGUMENT) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_invalid([&] { c.register_worker("itest", 5, 2, "h", "L"); }, "rank");
+  expect_invalid([&] { c.register_worker("itest", 0, -3, "h", "L"); }, "world_size");
+  expect_invalid([&] { c.register_worker("itest", 0, 1, std::string(300, 'h'), "L"); }, "host");
+  expect_invalid([&] { c.register_worker("wrong-job", 0, 1, "h", "L"); }, "job_id");
+  c.register_worker("itest", 0, 1, "h", "L");
+  expect_invalid([&] { c.acquire_shard(7, 0); }, "epoch");
+  expect_invalid([&] { c.report_shard_done(0, 0, 1); }, "no active lease");
+  auto plan = c.request_checkpoint("itest").plan();
+  pb::RankProgress p;
+  auto bad = part(plan.id(), plan.step(), p);
+  bad.mutable_files(0)->set_path("../../outside");
+  expect_invalid([&] { c.report_checkpoint_part(bad); }, "files[0].path");
+  bad.mutable_files(0)->set_path("/etc/passwd");
+  expect_invalid([&] { c.report_checkpoint_part(bad); }, "files[0].path");
+  bad = part(plan.id(), plan.step() - 1, p);
+  expect_invalid([&] { c.report_checkpoint_part(bad); }, "step");
+  // Bytes that are not a protobuf message at all.
+  grpc::GenericStub generic(grpc::CreateChannel(job_->target(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", std::string("Bearer ") + kToken);
+  grpc::Slice garbage(std::string("\xff\xff\xff\xff\x0f garbage", 13));
+  grpc::ByteBuffer in(&garbage, 1), out;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status st;
+  generic.UnaryCall(&ctx, "/cnx.v1.Coordinator/Heartbeat", grpc::StubOptions(), &in, &out, [&](grpc::Status s) {
+    std::lock_guard<std::mutex> l(mu);
+    st = s;
+    done = true;
+    cv.notify_all();
+  });
+  {
+    std::unique_lock<std::mutex> l(mu);
+    cv.wait(l, [&] { return done; });
+  }
+  EXPECT_FALSE(st.ok());
+  // The server is still up and consistent.
+  auto s = c.status("itest");
+  EXPECT_EQ(s.state(), pb::JOB_RUNNING);
+  EXPECT_TRUE(s.checkpoint_pending());
+}
+
+bool run(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
+
+TEST(Tls, MutualTlsRoundTripWithATestCa) {
+  JobDir job("tls");
+  const std::string d = job.dir.string();
+  ASSERT_TRUE(run("cd " + d + " && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=cnx-test-ca"));
+  write_file(job.dir / "san.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  for (const char* who : {"server", "client"}) {
+    ASSERT_TRUE(run("cd " + d + " && openssl req -newkey rsa:2048 -nodes -keyout " + who + ".key -out " + who +
+                    ".csr -subj /CN=" + who));
+    ASSERT_TRUE(run("cd " + d + " && openssl x509 -req -in " + who + ".csr -CA ca.pem -CAkey ca.key -CAcreateserial -out " +
+                    who + ".pem -days 1 -extfile san.ext"));
+  }
+  ServerOptions o = job.options();
+  o.tls_cert = d + "/server.pem";
+  o.tls_key = d + "/server.key";
+  o.tls_client_ca = d + "/ca.pem";
+  CoordinatorServer server(o);
+
+  ClientOptions co = client_options(job.target());
+  co.retry_budget_s = 0;
+  co.tls_ca = d + "/ca.pem";
+  co.tls_cert = d + "/client.pem";
+  co.tls_key = d + "/client.key";
+  CoordinatorClient good(co);
+  EXPECT_EQ(good.status("itest").job_id(), "itest");
+  EXPECT_EQ(good.register_worker("itest", 0, 1, "h", "L").attempt(), 1);
+
+  ClientOptions no_cert = co;
+  no_cert.deadline_s = 1;  // the handshake fails; the call waits for a ready channel until then
+  no_cert.tls_cert.clear();
+  no_cert.tls_key.clear();
+  EXPECT_THROW(CoordinatorClient(no_cert).status("itest"), RpcError) << "client certificate required";
+  ClientOptions plain = client_options(job.target());
+  plain.retry_budget_s = 0;
+  plain.deadline_s = 1;
+  EXPECT_THROW(CoordinatorClient(plain).status("itest"), RpcError) << "plaintext refused";
+  EXPECT_EQ(good.status("itest").state(), pb::JOB_RUNNING);
+}
+
+}  // namespace
+}  // namespace cnx::coordinator
