@@ -312,6 +312,25 @@ TEST_F(BadDataTest, TamperedOrMissingShardIsRefusedOrSkipped) {
   EXPECT_EQ(n, 4);
   EXPECT_EQ(q.counters().skipped.at("bad_shard"), 3);
 
+  // A damaged block inside an unverified shard: never fatal with skip, every
+  // planned sample is either delivered or counted.
+  make_shards();
+  {
+    std::fstream f((dir_ / "s0.tar").string(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(512 * 9);
+    const std::string junk(512, '\xff');
+    f.write(junk.data(), 512);
+  }
+  DataOptions u = options();
+  u.verify_sha256 = false;
+  u.bad_shard = BadShardPolicy::kSkip;
+  Pipeline w(u);
+  w.start_epoch(0, {0, 1});
+  int64_t got = 0;
+  while (auto b = w.next()) got += b->labels.size(0);
+  EXPECT_GE(got, 3);
+  EXPECT_EQ(got + w.counters().skipped_total(), 14);
+
   fs::remove(dir_ / "s0.tar");
   Pipeline r(options());
   r.start_epoch(0, {0});

@@ -159,6 +159,43 @@ TEST(Codec, RoundTripsAndRejectsBadData) {
             DecodeStatus::kTooLarge) << err;
 }
 
+TEST(Codec, MutatedFilesNeverCrash) {
+  // Random byte flips, truncations and insertions: every outcome is a status.
+  const auto jpg = encode_jpeg(testing::synth_image(48, 40, 3, 11), 85);
+  const auto png = encode_png(testing::synth_image(40, 48, 3, 12));
+  TransformOptions opt;
+  opt.size = 16;
+  int ok = 0, bad = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    SplitMix64 rng(trial);
+    const bool is_jpg = trial % 2 == 0;
+    std::vector<uint8_t> b = is_jpg ? jpg : png;
+    const int edits = 1 + static_cast<int>(rng.below(8));
+    for (int e = 0; e < edits; ++e) {
+      const size_t at = rng.below(b.size());
+      switch (rng.below(3)) {
+        case 0: b[at] = static_cast<uint8_t>(rng.next()); break;
+        case 1: b.resize(std::max<size_t>(1, at)); break;
+        default: b.insert(b.begin() + static_cast<std::ptrdiff_t>(at), static_cast<uint8_t>(rng.next())); break;
+      }
+    }
+    const auto r = decode_and_transform(b.data(), b.size(), is_jpg ? ImageFormat::kJpeg : ImageFormat::kPng,
+                                        sample_rng(0, 0, "k"), opt);
+    if (r.status == DecodeStatus::kOk) {
+      ASSERT_EQ(r.chw.size(), 3u * 16 * 16);
+      for (float v : r.chw) ASSERT_TRUE(std::isfinite(v));
+      ++ok;
+    } else {
+      EXPECT_FALSE(r.error.empty());
+      ++bad;
+    }
+  }
+  EXPECT_GT(bad, 100);
+  // A decode failure must not poison this thread's decoder for later images.
+  const auto good = decode_and_transform(jpg.data(), jpg.size(), ImageFormat::kJpeg, sample_rng(0, 0, "k"), opt);
+  EXPECT_EQ(good.status, DecodeStatus::kOk) << good.error;
+}
+
 TEST(Transform, GrayBecomesThreeEqualChannelsAndIsDeterministic) {
   const auto png = encode_png(testing::synth_image(45, 37, 1, 5));
   TransformOptions opt;

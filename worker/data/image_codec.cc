@@ -28,6 +28,13 @@ tjhandle decompressor() {
   return tls_tj.dec;
 }
 
+// After a failed decode a TurboJPEG handle can stay in an error state and
+// refuse later valid images; drop it so the next call starts fresh.
+void reset_decompressor() {
+  if (tls_tj.dec) tjDestroy(tls_tj.dec);
+  tls_tj.dec = nullptr;
+}
+
 tjhandle compressor() {
   if (!tls_tj.enc) tls_tj.enc = tjInitCompress();
   CNX_CHECK(tls_tj.enc != nullptr, "tjInitCompress failed: ", tjGetErrorStr2(nullptr));
@@ -104,6 +111,7 @@ DecodeStatus probe_image(const uint8_t* data, size_t size, ImageFormat fmt, int6
     int w = 0, h = 0, subsamp = 0, cs = 0;
     if (tjDecompressHeader3(decompressor(), data, static_cast<unsigned long>(size), &w, &h, &subsamp, &cs) != 0) {
       *error = tjGetErrorStr2(decompressor());
+      reset_decompressor();
       return DecodeStatus::kCorrupt;
     }
     info->width = w;
@@ -143,7 +151,9 @@ DecodeStatus decode_image(const uint8_t* data, size_t size, ImageFormat fmt, int
       *error = tjGetErrorStr2(h);
       // TurboJPEG reports a premature end of data as a warning after
       // filling the missing rows; such an image is not what was stored.
-      return tjGetErrorCode(h) == TJERR_WARNING ? DecodeStatus::kTruncated : DecodeStatus::kCorrupt;
+      const DecodeStatus st = tjGetErrorCode(h) == TJERR_WARNING ? DecodeStatus::kTruncated : DecodeStatus::kCorrupt;
+      reset_decompressor();
+      return st;
     }
     return DecodeStatus::kOk;
   }
