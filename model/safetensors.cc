@@ -131,13 +131,16 @@ SafetensorsEntry parse_entry(const std::string& name, const json& v, const std::
   const json& shape = v["shape"];
   if (!shape.is_array()) fail(source, where + ": shape must be an array");
   uint64_t numel = 1;
+  uint64_t strides = 1;  // product of the non-zero dims: LibTorch's strides must fit in int64
   bool overflow = false;
   for (const auto& d : shape) {
     const uint64_t n = as_u64(d, source, where + ": shape entry");
     if (n > static_cast<uint64_t>(INT64_MAX)) fail(source, where + ": shape entry too large");
     e.shape.push_back(static_cast<int64_t>(n));
     overflow = overflow || __builtin_mul_overflow(numel, n, &numel);
+    overflow = overflow || (n > 0 && __builtin_mul_overflow(strides, n, &strides));
   }
+  overflow = overflow || strides > static_cast<uint64_t>(INT64_MAX);
   uint64_t nbytes = 0;
   overflow = overflow || __builtin_mul_overflow(numel, dt->size, &nbytes);
   if (overflow) fail(source, where + ": shape " + shape_str(e.shape) + " overflows");

@@ -278,13 +278,20 @@ NamedTensors export_state_dict(const ConvNeXtV2Impl& model, Naming naming) {
   return out;
 }
 
-void save_pt(const std::string& path, const NamedTensors& tensors) {
+void save_pt(const std::string& path, const NamedTensors& tensors, const std::string& pt_key) {
   c10::Dict<std::string, at::Tensor> dict;
   for (const auto& [name, t] : tensors) {
     if (dict.contains(name)) throw WeightsError("save_pt: duplicate tensor name '" + name + "'");
     dict.insert(name, t.detach().to(at::kCPU).contiguous());
   }
-  const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
+  c10::IValue value(dict);
+  if (!pt_key.empty()) {
+    c10::impl::GenericDict outer(c10::StringType::get(),
+                                 c10::DictType::create(c10::StringType::get(), c10::TensorType::get()));
+    outer.insert(pt_key, value);
+    value = c10::IValue(outer);
+  }
+  const std::vector<char> bytes = torch::pickle_save(value);
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
@@ -311,6 +318,13 @@ NamedTensors read_pt(const std::string& path) {
     throw WeightsError("'" + path + "' does not hold a dict of tensors (got " + value.tagKind() +
                        "); convert Python checkpoints to safetensors");
   }
+  // {"model": {name: tensor}} as the reference's checkpoints nest it.
+  for (const auto& entry : value.toGenericDict()) {
+    if (entry.key().isString() && entry.key().toStringRef() == "model" && entry.value().isGenericDict()) {
+      value = entry.value();
+      break;
+    }
+  }
   NamedTensors out;
   for (const auto& entry : value.toGenericDict()) {
     if (!entry.key().isString() || !entry.value().isTensor()) {
@@ -336,10 +350,10 @@ LoadReport load_weights(ConvNeXtV2Impl& model, const std::string& path, const Lo
 }
 
 void save_weights(const ConvNeXtV2Impl& model, const std::string& path, Naming naming,
-                  const std::map<std::string, std::string>& metadata) {
+                  const std::map<std::string, std::string>& metadata, const std::string& pt_key) {
   const NamedTensors tensors = export_state_dict(model, naming);
   if (ends_with(path, ".pt") || ends_with(path, ".pth")) {
-    save_pt(path, tensors);
+    save_pt(path, tensors, pt_key);
   } else {
     std::map<std::string, std::string> meta = metadata;
     meta.emplace("format", "pt");

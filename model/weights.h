@@ -71,13 +71,16 @@ NamedTensors export_state_dict(const ConvNeXtV2Impl& model, Naming naming = Nami
 
 // Writes .safetensors, or a .pt (torch::pickle_save of a
 // c10::Dict<std::string, Tensor>; Python's torch.load returns a dict of
-// tensors) when path ends in ".pt" or ".pth".
+// tensors) when path ends in ".pt" or ".pth". With pt_key non-empty the .pt
+// holds {pt_key: {name: tensor}}, e.g. "model" for the reference's
+// fine-tuning script (torch.load(path)["model"]); ignored for safetensors.
 void save_weights(const ConvNeXtV2Impl& model, const std::string& path, Naming naming = Naming::kReference,
-                  const std::map<std::string, std::string>& metadata = {});
+                  const std::map<std::string, std::string>& metadata = {}, const std::string& pt_key = "");
 
-// .pt dict-of-tensors I/O (only files written by save_pt / torch::pickle_save
-// of such a dict; Python pickles of OrderedDicts are refused with a hint).
-void save_pt(const std::string& path, const NamedTensors& tensors);
+// .pt dict-of-tensors I/O (files written by save_pt / torch::pickle_save of
+// such a dict; Python pickles of OrderedDicts are refused with a hint).
+// read_pt also unwraps {"model": {...}} as written with pt_key "model".
+void save_pt(const std::string& path, const NamedTensors& tensors, const std::string& pt_key = "");
 NamedTensors read_pt(const std::string& path);
 
 }  // namespace cnx::model

@@ -127,6 +127,14 @@ TEST(Weights, PtFileIsReadByPythonTorchLoad) {
   const std::string cmd = std::string(py) + " " + fixture_path("check_pt.py") + " " + dir.file("w.pt") + " " +
                           dir.file("w.safetensors");
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  // Nested as the reference's checkpoints: torch.load(path)["model"].
+  save_weights(*model, dir.file("nested.pt"), Naming::kReference, {}, "model");
+  const std::string nested = std::string(py) + " " + fixture_path("check_pt.py") + " " + dir.file("nested.pt") + " " +
+                             dir.file("w.safetensors") + " model";
+  EXPECT_EQ(std::system(nested.c_str()), 0) << nested;
+  ConvNeXtV2 back(custom_options());
+  load_weights(*back, dir.file("nested.pt"));
+  expect_same_params(*model, *back);
 }
 
 TEST(Weights, StrictLoadListsMissingUnexpectedAndWrongShapeTogether) {
