@@ -26,6 +26,9 @@ CoordinatorClient::CoordinatorClient(ClientOptions options) : options_(std::move
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetMaxReceiveMessageSize(64 << 20);
+  // One connection per client, as one worker process has (no sharing of
+  // subchannels between clients created in one process, e.g. in tests).
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   channel_ = grpc::CreateCustomChannel(options_.target,
                                        channel_credentials(options_.tls_ca, options_.tls_cert, options_.tls_key), args);
   stub_ = pb::Coordinator::NewStub(channel_);

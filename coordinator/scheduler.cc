@@ -309,8 +309,9 @@ HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& 
       l.steps_per_s = static_cast<double>(info.step - l.step) / (now - l.step_changed);
     l.step = info.step;
     l.step_changed = now;
+    // Renewals are soft state (not persisted): a restored coordinator gives
+    // every lease a fresh lease_s of grace anyway.
     for (auto& [k, lease] : rs.leases) lease.deadline_unix_s = now + options_.lease_s;
-    if (!rs.leases.empty()) mark_rank(ref.rank);
   }
   l.last_heartbeat = now;
   l.loss = info.loss;

@@ -92,7 +92,7 @@ DurableWriter::~DurableWriter() {
 
 uint64_t DurableWriter::submit(Changes changes) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (changes.empty()) return submitted_ > committed_ ? submitted_ : 0;
+  if (changes.empty()) return 0;
   queue_.emplace_back(++submitted_, std::move(changes));
   work_cv_.notify_one();
   return submitted_;

@@ -49,8 +49,8 @@ class DurableWriter {
   DurableWriter(const DurableWriter&) = delete;
   DurableWriter& operator=(const DurableWriter&) = delete;
 
-  // Queues `changes`; returns their sequence number (0 if there is nothing
-  // to write and nothing pending: nothing to wait for).
+  // Queues `changes`; returns their sequence number (0 when `changes` is
+  // empty; callers that must see everything durable use last_submitted()).
   uint64_t submit(Changes changes);
   // The newest sequence number handed out (to wait for "everything so far").
   uint64_t last_submitted() const;
