@@ -2,7 +2,7 @@
 // Device kernels behind the sparse ops (internal; use the op headers).
 //
 // Every function takes contiguous tensors on one device, of one floating
-// dtype (float or double on the CPU; float, double or half on CUDA), with
+// dtype (float or double), with
 // the index maps of layout.h (int32, -1 = no site). Shapes are checked by the
 // op layer before these are called. CPU versions are parallel over rows with
 // at::parallel_for and need no atomics; results do not depend on the thread
