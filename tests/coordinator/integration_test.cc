@@ -313,6 +313,41 @@ TEST_F(InProcess, MalformedAndOutOfRangeAreInvalidArgument) {
 
 bool run(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
 
+std::string capture(const std::string& cmd, int* rc) {
+  std::string out;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof(buf), p)) > 0;) out.append(buf, n);
+  *rc = WEXITSTATUS(pclose(p));
+  return out;
+}
+
+TEST_F(InProcess, CnxCtlStatusCheckpointDrain) {
+  const char* build = std::getenv("CNX_BINARY_DIR");
+  ASSERT_NE(build, nullptr) << "run through ctest (CNX_BINARY_DIR names the build folder)";
+  const std::string ctl = std::string(build) + "/coordinator/cnx-ctl --config " + (job_->dir / "job.yaml").string() + " ";
+  CoordinatorClient w(client_options(job_->target()));
+  w.register_worker("itest", 0, 1, "worker-host", "L");
+  int rc = -1;
+  std::string out = capture(ctl + "status --json", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("\"state\": \"JOB_RUNNING\""), std::string::npos) << out;
+  EXPECT_NE(out.find("worker-host"), std::string::npos) << out;
+  out = capture(ctl + "status", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("state RUNNING"), std::string::npos) << out;
+  out = capture(ctl + "checkpoint", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("checkpoint 1 planned"), std::string::npos) << out;
+  EXPECT_EQ(w.heartbeat(pb::HeartbeatRequest()).action(), pb::ACTION_CHECKPOINT);
+  out = capture(ctl + "drain --now", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("STOPPED"), std::string::npos) << out;
+  EXPECT_EQ(w.heartbeat(pb::HeartbeatRequest()).action(), pb::ACTION_DRAIN);
+  out = capture(ctl + "--token-file /dev/null status", &rc);
+  EXPECT_NE(rc, 0) << "an empty token must be refused: " << out;
+}
+
 TEST(Tls, MutualTlsRoundTripWithATestCa) {
   JobDir job("tls");
   const std::string d = job.dir.string();
