@@ -85,7 +85,8 @@ inline int make_image_folder(const std::filesystem::path& root, int classes, int
 
 // Writes one shard from (member name, bytes) pairs and returns its index entry.
 inline ShardInfo write_shard(const std::filesystem::path& dir, const std::string& name,
-                             const std::vector<std::pair<std::string, std::vector<uint8_t>>>& members, int64_t samples) {
+                             const std::vector<std::pair<std::string, std::vector<uint8_t>>>& members,
+                             int64_t samples) {
   {
     TarWriter w((dir / name).string());
     for (const auto& [m, b] : members) w.add(m, b.data(), b.size());

@@ -33,8 +33,8 @@ TEST(MakeShardsCli, FolderSourceProgressOverwriteAndErrors) {
   ASSERT_FALSE(g_tool.empty()) << "pass the cnx-make-shards path as the first argument";
   const fs::path tmp = testing::temp_dir("make_shards_cli");
   const int n = testing::make_image_folder(tmp / "src", 2, 5);
-  const std::string base = g_tool + " --source imagefolder --input " + (tmp / "src").string() + " -o " +
-                           (tmp / "out").string();
+  const std::string base =
+      g_tool + " --source imagefolder --input " + (tmp / "src").string() + " -o " + (tmp / "out").string();
   auto [rc, out] = run(base + " --samples-per-shard 3");
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("samples/s"), std::string::npos) << out;
@@ -53,8 +53,8 @@ TEST(MakeShardsCli, FolderSourceProgressOverwriteAndErrors) {
   EXPECT_EQ(out.find("ETA"), std::string::npos) << out;
   EXPECT_EQ(load_index((tmp / "out" / "index.json").string()).shards.size(), 1u);
 
-  std::tie(rc, out) = run(g_tool + " --source imagefolder --input " + (tmp / "nope").string() + " -o " +
-                          (tmp / "o2").string());
+  std::tie(rc, out) =
+      run(g_tool + " --source imagefolder --input " + (tmp / "nope").string() + " -o " + (tmp / "o2").string());
   EXPECT_EQ(rc, 1);
   EXPECT_NE(out.find("is not a folder"), std::string::npos) << out;
   std::tie(rc, out) = run(g_tool + " --source tfrecord -o " + (tmp / "o3").string());
@@ -67,8 +67,8 @@ TEST(MakeShardsCli, FashionMnistSubsetThroughThePipeline) {
     GTEST_SKIP() << "dataset-fashion-mnist not installed";
   }
   const fs::path tmp = testing::temp_dir("make_shards_cli_fmnist");
-  auto [rc, out] = run(g_tool + " --source fashion-mnist --split test --limit 2000 --samples-per-shard 400 -q -o " +
-                       tmp.string());
+  auto [rc, out] =
+      run(g_tool + " --source fashion-mnist --split test --limit 2000 --samples-per-shard 400 -q -o " + tmp.string());
   ASSERT_EQ(rc, 0) << out;
   DataOptions o;
   o.index_path = (tmp / "index.json").string();

@@ -221,15 +221,17 @@ class BadDataTest : public ::testing::Test {
     big.channels = 1;
     big.pixels.assign(300 * 300, 9);
     using M = std::vector<std::pair<std::string, std::vector<uint8_t>>>;
-    M s0 = {{"a0.cls", cls},     {"a0.jpg", jpg},      {"a1.cls", cls},     {"a1.png", png},
-            {"b0.cls", cls},     {"b0.jpg", {}},        // zero-byte
-            {"b1.cls", cls},     {"b1.jpg", trunc},     // truncated
-            {"b2.cls", cls},     {"b2.png", garbage},   // corrupt
-            {"b3.cls", cls},     {"b3.gif", jpg},       // unknown extension
-            {"b4.jpg", jpg},                             // missing label
-            {"b5.cls", {'x'}},   {"b5.jpg", jpg},       // bad label
-            {"b6.cls", cls},     {"b6.png", encode_png(big)},  // over max_pixels
-            {"c0.cls", cls},     {"c0.jpg", jpg},      {"c1.cls", cls},     {"c1.png", png}};
+    M s0 = {{"a0.cls", cls},   {"a0.jpg", jpg},
+            {"a1.cls", cls},   {"a1.png", png},
+            {"b0.cls", cls},   {"b0.jpg", {}},               // zero-byte
+            {"b1.cls", cls},   {"b1.jpg", trunc},            // truncated
+            {"b2.cls", cls},   {"b2.png", garbage},          // corrupt
+            {"b3.cls", cls},   {"b3.gif", jpg},              // unknown extension
+            {"b4.jpg", jpg},                                 // missing label
+            {"b5.cls", {'x'}}, {"b5.jpg", jpg},              // bad label
+            {"b6.cls", cls},   {"b6.png", encode_png(big)},  // over max_pixels
+            {"c0.cls", cls},   {"c0.jpg", jpg},
+            {"c1.cls", cls},   {"c1.png", png}};
     M s1 = {{"d0.cls", cls}, {"d0.jpg", jpg}, {"d1.cls", cls}, {"d1.png", png}, {"d2.cls", cls}, {"d2.jpg", jpg}};
     ShardIndex idx;
     idx.dataset = "bad";
@@ -262,12 +264,12 @@ TEST_F(BadDataTest, BadSamplesAreSkippedAndCountedByReason) {
   p.start_epoch(0, {2, 0, 2, 1, 2});
   std::set<std::string> keys;
   while (auto b = p.next()) keys.insert(b->keys.begin(), b->keys.end());
-  EXPECT_EQ(keys, (std::set<std::string>{"s0.tar/a0", "s0.tar/a1", "s0.tar/c0", "s0.tar/c1", "s1.tar/d0",
-                                         "s1.tar/d1", "s1.tar/d2"}));
+  EXPECT_EQ(keys, (std::set<std::string>{"s0.tar/a0", "s0.tar/a1", "s0.tar/c0", "s0.tar/c1", "s1.tar/d0", "s1.tar/d1",
+                                         "s1.tar/d2"}));
   const DataCounters c = p.counters();
-  const std::map<std::string, int64_t> expected = {{"empty_file", 1},      {"truncated_image", 1}, {"corrupt_image", 1},
-                                                   {"unknown_extension", 1}, {"missing_label", 1},  {"bad_label", 1},
-                                                   {"image_too_large", 1}};
+  const std::map<std::string, int64_t> expected = {
+      {"empty_file", 1},    {"truncated_image", 1}, {"corrupt_image", 1},  {"unknown_extension", 1},
+      {"missing_label", 1}, {"bad_label", 1},       {"image_too_large", 1}};
   EXPECT_EQ(c.skipped, expected);
   EXPECT_EQ(c.samples_delivered, 7);
 

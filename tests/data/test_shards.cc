@@ -18,7 +18,8 @@ namespace cnx::data {
 namespace {
 
 // key -> (ext -> bytes) of every sample in every shard of an index.
-std::map<std::string, std::map<std::string, std::vector<uint8_t>>> read_all(const fs::path& dir, const ShardIndex& idx) {
+std::map<std::string, std::map<std::string, std::vector<uint8_t>>> read_all(const fs::path& dir,
+                                                                            const ShardIndex& idx) {
   std::map<std::string, std::map<std::string, std::vector<uint8_t>>> all;
   for (const auto& s : idx.shards) {
     TarSampleReader r((dir / s.name).string(), 1 << 20);
@@ -119,7 +120,8 @@ std::vector<uint8_t> gunzip(const std::string& path) {
   gzFile f = gzopen(path.c_str(), "rb");
   std::vector<uint8_t> out, buf(1 << 16);
   int n;
-  while ((n = gzread(f, buf.data(), static_cast<unsigned>(buf.size()))) > 0) out.insert(out.end(), buf.begin(), buf.begin() + n);
+  while ((n = gzread(f, buf.data(), static_cast<unsigned>(buf.size()))) > 0)
+    out.insert(out.end(), buf.begin(), buf.begin() + n);
   gzclose(f);
   return out;
 }
@@ -150,7 +152,8 @@ TEST(MakeShards, FashionMnistSubsetKeepsPixelsAndLabels) {
     ASSERT_EQ(key, std::string(9 - std::to_string(i).size(), '0') + std::to_string(i));
     Image im;
     std::string err;
-    ASSERT_EQ(decode_image(m["png"].data(), m["png"].size(), ImageFormat::kPng, 1 << 20, {}, &im, &err), DecodeStatus::kOk);
+    ASSERT_EQ(decode_image(m["png"].data(), m["png"].size(), ImageFormat::kPng, 1 << 20, {}, &im, &err),
+              DecodeStatus::kOk);
     ASSERT_EQ(im.width, 28);
     ASSERT_EQ(im.height, 28);
     ASSERT_EQ(im.channels, 1);
@@ -185,17 +188,25 @@ TEST(ShardIndex, RejectsMalformedIndexesWithTheField) {
   };
   expect_error("{", "not valid JSON");
   expect_error(R"({"version":2,"dataset":"x","total_samples":0,"shards":[]})", "version");
-  expect_error(R"({"version":1,"dataset":"x","total_samples":5,"shards":[{"name":"a.tar","samples":4,"bytes":1,"sha256":")" + sha + R"("}]})",
-               "total_samples");
-  expect_error(R"({"version":1,"dataset":"x","total_samples":4,"shards":[{"name":"a.tar","samples":4,"bytes":1,"sha256":"xyz"}]})",
-               "shards[0]: sha256");
-  expect_error(R"({"version":1,"dataset":"x","total_samples":4,"shards":[{"name":"../a.tar","samples":4,"bytes":1,"sha256":")" + sha + R"("}]})",
-               "bad shard name");
-  expect_error(R"({"version":1,"dataset":"x","total_samples":4,"shards":[{"name":"a.tar","samples":-4,"bytes":1,"sha256":")" + sha + R"("}]})",
-               "\"samples\"");
+  expect_error(
+      R"({"version":1,"dataset":"x","total_samples":5,"shards":[{"name":"a.tar","samples":4,"bytes":1,"sha256":")" +
+          sha + R"("}]})",
+      "total_samples");
+  expect_error(
+      R"({"version":1,"dataset":"x","total_samples":4,"shards":[{"name":"a.tar","samples":4,"bytes":1,"sha256":"xyz"}]})",
+      "shards[0]: sha256");
+  expect_error(
+      R"({"version":1,"dataset":"x","total_samples":4,"shards":[{"name":"../a.tar","samples":4,"bytes":1,"sha256":")" +
+          sha + R"("}]})",
+      "bad shard name");
+  expect_error(
+      R"({"version":1,"dataset":"x","total_samples":4,"shards":[{"name":"a.tar","samples":-4,"bytes":1,"sha256":")" +
+          sha + R"("}]})",
+      "\"samples\"");
   expect_error(R"({"version":1,"total_samples":0,"shards":[]})", "\"dataset\"");
   const ShardIndex ok = parse_index(
-      R"({"version":1,"dataset":"x","total_samples":4,"shards":[{"name":"a.tar","samples":4,"bytes":1,"sha256":")" + sha + R"("}]})",
+      R"({"version":1,"dataset":"x","total_samples":4,"shards":[{"name":"a.tar","samples":4,"bytes":1,"sha256":")" +
+          sha + R"("}]})",
       "idx.json");
   EXPECT_EQ(ok.shards[0].samples, 4);
   EXPECT_TRUE(ok.classes.empty());

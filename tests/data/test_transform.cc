@@ -40,8 +40,8 @@ TEST(Resize, MatchesTorchBicubicAntialias) {
       const float e = std::fabs(got[i] - expected[i]);
       if (e > max_err) max_err = e, worst = i;
     }
-    EXPECT_LT(max_err, 2e-3f) << "case " << case_no << ": element " << worst << " got " << got[worst]
-                              << " expected " << expected[worst];
+    EXPECT_LT(max_err, 2e-3f) << "case " << case_no << ": element " << worst << " got " << got[worst] << " expected "
+                              << expected[worst];
     ++case_no;
   }
   EXPECT_EQ(case_no, 7);
@@ -60,8 +60,7 @@ TEST(RandomResizedCrop, BoxesRespectScaleRatioAndBounds) {
     ASSERT_LE(b.left + b.width, W);
     const double area = static_cast<double>(b.height * b.width) / (H * W);
     const double ratio = static_cast<double>(b.width) / b.height;
-    const bool fallback = b.top == (H - b.height) / 2 && b.left == (W - b.width) / 2 &&
-                          (b.height == H || b.width == W);
+    const bool fallback = b.top == (H - b.height) / 2 && b.left == (W - b.width) / 2 && (b.height == H || b.width == W);
     if (fallback && (ratio < 0.75 || ratio > 4.0 / 3.0 || area < 0.2)) {
       // All ten attempts failed (very elongated image): full side, ratio clamped to the range.
       const double in_ratio = static_cast<double>(W) / H;
@@ -92,7 +91,7 @@ TEST(JpegScale, PicksStrongestDownscaleThatKeepsTheTarget) {
   EXPECT_EQ(choose_jpeg_scale(200, 150, 224, 224).value(), 1.0);        // crop already smaller: full size
   EXPECT_EQ(choose_jpeg_scale(2000, 1800, 224, 224).value(), 1.0 / 8.0);
   EXPECT_EQ(choose_jpeg_scale(900, 900, 224, 224).value(), 1.0 / 4.0);  // 225 >= 224
-  EXPECT_EQ(scaled_dim(375, ScaleFactor{5, 8}), 235);                    // ceil(234.375)
+  EXPECT_EQ(scaled_dim(375, ScaleFactor{5, 8}), 235);                   // ceil(234.375)
 }
 
 std::vector<uint8_t> png_with_dims(uint32_t w, uint32_t h) {
@@ -118,13 +117,15 @@ TEST(Codec, RoundTripsAndRejectsBadData) {
     const auto png = encode_png(*im);
     Image out;
     std::string err;
-    ASSERT_EQ(decode_image(png.data(), png.size(), ImageFormat::kPng, 1 << 20, {}, &out, &err), DecodeStatus::kOk) << err;
+    ASSERT_EQ(decode_image(png.data(), png.size(), ImageFormat::kPng, 1 << 20, {}, &out, &err), DecodeStatus::kOk)
+        << err;
     EXPECT_EQ(out.width, im->width);
     EXPECT_EQ(out.height, im->height);
     EXPECT_EQ(out.channels, im->channels);
     EXPECT_EQ(out.pixels, im->pixels);
     const auto jpg = encode_jpeg(*im, 95);
-    ASSERT_EQ(decode_image(jpg.data(), jpg.size(), ImageFormat::kJpeg, 1 << 20, {}, &out, &err), DecodeStatus::kOk) << err;
+    ASSERT_EQ(decode_image(jpg.data(), jpg.size(), ImageFormat::kJpeg, 1 << 20, {}, &out, &err), DecodeStatus::kOk)
+        << err;
     EXPECT_EQ(out.channels, im->channels);
     double mad = 0;
     for (size_t i = 0; i < out.pixels.size(); ++i) mad += std::abs(out.pixels[i] - im->pixels[i]);
@@ -138,15 +139,18 @@ TEST(Codec, RoundTripsAndRejectsBadData) {
   EXPECT_EQ(trunc, DecodeStatus::kTruncated) << err;
   std::vector<uint8_t> garbage(500);
   for (size_t i = 0; i < garbage.size(); ++i) garbage[i] = static_cast<uint8_t>(i * 31 + 7);
-  EXPECT_EQ(decode_image(garbage.data(), garbage.size(), ImageFormat::kJpeg, 1 << 20, {}, &out, &err), DecodeStatus::kCorrupt);
-  EXPECT_EQ(decode_image(garbage.data(), garbage.size(), ImageFormat::kPng, 1 << 20, {}, &out, &err), DecodeStatus::kCorrupt);
+  EXPECT_EQ(decode_image(garbage.data(), garbage.size(), ImageFormat::kJpeg, 1 << 20, {}, &out, &err),
+            DecodeStatus::kCorrupt);
+  EXPECT_EQ(decode_image(garbage.data(), garbage.size(), ImageFormat::kPng, 1 << 20, {}, &out, &err),
+            DecodeStatus::kCorrupt);
   const auto png = encode_png(testing::synth_image(64, 48, 3, 4));
   const DecodeStatus ptrunc = decode_image(png.data(), png.size() / 2, ImageFormat::kPng, 1 << 20, {}, &out, &err);
   EXPECT_TRUE(ptrunc == DecodeStatus::kTruncated || ptrunc == DecodeStatus::kCorrupt) << decode_status_name(ptrunc);
   // Forged headers with huge dimensions are refused before any allocation.
   const auto huge_png = png_with_dims(100000, 100000);
   EXPECT_EQ(decode_image(huge_png.data(), huge_png.size(), ImageFormat::kPng, 1 << 26, {}, &out, &err),
-            DecodeStatus::kTooLarge) << err;
+            DecodeStatus::kTooLarge)
+      << err;
   std::vector<uint8_t> huge_jpg = jpg;
   for (size_t i = 0; i + 8 < huge_jpg.size(); ++i) {
     if (huge_jpg[i] == 0xFF && huge_jpg[i + 1] == 0xC0) {  // SOF0: len(2) precision(1) height(2) width(2)
@@ -156,7 +160,8 @@ TEST(Codec, RoundTripsAndRejectsBadData) {
     }
   }
   EXPECT_EQ(decode_image(huge_jpg.data(), huge_jpg.size(), ImageFormat::kJpeg, 1 << 26, {}, &out, &err),
-            DecodeStatus::kTooLarge) << err;
+            DecodeStatus::kTooLarge)
+      << err;
 }
 
 TEST(Codec, MutatedFilesNeverCrash) {
@@ -174,9 +179,15 @@ TEST(Codec, MutatedFilesNeverCrash) {
     for (int e = 0; e < edits; ++e) {
       const size_t at = rng.below(b.size());
       switch (rng.below(3)) {
-        case 0: b[at] = static_cast<uint8_t>(rng.next()); break;
-        case 1: b.resize(std::max<size_t>(1, at)); break;
-        default: b.insert(b.begin() + static_cast<std::ptrdiff_t>(at), static_cast<uint8_t>(rng.next())); break;
+        case 0:
+          b[at] = static_cast<uint8_t>(rng.next());
+          break;
+        case 1:
+          b.resize(std::max<size_t>(1, at));
+          break;
+        default:
+          b.insert(b.begin() + static_cast<std::ptrdiff_t>(at), static_cast<uint8_t>(rng.next()));
+          break;
       }
     }
     const auto r = decode_and_transform(b.data(), b.size(), is_jpg ? ImageFormat::kJpeg : ImageFormat::kPng,
@@ -232,8 +243,7 @@ TEST(Transform, FlipMirrorsTheUnflippedCrop) {
     }
     for (int64_t c = 0; c < 3; ++c)
       for (int64_t y = 0; y < 24; ++y)
-        for (int64_t x = 0; x < 24; ++x)
-          ASSERT_EQ(a.chw[(c * 24 + y) * 24 + x], b.chw[(c * 24 + y) * 24 + 23 - x]);
+        for (int64_t x = 0; x < 24; ++x) ASSERT_EQ(a.chw[(c * 24 + y) * 24 + x], b.chw[(c * 24 + y) * 24 + 23 - x]);
     ++flipped;
   }
   EXPECT_GT(flipped, 3);

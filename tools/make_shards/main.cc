@@ -49,17 +49,26 @@ int main(int argc, char** argv) {
   cnx::data::MakeShardsOptions opt;
   bool quiet = false, no_shuffle = false;
   std::string prefix;
-  app.add_option("--source", source, "imagefolder | fashion-mnist")->required()->check(CLI::IsMember({"imagefolder", "fashion-mnist"}));
+  app.add_option("--source", source, "imagefolder | fashion-mnist")
+      ->required()
+      ->check(CLI::IsMember({"imagefolder", "fashion-mnist"}));
   app.add_option("--input", folder, "ImageFolder root (root/<class>/<image>) for --source imagefolder");
-  app.add_option("--fashion-mnist-dir", fmnist_dir, "folder with the Fashion-MNIST *.gz IDX files")->capture_default_str();
-  app.add_option("--split", split, "Fashion-MNIST split")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
+  app.add_option("--fashion-mnist-dir", fmnist_dir, "folder with the Fashion-MNIST *.gz IDX files")
+      ->capture_default_str();
+  app.add_option("--split", split, "Fashion-MNIST split")
+      ->check(CLI::IsMember({"train", "test"}))
+      ->capture_default_str();
   app.add_option("--output,-o", opt.out_dir, "output folder for shards and the index")->required();
   app.add_option("--prefix", prefix, "shard name prefix (default: the split, or 'shard')");
   app.add_option("--dataset", opt.dataset, "dataset name stored in the index");
   app.add_option("--index-name", opt.index_name, "index file name")->capture_default_str();
-  app.add_option("--shard-size-mb", opt.shard_size_mb, "target shard size in MiB (0 = unbounded)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--samples-per-shard", opt.samples_per_shard, "max samples per shard (0 = unbounded)")->check(CLI::NonNegativeNumber);
-  app.add_option("--limit", opt.limit, "keep only this many samples (after shuffling; 0 = all)")->check(CLI::NonNegativeNumber);
+  app.add_option("--shard-size-mb", opt.shard_size_mb, "target shard size in MiB (0 = unbounded)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--samples-per-shard", opt.samples_per_shard, "max samples per shard (0 = unbounded)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--limit", opt.limit, "keep only this many samples (after shuffling; 0 = all)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--seed", opt.seed, "seed of the sample shuffle")->capture_default_str();
   app.add_flag("--no-shuffle", no_shuffle, "keep the source order");
   app.add_flag("--force", opt.force, "replace an existing index and shards");

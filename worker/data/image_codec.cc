@@ -74,12 +74,18 @@ ImageFormat format_from_extension(const std::string& ext) {
 
 const char* decode_status_name(DecodeStatus s) {
   switch (s) {
-    case DecodeStatus::kOk: return "ok";
-    case DecodeStatus::kEmpty: return "empty_file";
-    case DecodeStatus::kCorrupt: return "corrupt_image";
-    case DecodeStatus::kTruncated: return "truncated_image";
-    case DecodeStatus::kTooLarge: return "image_too_large";
-    case DecodeStatus::kUnsupported: return "unsupported_image";
+    case DecodeStatus::kOk:
+      return "ok";
+    case DecodeStatus::kEmpty:
+      return "empty_file";
+    case DecodeStatus::kCorrupt:
+      return "corrupt_image";
+    case DecodeStatus::kTruncated:
+      return "truncated_image";
+    case DecodeStatus::kTooLarge:
+      return "image_too_large";
+    case DecodeStatus::kUnsupported:
+      return "unsupported_image";
   }
   return "unknown";
 }

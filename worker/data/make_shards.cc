@@ -89,7 +89,8 @@ ShardIndex write_shards(int64_t count, const SampleSource& source, std::vector<s
     SourceSample s = source(order[o]);
     std::snprintf(key, sizeof(key), "%09lld", static_cast<long long>(o));
     const std::string label = s.label >= 0 ? std::to_string(s.label) : std::string();
-    const int64_t bytes = TarWriter::member_bytes(s.image.size()) + (label.empty() ? 0 : TarWriter::member_bytes(label.size()));
+    const int64_t bytes =
+        TarWriter::member_bytes(s.image.size()) + (label.empty() ? 0 : TarWriter::member_bytes(label.size()));
     if (tar && ((max_bytes > 0 && cur_bytes + bytes + 1024 > max_bytes) ||
                 (opt.samples_per_shard > 0 && cur.samples >= opt.samples_per_shard))) {
       finish();
@@ -126,7 +127,8 @@ std::vector<uint8_t> read_gzip(const std::string& path) {
   std::vector<uint8_t> out;
   std::vector<uint8_t> buf(1 << 20);
   int n;
-  while ((n = gzread(f, buf.data(), static_cast<unsigned>(buf.size()))) > 0) out.insert(out.end(), buf.begin(), buf.begin() + n);
+  while ((n = gzread(f, buf.data(), static_cast<unsigned>(buf.size()))) > 0)
+    out.insert(out.end(), buf.begin(), buf.begin() + n);
   int err = 0;
   const char* msg = gzerror(f, &err);
   std::string what = msg ? msg : "";
@@ -155,7 +157,8 @@ ShardIndex make_shards_from_folder(const std::string& root, const MakeShardsOpti
     if (e.is_directory()) classes.push_back(e.path().filename().string());
   }
   std::sort(classes.begin(), classes.end());
-  if (classes.empty()) throw DataError(str("make-shards: ", root, " has no class sub-folders (expected root/<class>/<image>)"));
+  if (classes.empty())
+    throw DataError(str("make-shards: ", root, " has no class sub-folders (expected root/<class>/<image>)"));
   struct Item {
     fs::path path;
     std::string ext;
@@ -198,17 +201,22 @@ ShardIndex make_shards_from_folder(const std::string& root, const MakeShardsOpti
 
 ShardIndex make_shards_from_fashion_mnist(const std::string& dir, const std::string& split,
                                           const MakeShardsOptions& opt) {
-  if (split != "train" && split != "test") throw DataError(str("make-shards: split must be train or test, got ", split));
+  if (split != "train" && split != "test")
+    throw DataError(str("make-shards: split must be train or test, got ", split));
   const std::string stem = split == "train" ? "train" : "t10k";
   const std::string img_path = dir + "/" + stem + "-images-idx3-ubyte.gz";
   const std::string lab_path = dir + "/" + stem + "-labels-idx1-ubyte.gz";
   const std::vector<uint8_t> imgs = read_gzip(img_path);
   const std::vector<uint8_t> labs = read_gzip(lab_path);
-  if (imgs.size() < 16 || be32(imgs, 0) != 0x00000803) throw DataError(str("make-shards: ", img_path, " is not an IDX3 uint8 file"));
-  if (labs.size() < 8 || be32(labs, 0) != 0x00000801) throw DataError(str("make-shards: ", lab_path, " is not an IDX1 uint8 file"));
+  if (imgs.size() < 16 || be32(imgs, 0) != 0x00000803)
+    throw DataError(str("make-shards: ", img_path, " is not an IDX3 uint8 file"));
+  if (labs.size() < 8 || be32(labs, 0) != 0x00000801)
+    throw DataError(str("make-shards: ", lab_path, " is not an IDX1 uint8 file"));
   const int64_t n = be32(imgs, 4), rows = be32(imgs, 8), cols = be32(imgs, 12);
-  if (rows != 28 || cols != 28) throw DataError(str("make-shards: ", img_path, " holds ", rows, "x", cols, " images, expected 28x28"));
-  if (static_cast<int64_t>(imgs.size()) != 16 + n * rows * cols) throw DataError(str("make-shards: ", img_path, " is truncated"));
+  if (rows != 28 || cols != 28)
+    throw DataError(str("make-shards: ", img_path, " holds ", rows, "x", cols, " images, expected 28x28"));
+  if (static_cast<int64_t>(imgs.size()) != 16 + n * rows * cols)
+    throw DataError(str("make-shards: ", img_path, " is truncated"));
   if (be32(labs, 4) != n || static_cast<int64_t>(labs.size()) != 8 + n) {
     throw DataError(str("make-shards: ", lab_path, " does not hold ", n, " labels"));
   }
@@ -224,7 +232,8 @@ ShardIndex make_shards_from_fashion_mnist(const std::string& dir, const std::str
         s.image = encode_png(im);
         s.ext = "png";
         s.label = labs[8 + i];
-        if (s.label > 9) throw DataError(str("make-shards: ", lab_path, ": label ", s.label, " of sample ", i, " is not in 0..9"));
+        if (s.label > 9)
+          throw DataError(str("make-shards: ", lab_path, ": label ", s.label, " of sample ", i, " is not in 0..9"));
         return s;
       },
       fashion_mnist_classes(), "fashion-mnist-" + split, opt);

@@ -17,15 +17,15 @@ namespace cnx::data {
 
 struct MakeShardsOptions {
   std::string out_dir;
-  std::string prefix = "shard";         // shard files "<prefix>-000000.tar"
-  std::string dataset;                  // index "dataset"; default: the source's name
+  std::string prefix = "shard";  // shard files "<prefix>-000000.tar"
+  std::string dataset;           // index "dataset"; default: the source's name
   std::string index_name = "index.json";
-  double shard_size_mb = 256;           // roll to a new shard before exceeding this (0 = no bound)
-  int64_t samples_per_shard = 0;        // and/or after this many samples (0 = no bound)
-  bool force = false;                   // replace an existing index and "<prefix>-*.tar"
+  double shard_size_mb = 256;     // roll to a new shard before exceeding this (0 = no bound)
+  int64_t samples_per_shard = 0;  // and/or after this many samples (0 = no bound)
+  bool force = false;             // replace an existing index and "<prefix>-*.tar"
   bool shuffle = true;
   uint64_t seed = 0;
-  int64_t limit = 0;                    // keep only the first `limit` samples (after shuffling); 0 = all
+  int64_t limit = 0;  // keep only the first `limit` samples (after shuffling); 0 = all
   // Called after each sample with (done, total); from the calling thread.
   std::function<void(int64_t, int64_t)> progress;
 };

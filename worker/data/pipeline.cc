@@ -25,14 +25,14 @@ namespace {
 
 // A sample on its way from the reader to a decode thread.
 struct Task {
-  int64_t t = 0;           // emission position in the epoch
-  std::string key;         // "<shard>/<key>"
+  int64_t t = 0;    // emission position in the epoch
+  std::string key;  // "<shard>/<key>"
   std::vector<uint8_t> bytes;
   ImageFormat fmt = ImageFormat::kUnknown;
   int64_t label = -1;
   std::string skip_reason;  // non-empty: skip without decoding
   std::string skip_detail;
-  int64_t charge = 0;       // bytes counted against queue_mb
+  int64_t charge = 0;  // bytes counted against queue_mb
 };
 
 // A processed sample waiting for next().
@@ -66,9 +66,15 @@ int64_t DataCounters::skipped_total() const {
 }
 
 std::string Cursor::to_string() const {
-  nlohmann::json j = {{"epoch", epoch},         {"shard_ids", shard_ids},   {"seed", seed},
-                      {"shuffle_buffer", shuffle_buffer}, {"consumed", consumed}, {"delivered", delivered},
-                      {"batches", batches},     {"next_shard_pos", next_shard_pos}, {"next_sample", next_sample}};
+  nlohmann::json j = {{"epoch", epoch},
+                      {"shard_ids", shard_ids},
+                      {"seed", seed},
+                      {"shuffle_buffer", shuffle_buffer},
+                      {"consumed", consumed},
+                      {"delivered", delivered},
+                      {"batches", batches},
+                      {"next_shard_pos", next_shard_pos},
+                      {"next_sample", next_sample}};
   return j.dump();
 }
 
@@ -466,7 +472,8 @@ Pipeline::Pipeline(DataOptions options) : impl_(std::make_unique<Impl>()) {
   if (o.shuffle_buffer < 1) throw DataError(str("data.shuffle_buffer must be >= 1, got ", o.shuffle_buffer));
   if (o.queue_mb < 1) throw DataError(str("data.queue_mb must be >= 1, got ", o.queue_mb));
   if (!(o.crop_scale_lo > 0 && o.crop_scale_lo <= o.crop_scale_hi && o.crop_scale_hi <= 1)) {
-    throw DataError(str("data.crop_scale must satisfy 0 < lo <= hi <= 1, got ", o.crop_scale_lo, ", ", o.crop_scale_hi));
+    throw DataError(
+        str("data.crop_scale must satisfy 0 < lo <= hi <= 1, got ", o.crop_scale_lo, ", ", o.crop_scale_hi));
   }
   if (!(o.crop_ratio_lo > 0 && o.crop_ratio_lo <= o.crop_ratio_hi)) {
     throw DataError(str("data.crop_ratio must satisfy 0 < lo <= hi, got ", o.crop_ratio_lo, ", ", o.crop_ratio_hi));
@@ -493,11 +500,19 @@ Pipeline::Pipeline(DataOptions options) : impl_(std::make_unique<Impl>()) {
   t.max_pixels = o.max_pixels;
 }
 
-Pipeline::~Pipeline() { impl_->stop_threads(); }
+Pipeline::~Pipeline() {
+  impl_->stop_threads();
+}
 
-const ShardIndex& Pipeline::index() const { return impl_->index; }
-const DataOptions& Pipeline::options() const { return impl_->opt; }
-int64_t Pipeline::epoch_samples() const { return static_cast<int64_t>(impl_->order.size()); }
+const ShardIndex& Pipeline::index() const {
+  return impl_->index;
+}
+const DataOptions& Pipeline::options() const {
+  return impl_->opt;
+}
+int64_t Pipeline::epoch_samples() const {
+  return static_cast<int64_t>(impl_->order.size());
+}
 
 DataCounters Pipeline::counters() const {
   std::lock_guard<std::mutex> lk(impl_->counters_mu);
@@ -510,7 +525,8 @@ void Pipeline::start_epoch(int64_t epoch, std::vector<int64_t> shard_ids, const 
   const int64_t n_shards = static_cast<int64_t>(d.index.shards.size());
   for (int64_t id : shard_ids) {
     if (id < 0 || id >= n_shards) {
-      throw DataError(str("shard id ", id, " out of range: the index ", d.opt.index_path, " has ", n_shards, " shards"));
+      throw DataError(
+          str("shard id ", id, " out of range: the index ", d.opt.index_path, " has ", n_shards, " shards"));
     }
   }
   if (resume) {
@@ -560,9 +576,8 @@ std::optional<Batch> Pipeline::next() {
     {
       std::unique_lock<std::mutex> lk(d.mu);
       // Samples already dispatched are delivered before a reader error.
-      d.cv_result.wait(lk, [&] {
-        return d.results.count(d.next_t) > 0 || (d.reader_error && d.next_t >= d.dispatched_end);
-      });
+      d.cv_result.wait(
+          lk, [&] { return d.results.count(d.next_t) > 0 || (d.reader_error && d.next_t >= d.dispatched_end); });
       auto it = d.results.find(d.next_t);
       if (it == d.results.end()) {
         std::exception_ptr e = d.reader_error;

@@ -50,8 +50,8 @@ enum class BadShardPolicy { kFail, kSkip };
 
 // Mirrors cnx::DataConfig plus the mode and seed (see data_options()).
 struct DataOptions {
-  std::string index_path;         // index JSON from cnx-make-shards
-  std::string shard_root;         // folder of the shards; "" = the index's folder
+  std::string index_path;  // index JSON from cnx-make-shards
+  std::string shard_root;  // folder of the shards; "" = the index's folder
   int64_t input_size = 224;
   double crop_scale_lo = 0.2, crop_scale_hi = 1.0;
   double crop_ratio_lo = 3.0 / 4.0, crop_ratio_hi = 4.0 / 3.0;
@@ -59,16 +59,16 @@ struct DataOptions {
   std::array<double, 3> mean{0.485, 0.456, 0.406};
   std::array<double, 3> std{0.229, 0.224, 0.225};
   int64_t batch_size = 32;
-  int64_t num_threads = 2;        // decode threads; 0 is taken as 1
+  int64_t num_threads = 2;  // decode threads; 0 is taken as 1
   int64_t queue_mb = 256;
   int64_t shuffle_buffer = 1000;  // 1 = no shuffling inside the shard stream
   BadShardPolicy bad_shard = BadShardPolicy::kFail;
-  bool drop_last = true;          // drop the epoch's final partial batch (counted)
-  bool train = true;              // false: resize to size/0.875 + center crop, no flip
-  bool require_labels = false;    // true: samples without a valid .cls are skipped
-  bool verify_sha256 = true;      // hash each shard against the index before use
-  bool dct_scaling = true;        // JPEG DCT-domain downscaling when the crop is small
-  int64_t max_pixels = int64_t{1} << 26;        // larger images are skipped (image_too_large)
+  bool drop_last = true;                         // drop the epoch's final partial batch (counted)
+  bool train = true;                             // false: resize to size/0.875 + center crop, no flip
+  bool require_labels = false;                   // true: samples without a valid .cls are skipped
+  bool verify_sha256 = true;                     // hash each shard against the index before use
+  bool dct_scaling = true;                       // JPEG DCT-domain downscaling when the crop is small
+  int64_t max_pixels = int64_t{1} << 26;         // larger images are skipped (image_too_large)
   int64_t max_member_bytes = int64_t{64} << 20;  // larger tar members are skipped
   uint64_t seed = 0;
 };
@@ -108,7 +108,7 @@ struct DataCounters {
   int64_t batches = 0;
   int64_t samples_dropped_last = 0;  // final partial batches dropped (drop_last)
   int64_t shards_read = 0;
-  int64_t bytes_read = 0;            // tar bytes read (hashing not included)
+  int64_t bytes_read = 0;                  // tar bytes read (hashing not included)
   std::map<std::string, int64_t> skipped;  // reason -> samples skipped
   int64_t skipped_total() const;
 };

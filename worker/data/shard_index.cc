@@ -96,7 +96,8 @@ ShardIndex parse_index(const std::string& text, const std::string& origin) {
       throw DataError(str(where, ": bad shard name \"", s.name, "\" (must be a relative path without \"..\")"));
     }
     if (!names.insert(s.name).second) throw DataError(str(where, ": duplicate shard name \"", s.name, "\""));
-    if (!is_hex64(s.sha256)) throw DataError(str(where, ": sha256 must be 64 lowercase hex digits, got \"", s.sha256, "\""));
+    if (!is_hex64(s.sha256))
+      throw DataError(str(where, ": sha256 must be 64 lowercase hex digits, got \"", s.sha256, "\""));
     sum += s.samples;
     index.shards.push_back(std::move(s));
   }

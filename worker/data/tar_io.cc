@@ -51,7 +51,8 @@ void TarWriter::add(const std::string& name, const void* data, size_t size) {
   archive_entry_set_gid(e, 0);
   int r = archive_write_header(a_, e);
   archive_entry_free(e);
-  if (r != ARCHIVE_OK) throw DataError(str("tar ", path_, ": cannot write header of ", name, ": ", archive_error_string(a_)));
+  if (r != ARCHIVE_OK)
+    throw DataError(str("tar ", path_, ": cannot write header of ", name, ": ", archive_error_string(a_)));
   if (size > 0 && archive_write_data(a_, data, size) != static_cast<la_ssize_t>(size)) {
     throw DataError(str("tar ", path_, ": cannot write ", name, ": ", archive_error_string(a_)));
   }
@@ -89,7 +90,8 @@ bool TarSampleReader::read_header() {
     int r = archive_read_next_header(a_, &e);
     if (r == ARCHIVE_EOF) return false;
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
-      throw DataError(str("shard ", path_, ": broken tar: ", archive_error_string(a_) ? archive_error_string(a_) : "?"));
+      throw DataError(
+          str("shard ", path_, ": broken tar: ", archive_error_string(a_) ? archive_error_string(a_) : "?"));
     }
     if (archive_entry_filetype(e) != AE_IFREG) continue;  // directories etc. carry no sample data
     const char* p = archive_entry_pathname(e);
@@ -121,11 +123,14 @@ std::optional<TarSample> TarSampleReader::next(bool keep_data) {
       size_t got = 0;
       while (got < m.data.size()) {
         la_ssize_t n = archive_read_data(a_, m.data.data() + got, m.data.size() - got);
-        if (n < 0) throw DataError(str("shard ", path_, ": broken tar member ", sample.key, ".", m.ext, ": ", archive_error_string(a_)));
+        if (n < 0)
+          throw DataError(
+              str("shard ", path_, ": broken tar member ", sample.key, ".", m.ext, ": ", archive_error_string(a_)));
         if (n == 0) break;
         got += static_cast<size_t>(n);
       }
-      if (got != m.data.size()) throw DataError(str("shard ", path_, ": truncated tar member ", sample.key, ".", m.ext));
+      if (got != m.data.size())
+        throw DataError(str("shard ", path_, ": truncated tar member ", sample.key, ".", m.ext));
     }
     sample.members.push_back(std::move(m));
     have_pending_ = read_header();

@@ -154,8 +154,8 @@ TransformResult decode_and_transform(const uint8_t* data, size_t size, ImageForm
   const int64_t H = info.height, W = info.width;
 
   // Geometry in original-image pixels (independent of the DCT scale).
-  double bx, by, bw, bh;       // source box
-  int64_t out_w, out_h;        // size the box is resized to
+  double bx, by, bw, bh;         // source box
+  int64_t out_w, out_h;          // size the box is resized to
   int64_t off_x = 0, off_y = 0;  // center-crop offset inside the resized box (eval)
   bool flip = false;
   if (opt.train) {

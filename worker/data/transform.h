@@ -51,22 +51,22 @@ std::vector<float> resize_bicubic_aa(const uint8_t* src, int64_t height, int64_t
                                      const ResampleAxis& y, const ResampleAxis& x);
 
 struct TransformOptions {
-  int64_t size = 224;       // output is size x size
-  bool train = true;        // RandomResizedCrop + flip; false: resize to size/0.875, center crop
+  int64_t size = 224;  // output is size x size
+  bool train = true;   // RandomResizedCrop + flip; false: resize to size/0.875, center crop
   double scale_lo = 0.2, scale_hi = 1.0;
   double ratio_lo = 3.0 / 4.0, ratio_hi = 4.0 / 3.0;
   bool hflip = true;
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};  // in [0, 1] pixel units
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
-  bool dct_scaling = true;  // JPEG: decode at the smallest DCT scale that keeps the crop >= size
+  bool dct_scaling = true;                // JPEG: decode at the smallest DCT scale that keeps the crop >= size
   int64_t max_pixels = int64_t{1} << 26;  // refuse images with more pixels (header check)
 };
 
 struct TransformResult {
   DecodeStatus status = DecodeStatus::kOk;
-  std::string error;         // decoder message when status != kOk
-  std::vector<float> chw;    // 3 x size x size, normalised
-  ScaleFactor jpeg_scale;    // the DCT scale used (1/1 for PNG)
+  std::string error;       // decoder message when status != kOk
+  std::vector<float> chw;  // 3 x size x size, normalised
+  ScaleFactor jpeg_scale;  // the DCT scale used (1/1 for PNG)
 };
 
 // Decodes `data` and produces the normalised 3 x size x size float image.
