@@ -108,14 +108,18 @@ CropBox random_resized_crop_box(int64_t height, int64_t width, double scale_lo, 
   return b;
 }
 
-std::vector<float> resize_bicubic_aa(const uint8_t* src, int64_t height, int64_t width, int64_t channels,
-                                     const ResampleAxis& y, const ResampleAxis& x) {
+namespace {
+
+// resize_bicubic_aa into caller-owned buffers (reused across samples by the
+// decode threads: fresh multi-MB allocations per image cost page faults).
+void resize_into(const uint8_t* src, int64_t height, int64_t width, int64_t channels, const ResampleAxis& y,
+                 const ResampleAxis& x, std::vector<float>& tmp, std::vector<float>& dst) {
   const Taps tx = compute_taps(x, width);
   const Taps ty = compute_taps(y, height);
   const int64_t C = channels;
   const int64_t rows = ty.hi - ty.lo;
   // Horizontal pass over the rows the vertical pass reads.
-  std::vector<float> tmp(static_cast<size_t>(rows * x.out_count * C));
+  tmp.resize(static_cast<size_t>(rows * x.out_count * C));
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* in = src + (ty.lo + r) * width * C;
     float* out = tmp.data() + r * x.out_count * C;
@@ -131,7 +135,7 @@ std::vector<float> resize_bicubic_aa(const uint8_t* src, int64_t height, int64_t
   }
   // Vertical pass.
   const int64_t row_len = x.out_count * C;
-  std::vector<float> dst(static_cast<size_t>(y.out_count * row_len), 0.0f);
+  dst.assign(static_cast<size_t>(y.out_count * row_len), 0.0f);
   for (int64_t o = 0; o < y.out_count; ++o) {
     const float* w = ty.w.data() + o * ty.taps;
     float* out = dst.data() + o * row_len;
@@ -141,6 +145,14 @@ std::vector<float> resize_bicubic_aa(const uint8_t* src, int64_t height, int64_t
       for (int64_t j = 0; j < row_len; ++j) out[j] += wk * in[j];
     }
   }
+}
+
+}  // namespace
+
+std::vector<float> resize_bicubic_aa(const uint8_t* src, int64_t height, int64_t width, int64_t channels,
+                                     const ResampleAxis& y, const ResampleAxis& x) {
+  std::vector<float> tmp, dst;
+  resize_into(src, height, width, channels, y, x, tmp, dst);
   return dst;
 }
 
@@ -188,7 +200,8 @@ TransformResult decode_and_transform(const uint8_t* data, size_t size, ImageForm
   if (fmt == ImageFormat::kJpeg && opt.dct_scaling) {
     sf = choose_jpeg_scale(bw, bh, static_cast<double>(out_w), static_cast<double>(out_h));
   }
-  Image img;
+  thread_local Image img;  // scratch reused by this thread (see resize_into)
+  thread_local std::vector<float> tmp, hwc;
   res.status = decode_image(data, size, fmt, opt.max_pixels, sf, &img, &res.error);
   if (res.status != DecodeStatus::kOk) return res;
   res.jpeg_scale = sf;
@@ -196,7 +209,7 @@ TransformResult decode_and_transform(const uint8_t* data, size_t size, ImageForm
   const double fx = static_cast<double>(img.width) / W, fy = static_cast<double>(img.height) / H;
   ResampleAxis ax{bx * fx, bw * fx, out_w, off_x, S};
   ResampleAxis ay{by * fy, bh * fy, out_h, off_y, S};
-  std::vector<float> hwc = resize_bicubic_aa(img.pixels.data(), img.height, img.width, img.channels, ay, ax);
+  resize_into(img.pixels.data(), img.height, img.width, img.channels, ay, ax, tmp, hwc);
 
   res.chw.resize(static_cast<size_t>(3 * S * S));
   const int64_t C = img.channels;

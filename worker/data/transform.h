@@ -70,6 +70,8 @@ struct TransformResult {
 };
 
 // Decodes `data` and produces the normalised 3 x size x size float image.
+// Thread-safe; each calling thread keeps scratch buffers (decoded image and
+// resize intermediates) sized by the largest image it has processed.
 // `rng` is the sample's stream (sample_rng(seed, epoch, key)); the crop draws
 // come first, then the flip draw. Never throws on bad image data.
 TransformResult decode_and_transform(const uint8_t* data, size_t size, ImageFormat fmt, SplitMix64 rng,
