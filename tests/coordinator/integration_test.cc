@@ -234,7 +234,19 @@ class InProcess : public ::testing::Test {
   std::unique_ptr<CoordinatorServer> server_;
 };
 
+struct CountingObserver : RpcObserver {
+  std::mutex mu;
+  std::map<std::pair<std::string, int>, int> calls;
+  void on_rpc(std::string_view method, grpc::StatusCode code, double seconds) override {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_GE(seconds, 0.0);
+    calls[{std::string(method), static_cast<int>(code)}]++;
+  }
+};
+
 TEST_F(InProcess, WrongOrMissingTokenIsUnauthenticated) {
+  CountingObserver observer;
+  server_->service().set_observer(&observer);
   for (const std::string& token : {std::string("not-the-token-000000"), std::string(kToken) + "x", std::string()}) {
     ClientOptions o = client_options(job_->target(), token);
     CoordinatorClient c(o);
@@ -255,6 +267,13 @@ TEST_F(InProcess, WrongOrMissingTokenIsUnauthenticated) {
   EXPECT_EQ(server_->service().status().auth_failures, 4);
   CoordinatorClient good(client_options(job_->target()));
   EXPECT_EQ(good.status("itest").job_id(), "itest");
+  server_->service().set_observer(nullptr);
+  EXPECT_EQ((observer.calls[{"GetStatus", static_cast<int>(grpc::StatusCode::UNAUTHENTICATED)}]), 4);
+  EXPECT_EQ((observer.calls[{"GetStatus", static_cast<int>(grpc::StatusCode::OK)}]), 1);
+  const CoordinatorStatus st = server_->service().status();
+  EXPECT_EQ(st.rpcs_total, 5);
+  EXPECT_EQ(st.rpcs_failed, 4);
+  EXPECT_EQ(st.job.state, JobState::kWaiting);
 }
 
 TEST_F(InProcess, MalformedAndOutOfRangeAreInvalidArgument) {
