@@ -9,6 +9,8 @@
 //     the samples it had used since the last commit, in the same order;
 //   * calls of a fenced-off attempt are refused as stale;
 //   * unused_samples stays 0 (no rank left samples behind).
+// To reproduce a failing run: SIM_SEED=<seed> SIM_DEBUG=1 prints its events
+// and every sample used.
 #include <gtest/gtest.h>
 
 #include <algorithm>
