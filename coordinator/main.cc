@@ -30,6 +30,10 @@ int main(int argc, char** argv) {
     cnx::Config config = cnx::load_config(config_path, overrides);
     cnx::log::init("coordinator", -1, config.job.log_level);
     cnx::coordinator::ServerOptions options = cnx::coordinator::server_options_from_config(config);
+    const std::string host = options.listen.substr(0, options.listen.rfind(':'));
+    if (options.tls_cert.empty() && host != "127.0.0.1" && host != "localhost" && host != "[::1]")
+      CNX_LOG_WARN("listening on {} without TLS: the job token travels in clear text (set coordinator.tls_cert/tls_key)",
+                   options.listen);
     cnx::coordinator::CoordinatorServer server(options);
     CNX_LOG_INFO("cnx-coordinator for job '{}' listening on {} (port {}, {}), state in {}", config.job.id,
                  config.coordinator.listen, server.port(), options.tls_cert.empty() ? "plaintext" : "TLS",
