@@ -9,6 +9,7 @@
 // Run: build-*/bench/data/data_bench [--benchmark_min_time=2]
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -126,13 +127,20 @@ double process_cpu_s() {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-std::map<std::string, double> g_rate;    // benchmark name -> images/s (wall) of its last run
-std::map<std::string, double> g_cpu_ms;  // benchmark name -> process CPU ms per image
+// Per benchmark name, one value per run (repetition): images/s (wall) and
+// process CPU ms per image. The summary prints medians.
+std::map<std::string, std::vector<double>> g_rate;
+std::map<std::string, std::vector<double>> g_cpu_ms;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
 
 void record(benchmark::State& state, const std::string& name, int64_t images, double seconds, double cpu_s) {
   state.counters["cpu_ms_per_img"] = 1e3 * cpu_s / static_cast<double>(images);
-  g_rate[name] = images / seconds;
-  g_cpu_ms[name] = 1e3 * cpu_s / static_cast<double>(images);
+  g_rate[name].push_back(images / seconds);
+  g_cpu_ms[name].push_back(1e3 * cpu_s / static_cast<double>(images));
 }
 
 // Registered with Threads(2): each of the two benchmark threads (kept
@@ -211,7 +219,7 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
-  std::printf("\nDCT-domain scaling speedup (images/s with DCT scaling / full-size decode, same run):\n");
+  std::printf("\nDCT-domain scaling speedup (medians over runs; DCT scaling vs full-size decode, same run):\n");
   for (const char* level : {"transform", "pipeline"}) {
     for (int w : {500, 1000}) {
       const std::string full = std::string(level) + "/full/" + std::to_string(w);
@@ -220,8 +228,8 @@ int main(int argc, char** argv) {
         std::printf(
             "  %-9s %4dx%-4d  wall: full %7.1f img/s, dct %7.1f img/s, speedup %.2fx;"
             "  cpu: full %6.2f ms/img, dct %6.2f ms/img, speedup %.2fx\n",
-            level, w, w * 3 / 4, g_rate[full], g_rate[dct], g_rate[dct] / g_rate[full], g_cpu_ms[full], g_cpu_ms[dct],
-            g_cpu_ms[full] / g_cpu_ms[dct]);
+            level, w, w * 3 / 4, median(g_rate[full]), median(g_rate[dct]), median(g_rate[dct]) / median(g_rate[full]),
+            median(g_cpu_ms[full]), median(g_cpu_ms[dct]), median(g_cpu_ms[full]) / median(g_cpu_ms[dct]));
       }
     }
   }
