@@ -7,6 +7,9 @@
 
 #include "common/config.h"
 #include "common/logging.h"
+#include "common/metrics_process.h"
+#include "common/metrics_server.h"
+#include "coordinator/metrics_binding.h"
 #include "coordinator/service.h"
 
 int main(int argc, char** argv) {
@@ -38,9 +41,25 @@ int main(int argc, char** argv) {
     CNX_LOG_INFO("cnx-coordinator for job '{}' listening on {} (port {}, {}), state in {}", config.job.id,
                  config.coordinator.listen, server.port(), options.tls_cert.empty() ? "plaintext" : "TLS",
                  options.state_db);
+    // Prometheus: /metrics and /healthz on metrics.listen_host:coordinator_port.
+    auto registry = std::make_shared<cnx::metrics::Registry>();
+    cnx::coordinator::CoordinatorMetricsBinding binding(*registry, config.job.id, server.service());
+    std::unique_ptr<cnx::metrics::MetricsServer> metrics_server;
+    std::shared_ptr<cnx::metrics::ProcessCollector> process;
+    if (config.metrics.enabled) {
+      process = std::make_shared<cnx::metrics::ProcessCollector>(binding.metrics().labels());
+      metrics_server = std::make_unique<cnx::metrics::MetricsServer>(
+          config.metrics.listen_host, static_cast<int>(config.metrics.coordinator_port));
+      metrics_server->RegisterCollectable(registry);
+      metrics_server->RegisterCollectable(process);
+      metrics_server->add_scrape_hook([&binding] { binding.refresh(); });
+      server.service().set_observer(&binding);
+      CNX_LOG_INFO("metrics on http://{}/metrics", metrics_server->address());
+    }
     int sig = 0;
     sigwait(&stop_signals, &sig);
     CNX_LOG_INFO("signal {} received: shutting down", sig);
+    server.service().set_observer(nullptr);
     server.shutdown();
   } catch (const std::exception& e) {
     std::cerr << "cnx-coordinator: " << e.what() << std::endl;
