@@ -133,8 +133,8 @@ torch::Tensor unpatchify(const torch::Tensor& patches, int64_t p, int64_t h, int
   return patches.reshape({n, h, w, p, p, c}).permute({0, 5, 1, 3, 2, 4}).reshape({n, c, h * p, w * p});
 }
 
-torch::Tensor fcmae_loss(const torch::Tensor& images, const torch::Tensor& pred, const torch::Tensor& mask,
-                         int64_t p, bool norm_pix_loss) {
+torch::Tensor fcmae_loss(const torch::Tensor& images, const torch::Tensor& pred, const torch::Tensor& mask, int64_t p,
+                         bool norm_pix_loss) {
   auto target = patchify(images, p);
   const int64_t n = target.size(0), l = target.size(1), d = target.size(2);
   CNX_CHECK(pred.dim() == 4 && pred.size(0) == n && pred.size(1) == d && pred.size(2) * pred.size(3) == l,
@@ -167,8 +167,8 @@ FcmaeImpl::FcmaeImpl(FcmaeOptions options) : options_(std::move(options)) {
   mask_token = register_parameter("mask_token", torch::zeros({1, options_.decoder_dim, 1, 1}));
   decoder = register_module("decoder", nn::Sequential());
   for (int64_t i = 0; i < options_.decoder_depth; ++i) decoder->push_back(Block(options_.decoder_dim, 0.0));
-  pred = register_module("pred", nn::Conv2d(nn::Conv2dOptions(options_.decoder_dim,
-                                                               patch_size_ * patch_size_ * options_.encoder.in_chans, 1)));
+  pred = register_module("pred", nn::Conv2d(nn::Conv2dOptions(
+                                     options_.decoder_dim, patch_size_ * patch_size_ * options_.encoder.in_chans, 1)));
   init_weights();
 }
 

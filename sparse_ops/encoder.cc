@@ -19,8 +19,8 @@ void check_inputs(const model::ConvNeXtV2Impl& net, const at::Tensor& images, co
   CNX_CHECK(images.size(1) == net.options().in_chans, "FCMAE encoder: images have ", images.size(1),
             " channels, the model expects ", net.options().in_chans);
   CNX_CHECK(images.size(2) % p == 0 && images.size(3) % p == 0 && images.size(2) > 0 && images.size(3) > 0,
-            "FCMAE encoder: image size ", images.size(2), "x", images.size(3), " must be a positive multiple of the patch size ",
-            p);
+            "FCMAE encoder: image size ", images.size(2), "x", images.size(3),
+            " must be a positive multiple of the patch size ", p);
   *h_patches = images.size(2) / p;
   *w_patches = images.size(3) / p;
   CNX_CHECK(patch_mask.defined() && patch_mask.size(0) == images.size(0) &&
@@ -45,8 +45,8 @@ int64_t encoder_patch_size(const model::ConvNeXtV2Impl& net) {
   return net.stem_conv()->options.stride()->at(0) * (int64_t{1} << (net.num_stages() - 1));
 }
 
-EncoderGeometry build_geometry(const at::Tensor& patch_mask, int64_t h_patches, int64_t w_patches,
-                               int64_t num_stages, int64_t stem_stride, int64_t kernel, at::Device device) {
+EncoderGeometry build_geometry(const at::Tensor& patch_mask, int64_t h_patches, int64_t w_patches, int64_t num_stages,
+                               int64_t stem_stride, int64_t kernel, at::Device device) {
   EncoderGeometry geo;
   geo.patch_size = stem_stride * (int64_t{1} << (num_stages - 1));
   geo.h_patches = h_patches;

@@ -41,8 +41,8 @@ struct EncoderGeometry {
 
 // patch_mask: (N, h_patches*w_patches) or (N, h, w), 1 = masked. `stem_stride`
 // is the stem conv's stride, `kernel` the depthwise kernel size.
-EncoderGeometry build_geometry(const at::Tensor& patch_mask, int64_t h_patches, int64_t w_patches,
-                               int64_t num_stages, int64_t stem_stride, int64_t kernel, at::Device device);
+EncoderGeometry build_geometry(const at::Tensor& patch_mask, int64_t h_patches, int64_t w_patches, int64_t num_stages,
+                               int64_t stem_stride, int64_t kernel, at::Device device);
 
 // Total stride of the network's encoder (stem stride * 2^(stages-1)).
 int64_t encoder_patch_size(const model::ConvNeXtV2Impl& net);

@@ -14,8 +14,7 @@
 namespace cnx::sparse_ops::detail {
 
 // out[i, c] = bias[c] + sum_t w[t, c] * in[map[i, t], c]. w: [K, C]; bias may be undefined.
-at::Tensor dwconv_forward_cpu(const at::Tensor& in, const at::Tensor& map, const at::Tensor& w,
-                              const at::Tensor& bias);
+at::Tensor dwconv_forward_cpu(const at::Tensor& in, const at::Tensor& map, const at::Tensor& w, const at::Tensor& bias);
 // (dw [K, C], dbias [C]) for grad_out [M, C].
 std::tuple<at::Tensor, at::Tensor> dwconv_weight_grad_cpu(const at::Tensor& grad_out, const at::Tensor& in,
                                                           const at::Tensor& map);
@@ -23,8 +22,8 @@ std::tuple<at::Tensor, at::Tensor> dwconv_weight_grad_cpu(const at::Tensor& grad
 // [N, C]: rows of segment n (offsets int64 [N+1]) summed: sum a*b, or sum a when b is undefined.
 at::Tensor segment_dot_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& offsets);
 // out[i, c] = x[i, c]*scale[n, c] (+ y[i, c]*coef[n, c]) (+ bias[c]), n = segment of row i.
-at::Tensor segment_affine_cpu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& y,
-                              const at::Tensor& coef, const at::Tensor& bias, const at::Tensor& offsets);
+at::Tensor segment_affine_cpu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& y, const at::Tensor& coef,
+                              const at::Tensor& bias, const at::Tensor& offsets);
 
 // [M_out, K*C]: block t of row o is src[map[o, t]] or zeros.
 at::Tensor gather_cells_cpu(const at::Tensor& src, const at::Tensor& map);

@@ -40,15 +40,15 @@ SparseLayout layout_from_active(const at::Tensor& active_u8, int64_t n, int64_t 
 
 }  // namespace
 
-SparseLayout layout_from_patch_mask(const at::Tensor& patch_mask, int64_t h_patches, int64_t w_patches,
-                                    int64_t factor, at::Device device) {
+SparseLayout layout_from_patch_mask(const at::Tensor& patch_mask, int64_t h_patches, int64_t w_patches, int64_t factor,
+                                    at::Device device) {
   CNX_CHECK(h_patches > 0 && w_patches > 0 && factor > 0, "layout_from_patch_mask: h_patches=", h_patches,
             " w_patches=", w_patches, " factor=", factor, " must all be positive");
-  CNX_CHECK(patch_mask.dim() == 2 || patch_mask.dim() == 3, "layout_from_patch_mask: mask must be (N, L) or (N, h, w), got ",
-            patch_mask.sizes());
+  CNX_CHECK(patch_mask.dim() == 2 || patch_mask.dim() == 3,
+            "layout_from_patch_mask: mask must be (N, L) or (N, h, w), got ", patch_mask.sizes());
   const int64_t n = patch_mask.size(0);
-  CNX_CHECK(patch_mask.numel() == n * h_patches * w_patches, "layout_from_patch_mask: mask of shape ", patch_mask.sizes(),
-            " does not hold ", h_patches, "x", w_patches, " patches per sample");
+  CNX_CHECK(patch_mask.numel() == n * h_patches * w_patches, "layout_from_patch_mask: mask of shape ",
+            patch_mask.sizes(), " does not hold ", h_patches, "x", w_patches, " patches per sample");
   auto visible = patch_mask.to(at::kCPU).reshape({n, h_patches, 1, w_patches, 1}).eq(0);
   auto active = visible.expand({n, h_patches, factor, w_patches, factor})
                     .reshape({n, h_patches * factor, w_patches * factor})

@@ -35,8 +35,8 @@ struct SparseLayout {
 // `factor`: `patch_mask` is (N, h_patches*w_patches) or (N, h_patches,
 // w_patches), any numeric dtype, 1 (non-zero) = masked / removed, 0 = visible.
 // The layout has resolution (h_patches*factor, w_patches*factor).
-SparseLayout layout_from_patch_mask(const at::Tensor& patch_mask, int64_t h_patches, int64_t w_patches,
-                                    int64_t factor, at::Device device = at::kCPU);
+SparseLayout layout_from_patch_mask(const at::Tensor& patch_mask, int64_t h_patches, int64_t w_patches, int64_t factor,
+                                    at::Device device = at::kCPU);
 
 // Layout of the non-zero positions of a dense (N, H, W) tensor.
 SparseLayout layout_from_dense_mask(const at::Tensor& active, at::Device device = at::kCPU);

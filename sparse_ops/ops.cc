@@ -34,8 +34,8 @@ void check_features(const char* op, const at::Tensor& x) {
 void check_same(const char* op, const char* what, const at::Tensor& t, const at::Tensor& like) {
   CNX_CHECK(t.device() == like.device(), op, ": ", what, " is on ", t.device(), ", features on ", like.device());
   if (at::isFloatingType(t.scalar_type())) {
-    CNX_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", what, " has dtype ", t.scalar_type(),
-              ", features have ", like.scalar_type());
+    CNX_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", what, " has dtype ", t.scalar_type(), ", features have ",
+              like.scalar_type());
   }
 }
 
@@ -50,8 +50,8 @@ void check_map(const char* op, const at::Tensor& map, int64_t rows, const at::Te
 
 class DwconvFn : public torch::autograd::Function<DwconvFn> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& map,
-                            const at::Tensor& weight, const at::Tensor& bias) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& map, const at::Tensor& weight,
+                            const at::Tensor& bias) {
     const int64_t c = weight.size(0), k = weight.size(2);
     auto xc = x.contiguous();
     auto w = weight.reshape({c, k * k}).t().contiguous();
@@ -113,7 +113,7 @@ class GrnFn : public torch::autograd::Function<GrnFn> {
     const int64_t c = x.size(1);
     auto g = grads[0].contiguous();
     auto gm = gamma.reshape({1, c});
-    auto gxs = CNX_SPARSE_DISPATCH(segment_dot, g, g, x, offsets);           // sum g*x per sample
+    auto gxs = CNX_SPARSE_DISPATCH(segment_dot, g, g, x, offsets);            // sum g*x per sample
     auto gs = CNX_SPARSE_DISPATCH(segment_dot, g, g, at::Tensor(), offsets);  // sum g per sample
     auto dgamma = (gxs * nx).sum(0).reshape(gamma.sizes());
     auto dbeta = gs.sum(0).reshape(gamma.sizes());
@@ -138,8 +138,8 @@ at::Tensor weight_matrix_cells(const at::Tensor& weight) {
 
 class DownsampleFn : public torch::autograd::Function<DownsampleFn> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& map,
-                            const at::Tensor& weight, const at::Tensor& bias) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& map, const at::Tensor& weight,
+                            const at::Tensor& bias) {
     auto xc = x.contiguous();
     auto cols = CNX_SPARSE_DISPATCH(gather_cells, xc, xc, map);
     auto wm = weight_matrix_cells(weight);
@@ -250,8 +250,8 @@ at::Tensor sparse_grn(const at::Tensor& features, const at::Tensor& offsets, con
                       const at::Tensor& beta, double eps) {
   static const char* op = "sparse_grn";
   check_features(op, features);
-  CNX_CHECK(offsets.defined() && offsets.dim() == 1 && offsets.scalar_type() == at::kLong && offsets.size(0) >= 2,
-            op, ": offsets must be int64 [N+1] with N >= 1");
+  CNX_CHECK(offsets.defined() && offsets.dim() == 1 && offsets.scalar_type() == at::kLong && offsets.size(0) >= 2, op,
+            ": offsets must be int64 [N+1] with N >= 1");
   check_same(op, "offsets", offsets, features);
   CNX_CHECK(gamma.defined() && gamma.numel() == features.size(1), op, ": gamma has ",
             gamma.defined() ? gamma.numel() : 0, " elements, features ", features.size(1), " channels");
@@ -269,12 +269,12 @@ at::Tensor sparse_downsample_conv(const at::Tensor& features, const at::Tensor& 
   check_features(op, features);
   CNX_CHECK(weight.defined() && weight.dim() == 4 && weight.size(2) == weight.size(3), op,
             ": weight must be (Cout, Cin, k, k), got ", weight.defined() ? weight.sizes() : at::IntArrayRef{});
-  CNX_CHECK(weight.size(1) == features.size(1), op, ": weight expects ", weight.size(1), " input channels, features have ",
-            features.size(1));
+  CNX_CHECK(weight.size(1) == features.size(1), op, ": weight expects ", weight.size(1),
+            " input channels, features have ", features.size(1));
   check_same(op, "weight", weight, features);
   check_map(op, map, -1, features);
-  CNX_CHECK(map.size(1) == weight.size(2) * weight.size(3), op, ": cell map has ", map.size(1), " entries per cell, kernel ",
-            weight.size(2), "x", weight.size(3));
+  CNX_CHECK(map.size(1) == weight.size(2) * weight.size(3), op, ": cell map has ", map.size(1),
+            " entries per cell, kernel ", weight.size(2), "x", weight.size(3));
   if (bias.defined()) {
     CNX_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), op, ": bias must be (Cout), got ", bias.sizes());
     check_same(op, "bias", bias, features);

@@ -7,6 +7,9 @@
 // what was held before (weights, grads, inputs), mem_ratio = sparse/dense.
 // oneDNN's and OpenBLAS's private scratch buffers bypass the c10 allocator
 // and are not counted (this favours the dense path, which uses oneDNN convs).
+// sparse_full_ms: the sparse encoder with nothing masked (dense work through
+// this project's kernels); ratio_vs_full shows how time scales with the
+// visible fraction (0.4 is the FLOP floor).
 // BM_OpBreakdown times each sparse op and its dense-masked counterpart.
 #include <benchmark/benchmark.h>
 #include <c10/core/CPUAllocator.h>
@@ -62,7 +65,9 @@ class TrackingAllocator final : public c10::Allocator {
   void copy_data(void* dest, const void* src, std::size_t count) const { std::memcpy(dest, src, count); }
 };
 
-void reset_peak() { g_peak.store(g_current.load()); }
+void reset_peak() {
+  g_peak.store(g_current.load());
+}
 
 double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -75,7 +80,7 @@ constexpr double kRatio = 0.6;
 
 struct Setup {
   cnx::model::Fcmae model{nullptr};
-  torch::Tensor images, mask, latent_grad;
+  torch::Tensor images, mask, no_mask, latent_grad;
 };
 
 Setup& setup() {
@@ -85,6 +90,7 @@ Setup& setup() {
     st.model = cnx::model::Fcmae(cnx::model::fcmae_options("atto"));
     st.images = torch::randn({kBatch, 3, kSize, kSize});
     st.mask = cnx::model::generate_mask(kBatch, kSize / 32, kSize / 32, kRatio, 1);
+    st.no_mask = torch::zeros_like(st.mask);
     st.latent_grad = torch::randn({kBatch, 320, kSize / 32, kSize / 32});
     return st;
   }();
@@ -96,14 +102,17 @@ struct Measure {
   double peak_mb = 0;
 };
 
+// type "sparse_full": the sparse encoder on an all-visible mask, i.e. the
+// dense amount of work done by this project's kernels (ideal ratio 0.4).
 Measure encoder_step(const std::string& type) {
   auto& s = setup();
-  s.model->set_encoder_type(type);
+  const bool full = type == "sparse_full";
+  s.model->set_encoder_type(full ? "sparse" : type);
   s.model->zero_grad(/*set_to_none=*/true);
   reset_peak();
   const int64_t before = g_current.load();
   const double t0 = now_ms();
-  auto latent = s.model->forward_encoder(s.images, s.mask);
+  auto latent = s.model->forward_encoder(s.images, full ? s.no_mask : s.mask);
   (latent * s.latent_grad).sum().backward();
   const double t1 = now_ms();
   return {t1 - t0, static_cast<double>(g_peak.load() - before) / (1 << 20)};
@@ -123,13 +132,15 @@ Measure train_step(const std::string& type) {
 }
 
 void report(benchmark::State& state, const std::string& what, Measure (*fn)(const std::string&)) {
-  double ds = 0, ss = 0, dm = 0, sm = 0;
+  double ds = 0, ss = 0, dm = 0, sm = 0, fs = 0;
   int64_t n = 0;
+  const bool with_full = what == "encoder";
   fn("sparse");  // warm up both paths (oneDNN primitive caches, allocator)
   fn("dense_masked");
   for (auto _ : state) {
     const auto d = fn("dense_masked");
     const auto sp = fn("sparse");
+    if (with_full) fs += fn("sparse_full").ms;
     ds += d.ms;
     ss += sp.ms;
     dm = std::max(dm, d.peak_mb);
@@ -143,14 +154,22 @@ void report(benchmark::State& state, const std::string& what, Measure (*fn)(cons
   state.counters["peak_dense_MB"] = dm;
   state.counters["peak_sparse_MB"] = sm;
   state.counters["mem_ratio"] = sm / dm;
+  if (with_full) {
+    state.counters["sparse_full_ms"] = fs / n;
+    state.counters["ratio_vs_full"] = ss / fs;
+  }
   if (what == "train") {
     state.counters["dense_img_per_s"] = kBatch * 1000.0 * n / ds;
     state.counters["sparse_img_per_s"] = kBatch * 1000.0 * n / ss;
   }
 }
 
-void BM_FcmaeAttoEncoderFwdBwd(benchmark::State& state) { report(state, "encoder", &encoder_step); }
-void BM_FcmaeAttoTrainStep(benchmark::State& state) { report(state, "train", &train_step); }
+void BM_FcmaeAttoEncoderFwdBwd(benchmark::State& state) {
+  report(state, "encoder", &encoder_step);
+}
+void BM_FcmaeAttoTrainStep(benchmark::State& state) {
+  report(state, "train", &train_step);
+}
 
 // --- per-op breakdown (stage-0 shapes of the benchmark batch) -----------------------
 
@@ -176,32 +195,42 @@ void BM_OpBreakdown(benchmark::State& state) {
       auto blk = net->block(st, 0);
       const std::string sfx = "_s" + std::to_string(st);
       auto xs = torch::randn({lay.num_sites, c}).requires_grad_(true);
-      auto xd = torch::randn({kBatch, c, lay.height, lay.width}).contiguous(at::MemoryFormat::ChannelsLast)
+      auto xd = torch::randn({kBatch, c, lay.height, lay.width})
+                    .contiguous(at::MemoryFormat::ChannelsLast)
                     .requires_grad_(true);
       auto vis = lay.dense_to_site.ge(0).to(torch::kFloat).view({kBatch, 1, lay.height, lay.width});
-      ms["dwconv_sparse" + sfx] += time_ms([&] {
-        auto y = cnx::sparse_ops::sparse_depthwise_conv(xs, geo.stages[st].neighbours, blk->dwconv->weight,
-                                                        blk->dwconv->bias);
-        y.sum().backward();
-      }, 2);
-      ms["dwconv_dense" + sfx] += time_ms([&] {
-        auto y = blk->dwconv->forward((xd * vis).contiguous(at::MemoryFormat::ChannelsLast)) * vis;
-        y.sum().backward();
-      }, 2);
+      ms["dwconv_sparse" + sfx] += time_ms(
+          [&] {
+            auto y = cnx::sparse_ops::sparse_depthwise_conv(xs, geo.stages[st].neighbours, blk->dwconv->weight,
+                                                            blk->dwconv->bias);
+            y.sum().backward();
+          },
+          2);
+      ms["dwconv_dense" + sfx] += time_ms(
+          [&] {
+            auto y = blk->dwconv->forward((xd * vis).contiguous(at::MemoryFormat::ChannelsLast)) * vis;
+            y.sum().backward();
+          },
+          2);
       auto hs = torch::randn({lay.num_sites, 4 * c}).requires_grad_(true);
-      ms["mlp_sparse" + sfx] += time_ms([&] {
-        auto y = at::layer_norm(xs, {c}, blk->norm->weight, blk->norm->bias, 1e-6);
-        y = at::gelu(at::linear(y, blk->pwconv1->weight, blk->pwconv1->bias));
-        y = cnx::sparse_ops::sparse_grn(y, lay.offsets, blk->grn->gamma, blk->grn->beta);
-        at::linear(y, blk->pwconv2->weight, blk->pwconv2->bias).sum().backward();
-      }, 2);
-      ms["mlp_dense" + sfx] += time_ms([&] {
-        auto y = blk->norm->forward(xd.permute({0, 2, 3, 1}));
-        y = at::gelu(blk->pwconv1->forward(y));
-        auto gx = at::linalg_vector_norm(y * vis.permute({0, 2, 3, 1}), 2, at::IntArrayRef{1, 2}, true, c10::nullopt);
-        y = cnx::model::grn_apply(y, gx, blk->grn->gamma, blk->grn->beta);
-        blk->pwconv2->forward(y).sum().backward();
-      }, 2);
+      ms["mlp_sparse" + sfx] += time_ms(
+          [&] {
+            auto y = at::layer_norm(xs, {c}, blk->norm->weight, blk->norm->bias, 1e-6);
+            y = at::gelu(at::linear(y, blk->pwconv1->weight, blk->pwconv1->bias));
+            y = cnx::sparse_ops::sparse_grn(y, lay.offsets, blk->grn->gamma, blk->grn->beta);
+            at::linear(y, blk->pwconv2->weight, blk->pwconv2->bias).sum().backward();
+          },
+          2);
+      ms["mlp_dense" + sfx] += time_ms(
+          [&] {
+            auto y = blk->norm->forward(xd.permute({0, 2, 3, 1}));
+            y = at::gelu(blk->pwconv1->forward(y));
+            auto gx =
+                at::linalg_vector_norm(y * vis.permute({0, 2, 3, 1}), 2, at::IntArrayRef{1, 2}, true, c10::nullopt);
+            y = cnx::model::grn_apply(y, gx, blk->grn->gamma, blk->grn->beta);
+            blk->pwconv2->forward(y).sum().backward();
+          },
+          2);
     }
   }
   for (const auto& [k, v] : ms) state.counters[k] = v / state.iterations();
@@ -209,8 +238,8 @@ void BM_OpBreakdown(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_FcmaeAttoEncoderFwdBwd)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(3);
-BENCHMARK(BM_FcmaeAttoTrainStep)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_FcmaeAttoEncoderFwdBwd)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(BM_FcmaeAttoTrainStep)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 BENCHMARK(BM_OpBreakdown)->Unit(benchmark::kMillisecond)->Iterations(1);
 
 int main(int argc, char** argv) {

@@ -12,8 +12,8 @@ namespace {
 
 template <typename T>
 CNX_INLINE void dwconv_rows_impl(const T* __restrict in, const int32_t* __restrict map, const T* __restrict w,
-                                 const T* __restrict bias, T* __restrict out, int64_t begin, int64_t end,
-                                 int64_t c, int64_t k) {
+                                 const T* __restrict bias, T* __restrict out, int64_t begin, int64_t end, int64_t c,
+                                 int64_t k) {
   for (int64_t i = begin; i < end; ++i) {
     T* __restrict o = out + i * c;
     if (bias != nullptr) {
@@ -55,8 +55,8 @@ CNX_SIMD_CLONES void dwconv_rows(const float* in, const int32_t* map, const floa
                                  int64_t b, int64_t e, int64_t c, int64_t k) {
   dwconv_rows_impl(in, map, w, bias, out, b, e, c, k);
 }
-CNX_SIMD_CLONES void dwconv_rows(const double* in, const int32_t* map, const double* w, const double* bias,
-                                 double* out, int64_t b, int64_t e, int64_t c, int64_t k) {
+CNX_SIMD_CLONES void dwconv_rows(const double* in, const int32_t* map, const double* w, const double* bias, double* out,
+                                 int64_t b, int64_t e, int64_t c, int64_t k) {
   dwconv_rows_impl(in, map, w, bias, out, b, e, c, k);
 }
 CNX_SIMD_CLONES void dwconv_wgrad(const float* g, const float* in, const int32_t* map, float* partial, int64_t b,
@@ -70,7 +70,9 @@ CNX_SIMD_CLONES void dwconv_wgrad(const double* g, const double* in, const int32
 
 // Rows per weight-gradient partial. Depends on M only (not on the thread
 // count), so the summation order and hence the result is reproducible.
-int64_t wgrad_chunk(int64_t m) { return std::max<int64_t>(256, (m + 63) / 64); }
+int64_t wgrad_chunk(int64_t m) {
+  return std::max<int64_t>(256, (m + 63) / 64);
+}
 
 }  // namespace
 

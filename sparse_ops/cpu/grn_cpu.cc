@@ -28,8 +28,8 @@ CNX_INLINE void segment_dot_impl(const T* __restrict a, const T* __restrict b, T
 
 template <typename T>
 CNX_INLINE void segment_affine_impl(const T* __restrict x, const T* __restrict scale, const T* __restrict y,
-                                    const T* __restrict coef, const T* __restrict bias, T* __restrict out,
-                                    int64_t r0, int64_t r1, int64_t c) {
+                                    const T* __restrict coef, const T* __restrict bias, T* __restrict out, int64_t r0,
+                                    int64_t r1, int64_t c) {
   for (int64_t i = r0; i < r1; ++i) {
     const T* __restrict xi = x + i * c;
     T* __restrict oi = out + i * c;
@@ -82,8 +82,8 @@ at::Tensor segment_dot_cpu(const at::Tensor& a, const at::Tensor& b, const at::T
   return out;
 }
 
-at::Tensor segment_affine_cpu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& y,
-                              const at::Tensor& coef, const at::Tensor& bias, const at::Tensor& offsets) {
+at::Tensor segment_affine_cpu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& y, const at::Tensor& coef,
+                              const at::Tensor& bias, const at::Tensor& offsets) {
   const int64_t m = x.size(0), c = x.size(1), n = offsets.size(0) - 1;
   auto out = at::empty({m, c}, x.options());
   const int64_t* off = offsets.data_ptr<int64_t>();

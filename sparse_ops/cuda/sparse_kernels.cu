@@ -19,7 +19,9 @@ constexpr int kThreads = 256;
 constexpr int kRedX = 32;
 constexpr int kRedY = 8;
 
-inline int64_t blocks_for(int64_t n) { return (n + kThreads - 1) / kThreads; }
+inline int64_t blocks_for(int64_t n) {
+  return (n + kThreads - 1) / kThreads;
+}
 
 template <typename T>
 __global__ void dwconv_forward_kernel(const T* __restrict__ in, const int32_t* __restrict__ map,
@@ -40,9 +42,8 @@ __global__ void dwconv_forward_kernel(const T* __restrict__ in, const int32_t* _
 // Block (t, channel tile): partial[t, c] = sum_i g[i, c] * in[map[i, t], c];
 // t == k is the bias gradient (sum_i g[i, c]).
 template <typename T>
-__global__ void dwconv_wgrad_kernel(const T* __restrict__ g, const T* __restrict__ in,
-                                    const int32_t* __restrict__ map, T* __restrict__ out, int64_t m, int64_t c,
-                                    int64_t k) {
+__global__ void dwconv_wgrad_kernel(const T* __restrict__ g, const T* __restrict__ in, const int32_t* __restrict__ map,
+                                    T* __restrict__ out, int64_t m, int64_t c, int64_t k) {
   using acc_t = at::acc_type<T, true>;
   __shared__ acc_t buf[kRedY][kRedX];
   const int64_t t = blockIdx.x;
@@ -103,7 +104,10 @@ __global__ void segment_affine_kernel(const T* __restrict__ x, const T* __restri
   int64_t lo = 0, hi = nseg;  // invariant: offsets[lo] <= i < offsets[hi]
   while (hi - lo > 1) {
     const int64_t mid = (lo + hi) / 2;
-    if (offsets[mid] <= i) lo = mid; else hi = mid;
+    if (offsets[mid] <= i)
+      lo = mid;
+    else
+      hi = mid;
   }
   T v = x[idx] * scale[lo * c + ch];
   if (y != nullptr) v += y[idx] * coef[lo * c + ch];
@@ -179,9 +183,9 @@ std::tuple<at::Tensor, at::Tensor> dwconv_weight_grad_cuda(const at::Tensor& gra
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "sparse_dwconv_weight_grad_cuda", [&] {
     dim3 grid(static_cast<unsigned>(k + 1), static_cast<unsigned>((c + kRedX - 1) / kRedX));
-    dwconv_wgrad_kernel<scalar_t><<<grid, dim3(kRedX, kRedY), 0, stream>>>(
-        grad_out.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), map.data_ptr<int32_t>(), total.data_ptr<scalar_t>(),
-        m, c, k);
+    dwconv_wgrad_kernel<scalar_t>
+        <<<grid, dim3(kRedX, kRedY), 0, stream>>>(grad_out.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(),
+                                                  map.data_ptr<int32_t>(), total.data_ptr<scalar_t>(), m, c, k);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {total.narrow(0, 0, k), total.select(0, k)};
@@ -249,8 +253,8 @@ at::Tensor patch_im2col_cuda(const at::Tensor& image, const at::Tensor& site_ind
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "sparse_patch_im2col_cuda", [&] {
     patch_copy_kernel<scalar_t, false><<<blocks_for(out.numel()), kThreads, 0, stream>>>(
-        const_cast<scalar_t*>(image.data_ptr<scalar_t>()), out.data_ptr<scalar_t>(), site_index.data_ptr<int64_t>(),
-        m, cin, h, w, k);
+        const_cast<scalar_t*>(image.data_ptr<scalar_t>()), out.data_ptr<scalar_t>(), site_index.data_ptr<int64_t>(), m,
+        cin, h, w, k);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -264,8 +268,8 @@ at::Tensor patch_col2im_cuda(const at::Tensor& cols, const at::Tensor& site_inde
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(cols.scalar_type(), "sparse_patch_col2im_cuda", [&] {
     patch_copy_kernel<scalar_t, true><<<blocks_for(cols.numel()), kThreads, 0, stream>>>(
-        image.data_ptr<scalar_t>(), const_cast<scalar_t*>(cols.data_ptr<scalar_t>()), site_index.data_ptr<int64_t>(),
-        m, cin, h, w, k);
+        image.data_ptr<scalar_t>(), const_cast<scalar_t*>(cols.data_ptr<scalar_t>()), site_index.data_ptr<int64_t>(), m,
+        cin, h, w, k);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return image;

@@ -200,11 +200,11 @@ TEST(FcmaeModel, ReferenceParameterNamesAndSharedEncoder) {
   torch::manual_seed(3);
   Fcmae model(fcmae_options("atto"));
   auto params = model->named_parameters();
-  for (const char* name : {"encoder.downsample_layers.0.0.weight", "encoder.downsample_layers.0.1.bias",
-                           "encoder.downsample_layers.3.1.weight", "encoder.stages.3.1.grn.gamma",
-                           "encoder.stages.2.5.pwconv2.bias", "proj.weight", "proj.bias", "mask_token",
-                           "decoder.0.dwconv.weight", "decoder.0.grn.beta", "decoder.0.pwconv1.weight", "pred.weight",
-                           "pred.bias"}) {
+  for (const char* name :
+       {"encoder.downsample_layers.0.0.weight", "encoder.downsample_layers.0.1.bias",
+        "encoder.downsample_layers.3.1.weight", "encoder.stages.3.1.grn.gamma", "encoder.stages.2.5.pwconv2.bias",
+        "proj.weight", "proj.bias", "mask_token", "decoder.0.dwconv.weight", "decoder.0.grn.beta",
+        "decoder.0.pwconv1.weight", "pred.weight", "pred.bias"}) {
     EXPECT_NE(params.find(name), nullptr) << "missing " << name;
   }
   EXPECT_EQ(params.find("encoder.norm.weight"), nullptr);
@@ -214,10 +214,13 @@ TEST(FcmaeModel, ReferenceParameterNamesAndSharedEncoder) {
   // The dense view of the encoder shares the FCMAE's tensors.
   auto dense = model->encoder_model()->named_parameters();
   EXPECT_EQ(dense["stages.1.0.dwconv.weight"].data_ptr(), params["encoder.stages.1.0.dwconv.weight"].data_ptr());
-  EXPECT_EQ(dense["downsample_layers.0.0.weight"].data_ptr(), params["encoder.downsample_layers.0.0.weight"].data_ptr());
+  EXPECT_EQ(dense["downsample_layers.0.0.weight"].data_ptr(),
+            params["encoder.downsample_layers.0.0.weight"].data_ptr());
 }
 
-double stddev(const torch::Tensor& t) { return t.to(torch::kDouble).std().item<double>(); }
+double stddev(const torch::Tensor& t) {
+  return t.to(torch::kDouble).std().item<double>();
+}
 
 TEST(FcmaeModel, ReferenceAndStd02Init) {
   torch::manual_seed(4);

@@ -17,7 +17,9 @@ namespace {
 using testing::random_mask;
 using testing::seeded_randn;
 
-at::Tensor leaf(at::Tensor t) { return t.detach().requires_grad_(true); }
+at::Tensor leaf(at::Tensor t) {
+  return t.detach().requires_grad_(true);
+}
 
 at::Tensor active_f(const SparseLayout& lay, at::ScalarType dtype) {
   // (N, 1, H, W) 1 at active sites.

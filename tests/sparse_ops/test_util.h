@@ -29,13 +29,13 @@ inline double rel_err(const at::Tensor& a, const at::Tensor& b, double floor = 1
   return (ad - bd).norm().item<double>() / scale;
 }
 
-#define CNX_EXPECT_CLOSE(a, b, tol, what)                                                  \
-  do {                                                                                     \
-    ASSERT_EQ((a).sizes(), (b).sizes()) << what;                                           \
-    if ((a).numel() > 0) {                                                                 \
-      const double cnx_err_ = ::cnx::sparse_ops::testing::rel_err((a), (b));               \
+#define CNX_EXPECT_CLOSE(a, b, tol, what)                                                      \
+  do {                                                                                         \
+    ASSERT_EQ((a).sizes(), (b).sizes()) << what;                                               \
+    if ((a).numel() > 0) {                                                                     \
+      const double cnx_err_ = ::cnx::sparse_ops::testing::rel_err((a), (b));                   \
       EXPECT_LE(cnx_err_, (tol)) << what << ": relative error " << cnx_err_ << " > " << (tol); \
-    }                                                                                      \
+    }                                                                                          \
   } while (0)
 
 // Checks d(sum(f() * R))/d(input) of every tensor in `inputs` (double,
@@ -66,8 +66,8 @@ inline void finite_difference_check(const std::function<at::Tensor()>& f, std::v
       flat[e].fill_(v);
       num_flat[e].fill_((lp - lm) / (2 * h));
     }
-    const double err = (analytic - numeric).abs().max().item<double>() /
-                       std::max(1.0, numeric.abs().max().item<double>());
+    const double err =
+        (analytic - numeric).abs().max().item<double>() / std::max(1.0, numeric.abs().max().item<double>());
     EXPECT_LE(err, tol) << names[q] << ": analytic vs finite-difference gradient differ by " << err;
   }
 }
