@@ -1,0 +1,123 @@
+#include "tools/eval/eval_cli.h"
+
+#include <ATen/Parallel.h>
+
+#include <CLI/CLI.hpp>
+#include <exception>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "common/logging.h"
+
+namespace cnx::eval {
+
+int eval_main(int argc, char** argv, EvalMode mode) {
+  const bool probe = mode == EvalMode::kLinearProbe;
+  CLI::App app{probe ? "Linear-probe top-1 of a ConvNeXt V2 encoder on labelled shards"
+                     : "Fine-tune a ConvNeXt V2 encoder (layer-wise lr decay) on labelled shards; report top-1"};
+  EvalJobOptions o;
+  o.mode = mode;
+  int threads = 0;
+  std::string json_path, log_level = "info";
+  bool no_verify = false, no_standardize = false;
+  std::vector<double> crop_scale{0.35, 1.0};
+  int64_t epochs = probe ? o.probe.epochs : o.finetune.epochs;
+  double lr = 0.0, weight_decay = probe ? o.probe.weight_decay : o.finetune.weight_decay;
+  if (!probe) o.batch_size = 32;
+
+  app.add_option("--encoder", o.encoder,
+                 "encoder weights: exported .safetensors/.pt (reference or timm names), FCMAE model.pt, "
+                 "checkpoint folder or checkpoint root");
+  app.add_flag("--random-init", o.random_init, "baseline: a randomly initialised encoder instead of --encoder");
+  app.add_option("--init", o.init, "random init: fcmae (pretraining's start) | dense (std 0.02)")
+      ->check(CLI::IsMember({"fcmae", "dense"}))
+      ->capture_default_str();
+  app.add_option("--model", o.model, "variant for --random-init")->capture_default_str();
+  app.add_option("--train-index", o.train_index, "index.json of the labelled training shards")->required();
+  app.add_option("--test-index", o.test_index, "index.json of the held-out shards")->required();
+  app.add_option("--train-shard-root", o.train_shard_root, "folder of the training shards (default: the index's)");
+  app.add_option("--test-shard-root", o.test_shard_root, "folder of the test shards (default: the index's)");
+  app.add_option("--max-train", o.max_train, "use the first N labelled training samples (0 = all)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--max-test", o.max_test, "use the first N labelled test samples (0 = all)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--input-size", o.input_size, "input resolution (multiple of 32)")->capture_default_str();
+  app.add_option("--batch-size", o.batch_size, probe ? "feature-extraction batch" : "batch per rank")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--epochs", epochs, probe ? "epochs of the linear head over cached features" : "fine-tuning epochs")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--threads", threads, "intra-op threads per rank (default: cores / ranks on this host)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--seed", o.seed, "seed (head init, shuffles, augmentation, random init)")->capture_default_str();
+  app.add_option("--lr", lr, probe ? "linear head lr (default 1e-3)" : "absolute peak lr (default: blr * batch / 256)");
+  app.add_option("--weight-decay", weight_decay, "AdamW weight decay")->capture_default_str();
+  app.add_option("--json", json_path, "write the JSON summary here (rank 0)");
+  app.add_flag("--no-verify", no_verify, "do not check shard sha256 against the index");
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
+  if (probe) {
+    app.add_flag("--no-standardize", no_standardize, "skip the BatchNorm-style feature standardisation");
+    app.add_option("--probe-batch-size", o.probe.batch_size, "linear head mini-batch")->capture_default_str();
+  } else {
+    app.add_option("--blr", o.finetune.blr, "base lr (lr = blr * global batch / 256)")->capture_default_str();
+    app.add_option("--min-lr", o.finetune.min_lr, "final lr of the cosine")->capture_default_str();
+    app.add_option("--warmup-epochs", o.finetune.warmup_epochs, "linear warmup (fractional epochs)")
+        ->capture_default_str();
+    app.add_option("--layer-decay", o.finetune.layer_decay, "layer-wise lr decay")->capture_default_str();
+    app.add_option("--drop-path", o.drop_path_rate, "stochastic depth rate")->capture_default_str();
+    app.add_option("--smoothing", o.finetune.label_smoothing, "label smoothing")->capture_default_str();
+    app.add_option("--clip-grad", o.finetune.clip_grad, "max global grad norm (0 = off)")->capture_default_str();
+    app.add_option("--crop-scale", crop_scale, "RandomResizedCrop area range")->expected(2)->capture_default_str();
+    app.add_option("--log-every", o.finetune.log_every, "progress every N steps")->capture_default_str();
+  }
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    std::unique_ptr<comm::Communicator> comm = communicator_from_environment();
+    const int rank = comm ? comm->rank() : 0;
+    cnx::log::init(probe ? "eval" : "finetune", comm ? rank : -1, log_level);
+    if (threads == 0) {
+      const int local = comm ? std::max(1, comm->local_size()) : 1;
+      threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local);
+    }
+    at::set_num_threads(threads);
+    o.verify_sha256 = !no_verify;
+    if (probe) {
+      o.probe.epochs = epochs;
+      if (lr > 0) o.probe.lr = lr;
+      o.probe.weight_decay = weight_decay;
+      o.probe.standardize = !no_standardize;
+    } else {
+      o.finetune.epochs = epochs;
+      o.finetune.lr = lr;
+      o.finetune.weight_decay = weight_decay;
+      o.finetune.train_transform.scale_lo = crop_scale.at(0);
+      o.finetune.train_transform.scale_hi = crop_scale.at(1);
+    }
+    const EvalSummary s = run_eval_job(o, comm.get());
+    if (rank == 0) {
+      CNX_LOG_INFO("{}", summary_line(s));
+      const std::string json = summary_json(s);
+      if (!json_path.empty()) {
+        std::ofstream out(json_path, std::ios::trunc);
+        out << json;
+        out.close();
+        if (!out) throw std::runtime_error("cannot write the JSON summary to '" + json_path + "'");
+        CNX_LOG_INFO("summary written to {}", json_path);
+      } else {
+        std::cout << json;
+      }
+    }
+    if (comm) comm->barrier();
+  } catch (const std::exception& e) {
+    SPDLOG_ERROR("{}: {}", probe ? "cnx-eval" : "cnx-finetune", e.what());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace cnx::eval

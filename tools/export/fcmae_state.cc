@@ -1,0 +1,202 @@
+#include "tools/export/fcmae_state.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "common/check.h"
+#include "worker/checkpoint_files.h"
+
+namespace cnx::tools {
+
+namespace fs = std::filesystem;
+using model::NamedTensors;
+using model::WeightsError;
+
+namespace {
+
+std::map<std::string, at::Tensor> by_name(const NamedTensors& state) {
+  std::map<std::string, at::Tensor> m;
+  for (const auto& [name, t] : state) m.emplace(name, t);
+  return m;
+}
+
+const at::Tensor& need(const std::map<std::string, at::Tensor>& m, const std::string& key, int64_t dim,
+                       const std::string& source) {
+  auto it = m.find(key);
+  if (it == m.end()) throw WeightsError("'" + source + "' has no tensor '" + key + "' (not a ConvNeXt V2 / FCMAE state)");
+  if (it->second.dim() != dim) {
+    std::ostringstream os;
+    os << "'" << source << "': tensor '" << key << "' has shape " << it->second.sizes() << ", expected " << dim
+       << " dimensions";
+    throw WeightsError(os.str());
+  }
+  return it->second;
+}
+
+}  // namespace
+
+std::string resolve_state_file(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw WeightsError("'" + path + "' does not exist");
+  if (!fs::is_directory(path, ec)) return path;
+  std::string dir;
+  if (fs::exists(path + "/latest", ec)) {
+    dir = *worker::latest_checkpoint(path);
+  } else if (fs::exists(path + "/MANIFEST.json", ec)) {
+    dir = path;
+  } else {
+    throw WeightsError("'" + path +
+                       "' is a folder but neither a checkpoint root (no 'latest' file) nor a checkpoint "
+                       "(no MANIFEST.json)");
+  }
+  int64_t step = 0;
+  worker::verify_checkpoint(dir, {"model.pt"}, &step);
+  return dir + "/model.pt";
+}
+
+NamedTensors read_state_file(const std::string& path) {
+  char magic[4] = {0, 0, 0, 0};
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw WeightsError("cannot open '" + path + "'");
+    in.read(magic, 4);
+  }
+  const bool is_zip = magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
+  return is_zip ? model::read_pt(path) : model::read_safetensors(path).tensors;
+}
+
+NamedTensors read_state(const std::string& path) { return read_state_file(resolve_state_file(path)); }
+
+std::string encoder_prefix(const NamedTensors& state) {
+  for (const auto& [name, t] : state) {
+    if (name.rfind("encoder.", 0) == 0) return "encoder.";
+  }
+  return "";
+}
+
+model::ConvNeXtV2Options infer_encoder_options(const NamedTensors& state, const std::string& prefix,
+                                               const std::string& source) {
+  const auto m = by_name(state);
+  model::ConvNeXtV2Options o;
+  o.num_classes = 0;
+  o.drop_path_rate = 0.0;
+  const at::Tensor& stem = need(m, prefix + "downsample_layers.0.0.weight", 4, source);
+  if (stem.size(2) != 4 || stem.size(3) != 4)
+    throw WeightsError("'" + source + "': the stem conv '" + prefix + "downsample_layers.0.0.weight' is not 4x4");
+  o.in_chans = stem.size(1);
+  o.dims = {stem.size(0)};
+  for (int s = 1; s < 4; ++s) {
+    const std::string key = prefix + "downsample_layers." + std::to_string(s) + ".1.weight";
+    const at::Tensor& w = need(m, key, 4, source);
+    if (w.size(1) != o.dims.back() || w.size(2) != 2 || w.size(3) != 2) {
+      std::ostringstream os;
+      os << "'" << source << "': downsample conv '" << key << "' has shape " << w.sizes() << ", expected [C, "
+         << o.dims.back() << ", 2, 2]";
+      throw WeightsError(os.str());
+    }
+    o.dims.push_back(w.size(0));
+  }
+  for (int s = 0; s < 4; ++s) {
+    int64_t depth = 0;
+    while (m.count(prefix + "stages." + std::to_string(s) + "." + std::to_string(depth) + ".dwconv.weight")) ++depth;
+    if (depth == 0)
+      throw WeightsError("'" + source + "' has no block in stage " + std::to_string(s) + " (no '" + prefix + "stages." +
+                         std::to_string(s) + ".0.dwconv.weight')");
+    o.depths.push_back(depth);
+  }
+  try {
+    model::validate(o);
+  } catch (const std::invalid_argument& e) {
+    throw WeightsError("'" + source + "': inferred encoder options are invalid: " + e.what());
+  }
+  return o;
+}
+
+model::FcmaeOptions infer_fcmae_options(const NamedTensors& state, const std::string& source) {
+  if (encoder_prefix(state) != "encoder.")
+    throw WeightsError("'" + source + "' is not an FCMAE state (no 'encoder.*' tensors)");
+  const auto m = by_name(state);
+  model::FcmaeOptions o;
+  o.encoder = infer_encoder_options(state, "encoder.", source);
+  const at::Tensor& token = need(m, "mask_token", 4, source);
+  o.decoder_dim = token.size(1);
+  int64_t depth = 0;
+  while (m.count("decoder." + std::to_string(depth) + ".dwconv.weight")) ++depth;
+  if (depth == 0) throw WeightsError("'" + source + "' has no decoder block ('decoder.0.dwconv.weight')");
+  o.decoder_depth = depth;
+  const at::Tensor& pred = need(m, "pred.weight", 4, source);
+  const int64_t p = 32;
+  if (pred.size(0) != p * p * o.encoder.in_chans) {
+    throw WeightsError("'" + source + "': pred.weight has " + std::to_string(pred.size(0)) + " output channels, " +
+                       "expected 32*32*" + std::to_string(o.encoder.in_chans) + " (patch size 32)");
+  }
+  try {
+    model::validate(o);
+  } catch (const std::invalid_argument& e) {
+    throw WeightsError("'" + source + "': inferred FCMAE options are invalid: " + e.what());
+  }
+  return o;
+}
+
+void load_fcmae_state(model::FcmaeImpl& net, const NamedTensors& state, const std::string& source) {
+  auto file = by_name(state);
+  std::vector<std::pair<std::string, at::Tensor>> targets;
+  for (const auto& item : net.named_parameters(true)) targets.emplace_back(item.key(), item.value());
+  for (const auto& item : net.named_buffers(true)) targets.emplace_back(item.key(), item.value());
+  std::vector<std::string> problems;
+  std::set<std::string> used;
+  for (const auto& [name, t] : targets) {
+    auto it = file.find(name);
+    if (it == file.end()) {
+      problems.push_back("missing '" + name + "'");
+      continue;
+    }
+    used.insert(name);
+    if (it->second.sizes() != t.sizes()) {
+      std::ostringstream os;
+      os << "'" << name << "' has shape " << it->second.sizes() << ", the model expects " << t.sizes();
+      problems.push_back(os.str());
+    }
+  }
+  for (const auto& [name, t] : file) {
+    if (!used.count(name)) problems.push_back("unexpected '" + name + "'");
+  }
+  if (!problems.empty()) {
+    std::string msg = "'" + source + "' does not match the FCMAE model:";
+    const size_t shown = std::min<size_t>(problems.size(), 20);
+    for (size_t i = 0; i < shown; ++i) msg += "\n  " + problems[i];
+    if (shown < problems.size()) msg += "\n  ... and " + std::to_string(problems.size() - shown) + " more";
+    throw WeightsError(msg);
+  }
+  at::NoGradGuard no_grad;
+  for (auto& [name, t] : targets) t.copy_(file.at(name).to(t.dtype()));
+}
+
+EncoderExport extract_encoder(const NamedTensors& state, model::Naming naming, const std::string& source) {
+  CNX_CHECK(naming == model::Naming::kReference || naming == model::Naming::kTimm,
+            "extract_encoder: naming must be reference or timm");
+  const std::string prefix = encoder_prefix(state);
+  EncoderExport out;
+  out.options = infer_encoder_options(state, prefix, source);
+  model::ConvNeXtV2 net(out.options);
+  model::LoadOptions lo;
+  lo.naming = model::Naming::kReference;
+  lo.prefix = prefix;
+  lo.allow_missing_head = true;
+  lo.ignore_file_head = true;
+  model::load_state_dict(*net, state, lo, source);
+  const std::set<std::string> excluded = naming == model::Naming::kTimm
+                                             ? std::set<std::string>{"head.norm.weight", "head.norm.bias"}
+                                             : std::set<std::string>{"norm.weight", "norm.bias"};
+  for (auto& [name, t] : model::export_state_dict(*net, naming)) {
+    if (!excluded.count(name)) out.tensors.emplace_back(name, t);
+  }
+  return out;
+}
+
+}  // namespace cnx::tools

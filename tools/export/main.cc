@@ -1,0 +1,60 @@
+// cnx-export: FCMAE checkpoint (or state file) -> encoder-only weights in the
+// reference (or timm) naming, as .safetensors or .pt. See fcmae_state.h.
+#include <CLI/CLI.hpp>
+#include <exception>
+#include <map>
+#include <string>
+
+#include "common/logging.h"
+#include "model/convnextv2.h"
+#include "model/options.h"
+#include "model/safetensors.h"
+#include "model/weights.h"
+#include "tools/export/fcmae_state.h"
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Export the encoder of an FCMAE checkpoint as dense ConvNeXt V2 weights"};
+  std::string input, output, naming_text = "reference";
+  app.add_option("--input,-i", input,
+                 "checkpoint root (uses 'latest'), checkpoint folder step-N, or a state file (.pt/.safetensors)")
+      ->required();
+  app.add_option("--output,-o", output, "output file (.safetensors, or .pt: torch.load(path)[\"model\"] is the state dict)")->required();
+  app.add_option("--naming", naming_text, "tensor names: reference | timm")
+      ->check(CLI::IsMember({"reference", "timm"}))
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  cnx::log::init("export");
+  try {
+    const std::string file = cnx::tools::resolve_state_file(input);
+    const cnx::model::NamedTensors state = cnx::tools::read_state_file(file);
+    const cnx::model::Naming naming = cnx::model::parse_naming(naming_text);
+    const cnx::tools::EncoderExport enc = cnx::tools::extract_encoder(state, naming, file);
+    int64_t params = 0;
+    for (const auto& [name, t] : enc.tensors) params += t.numel();
+    if (ends_with(output, ".pt") || ends_with(output, ".pth")) {
+      // {"model": {name: tensor}}: what the reference's scripts read with
+      // torch.load(path)["model"].
+      cnx::model::save_pt(output, enc.tensors, "model");
+    } else {
+      std::map<std::string, std::string> meta{{"format", "pt"},
+                                              {"naming", naming_text},
+                                              {"content", "convnextv2-encoder"},
+                                              {"architecture", cnx::model::describe(enc.options)}};
+      cnx::model::write_safetensors(output, enc.tensors, meta);
+    }
+    CNX_LOG_INFO("exported encoder ({}; {} tensors, {} parameters, {} names) from {} to {}",
+                 cnx::model::describe(enc.options), enc.tensors.size(), params, naming_text, file, output);
+  } catch (const std::exception& e) {
+    CNX_LOG_ERROR("cnx-export: {}", e.what());
+    return 1;
+  }
+  return 0;
+}

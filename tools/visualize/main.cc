@@ -1,0 +1,86 @@
+// cnx-visualize: FCMAE reconstructions as PNG grids (see reconstruct.h).
+#include <ATen/Parallel.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/logging.h"
+#include "model/fcmae.h"
+#include "tools/export/fcmae_state.h"
+#include "tools/visualize/reconstruct.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Write FCMAE reconstructions: original | masked | reconstruction | reconstruction + visible"};
+  std::string checkpoint, index, out_dir, encoder = "sparse";
+  std::vector<std::string> images;
+  int64_t count = 8, size = 224;
+  double ratio = 0.6;
+  uint64_t mask_seed = 0;
+  int gap = 4, threads = 0;
+  std::vector<float> mean{0.485f, 0.456f, 0.406f}, stdv{0.229f, 0.224f, 0.225f};
+  app.add_option("--checkpoint,-c", checkpoint, "checkpoint root, checkpoint folder, or FCMAE model.pt/.safetensors")
+      ->required();
+  app.add_option("--index", index, "shard index.json: show its first --count images");
+  app.add_option("--image", images, "image files to show (.jpg/.png; repeatable)");
+  app.add_option("--count", count, "images taken from the shards")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--input-size", size, "resolution (multiple of 32)")->capture_default_str();
+  app.add_option("--mask-ratio", ratio, "fraction of 32x32 patches removed")->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  app.add_option("--mask-seed", mask_seed, "mask seed (same seed, same masks)")->capture_default_str();
+  app.add_option("--encoder", encoder, "sparse | dense_masked (same result)")
+      ->check(CLI::IsMember({"sparse", "dense_masked"}))
+      ->capture_default_str();
+  app.add_option("--mean", mean, "normalisation mean (as in pretraining)")->expected(3)->capture_default_str();
+  app.add_option("--std", stdv, "normalisation std (as in pretraining)")->expected(3)->capture_default_str();
+  app.add_option("--gap", gap, "white pixels between panels and rows")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--threads", threads, "intra-op threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--out-dir,-o", out_dir, "output folder (recon-000.png ..., grid.png)")->required();
+  CLI11_PARSE(app, argc, argv);
+  cnx::log::init("visualize");
+  try {
+    if (index.empty() == images.empty()) throw std::invalid_argument("give either --index or --image");
+    if (size <= 0 || size % 32 != 0) throw std::invalid_argument("--input-size must be a positive multiple of 32");
+    at::set_num_threads(threads > 0 ? threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+    cnx::viz::Normalization norm;
+    for (int c = 0; c < 3; ++c) {
+      norm.mean[c] = mean[c];
+      norm.std[c] = stdv[c];
+    }
+    const std::string file = cnx::tools::resolve_state_file(checkpoint);
+    const cnx::model::NamedTensors state = cnx::tools::read_state_file(file);
+    cnx::model::FcmaeOptions fo = cnx::tools::infer_fcmae_options(state, file);
+    fo.mask_ratio = ratio;
+    fo.encoder_type = encoder;
+    cnx::model::Fcmae net(fo);
+    cnx::tools::load_fcmae_state(*net, state, file);
+
+    std::vector<std::string> names;
+    at::Tensor batch = index.empty() ? cnx::viz::load_image_files(images, size, norm)
+                                     : cnx::viz::load_shard_images(index, count, size, norm, &names);
+    if (names.empty()) names = images;
+    const int64_t grid = size / net->patch_size();
+    const at::Tensor mask = cnx::model::generate_mask(batch.size(0), grid, grid, ratio, mask_seed);
+    const cnx::viz::Panels panels = cnx::viz::reconstruct(*net, batch, mask, norm);
+
+    std::filesystem::create_directories(out_dir);
+    std::vector<cnx::data::Image> rows;
+    for (int64_t i = 0; i < batch.size(0); ++i) {
+      rows.push_back(cnx::viz::compose_row(panels, i, gap));
+      char name[64];
+      std::snprintf(name, sizeof(name), "recon-%03lld.png", static_cast<long long>(i));
+      cnx::viz::write_png(out_dir + "/" + name, rows.back());
+    }
+    cnx::viz::write_png(out_dir + "/grid.png", cnx::viz::stack_rows(rows, gap));
+    CNX_LOG_INFO("{} reconstructions ({}x{}, mask ratio {}, seed {}, loss {:.4f}) from {} written to {}/grid.png "
+                 "and {}/recon-*.png (panels: original | masked | reconstruction | reconstruction + visible)",
+                 batch.size(0), size, size, ratio, mask_seed, panels.loss, file, out_dir, out_dir);
+  } catch (const std::exception& e) {
+    CNX_LOG_ERROR("cnx-visualize: {}", e.what());
+    return 1;
+  }
+  return 0;
+}
