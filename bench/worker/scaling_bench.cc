@@ -1,0 +1,180 @@
+// Weak scaling of FCMAE training on one host: throughput of 2 ranks x 1
+// thread against 1 rank x 1 thread, measured in the same run.
+//
+//   mpirun --allow-run-as-root --bind-to core -np 2 build/bench/worker/worker_scaling_bench
+//       [--model atto] [--size 224] [--batch 8] [--steps 5] [--benchmark_format=console]
+//
+// Rank 0 drives Google Benchmark; rank 1 follows its commands:
+// * BM_Train/1: rank 0 trains alone on an MPI_COMM_SELF communicator while
+//   rank 1 sleeps (it polls a non-blocking barrier every millisecond, so it
+//   does not spin a core);
+// * BM_Train/2: both ranks train the same model, each on its own batch of
+//   the given size (weak scaling: the global batch doubles), gradients
+//   all-reduced by GradSync with overlap.
+// Counters: img_per_s (global images per second). The program prints
+// "weak scaling: 2x1 / 1x1 = R" at the end; ideal is 2.0 (target >= 1.8).
+// Each phase does one untimed warm-up step first.
+#include <ATen/Parallel.h>
+#include <benchmark/benchmark.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "comm/communicator.h"
+#include "comm/mpi/mpi_communicator.h"
+#include "common/config.h"
+#include "worker/fcmae_model.h"
+#include "worker/trainer.h"
+
+namespace {
+
+struct Args {
+  std::string model = "atto";
+  int64_t size = 224;
+  int64_t batch = 8;
+  int64_t steps = 5;
+} g_args;
+
+std::unique_ptr<cnx::comm::Communicator> g_world, g_self;
+double g_ips[3] = {0, 0, 0};
+
+std::unique_ptr<cnx::worker::Trainer> make_trainer(cnx::comm::Communicator& comm) {
+  cnx::Config c = cnx::load_config_text("job: {seed: 1}\nschedule: {log_every: 100000, epochs: 100, warmup_epochs: 1}\n",
+                                        "bench config");
+  c.model.name = g_args.model;
+  c.data.input_size = g_args.size;
+  c.data.batch_size = g_args.batch;
+  cnx::worker::SyntheticOptions so;
+  so.samples = 100000;
+  so.image_size = g_args.size;
+  so.batch_size = g_args.batch;
+  so.rank = comm.rank();
+  so.world = comm.size();
+  return std::make_unique<cnx::worker::Trainer>(cnx::worker::trainer_options(c), comm,
+                                                cnx::worker::make_fcmae_model(c),
+                                                std::make_unique<cnx::worker::SyntheticSource>(so));
+}
+
+void sleepy_wait(MPI_Request* req) {
+  int done = 0;
+  while (!done) {
+    MPI_Test(req, &done, MPI_STATUS_IGNORE);
+    if (!done) usleep(1000);
+  }
+}
+
+// Command from rank 0 to rank 1: {ranks, steps}; ranks 0 = exit.
+void send_command(int ranks, int steps) {
+  int cmd[2] = {ranks, steps};
+  MPI_Request req;
+  MPI_Ibcast(cmd, 2, MPI_INT, 0, MPI_COMM_WORLD, &req);
+  sleepy_wait(&req);
+}
+
+void BM_Train(benchmark::State& state) {
+  const int ranks = static_cast<int>(state.range(0));
+  send_command(ranks, static_cast<int>(g_args.steps));
+  auto& comm = ranks == 2 ? *g_world : *g_self;
+  auto trainer = make_trainer(comm);
+  trainer->step();  // warm-up
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) trainer->step();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double images = static_cast<double>(g_args.batch * ranks);
+  state.counters["img_per_s"] = benchmark::Counter(images, benchmark::Counter::kIsIterationInvariantRate);
+  g_ips[ranks] = images * static_cast<double>(state.iterations()) / seconds;
+  if (ranks == 1) {
+    MPI_Request req;
+    MPI_Ibarrier(MPI_COMM_WORLD, &req);  // releases rank 1
+    sleepy_wait(&req);
+  }
+}
+
+void follower() {
+  for (;;) {
+    int cmd[2] = {0, 0};
+    MPI_Request req;
+    MPI_Ibcast(cmd, 2, MPI_INT, 0, MPI_COMM_WORLD, &req);
+    sleepy_wait(&req);
+    if (cmd[0] == 0) return;
+    if (cmd[0] == 1) {
+      MPI_Ibarrier(MPI_COMM_WORLD, &req);
+      sleepy_wait(&req);
+      continue;
+    }
+    auto trainer = make_trainer(*g_world);
+    for (int i = 0; i < cmd[1] + 1; ++i) trainer->step();
+  }
+}
+
+void parse(int* argc, char** argv) {
+  int out = 1;
+  for (int i = 1; i < *argc; ++i) {
+    auto take = [&](const char* flag, auto* dst) {
+      if (std::strcmp(argv[i], flag) == 0 && i + 1 < *argc) {
+        using T = std::remove_pointer_t<decltype(dst)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          *dst = argv[++i];
+        } else {
+          *dst = std::stoll(argv[++i]);
+        }
+        return true;
+      }
+      return false;
+    };
+    if (take("--model", &g_args.model) || take("--size", &g_args.size) || take("--batch", &g_args.batch) ||
+        take("--steps", &g_args.steps))
+      continue;
+    argv[out++] = argv[i];
+  }
+  *argc = out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size != 2) {
+    if (rank == 0) std::fprintf(stderr, "run with mpirun -np 2\n");
+    MPI_Finalize();
+    return 2;
+  }
+  parse(&argc, argv);
+  at::set_num_threads(1);
+  {
+    auto runtime = cnx::comm::MpiRuntime::acquire();
+    g_world = std::make_unique<cnx::comm::MpiCommunicator>(runtime, MPI_COMM_WORLD);
+    g_self = std::make_unique<cnx::comm::MpiCommunicator>(runtime, MPI_COMM_SELF);
+    if (rank == 0) {
+      benchmark::RegisterBenchmark("BM_Train/ranks", BM_Train)
+          ->Arg(1)
+          ->Arg(2)
+          ->Iterations(g_args.steps)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::Initialize(&argc, argv);
+      benchmark::RunSpecifiedBenchmarks();
+      send_command(0, 0);
+      std::printf("model %s %lldx%lld, batch %lld per rank, 1 thread per rank\n", g_args.model.c_str(),
+                  static_cast<long long>(g_args.size), static_cast<long long>(g_args.size),
+                  static_cast<long long>(g_args.batch));
+      std::printf("weak scaling: 2x1 / 1x1 = %.3f (img/s %.2f vs %.2f)\n", g_ips[1] > 0 ? g_ips[2] / g_ips[1] : 0.0,
+                  g_ips[2], g_ips[1]);
+    } else {
+      follower();
+    }
+    g_world.reset();
+    g_self.reset();
+  }
+  MPI_Finalize();
+  return 0;
+}

@@ -1,0 +1,298 @@
+// Trainer acceptance tests, run as mpirun -np 2 (see tests/worker/CMakeLists.txt).
+// A tiny FCMAE (depths 1,1,1,1, dims 8..64, decoder 32) at 64x64 with
+// batch 2 per rank on deterministic synthetic images keeps them fast.
+//
+// Every test issues the same collectives on every rank whatever its local
+// expectations found (EXPECT, never ASSERT, before a collective), so one
+// rank's failure cannot leave the other waiting.
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <torch/torch.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "comm/communicator.h"
+#include "comm/mpi/mpi_communicator.h"
+#include "common/config.h"
+#include "worker/checkpoint_files.h"
+#include "worker/fcmae_model.h"
+#include "worker/signals.h"
+#include "worker/trainer.h"
+
+namespace fs = std::filesystem;
+
+namespace cnx::worker {
+namespace {
+
+comm::Communicator& world() {
+  static std::unique_ptr<comm::Communicator> c = comm::make_communicator(comm::CommOptions{});
+  return *c;
+}
+
+Config tiny_config(int64_t batch, const std::string& extra = "") {
+  const std::string yaml = R"(
+job: {seed: 7}
+model: {name: custom, depths: [1, 1, 1, 1], dims: [8, 16, 32, 64], decoder_dim: 32, encoder: sparse}
+mask: {ratio: 0.5}
+optimizer: {blr: 1.0e-2, weight_decay: 0.05}
+schedule: {epochs: 4, warmup_epochs: 1, log_every: 100000}
+data: {input_size: 64, batch_size: )" + std::to_string(batch) + R"(}
+distributed: {bucket_cap_mb: 0.05, first_bucket_mb: 0.01}
+checkpoint: {every_steps: 0, keep: 5}
+)" + extra;
+  return load_config_text(yaml, "tiny test config");
+}
+
+std::unique_ptr<Trainer> make_trainer(const Config& c, comm::Communicator& comm, int64_t init_seed = -1,
+                                      TrainerOptions* override_options = nullptr) {
+  Config mc = c;
+  if (init_seed >= 0) mc.job.seed = init_seed;  // a different init (the broadcast must fix it)
+  SyntheticOptions so;
+  so.samples = 64;
+  so.image_size = c.data.input_size;
+  so.batch_size = c.data.batch_size;
+  so.seed = static_cast<uint64_t>(c.job.seed);
+  so.rank = comm.rank();
+  so.world = comm.size();
+  TrainerOptions o = override_options ? *override_options : trainer_options(c);
+  return std::make_unique<Trainer>(o, comm, make_fcmae_model(mc), std::make_unique<SyntheticSource>(so));
+}
+
+// Number of tensors (summed over ranks) that differ from rank 0's copy.
+int64_t mismatches_vs_rank0(comm::Communicator& comm, const NamedTensors& tensors) {
+  int64_t bad = 0;
+  for (const auto& [name, t] : tensors) {
+    at::Tensor ref = t.detach().clone().contiguous();
+    comm::broadcast_tensors(comm, {ref}, 0);
+    if (!torch::equal(ref, t.detach())) {
+      ++bad;
+      ADD_FAILURE() << "rank " << comm.rank() << ": '" << name << "' differs from rank 0's";
+    }
+  }
+  at::Tensor sum = torch::full({1}, static_cast<double>(bad), torch::kFloat64);
+  comm.allreduce({sum}, comm::ReduceOp::kSum)->wait();
+  return static_cast<int64_t>(sum.item<double>());
+}
+
+std::string temp_root(const std::string& tag) {
+  // Same path on both ranks (same host): rank 0 picks it.
+  std::string path = (fs::temp_directory_path() / ("cnx_worker_" + tag + "_" + std::to_string(::getpid()))).string();
+  int len = static_cast<int>(path.size());
+  MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  path.resize(static_cast<size_t>(len));
+  MPI_Bcast(path.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
+  return path;
+}
+
+TEST(TrainerMpi, ParamsIdenticalAfterBroadcastAndAfterSteps) {
+  auto& comm = world();
+  ASSERT_EQ(comm.size(), 2) << "run under mpirun -np 2";
+  // Each rank initialises differently; the constructor broadcasts rank 0's.
+  auto t = make_trainer(tiny_config(2), comm, /*init_seed=*/100 + comm.rank());
+  EXPECT_EQ(mismatches_vs_rank0(comm, t->model_state()), 0);
+  for (int i = 0; i < 3; ++i) {
+    const StepResult r = t->step();
+    EXPECT_TRUE(std::isfinite(r.loss));
+    EXPECT_FALSE(r.skipped);
+  }
+  EXPECT_EQ(mismatches_vs_rank0(comm, t->model_state()), 0);
+  EXPECT_EQ(mismatches_vs_rank0(comm, t->optimizer().state_dict()), 0);
+}
+
+// 2 ranks x batch 2 == 1 rank x batch 4 on the same samples and masks.
+TEST(TrainerMpi, TwoRanksEqualOneRankWithDoubleBatch) {
+  auto& comm = world();
+  auto two = make_trainer(tiny_config(2), comm);
+  const StepResult r2 = two->step();
+
+  auto self = std::make_unique<comm::MpiCommunicator>(comm::MpiRuntime::acquire(), MPI_COMM_SELF);
+  auto one = make_trainer(tiny_config(4), *self);
+  const StepResult r1 = one->step();
+
+  EXPECT_NEAR(r2.loss, r1.loss, 1e-5 * std::abs(r1.loss)) << "rank " << comm.rank();
+  EXPECT_DOUBLE_EQ(r2.lr, r1.lr);  // same global batch -> same lr
+  const auto& p2 = two->optimizer().params();
+  const auto& p1 = one->optimizer().params();
+  ASSERT_EQ(p2.size(), p1.size());
+  int checked = 0;
+  for (size_t i = 0; i < p1.size(); ++i) {
+    ASSERT_EQ(p2[i].first, p1[i].first);
+    const at::Tensor g2 = p2[i].second.grad(), g1 = p1[i].second.grad();
+    ASSERT_TRUE(g1.defined() && g2.defined()) << p1[i].first;
+    const double ref = g1.norm().item<double>();
+    const double diff = (g2 - g1).norm().item<double>();
+    EXPECT_LE(diff, 1e-5 * ref + 1e-12) << "rank " << comm.rank() << " '" << p1[i].first << "': |g2-g1| " << diff
+                                         << " vs |g1| " << ref;
+    ++checked;
+  }
+  EXPECT_GT(checked, 20);
+}
+
+TEST(TrainerMpi, OverlappedAndAfterBackwardSyncAreBitIdentical) {
+  auto& comm = world();
+  Config a = tiny_config(2), b = tiny_config(2);
+  a.distributed.overlap = true;
+  b.distributed.overlap = false;
+  auto ta = make_trainer(a, comm);
+  auto tb = make_trainer(b, comm);
+  for (int i = 0; i < 3; ++i) {
+    ta->step();
+    tb->step();
+  }
+  EXPECT_GT(ta->grad_sync().stats().buckets_launched_in_backward, 0);
+  EXPECT_EQ(tb->grad_sync().stats().buckets_launched_in_backward, 0);
+  const NamedTensors sa = ta->model_state(), sb = tb->model_state();
+  for (size_t i = 0; i < sa.size(); ++i) EXPECT_TRUE(torch::equal(sa[i].second, sb[i].second)) << sa[i].first;
+}
+
+TEST(TrainerMpi, ResumeIsBitIdenticalToAnUninterruptedRun) {
+  auto& comm = world();
+  const std::string root = temp_root("resume");
+  if (comm.rank() == 0) fs::remove_all(root);
+  comm.barrier();
+  const int64_t k = 3;
+  Config c = tiny_config(2);
+  c.checkpoint.root = root;
+  c.checkpoint.every_steps = k;
+  c.optimizer.accum_steps = 2;  // also exercises accumulation (NoSync micro-steps)
+  c.optimizer.clip_grad = 0.5;
+  auto full = make_trainer(c, comm);
+  for (int64_t i = 0; i < 2 * k; ++i) full->step();
+
+  // A new trainer with another init resumes from the checkpoint of step k
+  // (without checkpointing again: step 2k's checkpoint exists, immutable).
+  c.checkpoint.every_steps = 0;
+  auto resumed = make_trainer(c, comm, /*init_seed=*/999);
+  resumed->load_checkpoint(root + "/" + checkpoint_name(k));
+  EXPECT_EQ(resumed->steps_done(), k);
+  for (int64_t i = 0; i < k; ++i) resumed->step();
+
+  const NamedTensors mf = full->model_state(), mr = resumed->model_state();
+  for (size_t i = 0; i < mf.size(); ++i) EXPECT_TRUE(torch::equal(mf[i].second, mr[i].second)) << mf[i].first;
+  const NamedTensors of = full->optimizer().state_dict(), orr = resumed->optimizer().state_dict();
+  ASSERT_EQ(of.size(), orr.size());
+  for (size_t i = 0; i < of.size(); ++i) EXPECT_TRUE(torch::equal(of[i].second, orr[i].second)) << of[i].first;
+  // `latest` names the last checkpoint (step 2k); auto picks it.
+  auto again = make_trainer(c, comm, 5);
+  EXPECT_EQ(again->resume("auto"), root + "/" + checkpoint_name(2 * k));
+  EXPECT_EQ(again->steps_done(), 2 * k);
+  comm.barrier();
+  if (comm.rank() == 0) fs::remove_all(root);
+}
+
+TEST(TrainerMpi, CorruptCheckpointIsRefusedWithTheFileNamed) {
+  auto& comm = world();
+  const std::string root = temp_root("corrupt");
+  if (comm.rank() == 0) fs::remove_all(root);
+  comm.barrier();
+  Config c = tiny_config(2);
+  c.checkpoint.root = root;
+  auto t = make_trainer(c, comm);
+  t->step();
+  const std::string dir = t->save_checkpoint();
+  if (comm.rank() == 0) {
+    std::string bytes = read_file(dir + "/optimizer.pt");
+    bytes[bytes.size() / 2] ^= 0x5a;
+    write_file_durable(dir + "/optimizer.pt", bytes);
+  }
+  comm.barrier();
+  auto u = make_trainer(c, comm);
+  try {
+    u->load_checkpoint(dir);
+    ADD_FAILURE() << "a corrupt checkpoint was accepted";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("'optimizer.pt' sha256"), std::string::npos) << e.what();
+  }
+  comm.barrier();
+  if (comm.rank() == 0) fs::remove_all(root);
+}
+
+// NaN injected on rank 1 only, at step 2 (0-based 1): both ranks skip the
+// same step, parameters stay identical, the count is 1.
+TEST(TrainerMpi, NonFiniteLossIsSkippedOnAllRanksTogether) {
+  auto& comm = world();
+  TrainerOptions o = trainer_options(tiny_config(2));
+  o.nonfinite = "skip";
+  const int me = comm.rank();
+  o.loss_hook = [me](int64_t step, int64_t, at::Tensor& loss) {
+    if (me == 1 && step == 1) loss = loss * std::nan("");
+  };
+  auto t = make_trainer(tiny_config(2), comm, -1, &o);
+  std::vector<bool> skipped;
+  NamedTensors before;
+  for (int i = 0; i < 3; ++i) {
+    if (i == 1)
+      for (const auto& [n, p] : t->model_state()) before.emplace_back(n, p.detach().clone());
+    const StepResult r = t->step();
+    skipped.push_back(r.skipped);
+    if (i == 1) {
+      const NamedTensors after = t->model_state();
+      for (size_t j = 0; j < after.size(); ++j)
+        EXPECT_TRUE(torch::equal(before[j].second, after[j].second)) << "skipped step changed " << after[j].first;
+    }
+  }
+  EXPECT_EQ(skipped, (std::vector<bool>{false, true, false})) << "rank " << me;
+  EXPECT_EQ(t->skipped_steps(), 1);
+  EXPECT_EQ(t->steps_done(), 3);
+  EXPECT_EQ(mismatches_vs_rank0(comm, t->model_state()), 0);
+}
+
+TEST(TrainerMpi, NonFiniteLossStopsAllRanksAtTheSameStep) {
+  auto& comm = world();
+  TrainerOptions o = trainer_options(tiny_config(2));
+  o.nonfinite = "stop";
+  const int me = comm.rank();
+  o.loss_hook = [me](int64_t step, int64_t, at::Tensor& loss) {
+    if (me == 0 && step == 2) loss = loss / 0.0 * 0.0;  // NaN
+  };
+  auto t = make_trainer(tiny_config(2), comm, -1, &o);
+  int64_t stopped_at = -1;
+  for (int i = 0; i < 4 && stopped_at < 0; ++i) {
+    try {
+      t->step();
+    } catch (const NonFiniteLossError& e) {
+      stopped_at = i;
+      EXPECT_NE(std::string(e.what()).find("non-finite loss at step 3"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(stopped_at, 2) << "rank " << me;
+}
+
+// SIGTERM on one rank: both ranks finish the step, checkpoint and report it.
+TEST(TrainerMpi, TerminationOnOneRankCheckpointsOnAll) {
+  auto& comm = world();
+  const std::string root = temp_root("sigterm");
+  if (comm.rank() == 0) fs::remove_all(root);
+  comm.barrier();
+  Config c = tiny_config(2);
+  c.checkpoint.root = root;
+  auto t = make_trainer(c, comm);
+  t->step();
+  if (comm.rank() == 1) set_termination_requested(true);
+  const StepResult r = t->step();
+  set_termination_requested(false);
+  EXPECT_TRUE(r.preempted) << "rank " << comm.rank();
+  EXPECT_TRUE(r.checkpointed) << "rank " << comm.rank();
+  EXPECT_EQ(latest_checkpoint(root).value_or(""), root + "/" + checkpoint_name(2));
+  comm.barrier();
+  if (comm.rank() == 0) fs::remove_all(root);
+}
+
+}  // namespace
+}  // namespace cnx::worker
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  if (MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) return 2;
+  at::set_num_threads(1);
+  ::testing::InitGoogleTest(&argc, argv);
+  int rc = RUN_ALL_TESTS();
+  int worst = 0;
+  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  // The communicator (a function-local static) must go before MPI_Finalize.
+  cnx::worker::world().barrier();
+  MPI_Finalize();
+  return worst;
+}

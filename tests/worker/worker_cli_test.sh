@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# End-to-end tests of the cnx-worker binary under mpirun -np 2 (synthetic data):
+#  1. 6 steps in one run == 3 steps, exit, `--resume auto`, 3 more steps:
+#     the final checkpoints are byte-identical (model, optimizer, cursors, RNG).
+#  2. SIGTERM to one rank: all ranks checkpoint and exit with code 3; a
+#     `--resume auto` run then completes with code 0.
+#  3. Usage/config errors exit with code 2 and name the problem.
+# Usage: worker_cli_test.sh <path to cnx-worker>
+set -euo pipefail
+BIN="$1"
+WORK="$(mktemp -d /tmp/cnx_worker_cli.XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
+MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2)
+
+cat > "$WORK/tiny.yaml" <<'YAML'
+job: {id: cli-test, seed: 3}
+model: {name: custom, depths: [1, 1, 1, 1], dims: [8, 16, 32, 64], decoder_dim: 32}
+mask: {ratio: 0.5}
+optimizer: {blr: 1.0e-2}
+schedule: {epochs: 2, warmup_epochs: 0.5, log_every: 1}
+data: {input_size: 64, batch_size: 2}
+train: {threads: 1}
+checkpoint: {every_steps: 3, keep: 2}
+metrics: {enabled: false}
+YAML
+run() { "${MPIRUN[@]}" "$BIN" --config "$WORK/tiny.yaml" --synthetic --synthetic-samples 64 "$@"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# 1. Bit-exact resume through the CLI.
+run --set checkpoint.root="$WORK/a" --max-steps 6 --resume none > "$WORK/a.log" 2>&1 || { cat "$WORK/a.log"; fail "run a"; }
+run --set checkpoint.root="$WORK/b" --max-steps 3 --resume none > "$WORK/b1.log" 2>&1 || { cat "$WORK/b1.log"; fail "run b1"; }
+[ "$(cat "$WORK/b/latest")" = "step-00000003" ] || fail "b: latest is $(cat "$WORK/b/latest")"
+run --set checkpoint.root="$WORK/b" --max-steps 6 --resume auto > "$WORK/b2.log" 2>&1 || { cat "$WORK/b2.log"; fail "run b2"; }
+grep -q "resumed from .*step-00000003 at step 3" "$WORK/b2.log" || { cat "$WORK/b2.log"; fail "b2 did not resume"; }
+cmp "$WORK/a/step-00000006/MANIFEST.json" "$WORK/b/step-00000006/MANIFEST.json" \
+  || { diff "$WORK/a/step-00000006/MANIFEST.json" "$WORK/b/step-00000006/MANIFEST.json"; fail "resumed run differs"; }
+echo "ok: 6 steps == 3 + resume + 3 (identical checkpoint manifests)"
+
+# 2. SIGTERM on one rank -> checkpoint on all, exit 3, then resume to the end.
+"${MPIRUN[@]}" "$BIN" --config "$WORK/tiny.yaml" --synthetic --synthetic-samples 64 \
+  --set checkpoint.root="$WORK/c" --set checkpoint.every_steps=0 --set schedule.epochs=400 \
+  --max-steps 5000 --resume none > "$WORK/c1.log" 2>&1 &
+MPI_PID=$!
+for _ in $(seq 1 600); do
+  grep -q "step 2/" "$WORK/c1.log" 2>/dev/null && break
+  sleep 0.2
+done
+RANK_PID="$(pgrep -P "$MPI_PID" -f cnx-worker | tail -n 1 || true)"
+[ -n "$RANK_PID" ] || { cat "$WORK/c1.log"; fail "no rank process found"; }
+kill -TERM "$RANK_PID"
+set +e
+wait "$MPI_PID"
+RC=$?
+set -e
+[ "$RC" = 3 ] || { cat "$WORK/c1.log"; fail "preempted run exited with $RC, expected 3"; }
+grep -q "preempted (SIGTERM)" "$WORK/c1.log" || { cat "$WORK/c1.log"; fail "no preemption message"; }
+LATEST="$(cat "$WORK/c/latest")"
+STEP=$((10#${LATEST#step-}))
+run --set checkpoint.root="$WORK/c" --set checkpoint.every_steps=0 --set schedule.epochs=400 \
+  --max-steps $((STEP + 2)) --resume auto > "$WORK/c2.log" 2>&1 || { cat "$WORK/c2.log"; fail "resume after SIGTERM"; }
+grep -q "resumed from .*$LATEST" "$WORK/c2.log" || { cat "$WORK/c2.log"; fail "c2 did not resume"; }
+echo "ok: SIGTERM on one rank -> checkpoint $LATEST, exit 3, resume completes"
+
+# 3. Config errors: exit 2 with the key named.
+set +e
+"$BIN" --config "$WORK/tiny.yaml" --set optimizer.nonsense=1 > "$WORK/e.log" 2>&1
+RC=$?
+set -e
+[ "$RC" = 2 ] || { cat "$WORK/e.log"; fail "bad key exited with $RC"; }
+grep -q "optimizer.nonsense" "$WORK/e.log" || { cat "$WORK/e.log"; fail "bad key not named"; }
+set +e
+"$BIN" --config "$WORK/missing.yaml" > "$WORK/e2.log" 2>&1
+RC=$?
+set -e
+[ "$RC" = 2 ] || { cat "$WORK/e2.log"; fail "missing config exited with $RC"; }
+echo "ok: config errors exit 2"

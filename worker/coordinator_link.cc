@@ -1,0 +1,202 @@
+#include "worker/coordinator_link.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "common/config.h"
+#include "common/logging.h"
+#include "coordinator/auth.h"
+#include "coordinator/client.h"
+
+namespace cnx::worker {
+
+LinkOptions link_options_from_config(const Config& config, const std::string& target) {
+  LinkOptions o;
+  o.target = target;
+  o.tls_ca = config.coordinator.tls_ca;
+  o.tls_cert = config.coordinator.tls_client_cert;
+  o.tls_key = config.coordinator.tls_client_key;
+  try {
+    o.token = coordinator::load_token(config.coordinator.token_file, config.coordinator.token_env);
+  } catch (const std::exception& e) {
+    throw ConfigError(std::string("coordinator.token_file / coordinator.token_env: ") + e.what());
+  }
+  return o;
+}
+
+namespace {
+coordinator::ClientOptions client_options(const LinkOptions& o) {
+  coordinator::ClientOptions c;
+  c.target = o.target;
+  c.token = o.token;
+  c.tls_ca = o.tls_ca;
+  c.tls_cert = o.tls_cert;
+  c.tls_key = o.tls_key;
+  return c;
+}
+}  // namespace
+
+CoordinatorLink::CoordinatorLink(const LinkOptions& options, std::string job_id, int rank, int world,
+                                 std::string launch_id)
+    : client_(std::make_unique<coordinator::CoordinatorClient>(client_options(options))),
+      job_id_(std::move(job_id)),
+      launch_id_(std::move(launch_id)),
+      rank_(rank),
+      world_(world) {}
+
+CoordinatorLink::~CoordinatorLink() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+CoordinatorRegistration CoordinatorLink::register_and_wait() {
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  const cnx::v1::RegisterReply reply = client_->register_worker(job_id_, rank_, world_, host, launch_id_);
+  attempt_ = reply.attempt();
+  lease_epoch_ = reply.start_epoch();
+  CoordinatorRegistration r;
+  r.attempt = reply.attempt();
+  r.heartbeat_s = reply.heartbeat_s() > 0 ? reply.heartbeat_s() : 2.0;
+  if (reply.has_resume() && !reply.resume().dir().empty()) {
+    r.resume_dir = reply.resume().dir();
+    r.resume_step = reply.resume().step();
+  }
+  // Wait for the other ranks of this launch.
+  for (;;) {
+    cnx::v1::HeartbeatRequest req;
+    req.set_status(cnx::v1::WORKER_RUNNING);
+    const cnx::v1::HeartbeatReply hb = client_->heartbeat(req);
+    if (hb.action() == cnx::v1::ACTION_ABORT)
+      throw coordinator::RpcError(grpc::StatusCode::ABORTED, "Heartbeat", "coordinator aborted: " + hb.reason());
+    if (hb.action() != cnx::v1::ACTION_WAIT) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return r;
+}
+
+void CoordinatorLink::start_heartbeats(double period_s) {
+  thread_ = std::thread([this, period_s] { loop(period_s); });
+}
+
+void CoordinatorLink::set_progress(int64_t step, int64_t epoch, double loss, double samples_per_s, bool preempted) {
+  std::lock_guard<std::mutex> lock(mu_);
+  step_ = step;
+  epoch_ = epoch;
+  loss_ = loss;
+  samples_per_s_ = samples_per_s;
+  preempted_ = preempted_ || preempted;
+}
+
+CoordinatorPlan CoordinatorLink::due_plan(int64_t next_step) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (plan_ && plan_->step <= next_step) return *plan_;
+  return CoordinatorPlan{};
+}
+
+std::string CoordinatorLink::reason() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return reason_;
+}
+
+void CoordinatorLink::heartbeat_once(int status, const std::string& message) {
+  cnx::v1::HeartbeatRequest req;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    req.set_step(step_);
+    req.set_epoch(epoch_);
+    req.set_loss(std::isfinite(loss_) ? loss_ : 0.0);
+    req.set_samples_per_s(samples_per_s_);
+    req.set_preempted(preempted_);
+  }
+  req.set_status(static_cast<cnx::v1::WorkerStatus>(status));
+  req.set_message(message);
+  const cnx::v1::HeartbeatReply reply = client_->heartbeat(req);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (reply.has_checkpoint() && reply.checkpoint().id() > 0 && !done_.count(reply.checkpoint().id())) {
+    plan_ = CoordinatorPlan{reply.checkpoint().id(), reply.checkpoint().step(), reply.checkpoint().dir()};
+  } else if (reply.action() == cnx::v1::ACTION_CONTINUE) {
+    plan_.reset();
+  }
+  if (reply.action() == cnx::v1::ACTION_ABORT) {
+    reason_ = reply.reason();
+    abort_ = true;
+  }
+  if (reply.action() == cnx::v1::ACTION_DRAIN) {
+    reason_ = reply.reason();
+    drain_ = true;
+  }
+}
+
+void CoordinatorLink::loop(double period_s) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    cv_.wait_for(lock, std::chrono::duration<double>(period_s), [this] { return stop_; });
+    if (stop_) break;
+    lock.unlock();
+    try {
+      heartbeat_once(cnx::v1::WORKER_RUNNING, "");
+    } catch (const coordinator::RpcError& e) {
+      CNX_LOG_ERROR("heartbeat failed: {}", e.what());
+      if (e.code() == grpc::StatusCode::FAILED_PRECONDITION) {
+        std::lock_guard<std::mutex> g(mu_);
+        reason_ = std::string("fenced off by the coordinator: ") + e.what();
+        abort_ = true;
+      }
+    } catch (const std::exception& e) {
+      CNX_LOG_ERROR("heartbeat failed: {}", e.what());
+    }
+    lock.lock();
+  }
+}
+
+bool CoordinatorLink::report_part(const CoordinatorPlan& plan, int64_t step, const Manifest& files, int64_t epoch,
+                                  const std::string& cursor) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_.insert(plan.id);
+    if (plan_ && plan_->id == plan.id) plan_.reset();
+  }
+  cnx::v1::CheckpointPartRequest req;
+  req.set_plan_id(plan.id);
+  req.set_step(step);
+  for (const auto& [name, d] : files) {
+    auto* f = req.add_files();
+    f->set_path(name);
+    f->set_sha256(d.sha256);
+    f->set_bytes(d.bytes);
+  }
+  // Lease progress: this rank holds no leases (static split), so it reports
+  // the lease epoch the coordinator assigned at registration with nothing
+  // consumed; its real data position is `data_cursor` (and rank-<r>.json).
+  (void)epoch;
+  req.mutable_progress()->set_epoch(lease_epoch_);
+  req.mutable_progress()->set_next_position(0);
+  req.set_data_cursor(cursor);
+  const cnx::v1::CheckpointPartReply reply = client_->report_checkpoint_part(req);
+  return reply.committed();
+}
+
+void CoordinatorLink::report_finished() {
+  try {
+    heartbeat_once(cnx::v1::WORKER_FINISHED, "training completed");
+  } catch (const std::exception& e) {
+    CNX_LOG_WARN("could not report completion to the coordinator: {}", e.what());
+  }
+}
+
+void CoordinatorLink::report_failed(const std::string& message) {
+  try {
+    heartbeat_once(cnx::v1::WORKER_FAILED, message);
+  } catch (const std::exception& e) {
+    CNX_LOG_WARN("could not report the failure to the coordinator: {}", e.what());
+  }
+}
+
+}  // namespace cnx::worker

@@ -1,0 +1,117 @@
+#pragma once
+// One rank's connection to the coordinator (issue 6's control plane):
+// registration, a heartbeat thread that reports progress and receives
+// instructions (checkpoint plan, abort, drain), and checkpoint parts.
+//
+// The trainer never blocks on the coordinator inside a step: the heartbeat
+// thread stores the latest instruction; the training thread reads it
+// (thread-safe accessors) and puts it into the step's control values, so
+// every rank acts on it in the same step (trainer.h). A checkpoint plan is
+// acted on only once every rank has heard the same plan (the protocol allows
+// any step >= the planned one, agreed among the workers).
+//
+// Data: shard leases are not used by this link; the trainer keeps the static
+// per-rank split, and reports RankProgress {epoch, next_position 0}. (Reading
+// the coordinator's lease ranges needs a pipeline that reads sample ranges
+// of a shard.)
+//
+// No LibTorch here (gRPC and torch stay in separate translation units).
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "worker/checkpoint_files.h"
+
+namespace cnx {
+struct Config;
+namespace coordinator {
+class CoordinatorClient;
+}
+}  // namespace cnx
+
+namespace cnx::worker {
+
+// Where and how to reach the coordinator.
+struct LinkOptions {
+  std::string target;  // HOST:PORT
+  std::string token;
+  std::string tls_ca, tls_cert, tls_key;
+};
+
+// From coordinator.* of the config (token from token_file / token_env).
+// Throws cnx::ConfigError naming the key when the token cannot be loaded.
+LinkOptions link_options_from_config(const Config& config, const std::string& target);
+
+struct CoordinatorPlan {
+  int64_t id = 0;
+  int64_t step = 0;
+  std::string dir;
+};
+
+struct CoordinatorRegistration {
+  int64_t attempt = 0;
+  double heartbeat_s = 2.0;
+  std::string resume_dir;   // "" = nothing committed yet
+  int64_t resume_step = 0;
+};
+
+class CoordinatorLink {
+ public:
+  CoordinatorLink(const LinkOptions& options, std::string job_id, int rank, int world, std::string launch_id);
+  ~CoordinatorLink();  // stops the heartbeat thread
+  CoordinatorLink(const CoordinatorLink&) = delete;
+  CoordinatorLink& operator=(const CoordinatorLink&) = delete;
+
+  // Registers this rank, then waits (heartbeating) until the job is RUNNING,
+  // i.e. every rank of this launch registered. Throws coordinator::RpcError.
+  CoordinatorRegistration register_and_wait();
+  void start_heartbeats(double period_s);
+
+  // Progress for the next heartbeat (training thread).
+  void set_progress(int64_t step, int64_t epoch, double loss, double samples_per_s, bool preempted);
+
+  // The latest plan heard whose step is <= next_step (0 id when none).
+  CoordinatorPlan due_plan(int64_t next_step) const;
+  bool abort_requested() const { return abort_.load(); }
+  bool drain_requested() const { return drain_.load(); }
+  std::string reason() const;
+
+  // Reports this rank's written part of `plan` at `step`; true once committed.
+  bool report_part(const CoordinatorPlan& plan, int64_t step, const Manifest& files, int64_t epoch,
+                   const std::string& cursor);
+  // Final status (best effort; errors are logged, not thrown).
+  void report_finished();
+  void report_failed(const std::string& message);
+
+  int64_t attempt() const { return attempt_; }
+
+ private:
+  void heartbeat_once(int status, const std::string& message);
+  void loop(double period_s);
+
+  std::unique_ptr<coordinator::CoordinatorClient> client_;
+  std::string job_id_, launch_id_;
+  int rank_, world_;
+  int64_t attempt_ = 0;
+  int64_t lease_epoch_ = 0;  // RegisterReply.start_epoch
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  int64_t step_ = 0, epoch_ = 0;
+  double loss_ = 0, samples_per_s_ = 0;
+  bool preempted_ = false;
+  std::optional<CoordinatorPlan> plan_;
+  std::set<int64_t> done_;  // plans this rank already wrote (never written twice)
+  std::string reason_;
+  std::atomic<bool> abort_{false}, drain_{false};
+  std::thread thread_;
+};
+
+}  // namespace cnx::worker

@@ -1,0 +1,191 @@
+#pragma once
+// The data-parallel FCMAE trainer: one instance per rank.
+//
+// Protocol of one optimizer step (Trainer::step), identical on every rank:
+// 1. For each of accum_steps micro-batches: fetch the batch (sources that can
+//    run out unevenly first agree on "every rank has a batch" with a one-
+//    element all-reduce; otherwise every rank starts the next epoch), build
+//    its masks from (seed, epoch, sample keys), forward, and backward. The
+//    last micro-step runs with gradient sync enabled: GradSync all-reduces
+//    buckets during backward (overlap) and carries the control values
+//    [checkpoint-now, preempted, non-finite loss, loss] in its last bucket.
+// 2. GradSync::finish(): averaged gradients on every rank and the summed
+//    control values. From here on every decision is a function of data that
+//    is bit-identical across ranks, so all ranks decide alike:
+//    non-finite loss anywhere (or a non-finite averaged gradient norm)
+//    -> skip the update (count it) or stop, per train.nonfinite;
+//    else clip (optional) and AdamW at the scheduled lr.
+// 3. Every-N blocks: progress line (rank 0), checkpoint (every_steps, a
+//    checkpoint-now flag from rank 0's timer, or preemption).
+//
+// Checkpoint protocol (local commit, no coordinator): rank 0 creates
+// <root>/.tmp-step-N; barrier; rank 0 writes model.pt, optimizer.pt,
+// trainer.json; every rank writes rank-<r>.json (data cursor + CPU RNG
+// state); digests are allgathered; rank 0 writes the manifest and commits
+// (checkpoint_files.h); barrier. A checkpoint holds the state after step N.
+//
+// Threading: the training thread calls everything; GradSync runs its hooks
+// on the autograd thread. A Trainer is not copyable.
+#include <ATen/core/Tensor.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "comm/grad_sync.h"
+#include "worker/batch_source.h"
+#include "worker/checkpoint_files.h"
+#include "worker/lr_schedule.h"
+#include "worker/optimizer.h"
+#include "worker/progress.h"
+#include "worker/train_model.h"
+
+namespace cnx {
+struct Config;
+}
+
+namespace cnx::worker {
+
+// Thrown on every rank, in the same step, when training must stop because
+// of non-finite losses (train.nonfinite = stop, or max_skipped exceeded).
+class NonFiniteLossError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct TrainerOptions {
+  int64_t batch_size = 32;  // per rank and micro-step
+  int64_t accum_steps = 1;
+  uint64_t seed = 0;
+  int64_t image_size = 224;
+  double mask_ratio = 0.6;
+  double blr = 1.5e-4, lr = 0.0, min_lr = 0.0;
+  double epochs = 800, warmup_epochs = 40;
+  int64_t max_steps = 0;  // 0 = the whole schedule
+  AdamWOptions adamw;
+  double clip_grad = 0.0;
+  std::string nonfinite = "skip";  // skip|stop
+  int64_t max_skipped = 10;        // consecutive skipped steps before stopping
+  comm::GradSyncOptions sync;      // control_slots is set by the trainer
+  std::string checkpoint_root;     // "" = checkpoints disabled
+  int64_t checkpoint_every_steps = 0;
+  double checkpoint_every_minutes = 0.0;
+  int64_t checkpoint_keep = 3;
+  int64_t log_every = 10;  // 0 = no progress lines
+  // Test hook: may replace the loss of (step, micro-step) before the
+  // non-finite check (e.g. inject NaN on one rank).
+  std::function<void(int64_t step, int64_t micro, at::Tensor& loss)> loss_hook;
+};
+
+// From the job config (sections optimizer, schedule, mask, data, train,
+// distributed, checkpoint).
+TrainerOptions trainer_options(const Config& config);
+
+struct StepResult {
+  int64_t step = 0;     // steps done after this one
+  double loss = 0;      // mean loss over ranks (NaN if non-finite somewhere)
+  double lr = 0;
+  double grad_norm = 0;
+  bool skipped = false;     // non-finite: no update
+  bool checkpointed = false;
+  bool preempted = false;   // a rank got SIGTERM; checkpoint written if enabled
+  bool aborted = false;     // the control plane aborted this attempt
+  bool drained = false;     // the control plane asked to stop cleanly
+  double checkpoint_seconds = 0;  // when checkpointed
+  StepTimes times;
+};
+
+enum class RunOutcome { kCompleted, kPreempted, kAborted, kDrained };
+
+// An external control plane (the coordinator, via worker/coordinator_link.h).
+// Called on the training thread only. The trainer turns its answers into
+// control values reduced with the step's gradients, so ranks act together.
+class ControlPlane {
+ public:
+  virtual ~ControlPlane() = default;
+  // Id of a checkpoint plan due at or before `next_step` (0 = none).
+  virtual int64_t due_plan_id(int64_t next_step) = 0;
+  virtual bool abort_requested() = 0;
+  virtual bool drain_requested() = 0;
+  // After every step (progress for heartbeats).
+  virtual void on_step(int64_t step, int64_t epoch, double loss, double images_per_s, bool preempted) = 0;
+  // The folder that plan `id` is written into.
+  virtual std::string plan_dir(int64_t id) = 0;
+  // This rank's files of plan `id`, written and fsynced at `step`.
+  virtual void report_part(int64_t id, int64_t step, const Manifest& files, int64_t epoch,
+                           const std::string& cursor) = 0;
+};
+
+class Trainer {
+ public:
+  // Takes the model and data source; broadcasts parameters and buffers
+  // from rank 0 (so ranks start identical whatever their init).
+  Trainer(TrainerOptions options, comm::Communicator& comm, std::unique_ptr<TrainModel> model,
+          std::unique_ptr<BatchSource> data);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  StepResult step();
+  // Steps until total_steps() or preemption. Progress on rank 0 via the
+  // logger; `observer` (if set) sees every step's result (metrics).
+  RunOutcome run(const std::function<void(const StepResult&)>& observer = {});
+
+  // Writes and commits the checkpoint of the current step (collective):
+  // locally (atomic rename + `latest`) without a control plane, else into
+  // plan `plan_id`'s folder, committed by the coordinator.
+  std::string save_checkpoint(int64_t plan_id = 0);
+  // Attaches the coordinator (not owned; must outlive the trainer's use).
+  void set_control_plane(ControlPlane* plane) { plane_ = plane; }
+  // Restores model, optimizer, schedule/step, data cursor and RNG from a
+  // committed checkpoint folder (collective only in that every rank calls it).
+  // Throws CheckpointError for a corrupt or mismatching checkpoint.
+  void load_checkpoint(const std::string& dir);
+  // "auto" (latest committed under the root, if any), "none", or a folder.
+  // Returns the folder loaded, or "" when starting fresh.
+  std::string resume(const std::string& how);
+
+  int64_t steps_done() const { return step_; }
+  int64_t total_steps() const { return total_steps_; }
+  int64_t epoch() const { return epoch_; }
+  int64_t skipped_steps() const { return skipped_total_; }
+  const LrSchedule& schedule() const { return *schedule_; }
+  TrainModel& model() { return *model_; }
+  AdamW& optimizer() { return *optimizer_; }
+  comm::GradSync& grad_sync() { return *sync_; }
+  const TrainerOptions& options() const { return options_; }
+  // Parameters and buffers by name (what model.pt holds).
+  NamedTensors model_state() const;
+
+ private:
+  std::optional<TrainBatch> next_batch();
+  bool all_ranks_have_batch(bool mine);
+  void log_progress(const StepResult& r);
+
+  TrainerOptions options_;
+  comm::Communicator& comm_;
+  std::unique_ptr<TrainModel> model_;
+  std::unique_ptr<BatchSource> data_;
+  NamedTensors params_;
+  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<comm::GradSync> sync_;
+  std::unique_ptr<LrSchedule> schedule_;
+  int64_t global_batch_ = 0;
+  int64_t total_steps_ = 0;
+  int64_t grid_ = 0;  // patches per image side
+  int64_t step_ = 0;
+  int64_t epoch_ = 0;
+  int64_t skipped_total_ = 0;
+  int64_t skipped_consecutive_ = 0;
+  ProgressMeter progress_;
+  ControlPlane* plane_ = nullptr;
+  bool preempt_pending_ = false;  // preempted under a control plane: waiting for its checkpoint plan
+  std::chrono::steady_clock::time_point last_checkpoint_time_;
+};
+
+}  // namespace cnx::worker
