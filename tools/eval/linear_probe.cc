@@ -4,10 +4,12 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
 
+#include <chrono>
 #include <cmath>
 #include <numeric>
 
 #include "common/check.h"
+#include "common/logging.h"
 #include "model/layers.h"
 #include "worker/optimizer.h"
 
@@ -29,7 +31,15 @@ Features extract_features(model::ConvNeXtV2Impl& net, const LabelledSet& set, co
   at::Tensor rows = at::zeros({set.total, dim + 1}, at::kFloat);
   int64_t failed = 0;
   const int64_t n = static_cast<int64_t>(set.samples.size());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto last_log = t0;
   for (int64_t b = 0; b < n; b += batch_size) {
+    const auto now = std::chrono::steady_clock::now();
+    if (b > 0 && now - last_log > std::chrono::seconds(15)) {
+      last_log = now;
+      const double secs = std::chrono::duration<double>(now - t0).count();
+      CNX_LOG_INFO("features: {}/{} images of this rank ({:.0f} img/s)", b, n, b / secs);
+    }
     std::vector<int64_t> idx(std::min(batch_size, n - b));
     std::iota(idx.begin(), idx.end(), b);
     DecodedBatch batch = decode_samples(set, idx, transform, 0, 0);

@@ -1,0 +1,113 @@
+// The command-line tools end to end on a tiny FCMAE checkpoint and synthetic
+// shards: cnx-export, cnx-visualize, cnx-eval, cnx-finetune (exit codes,
+// outputs, error handling).
+#include <ATen/ATen.h>
+#include <sys/wait.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "model/weights.h"
+#include "tests/tools/tools_test_util.h"
+#include "worker/checkpoint_files.h"
+
+namespace cnx::tools {
+namespace {
+
+using testing::TempDir;
+
+std::string tool(const std::string& rel) {
+  const char* b = std::getenv("CNX_BINARY_DIR");
+  return std::string(b ? b : ".") + "/tools/" + rel;
+}
+
+int run(const std::string& cmd) {
+  const int rc = std::system((cmd + " > /dev/null 2>&1").c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    at::manual_seed(5);
+    model::Fcmae f(testing::tiny_fcmae_options());
+    const std::string tmp = dir_.file("ckpt/.tmp-step-00000007");
+    std::filesystem::create_directories(tmp);
+    model::save_pt(tmp + "/model.pt", testing::module_state(*f));
+    worker::Manifest m;
+    m["model.pt"] = worker::digest_file(tmp + "/model.pt");
+    worker::commit_local(dir_.file("ckpt"), tmp, 7, m);
+    train_ = testing::write_colour_shards(dir_.file("train"), 48, 3, 28, 2, false, 1);
+    test_ = testing::write_colour_shards(dir_.file("test"), 24, 3, 28, 1, false, 2);
+  }
+  TempDir dir_;
+  std::string train_, test_;
+};
+
+TEST_F(Cli, ExportVisualizeEvalFinetune) {
+  ASSERT_EQ(run(tool("export/cnx-export") + " --input " + dir_.file("ckpt") + " --output " + dir_.file("enc.safetensors")), 0);
+  model::ConvNeXtV2Options o = testing::tiny_fcmae_options().encoder;
+  model::ConvNeXtV2 dense(o);
+  model::LoadOptions lo;
+  lo.allow_missing_head = true;
+  EXPECT_EQ(model::load_weights(*dense, dir_.file("enc.safetensors"), lo).left_at_init.size(), 2u);
+  ASSERT_EQ(run(tool("export/cnx-export") + " --naming timm --input " + dir_.file("ckpt") + " --output " +
+                dir_.file("enc.pt")),
+            0);
+  EXPECT_FALSE(model::read_pt(dir_.file("enc.pt")).empty());
+
+  ASSERT_EQ(run(tool("visualize/cnx-visualize") + " --checkpoint " + dir_.file("ckpt") + " --index " + train_ +
+                " --count 2 --input-size 64 --gap 4 --mask-seed 3 --out-dir " + dir_.file("viz")),
+            0);
+  std::ifstream in(dir_.file("viz/grid.png"), std::ios::binary);
+  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  data::Image grid;
+  std::string err;
+  ASSERT_EQ(data::decode_image(bytes.data(), bytes.size(), data::ImageFormat::kPng, int64_t{1} << 24, {}, &grid, &err),
+            data::DecodeStatus::kOk);
+  EXPECT_EQ(grid.width, 4 * 64 + 3 * 4);
+  EXPECT_EQ(grid.height, 2 * 64 + 4);
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("viz/recon-001.png")));
+
+  ASSERT_EQ(run(tool("eval/cnx-eval") + " --encoder " + dir_.file("enc.safetensors") + " --train-index " + train_ +
+                " --test-index " + test_ + " --input-size 32 --epochs 5 --threads 1 --json " + dir_.file("probe.json")),
+            0);
+  const nlohmann::json p = read_json(dir_.file("probe.json"));
+  EXPECT_EQ(p["mode"], "linear_probe");
+  EXPECT_EQ(p["n_train"], 48);
+  EXPECT_EQ(p["n_test"], 24);
+  EXPECT_EQ(p["num_classes"], 3);
+  EXPECT_GE(p["top1"].get<double>(), 0.0);
+  EXPECT_LE(p["top1"].get<double>(), 1.0);
+
+  ASSERT_EQ(run(tool("eval/cnx-finetune") + " --encoder " + dir_.file("ckpt") + " --train-index " + train_ +
+                " --test-index " + test_ + " --input-size 32 --epochs 1 --batch-size 8 --threads 1 --json " +
+                dir_.file("ft.json")),
+            0);
+  const nlohmann::json f = read_json(dir_.file("ft.json"));
+  EXPECT_EQ(f["mode"], "finetune");
+  EXPECT_EQ(f["n_train"], 48);
+  EXPECT_EQ(f["n_test"], 24);
+}
+
+TEST_F(Cli, BadInputsExitNonZero) {
+  EXPECT_EQ(run(tool("export/cnx-export") + " --input " + dir_.file("nothing") + " --output " + dir_.file("x.safetensors")), 1);
+  EXPECT_EQ(run(tool("eval/cnx-eval") + " --train-index " + train_ + " --test-index " + test_), 1);  // no encoder
+  EXPECT_EQ(run(tool("eval/cnx-eval") + " --random-init --train-index " + train_ + " --test-index " + test_ +
+                " --input-size 33"),
+            1);
+  EXPECT_EQ(run(tool("visualize/cnx-visualize") + " --checkpoint " + dir_.file("ckpt") + " --out-dir " + dir_.file("v")), 1);
+  EXPECT_NE(run(tool("eval/cnx-eval") + " --no-such-flag"), 0);
+}
+
+}  // namespace
+}  // namespace cnx::tools
