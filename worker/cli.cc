@@ -216,6 +216,15 @@ int run_worker(const WorkerArgs& args) {
     return fail(kExitError, world, std::string("coordinator: ") + e.what());
   }
 
+  // Metrics are an observer: a rank whose exporter cannot start logs it and
+  // trains on (losing /metrics must not cost a training job).
+  std::unique_ptr<RankMetrics> metrics;
+  try {
+    if (config.metrics.enabled) metrics = std::make_unique<RankMetrics>(config, *comm);
+  } catch (const std::exception& e) {
+    CNX_LOG_ERROR("metrics exporter not started, training continues without /metrics: {}", e.what());
+  }
+
   try {
     std::unique_ptr<BatchSource> data;
     if (args.synthetic) {
@@ -237,8 +246,6 @@ int run_worker(const WorkerArgs& args) {
     if (control) trainer.set_control_plane(control.get());
     trainer.resume(resume_how);
 
-    std::unique_ptr<RankMetrics> metrics;
-    if (config.metrics.enabled) metrics = std::make_unique<RankMetrics>(config, *comm);
     comm::GradSyncStats last_sync;
     const RunOutcome outcome = trainer.run([&](const StepResult& r) {
       if (metrics) metrics->observe(r, trainer, trainer.grad_sync().stats(), &last_sync);
