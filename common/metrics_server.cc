@@ -2,12 +2,85 @@
 
 #include <arpa/inet.h>
 #include <civetweb.h>
+#include <dlfcn.h>
+#include <link.h>
+#include <pthread.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <exception>
 
 #include "common/check.h"
+
+// Thread stacks for civetweb.
+//
+// Debian's libcivetweb is built with USE_STACK_SIZE=102400: every thread it
+// starts (master and workers, all inside mg_start2) gets an explicit 100 KiB
+// stack via pthread_attr_setstacksize. glibc carves the static TLS of every
+// initially loaded module out of that stack and pthread_create fails with
+// EINVAL when it does not fit. A process that links LibTorch (1.13 on Debian)
+// loads ~290 libraries whose static TLS adds up to more than 100 KiB
+// (libopenblas alone 60 KiB, libglog 30 KiB, libtorch_cpu 10 KiB), so
+// mg_start2 failed with "Cannot create first worker thread". No civetweb
+// option changes that size, and pthread_setattr_default_np does not apply to
+// an explicitly sized attribute.
+//
+// So this file defines pthread_attr_setstacksize: the executable's definition
+// takes precedence over libc's for libcivetweb's call. It forwards unchanged
+// except on a thread that is inside MetricsServer's mg_start2 call (flag
+// below), where the requested size is raised to
+//   max(requested, kMinCivetwebStack) + static TLS of the loaded modules + margin,
+// i.e. civetweb's threads keep at least the stack civetweb asked for on top of
+// the TLS. Every other caller in the process is unaffected.
+namespace cnx::metrics::detail {
+
+thread_local bool g_sizing_civetweb_threads = false;
+
+namespace {
+
+constexpr size_t kMinCivetwebStack = 256 * 1024;
+constexpr size_t kTlsMargin = 64 * 1024;  // glibc's static TLS surplus, alignment, guard
+
+int add_tls_size(dl_phdr_info* info, size_t, void* data) {
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    if (ph.p_type != PT_TLS) continue;
+    const size_t align = ph.p_align > 0 ? ph.p_align : 1;
+    *static_cast<size_t*>(data) += (ph.p_memsz + align - 1) / align * align;
+  }
+  return 0;
+}
+
+}  // namespace
+
+size_t loaded_static_tls_bytes() {
+  size_t total = 0;
+  dl_iterate_phdr(&add_tls_size, &total);
+  return total;
+}
+
+size_t civetweb_thread_stack_size(size_t requested) {
+  return std::max(requested, kMinCivetwebStack) + loaded_static_tls_bytes() + kTlsMargin;
+}
+
+}  // namespace cnx::metrics::detail
+
+extern "C" int pthread_attr_setstacksize(pthread_attr_t* attr, size_t stacksize) noexcept {
+  using Fn = int (*)(pthread_attr_t*, size_t);
+  static std::atomic<Fn> real{nullptr};
+  Fn fn = real.load(std::memory_order_acquire);
+  if (fn == nullptr) {
+    fn = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, "pthread_attr_setstacksize"));
+    if (fn == nullptr) return ENOSYS;
+    real.store(fn, std::memory_order_release);
+  }
+  if (cnx::metrics::detail::g_sizing_civetweb_threads) {
+    stacksize = cnx::metrics::detail::civetweb_thread_stack_size(stacksize);
+  }
+  return fn(attr, stacksize);
+}
 
 namespace cnx::metrics {
 
@@ -61,7 +134,9 @@ MetricsServer::MetricsServer(const std::string& host, int port, int num_threads)
   char error_text[256] = {0};
   unsigned error_code = 0;
   mg_error_data error{&error_code, error_text, sizeof(error_text)};
+  detail::g_sizing_civetweb_threads = true;
   ctx_ = mg_start2(&init, &error);
+  detail::g_sizing_civetweb_threads = false;
   CNX_CHECK(ctx_ != nullptr, "MetricsServer: cannot listen on ", ports, ": ", error_text,
             " (port in use or not permitted?)");
 

@@ -13,6 +13,7 @@
 // called from any thread at any time. The destructor stops the server and
 // waits for in-flight requests. Collectables are held weakly: one that has
 // been destroyed is skipped at scrape time.
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -25,6 +26,15 @@ struct mg_context;
 struct mg_connection;
 
 namespace cnx::metrics {
+
+namespace detail {
+// Sum of the PT_TLS segments (rounded to their alignment) of the modules
+// loaded now: the static TLS glibc puts on every thread's stack.
+size_t loaded_static_tls_bytes();
+// The stack size civetweb's threads get for a request of `requested` bytes
+// (see common/metrics_server.cc: Debian's civetweb asks for 100 KiB).
+size_t civetweb_thread_stack_size(size_t requested);
+}  // namespace detail
 
 struct HealthStatus {
   bool ok = true;
