@@ -67,8 +67,8 @@ TEST(EvalMpi, GatheredFeaturesEqualASingleProcessRun) {
   EXPECT_EQ(g.failed, 1) << "rank " << comm->rank();
   ASSERT_EQ(g.x.sizes(), s.x.sizes()) << "rank " << comm->rank();
   EXPECT_TRUE(at::equal(g.labels, s.labels)) << "rank " << comm->rank();
-  EXPECT_TRUE(at::allclose(g.x, s.x, 1e-5, 1e-5)) << "rank " << comm->rank() << " max diff "
-                                                   << (g.x - s.x).abs().max().item<double>();
+  EXPECT_TRUE(at::allclose(g.x, s.x, 1e-5, 1e-5))
+      << "rank " << comm->rank() << " max diff " << (g.x - s.x).abs().max().item<double>();
   comm->barrier();
 }
 

@@ -2,8 +2,8 @@
 // shards: cnx-export, cnx-visualize, cnx-eval, cnx-finetune (exit codes,
 // outputs, error handling).
 #include <ATen/ATen.h>
-#include <sys/wait.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -54,7 +54,9 @@ class Cli : public ::testing::Test {
 };
 
 TEST_F(Cli, ExportVisualizeEvalFinetune) {
-  ASSERT_EQ(run(tool("export/cnx-export") + " --input " + dir_.file("ckpt") + " --output " + dir_.file("enc.safetensors")), 0);
+  ASSERT_EQ(
+      run(tool("export/cnx-export") + " --input " + dir_.file("ckpt") + " --output " + dir_.file("enc.safetensors")),
+      0);
   model::ConvNeXtV2Options o = testing::tiny_fcmae_options().encoder;
   model::ConvNeXtV2 dense(o);
   model::LoadOptions lo;
@@ -100,12 +102,15 @@ TEST_F(Cli, ExportVisualizeEvalFinetune) {
 }
 
 TEST_F(Cli, BadInputsExitNonZero) {
-  EXPECT_EQ(run(tool("export/cnx-export") + " --input " + dir_.file("nothing") + " --output " + dir_.file("x.safetensors")), 1);
+  EXPECT_EQ(
+      run(tool("export/cnx-export") + " --input " + dir_.file("nothing") + " --output " + dir_.file("x.safetensors")),
+      1);
   EXPECT_EQ(run(tool("eval/cnx-eval") + " --train-index " + train_ + " --test-index " + test_), 1);  // no encoder
   EXPECT_EQ(run(tool("eval/cnx-eval") + " --random-init --train-index " + train_ + " --test-index " + test_ +
                 " --input-size 33"),
             1);
-  EXPECT_EQ(run(tool("visualize/cnx-visualize") + " --checkpoint " + dir_.file("ckpt") + " --out-dir " + dir_.file("v")), 1);
+  EXPECT_EQ(
+      run(tool("visualize/cnx-visualize") + " --checkpoint " + dir_.file("ckpt") + " --out-dir " + dir_.file("v")), 1);
   EXPECT_NE(run(tool("eval/cnx-eval") + " --no-such-flag"), 0);
 }
 

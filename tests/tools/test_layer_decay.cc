@@ -15,16 +15,23 @@ const std::vector<int64_t> kAtto{2, 2, 6, 2};  // L = 12
 
 TEST(LayerDecay, AttoIdsByHand) {
   // Stem and the first block: 1; a downsample shares its stage's first block id.
-  const std::map<std::string, int64_t> expected{
-      {"downsample_layers.0.0.weight", 1}, {"downsample_layers.0.1.bias", 1},
-      {"stages.0.0.dwconv.weight", 1},     {"stages.0.1.grn.gamma", 2},
-      {"downsample_layers.1.0.weight", 3}, {"downsample_layers.1.1.weight", 3},
-      {"stages.1.0.pwconv1.weight", 3},    {"stages.1.1.pwconv2.bias", 4},
-      {"downsample_layers.2.1.weight", 5}, {"stages.2.0.norm.weight", 5},
-      {"stages.2.5.dwconv.bias", 10},      {"downsample_layers.3.0.bias", 11},
-      {"stages.3.0.grn.beta", 11},         {"stages.3.1.pwconv1.weight", 12},
-      {"norm.weight", 13},                 {"head.weight", 13},
-      {"head.bias", 13}};
+  const std::map<std::string, int64_t> expected{{"downsample_layers.0.0.weight", 1},
+                                                {"downsample_layers.0.1.bias", 1},
+                                                {"stages.0.0.dwconv.weight", 1},
+                                                {"stages.0.1.grn.gamma", 2},
+                                                {"downsample_layers.1.0.weight", 3},
+                                                {"downsample_layers.1.1.weight", 3},
+                                                {"stages.1.0.pwconv1.weight", 3},
+                                                {"stages.1.1.pwconv2.bias", 4},
+                                                {"downsample_layers.2.1.weight", 5},
+                                                {"stages.2.0.norm.weight", 5},
+                                                {"stages.2.5.dwconv.bias", 10},
+                                                {"downsample_layers.3.0.bias", 11},
+                                                {"stages.3.0.grn.beta", 11},
+                                                {"stages.3.1.pwconv1.weight", 12},
+                                                {"norm.weight", 13},
+                                                {"head.weight", 13},
+                                                {"head.bias", 13}};
   for (const auto& [name, id] : expected) EXPECT_EQ(layer_id(name, kAtto), id) << name;
   EXPECT_THROW(layer_id("stages.4.0.dwconv.weight", kAtto), std::exception);
   EXPECT_THROW(layer_id("stages.0.2.dwconv.weight", kAtto), std::exception);

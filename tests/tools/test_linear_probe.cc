@@ -85,8 +85,8 @@ TEST(LinearProbeJob, ColourClassesFromShardsAreLearnedAndCorruptSamplesSkipped) 
   o.max_train = 150;
   const EvalSummary s = run_eval_job(o, nullptr);
   EXPECT_EQ(s.mode, "linear_probe");
-  EXPECT_EQ(s.failed, 1);       // the truncated PNG
-  EXPECT_EQ(s.n_train, 149);    // first 150 positions minus the corrupt one
+  EXPECT_EQ(s.failed, 1);     // the truncated PNG
+  EXPECT_EQ(s.n_train, 149);  // first 150 positions minus the corrupt one
   EXPECT_EQ(s.n_test, 80);
   EXPECT_EQ(s.num_classes, 4);
   EXPECT_GT(s.top1, 0.9) << summary_line(s);

@@ -40,7 +40,9 @@ TEST(Visualize, PngHasFourPanelsAndVisiblePatchesOfPanelFourAreTheOriginal) {
   ASSERT_EQ(back.height, 64);
   ASSERT_EQ(back.channels, 3);
 
-  auto px = [&](int panel, int y, int x, int c) { return back.pixels[(y * back.width + panel * (64 + gap) + x) * 3 + c]; };
+  auto px = [&](int panel, int y, int x, int c) {
+    return back.pixels[(y * back.width + panel * (64 + gap) + x) * 3 + c];
+  };
   const at::Tensor m = mask[1];
   int visible = 0, masked = 0;
   for (int y = 0; y < 64; ++y) {

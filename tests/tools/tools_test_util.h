@@ -59,7 +59,7 @@ inline std::vector<std::pair<std::string, at::Tensor>> module_state(const torch:
 
 // Colour class c of `classes`: a distinct base RGB per class.
 inline void class_colour(int64_t c, int64_t classes, uint8_t rgb[3]) {
-  static const uint8_t palette[6][3] = {{220, 40, 40}, {40, 200, 40}, {40, 60, 220},
+  static const uint8_t palette[6][3] = {{220, 40, 40},  {40, 200, 40},  {40, 60, 220},
                                         {230, 220, 50}, {200, 60, 210}, {60, 210, 210}};
   (void)classes;
   for (int k = 0; k < 3; ++k) rgb[k] = palette[c % 6][k];
@@ -71,8 +71,7 @@ inline void class_colour(int64_t c, int64_t classes, uint8_t rgb[3]) {
 // uniform noise of +-noise, so images are separable by colour and random
 // labels carry no information. Optionally one corrupt image (sample 0).
 inline std::string write_colour_shards(const std::string& dir, int64_t n, int64_t classes, int size, int shards,
-                                       bool random_labels, uint64_t seed, bool corrupt_first = false,
-                                       int noise = 30) {
+                                       bool random_labels, uint64_t seed, bool corrupt_first = false, int noise = 30) {
   std::filesystem::create_directories(dir);
   data::SplitMix64 rng(seed);
   data::ShardIndex index;

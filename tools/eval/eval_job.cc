@@ -93,12 +93,13 @@ BuiltModel build_model(const EvalJobOptions& o, int64_t num_classes) {
   b.net = model::ConvNeXtV2(opts);
   if (!encoder_state.empty()) {
     const model::LoadReport rep = model::load_state_dict(*b.net, encoder_state, lo, source);
-    CNX_LOG_INFO("loaded {} tensors from {} ({} naming); left at init: {}", rep.loaded.size(), source,
-                 model::to_string(rep.naming), rep.left_at_init.empty() ? "none" : [&] {
-                   std::string s;
-                   for (const auto& n : rep.left_at_init) s += (s.empty() ? "" : ", ") + n;
-                   return s;
-                 }());
+    CNX_LOG_INFO(
+        "loaded {} tensors from {} ({} naming); left at init: {}", rep.loaded.size(), source,
+        model::to_string(rep.naming), rep.left_at_init.empty() ? "none" : [&] {
+          std::string s;
+          for (const auto& n : rep.left_at_init) s += (s.empty() ? "" : ", ") + n;
+          return s;
+        }());
   }
   return b;
 }
@@ -106,8 +107,7 @@ BuiltModel build_model(const EvalJobOptions& o, int64_t num_classes) {
 }  // namespace
 
 std::unique_ptr<comm::Communicator> communicator_from_environment() {
-  const bool under_mpirun =
-      std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMIX_RANK") || std::getenv("PMI_SIZE");
+  const bool under_mpirun = std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMIX_RANK") || std::getenv("PMI_SIZE");
   if (!under_mpirun) return nullptr;
   comm::CommOptions co;
   co.backend = "mpi";
@@ -164,8 +164,8 @@ EvalSummary run_eval_job(const EvalJobOptions& o, comm::Communicator* comm) {
     const Features fte = extract_features(*built.net, test, eval_tf, o.batch_size, comm);
     s.feature_seconds = seconds_since(tf);
     if (rank == 0)
-      CNX_LOG_INFO("features: {} train + {} test rows of {} in {:.1f} s", ftr.x.size(0), fte.x.size(0),
-                   ftr.x.size(1), s.feature_seconds);
+      CNX_LOG_INFO("features: {} train + {} test rows of {} in {:.1f} s", ftr.x.size(0), fte.x.size(0), ftr.x.size(1),
+                   s.feature_seconds);
     const auto tt = std::chrono::steady_clock::now();
     ProbeOptions po = o.probe;
     po.seed = o.seed;

@@ -32,34 +32,34 @@ enum class EvalMode { kLinearProbe, kFinetune };
 
 struct EvalJobOptions {
   EvalMode mode = EvalMode::kLinearProbe;
-  std::string encoder;               // weights; "" requires random_init
+  std::string encoder;  // weights; "" requires random_init
   bool random_init = false;
-  std::string init = "fcmae";        // fcmae | dense (random init only)
-  std::string model = "atto";        // variant for random init
+  std::string init = "fcmae";  // fcmae | dense (random init only)
+  std::string model = "atto";  // variant for random init
   std::string train_index, train_shard_root;
   std::string test_index, test_shard_root;
-  int64_t max_train = 10000;         // 0 = all
-  int64_t max_test = 10000;          // 0 = all
+  int64_t max_train = 10000;  // 0 = all
+  int64_t max_test = 10000;   // 0 = all
   int64_t input_size = 64;
-  int64_t batch_size = 128;          // feature extraction / fine-tune (per rank)
-  double drop_path_rate = 0.1;       // fine-tune only
-  double head_init_scale = 0.001;    // fine-tune only (the reference's fine-tuning value)
+  int64_t batch_size = 128;        // feature extraction / fine-tune (per rank)
+  double drop_path_rate = 0.1;     // fine-tune only
+  double head_init_scale = 0.001;  // fine-tune only (the reference's fine-tuning value)
   bool verify_sha256 = true;
   uint64_t seed = 0;
   ProbeOptions probe;
-  FinetuneOptions finetune;          // transforms and seed are filled from the fields above
+  FinetuneOptions finetune;  // transforms and seed are filled from the fields above
 };
 
 struct EvalSummary {
-  std::string mode;       // "linear_probe" | "finetune"
-  std::string encoder;    // path, or "random-init (fcmae, seed 0)"
+  std::string mode;     // "linear_probe" | "finetune"
+  std::string encoder;  // path, or "random-init (fcmae, seed 0)"
   std::string architecture;
   double top1 = 0;
   int64_t n_train = 0, n_test = 0;
   int64_t epochs = 0;
   int64_t num_classes = 0;
   int64_t input_size = 0;
-  int64_t failed = 0;     // undecodable samples skipped
+  int64_t failed = 0;  // undecodable samples skipped
   int world_size = 1;
   int threads = 1;
   double seconds = 0;          // whole run (after process start-up)

@@ -49,7 +49,7 @@ struct FinetuneResult {
   int64_t n_train = 0;  // samples trained on per epoch (all ranks)
   int64_t n_test = 0;   // test samples evaluated (all ranks)
   int64_t steps = 0;
-  int64_t failed = 0;   // samples that could not be decoded (all ranks, train + test)
+  int64_t failed = 0;  // samples that could not be decoded (all ranks, train + test)
   double peak_lr = 0;
   std::vector<double> epoch_loss;  // mean training loss per epoch (over ranks)
 };

@@ -1,4 +1,6 @@
 // cnx-finetune: full fine-tuning with layer-wise lr decay (see tools/eval/eval_job.h).
 #include "tools/eval/eval_cli.h"
 
-int main(int argc, char** argv) { return cnx::eval::eval_main(argc, argv, cnx::eval::EvalMode::kFinetune); }
+int main(int argc, char** argv) {
+  return cnx::eval::eval_main(argc, argv, cnx::eval::EvalMode::kFinetune);
+}

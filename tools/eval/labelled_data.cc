@@ -112,8 +112,7 @@ DecodedBatch decode_samples(const LabelledSet& set, const std::vector<int64_t>& 
     const EncodedSample& s = set.samples.at(indices[i]);
     if (results[i].status != data::DecodeStatus::kOk) {
       ++out.failed;
-      CNX_LOG_WARN("skipping sample {}: {} ({})", s.key, data::decode_status_name(results[i].status),
-                   results[i].error);
+      CNX_LOG_WARN("skipping sample {}: {} ({})", s.key, data::decode_status_name(results[i].status), results[i].error);
       continue;
     }
     std::memcpy(dst + j * 3 * sz * sz, results[i].chw.data(), sizeof(float) * 3 * sz * sz);

@@ -50,7 +50,7 @@ struct LabelledSet {
 
 struct ReadOptions {
   std::string index_path;
-  std::string shard_root;  // "" = the index's folder
+  std::string shard_root;   // "" = the index's folder
   int64_t max_samples = 0;  // 0 = all
   int rank = 0;
   int world = 1;

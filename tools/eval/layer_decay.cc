@@ -41,8 +41,8 @@ int64_t layer_id(const std::string& name, const std::vector<int64_t>& depths) {
     CNX_CHECK(s < stages, "parameter '", name, "': stage index ", s, " outside the ", stages, " stages");
     size_t end2 = 0;
     const int64_t b = index_after(name.substr(end), ".", &end2);
-    CNX_CHECK(b >= 0 && b < depths[s], "parameter '", name, "': block index outside stage ", s, " (depth ",
-              depths[s], ")");
+    CNX_CHECK(b >= 0 && b < depths[s], "parameter '", name, "': block index outside stage ", s, " (depth ", depths[s],
+              ")");
     return blocks_before(depths, s) + b + 1;
   }
   return num_layers + 1;
@@ -80,6 +80,8 @@ void LayerDecayAdamW::step(double lr) {
   for (size_t i = 0; i < groups_.size(); ++i) optimizers_[i]->step(lr * groups_[i].lr_scale);
 }
 
-bool LayerDecayAdamW::decayed(const std::string& name) const { return worker::is_decayed(name, no_decay_); }
+bool LayerDecayAdamW::decayed(const std::string& name) const {
+  return worker::is_decayed(name, no_decay_);
+}
 
 }  // namespace cnx::eval

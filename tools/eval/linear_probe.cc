@@ -70,14 +70,13 @@ at::Tensor LinearProbe::logits(const at::Tensor& x) const {
   return at::addmm(bias, (x - mean) * inv_std, weight.t());
 }
 
-LinearProbe train_linear_probe(const at::Tensor& x, const at::Tensor& y, int64_t num_classes,
-                               const ProbeOptions& o) {
+LinearProbe train_linear_probe(const at::Tensor& x, const at::Tensor& y, int64_t num_classes, const ProbeOptions& o) {
   CNX_CHECK(x.dim() == 2 && y.dim() == 1 && x.size(0) == y.size(0), "linear probe: features ", x.sizes(),
             " and labels ", y.sizes(), " do not match");
   CNX_CHECK(x.size(0) > 0, "linear probe: no training samples");
   CNX_CHECK(num_classes >= 2, "linear probe: need at least 2 classes, got ", num_classes);
-  CNX_CHECK(y.min().item<int64_t>() >= 0 && y.max().item<int64_t>() < num_classes,
-            "linear probe: labels outside [0, ", num_classes, ")");
+  CNX_CHECK(y.min().item<int64_t>() >= 0 && y.max().item<int64_t>() < num_classes, "linear probe: labels outside [0, ",
+            num_classes, ")");
   CNX_CHECK(o.epochs > 0 && o.batch_size > 0 && o.lr > 0, "linear probe: epochs, batch size and lr must be > 0");
   at::NoGradGuard no_grad;
   const int64_t n = x.size(0), c = x.size(1);
@@ -132,7 +131,8 @@ LinearProbe train_linear_probe(const at::Tensor& x, const at::Tensor& y, int64_t
       if (step < warmup) {
         lr = o.lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
       } else if (total > warmup) {
-        lr = 0.5 * o.lr * (1.0 + std::cos(kPi * static_cast<double>(step - warmup) / static_cast<double>(total - warmup)));
+        lr = 0.5 * o.lr *
+             (1.0 + std::cos(kPi * static_cast<double>(step - warmup) / static_cast<double>(total - warmup)));
       }
       opt.step(lr);
     }

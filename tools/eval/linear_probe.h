@@ -32,8 +32,8 @@
 namespace cnx::eval {
 
 struct Features {
-  at::Tensor x;       // float [n, C], rows in position order
-  at::Tensor labels;  // int64 [n]
+  at::Tensor x;        // float [n, C], rows in position order
+  at::Tensor labels;   // int64 [n]
   int64_t failed = 0;  // samples that could not be decoded (all ranks)
 };
 
@@ -53,10 +53,10 @@ struct ProbeOptions {
 };
 
 struct LinearProbe {
-  at::Tensor mean;     // [C] (zeros when not standardising)
-  at::Tensor inv_std;  // [C] (ones when not standardising)
-  at::Tensor weight;   // [K, C]
-  at::Tensor bias;     // [K]
+  at::Tensor mean;        // [C] (zeros when not standardising)
+  at::Tensor inv_std;     // [C] (ones when not standardising)
+  at::Tensor weight;      // [K, C]
+  at::Tensor bias;        // [K]
   double final_loss = 0;  // mean training cross-entropy of the last epoch
 
   at::Tensor logits(const at::Tensor& x) const;

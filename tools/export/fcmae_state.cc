@@ -28,7 +28,8 @@ std::map<std::string, at::Tensor> by_name(const NamedTensors& state) {
 const at::Tensor& need(const std::map<std::string, at::Tensor>& m, const std::string& key, int64_t dim,
                        const std::string& source) {
   auto it = m.find(key);
-  if (it == m.end()) throw WeightsError("'" + source + "' has no tensor '" + key + "' (not a ConvNeXt V2 / FCMAE state)");
+  if (it == m.end())
+    throw WeightsError("'" + source + "' has no tensor '" + key + "' (not a ConvNeXt V2 / FCMAE state)");
   if (it->second.dim() != dim) {
     std::ostringstream os;
     os << "'" << source << "': tensor '" << key << "' has shape " << it->second.sizes() << ", expected " << dim
@@ -70,7 +71,9 @@ NamedTensors read_state_file(const std::string& path) {
   return is_zip ? model::read_pt(path) : model::read_safetensors(path).tensors;
 }
 
-NamedTensors read_state(const std::string& path) { return read_state_file(resolve_state_file(path)); }
+NamedTensors read_state(const std::string& path) {
+  return read_state_file(resolve_state_file(path));
+}
 
 std::string encoder_prefix(const NamedTensors& state) {
   for (const auto& [name, t] : state) {

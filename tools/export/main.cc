@@ -26,7 +26,9 @@ int main(int argc, char** argv) {
   app.add_option("--input,-i", input,
                  "checkpoint root (uses 'latest'), checkpoint folder step-N, or a state file (.pt/.safetensors)")
       ->required();
-  app.add_option("--output,-o", output, "output file (.safetensors, or .pt: torch.load(path)[\"model\"] is the state dict)")->required();
+  app.add_option("--output,-o", output,
+                 "output file (.safetensors, or .pt: torch.load(path)[\"model\"] is the state dict)")
+      ->required();
   app.add_option("--naming", naming_text, "tensor names: reference | timm")
       ->check(CLI::IsMember({"reference", "timm"}))
       ->capture_default_str();

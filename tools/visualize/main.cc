@@ -29,14 +29,18 @@ int main(int argc, char** argv) {
   app.add_option("--image", images, "image files to show (.jpg/.png; repeatable)");
   app.add_option("--count", count, "images taken from the shards")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--input-size", size, "resolution (multiple of 32)")->capture_default_str();
-  app.add_option("--mask-ratio", ratio, "fraction of 32x32 patches removed")->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  app.add_option("--mask-ratio", ratio, "fraction of 32x32 patches removed")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   app.add_option("--mask-seed", mask_seed, "mask seed (same seed, same masks)")->capture_default_str();
   app.add_option("--encoder", encoder, "sparse | dense_masked (same result)")
       ->check(CLI::IsMember({"sparse", "dense_masked"}))
       ->capture_default_str();
   app.add_option("--mean", mean, "normalisation mean (as in pretraining)")->expected(3)->capture_default_str();
   app.add_option("--std", stdv, "normalisation std (as in pretraining)")->expected(3)->capture_default_str();
-  app.add_option("--gap", gap, "white pixels between panels and rows")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--gap", gap, "white pixels between panels and rows")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--threads", threads, "intra-op threads (default: all cores)")->check(CLI::NonNegativeNumber);
   app.add_option("--out-dir,-o", out_dir, "output folder (recon-000.png ..., grid.png)")->required();
   CLI11_PARSE(app, argc, argv);
@@ -75,9 +79,10 @@ int main(int argc, char** argv) {
       cnx::viz::write_png(out_dir + "/" + name, rows.back());
     }
     cnx::viz::write_png(out_dir + "/grid.png", cnx::viz::stack_rows(rows, gap));
-    CNX_LOG_INFO("{} reconstructions ({}x{}, mask ratio {}, seed {}, loss {:.4f}) from {} written to {}/grid.png "
-                 "and {}/recon-*.png (panels: original | masked | reconstruction | reconstruction + visible)",
-                 batch.size(0), size, size, ratio, mask_seed, panels.loss, file, out_dir, out_dir);
+    CNX_LOG_INFO(
+        "{} reconstructions ({}x{}, mask ratio {}, seed {}, loss {:.4f}) from {} written to {}/grid.png "
+        "and {}/recon-*.png (panels: original | masked | reconstruction | reconstruction + visible)",
+        batch.size(0), size, size, ratio, mask_seed, panels.loss, file, out_dir, out_dir);
   } catch (const std::exception& e) {
     CNX_LOG_ERROR("cnx-visualize: {}", e.what());
     return 1;

@@ -26,11 +26,9 @@ at::Tensor to_uint8_hwc(const at::Tensor& images, const Normalization& norm) {
   return pixels.to(at::kByte).permute({0, 2, 3, 1}).contiguous();
 }
 
-Panels reconstruct(model::FcmaeImpl& net, const at::Tensor& images, const at::Tensor& mask,
-                   const Normalization& norm) {
+Panels reconstruct(model::FcmaeImpl& net, const at::Tensor& images, const at::Tensor& mask, const Normalization& norm) {
   const int64_t p = net.patch_size();
-  CNX_CHECK(images.dim() == 4 && images.size(1) == 3, "reconstruct: images must be [N, 3, H, W], got ",
-            images.sizes());
+  CNX_CHECK(images.dim() == 4 && images.size(1) == 3, "reconstruct: images must be [N, 3, H, W], got ", images.sizes());
   CNX_CHECK(images.size(2) % p == 0 && images.size(3) % p == 0, "reconstruct: image size ", images.size(2), "x",
             images.size(3), " is not a multiple of the patch size ", p);
   const int64_t n = images.size(0), hp = images.size(2) / p, wp = images.size(3) / p;
@@ -56,10 +54,7 @@ Panels reconstruct(model::FcmaeImpl& net, const at::Tensor& images, const at::Te
   r.loss = out.loss.item<double>();
   r.original = to_uint8_hwc(images, norm);
   r.recon = to_uint8_hwc(recon, norm);
-  r.pixel_mask = (mask.reshape({n, hp, wp}) > 0.5)
-                     .repeat_interleave(p, 1)
-                     .repeat_interleave(p, 2)
-                     .contiguous();
+  r.pixel_mask = (mask.reshape({n, hp, wp}) > 0.5).repeat_interleave(p, 1).repeat_interleave(p, 2).contiguous();
   const at::Tensor m = r.pixel_mask.unsqueeze(-1);
   r.masked = at::where(m, at::full({}, 128, at::kByte), r.original).contiguous();
   r.pasted = at::where(m, r.recon, r.original).contiguous();

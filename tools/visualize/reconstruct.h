@@ -29,12 +29,12 @@
 namespace cnx::viz {
 
 struct Panels {
-  at::Tensor original;  // uint8 [N, H, W, 3]
-  at::Tensor masked;    // uint8 [N, H, W, 3]
-  at::Tensor recon;     // uint8 [N, H, W, 3]
-  at::Tensor pasted;    // uint8 [N, H, W, 3]
+  at::Tensor original;    // uint8 [N, H, W, 3]
+  at::Tensor masked;      // uint8 [N, H, W, 3]
+  at::Tensor recon;       // uint8 [N, H, W, 3]
+  at::Tensor pasted;      // uint8 [N, H, W, 3]
   at::Tensor pixel_mask;  // bool [N, H, W], true = masked
-  double loss = 0;      // the model's loss on this batch
+  double loss = 0;        // the model's loss on this batch
 };
 
 struct Normalization {
