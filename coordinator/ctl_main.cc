@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
   auto* status = app.add_subcommand("status", "show the job's state and every rank");
   status->add_flag("--json", as_json, "print JSON instead of a table");
   app.add_subcommand("checkpoint", "plan a checkpoint now");
+  app.add_subcommand("latest", "print the folder of the latest committed checkpoint (exit 3 if there is none)");
   auto* drain = app.add_subcommand("drain", "checkpoint, then tell every rank to exit");
   drain->add_flag("--now", now, "stop at once, without a checkpoint");
   CLI11_PARSE(app, argc, argv);
@@ -102,6 +103,13 @@ int main(int argc, char** argv) {
       pb::RequestCheckpointReply r = client.request_checkpoint(job_id);
       std::printf("checkpoint %lld planned at step %lld in %s\n", static_cast<long long>(r.plan().id()),
                   static_cast<long long>(r.plan().step()), r.plan().dir().c_str());
+    } else if (cmd == "latest") {
+      pb::LatestCheckpointReply r = client.latest_checkpoint(job_id);
+      if (!r.found()) {
+        std::cerr << "cnx-ctl: job '" << job_id << "' has no committed checkpoint" << std::endl;
+        return 3;
+      }
+      std::printf("%s\n", r.checkpoint().dir().c_str());
     } else if (cmd == "drain") {
       pb::DrainReply r = client.drain(job_id, !now);
       if (r.has_plan())
