@@ -20,7 +20,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -71,7 +74,8 @@ class Child {
         ::dup2(fd, 1);
         ::dup2(fd, 2);
       }
-      ::execv(args[0], args.data());
+      ::execvp(args[0], args.data());
+      std::fprintf(stderr, "cannot execute %s: %s\n", args[0], std::strerror(errno));
       ::_exit(127);
     }
     ::setpgid(pid_, pid_);
