@@ -329,8 +329,9 @@ StepResult Trainer::step() {
     plane_->on_step(step_, epoch_, r.loss, r.times.total() > 0 ? global_batch_ / r.times.total() : 0.0,
                     preempt_pending_);
   } else {
+    // Also at the last step, so a completed run always leaves its final state.
     const bool due = (options_.checkpoint_every_steps > 0 && step_ % options_.checkpoint_every_steps == 0) ||
-                     control[kCheckpointNow] > 0 || r.preempted;
+                     control[kCheckpointNow] > 0 || r.preempted || step_ == total_steps_;
     if (due && !options_.checkpoint_root.empty()) {
       save_checkpoint();
       r.checkpointed = true;
