@@ -5,6 +5,11 @@
 #     ends (mpirun non-zero); a relaunch with --resume auto resumes from the
 #     last committed checkpoint and its final checkpoint equals the
 #     reference's bit for bit (MANIFEST.json holds every file's sha256).
+#     The worker writes no per-sample log; "no sample used twice within an
+#     epoch" is checked on the data cursors of every checkpoint (before the
+#     kill and after the resume): each rank consumes a prefix of its epoch
+#     order, so delivered == consumed == batch x steps-into-the-epoch proves
+#     that no sample of that rank was delivered twice in the epoch.
 #  2. SIGTERM to one rank: every rank checkpoints and exits 3; the relaunch
 #     resumes and its final checkpoint equals the reference's bit for bit.
 # Usage: fault_resume_test.sh <cnx-worker> <cnx-make-shards>
@@ -20,6 +25,31 @@ FINAL="step-000000$STEPS"
 for run in ref kill term; do
   EVERY=5 write_config "$WORK/$run.yaml" "$WORK/shards/index.json" "$WORK/ckpt-$run" "$SCHED"
 done
+check_cursors() { # check_cursors CKPT_DIR...: the cursor arithmetic above, on every rank
+  python3 - "$@" <<'PY' || fail "data cursors show re-delivered or missing samples"
+import json, os, sys
+STEPS_PER_EPOCH, BATCH = 25, 4
+for d in sys.argv[1:]:
+    step = int(os.path.basename(d)[len("step-"):])
+    shards = []
+    for r in (0, 1):
+        outer = json.loads(json.load(open(os.path.join(d, "rank-%05d.json" % r)))["cursor"])
+        if outer["pipeline"]:
+            c = json.loads(outer["pipeline"])
+        else:  # at an epoch start, before its first batch
+            c = {"epoch": outer["epoch"], "batches": 0, "delivered": 0, "consumed": 0, "shard_ids": []}
+        shards.append(set(c["shard_ids"]))
+        into = step - STEPS_PER_EPOCH * c["epoch"]
+        ok = 0 <= into <= STEPS_PER_EPOCH and c["batches"] == into and c["delivered"] == BATCH * into \
+            and c["consumed"] == c["delivered"]
+        if not ok:
+            print("%s rank %d: cursor %s does not match step %d" % (d, r, c, step), file=sys.stderr)
+            sys.exit(1)
+    if shards[0] & shards[1]:
+        print("%s: ranks 0 and 1 share shards %s in one epoch" % (d, shards[0] & shards[1]), file=sys.stderr)
+        sys.exit(1)
+PY
+}
 launch() { # launch RUN LOG [args]: background mpirun, pid in BG_PID
   local run="$1" log="$2"
   shift 2
@@ -46,6 +76,7 @@ wait_rc "$MPI_PID"
 [ "$RC" != 124 ] || fail "mpirun hung after a rank was killed"
 LAST="$(latest_step "$WORK/ckpt-kill")"
 [ "$LAST" -lt "$STEPS" ] || fail "killed run reached the end"
+check_cursors "$WORK/ckpt-kill"/step-*
 echo "ok: kill -9 of one rank ended the attempt (mpirun exit $RC); last committed checkpoint: step $LAST"
 launch kill kill2 --resume auto
 wait_rc "$BG_PID"; [ "$RC" = 0 ] || fail "relaunch after kill -9 failed"
@@ -53,6 +84,8 @@ grep -q "resumed from .*step-0*$LAST at step $LAST" "$WORK/kill2.log" || fail "r
 cmp "$WORK/ckpt-ref/$FINAL/MANIFEST.json" "$WORK/ckpt-kill/$FINAL/MANIFEST.json" \
   || fail "kill -9 + resume: final checkpoint differs from the reference"
 cmp "$WORK/ckpt-ref/$FINAL/model.pt" "$WORK/ckpt-kill/$FINAL/model.pt" || fail "model.pt differs"
+check_cursors "$WORK/ckpt-kill"/step-*
+echo "ok: data cursors: each rank consumed its own shards once per epoch (delivered == consumed == 4 x steps, disjoint shard sets)"
 echo "ok: relaunch resumed from step $LAST; final checkpoint identical to the uninterrupted run"
 
 # 2. SIGTERM to one rank mid-epoch: all ranks checkpoint, exit 3; resume completes identically.
