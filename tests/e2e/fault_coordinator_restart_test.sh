@@ -14,10 +14,13 @@ make_fmnist_shards "$MAKE_SHARDS" "$WORK/shards" 200
 PORT="$(free_port)"
 echo "fault-test-coordinator-token-0123456789" > "$WORK/token"
 EVERY=5 write_config "$WORK/job.yaml" "$WORK/shards/index.json" "$WORK/ckpt" \
-  "schedule: {epochs: 4, warmup_epochs: 0.5, log_every: 5}" \
+  "schedule: {epochs: 8, warmup_epochs: 0.5, log_every: 5}" \
   "coordinator: {listen: \"127.0.0.1:$PORT\", token_file: $WORK/token, state_db: $WORK/state.sqlite,
               heartbeat_s: 0.2, heartbeat_timeout_s: 60, stall_s: 120, world_size: 2}"
-STEPS=100
+# 200 steps: the restarted coordinator over-estimates the step rate at first
+# (steps made during the outage / time since its restore) and plans its first
+# checkpoint further ahead than every_steps; a longer job still reaches it.
+STEPS=200
 
 start_coordinator() { # start_coordinator LOG
   e2e_bg "$COORD" --config "$WORK/job.yaml" > "$WORK/$1.log" 2>&1
@@ -36,7 +39,7 @@ wait "$COORD_PID" 2>/dev/null || true
 BEFORE="$(commits)"
 KILLED_AT="$(grep -o 'step [0-9]*/' "$WORK/workers.log" | tail -n 1)"
 echo "ok: coordinator killed with SIGKILL after $BEFORE commit(s), workers at ${KILLED_AT%/}"
-sleep 2
+sleep 1
 kill -0 "$MPI_PID" 2>/dev/null || fail "the workers ended while the coordinator was down"
 start_coordinator coordinator2
 echo "ok: coordinator restarted on port $PORT with the same state database"
