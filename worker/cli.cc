@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -209,6 +210,12 @@ int run_worker(const WorkerArgs& args) {
       }
       // With a coordinator, "auto" means its last committed checkpoint.
       if (resume_how == "auto") resume_how = reg.resume_dir.empty() ? "none" : reg.resume_dir;
+      // A rank blocked in an all-reduce with a stalled peer cannot reach the
+      // step boundary where ABORT is handled: end the whole job instead.
+      link->set_abort_watchdog(std::max(10.0, 5.0 * reg.heartbeat_s), [world](const std::string& why) {
+        fail(kExitAborted, world, "aborted by the coordinator: " + why);
+        std::_Exit(kExitAborted);
+      });
       link->start_heartbeats(reg.heartbeat_s);
       control = std::make_unique<CoordinatorControl>(*link);
     }

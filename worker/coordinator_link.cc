@@ -1,5 +1,7 @@
 #include "worker/coordinator_link.h"
 
+#include <optional>
+
 #include <unistd.h>
 
 #include <chrono>
@@ -134,11 +136,36 @@ void CoordinatorLink::heartbeat_once(int status, const std::string& message) {
   }
 }
 
+void CoordinatorLink::set_abort_watchdog(double grace_s, std::function<void(const std::string&)> on_stuck) {
+  std::lock_guard<std::mutex> lock(mu_);
+  abort_grace_s_ = grace_s;
+  on_stuck_abort_ = std::move(on_stuck);
+}
+
 void CoordinatorLink::loop(double period_s) {
   std::unique_lock<std::mutex> lock(mu_);
+  std::optional<std::chrono::steady_clock::time_point> abort_seen;
+  int64_t step_at_abort = 0;
   while (!stop_) {
     cv_.wait_for(lock, std::chrono::duration<double>(period_s), [this] { return stop_; });
     if (stop_) break;
+    if (abort_ && on_stuck_abort_) {
+      const auto now = std::chrono::steady_clock::now();
+      if (!abort_seen) {
+        abort_seen = now;
+        step_at_abort = step_;
+      } else if (step_ == step_at_abort &&
+                 now - *abort_seen > std::chrono::duration<double>(abort_grace_s_)) {
+        const std::string why = "no step completed " + std::to_string(abort_grace_s_) +
+                                " s after the coordinator's abort (" + reason_ + "): stuck in a collective";
+        auto on_stuck = on_stuck_abort_;
+        lock.unlock();
+        CNX_LOG_ERROR("{}", why);
+        on_stuck(why);
+        lock.lock();
+        on_stuck_abort_ = nullptr;
+      }
+    }
     lock.unlock();
     try {
       heartbeat_once(cnx::v1::WORKER_RUNNING, "");

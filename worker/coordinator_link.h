@@ -18,6 +18,7 @@
 // No LibTorch here (gRPC and torch stay in separate translation units).
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -73,6 +74,14 @@ class CoordinatorLink {
   CoordinatorRegistration register_and_wait();
   void start_heartbeats(double period_s);
 
+  // Abort watchdog. The training thread acts on an ABORT at its next step
+  // boundary; a rank blocked in a collective with a stalled peer never gets
+  // there. If the step has not advanced `grace_s` seconds after the ABORT was
+  // heard, the heartbeat thread calls `on_stuck` (cnx-worker: MPI_Abort with
+  // exit code 4, so mpirun tears the job down instead of hanging). Set before
+  // start_heartbeats.
+  void set_abort_watchdog(double grace_s, std::function<void(const std::string& reason)> on_stuck);
+
   // Progress for the next heartbeat (training thread).
   void set_progress(int64_t step, int64_t epoch, double loss, double samples_per_s, bool preempted);
 
@@ -111,6 +120,8 @@ class CoordinatorLink {
   std::set<int64_t> done_;  // plans this rank already wrote (never written twice)
   std::string reason_;
   std::atomic<bool> abort_{false}, drain_{false};
+  double abort_grace_s_ = 0;
+  std::function<void(const std::string&)> on_stuck_abort_;
   std::thread thread_;
 };
 
