@@ -305,8 +305,9 @@ HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& 
   if (info.message.size() > 4096) fail(ErrorCode::kInvalidArgument, "message: longer than 4096 characters");
   Liveness& l = live_[ref.rank];
   if (info.step != l.step) {
-    if (l.step >= 0 && info.step > l.step && now > l.step_changed)
+    if (l.step >= 0 && info.step > l.step && now > l.step_changed && l.rate_baseline)
       l.steps_per_s = static_cast<double>(info.step - l.step) / (now - l.step_changed);
+    l.rate_baseline = true;
     l.step = info.step;
     l.step_changed = now;
     // Renewals are soft state (not persisted): a restored coordinator gives
@@ -750,7 +751,10 @@ Scheduler Scheduler::restore(SchedulerOptions options, ShardIndex index, const s
   } catch (const nlohmann::json::exception& e) {
     CNX_CHECK(false, "corrupt coordinator state database: ", e.what());
   }
-  for (auto& l : s.live_) l.last_heartbeat = l.step_changed = now;
+  for (auto& l : s.live_) {
+    l.last_heartbeat = l.step_changed = now;
+    l.rate_baseline = false;
+  }
   s.restored_unix_s_ = now;
   if (s.state_ == JobState::kRunning && s.last_commit_unix_s_ < now - 1e9) s.last_commit_unix_s_ = now;
   s.event(str("restored job ", s.options_.job_id, " attempt ", s.attempt_, " in state ", job_state_name(s.state_)));

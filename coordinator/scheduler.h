@@ -147,6 +147,10 @@ class Scheduler {
     double step_changed = 0;
     int64_t step = -1;
     double steps_per_s = 0;
+    // False after a restore: the steps made while the coordinator was down
+    // are not divided by the time since the restore (a rate ~10x too high
+    // would plan the next checkpoint far beyond the job's end).
+    bool rate_baseline = true;
     double loss = 0;
     double samples_per_s = 0;
     bool finished = false;

@@ -308,5 +308,33 @@ TEST(SchedulerPersistence, RestoreReproducesStateAndLeases) {
   EXPECT_THROW(Scheduler::restore(opts(), make_index({1}), rows, 500), CheckError);
 }
 
+TEST(SchedulerPersistence, StepsMadeWhileDownDoNotInflateTheRate) {
+  // Ranks keep training while the coordinator is down. The first heartbeat
+  // after the restore reports those steps; dividing them by the time since
+  // the restore would give a huge rate and plan the next checkpoint far ahead.
+  auto index = make_index({4, 4});
+  SchedulerOptions o = opts();
+  o.heartbeat_s = 1.0;
+  Scheduler s(o, index);
+  std::map<std::string, std::string> rows;
+  start(s, 1, "L");
+  HeartbeatInfo hb;
+  hb.step = 10;
+  s.heartbeat(ref(s, 0), hb, 100);
+  hb.step = 11;
+  s.heartbeat(ref(s, 0), hb, 101);  // 1 step/s
+  for (auto& [k, v] : s.take_changes())
+    if (v) rows[k] = *v;
+  Scheduler r = Scheduler::restore(o, index, rows, 200);
+  hb.step = 100;  // 89 steps made during the 99 s outage
+  r.heartbeat(ref(r, 0), hb, 200.5);
+  CheckpointPlan p = r.request_checkpoint("job", 200.6);
+  // Rate unknown right after the restore: margin 1, not 2 * 178 steps/s.
+  EXPECT_LE(p.step, 100 + 3) << "planned at step " << p.step;
+  hb.step = 101;
+  r.heartbeat(ref(r, 0), hb, 201.5);  // a measured rate again: 1 step/s
+  EXPECT_EQ(r.status(201.6).ranks.at(0).step, 101);
+}
+
 }  // namespace
 }  // namespace cnx::coordinator
