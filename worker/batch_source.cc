@@ -134,6 +134,8 @@ int64_t ShardSource::epoch_samples_total() const { return pipeline_.index().tota
 
 int64_t ShardSource::samples_skipped() const { return pipeline_.counters().skipped_total(); }
 
+std::map<std::string, int64_t> ShardSource::skipped_by_reason() const { return pipeline_.counters().skipped; }
+
 // ---------------------------------------------------------------------------
 // Masks
 // ---------------------------------------------------------------------------

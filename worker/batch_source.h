@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -54,6 +55,9 @@ class BatchSource {
   virtual bool uneven() const = 0;
   // Samples skipped for bad data so far on this rank (for metrics).
   virtual int64_t samples_skipped() const { return 0; }
+  // The same, by reason (data::DataCounters::skipped: "decode_error",
+  // "bad_shard", ...); cumulative since construction.
+  virtual std::map<std::string, int64_t> skipped_by_reason() const { return {}; }
 };
 
 struct SyntheticOptions {
@@ -98,6 +102,7 @@ class ShardSource final : public BatchSource {
   int64_t epoch_samples_total() const override;
   bool uneven() const override { return true; }
   int64_t samples_skipped() const override;
+  std::map<std::string, int64_t> skipped_by_reason() const override;
 
  private:
   data::Pipeline pipeline_;
