@@ -57,8 +57,9 @@ class PipelineTest : public ::testing::Test {
     return out;
   }
 
+  // b continues a from batch a_from; b's stream starts `offset` samples later.
   static void expect_same(const std::vector<Batch>& a, size_t a_from, const std::vector<Batch>& b,
-                          bool same_cursor = true) {
+                          bool same_cursor = true, int64_t offset = 0) {
     ASSERT_EQ(a.size() - a_from, b.size());
     for (size_t i = 0; i < b.size(); ++i) {
       const Batch& x = a[a_from + i];
@@ -68,7 +69,7 @@ class PipelineTest : public ::testing::Test {
       if (same_cursor) {
         EXPECT_EQ(x.cursor, b[i].cursor) << "batch " << a_from + i;
       }
-      EXPECT_EQ(x.cursor.consumed, b[i].cursor.consumed);
+      EXPECT_EQ(x.cursor.consumed, b[i].cursor.consumed + offset);
     }
   }
 
@@ -151,6 +152,81 @@ TEST_F(PipelineTest, CursorResumesWithIdenticalBatches) {
   EXPECT_THROW(r.start_epoch(7, ids, &c), DataError);
   EXPECT_THROW(Cursor::from_string("{\"epoch\":1}"), DataError);
   EXPECT_THROW(r.start_epoch(0, {0, 99}), DataError);
+}
+
+// Leased pieces (coordinator mode): a piece reads positions [start, end) of
+// its shard's permutation; the unused tail of a piece, handed out again as a
+// new piece, continues the stream with identical batches (what makes a
+// resumed attempt bit-exact), and pieces of one shard never overlap.
+TEST_F(PipelineTest, PiecesFollowTheShardPermutationAndTailsContinueExactly) {
+  DataOptions o = options();
+  o.batch_size = 4;
+  const int64_t n1 = index_.shards[1].samples, n3 = index_.shards[3].samples;
+  const std::vector<ShardPiece> pieces = {{3, 0, n3}, {1, 2, n1}};
+  Pipeline p(o);
+  p.start_pieces(5, pieces);
+  EXPECT_EQ(p.epoch_samples(), n3 + n1 - 2);
+  std::vector<Batch> full;
+  std::vector<std::string> keys;
+  while (auto b = p.next()) {
+    keys.insert(keys.end(), b->keys.begin(), b->keys.end());
+    full.push_back(std::move(*b));
+  }
+  // The oracle: the shards' members in tar order (shuffle_buffer 1, eval
+  // mode off is irrelevant to keys), permuted by shard_permutation.
+  DataOptions seq = o;
+  seq.shuffle_buffer = 1;
+  seq.drop_last = false;
+  Pipeline s(seq);
+  auto shard_keys = [&](int64_t id) {
+    s.start_epoch(0, {id});
+    std::vector<std::string> k;
+    while (auto b = s.next()) k.insert(k.end(), b->keys.begin(), b->keys.end());
+    return k;
+  };
+  const auto k3 = shard_keys(3), k1 = shard_keys(1);
+  const auto perm3 = shard_permutation(o.seed, 5, 3, n3), perm1 = shard_permutation(o.seed, 5, 1, n1);
+  std::vector<std::string> want;
+  for (int64_t i = 0; i < n3; ++i) want.push_back(k3[perm3[i]]);
+  for (int64_t i = 2; i < n1; ++i) want.push_back(k1[perm1[i]]);
+  EXPECT_EQ(keys, want);
+  EXPECT_NE(std::vector<std::string>(want.begin(), want.begin() + n3), k3) << "samples must be shuffled in a shard";
+  EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()).size(), keys.size());
+
+  // Stop after 3 batches (12 samples, inside the first piece); the tail as a
+  // new piece list gives exactly the remaining batches of the full run.
+  ASSERT_GE(full.size(), 5u);
+  const int64_t used = full[2].cursor.consumed;
+  ASSERT_EQ(used, 12);
+  ASSERT_LT(used, n3);
+  Pipeline q(o);
+  q.start_pieces(5, {{3, used, n3}, {1, 2, n1}});
+  std::vector<Batch> rest;
+  while (auto b = q.next()) rest.push_back(std::move(*b));
+  expect_same(full, 3, rest, /*same_cursor=*/false, /*offset=*/used);
+
+  // A piece outside its shard is refused with the shard named.
+  Pipeline r(o);
+  try {
+    r.start_pieces(5, {{1, 0, n1 + 1}});
+    FAIL() << "expected DataError";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find(index_.shards[1].name), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(r.start_pieces(5, {{99, 0, 1}}), DataError);
+  EXPECT_THROW(r.start_pieces(5, {{1, 3, 2}}), DataError);
+}
+
+TEST(ShardPermutation, IsASeededPermutationPerEpochAndShard) {
+  const auto a = shard_permutation(7, 0, 2, 50);
+  std::vector<int32_t> sorted = a;
+  std::sort(sorted.begin(), sorted.end());
+  for (int32_t i = 0; i < 50; ++i) ASSERT_EQ(sorted[i], i);
+  EXPECT_EQ(a, shard_permutation(7, 0, 2, 50));
+  EXPECT_NE(a, shard_permutation(7, 1, 2, 50));
+  EXPECT_NE(a, shard_permutation(7, 0, 3, 50));
+  EXPECT_NE(a, shard_permutation(8, 0, 2, 50));
+  EXPECT_TRUE(shard_permutation(7, 0, 2, 0).empty());
 }
 
 TEST_F(PipelineTest, EvalModeIsIndependentOfEpochAndSeed) {

@@ -1,6 +1,7 @@
 #include "worker/data/epoch_order.h"
 
 #include <algorithm>
+#include <climits>
 #include <numeric>
 #include <utility>
 
@@ -40,6 +41,19 @@ std::vector<SampleRef> epoch_order(const std::vector<int64_t>& counts, uint64_t 
     buffer.pop_back();
   }
   return out;
+}
+
+std::vector<int32_t> shard_permutation(uint64_t seed, int64_t epoch, int64_t shard_id, int64_t samples) {
+  CNX_CHECK(samples >= 0 && samples <= INT32_MAX, "shard sample count out of range: ", samples);
+  std::vector<int32_t> perm(static_cast<size_t>(samples));
+  std::iota(perm.begin(), perm.end(), int32_t{0});
+  SplitMix64 rng(mix_seed(mix_seed(mix_seed(seed, 0x7069656365ULL), static_cast<uint64_t>(epoch)),
+                          static_cast<uint64_t>(shard_id)));
+  for (int64_t i = samples - 1; i > 0; --i) {
+    const auto j = static_cast<int64_t>(rng.below(static_cast<uint64_t>(i + 1)));
+    std::swap(perm[i], perm[j]);
+  }
+  return perm;
 }
 
 std::vector<int64_t> static_shard_split(int64_t num_shards, int64_t epoch, uint64_t seed, int rank, int world) {

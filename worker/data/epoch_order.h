@@ -24,6 +24,13 @@ struct SampleRef {
 std::vector<SampleRef> epoch_order(const std::vector<int64_t>& counts, uint64_t seed, int64_t epoch,
                                    const std::vector<int64_t>& shard_ids, int64_t shuffle_buffer);
 
+// The order in which a leased piece reads its shard (coordinator mode):
+// a seeded Fisher-Yates permutation of the shard's sample ordinals
+// 0..samples-1 for (seed, epoch, shard id). A lease [start, end) reads
+// positions start..end-1 of it, so the unused tail [start + consumed, end)
+// of a lease continues exactly where the lease stopped.
+std::vector<int32_t> shard_permutation(uint64_t seed, int64_t epoch, int64_t shard_id, int64_t samples);
+
 // Fallback plan without a coordinator: a seeded shuffle of 0..num_shards-1
 // for `epoch`, then round-robin: rank r gets positions r, r + world, ...
 // Every shard goes to exactly one rank; ranks differ by at most one shard.

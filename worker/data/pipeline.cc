@@ -297,7 +297,8 @@ struct Pipeline::Impl {
     if (start_t >= N) return;
     std::vector<int64_t> prefix(counts.size() + 1, 0);
     for (size_t p = 0; p < counts.size(); ++p) prefix[p + 1] = prefix[p] + counts[p];
-    std::vector<int64_t> emit_time(static_cast<size_t>(N));
+    // -1: a sample no emission needs (outside the epoch's pieces).
+    std::vector<int64_t> emit_time(static_cast<size_t>(prefix.back()), -1);
     int64_t first_pos = static_cast<int64_t>(counts.size());
     for (int64_t t = 0; t < N; ++t) {
       emit_time[prefix[order[t].list_pos] + order[t].idx] = t;
@@ -444,6 +445,16 @@ struct Pipeline::Impl {
     }
   }
 
+  // Starts the reader (from next_t) and the decode threads.
+  void launch() {
+    started = true;
+    finished = false;
+    const int64_t start = next_t;
+    reader = std::thread([this, start] { reader_main(start); });
+    const int64_t n_workers = std::max<int64_t>(1, opt.num_threads);
+    for (int64_t i = 0; i < n_workers; ++i) workers.emplace_back([this] { worker_main(); });
+  }
+
   Cursor make_cursor() const {
     Cursor c;
     c.epoch = epoch;
@@ -550,12 +561,38 @@ void Pipeline::start_epoch(int64_t epoch, std::vector<int64_t> shard_ids, const 
   if (d.next_t > N) throw DataError(str("data cursor position ", d.next_t, " is past the epoch's ", N, " samples"));
   d.delivered = resume ? resume->delivered : 0;
   d.batches = resume ? resume->batches : 0;
-  d.started = true;
-  d.finished = false;
-  const int64_t start = d.next_t;
-  d.reader = std::thread([&d, start] { d.reader_main(start); });
-  const int64_t n_workers = std::max<int64_t>(1, d.opt.num_threads);
-  for (int64_t i = 0; i < n_workers; ++i) d.workers.emplace_back([&d] { d.worker_main(); });
+  d.launch();
+}
+
+void Pipeline::start_pieces(int64_t epoch, std::vector<ShardPiece> pieces) {
+  Impl& d = *impl_;
+  d.stop_threads();
+  const int64_t n_shards = static_cast<int64_t>(d.index.shards.size());
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const ShardPiece& p = pieces[i];
+    if (p.shard < 0 || p.shard >= n_shards) {
+      throw DataError(str("piece ", i, ": shard id ", p.shard, " out of range: the index ", d.opt.index_path, " has ",
+                          n_shards, " shards"));
+    }
+    const int64_t n = d.index.shards[p.shard].samples;
+    if (p.start < 0 || p.start > p.end || p.end > n) {
+      throw DataError(str("piece ", i, ": samples [", p.start, ", ", p.end, ") of shard ",
+                          d.index.shards[p.shard].name, " are outside its ", n, " samples"));
+    }
+  }
+  d.epoch = epoch;
+  d.ids.clear();
+  d.counts.clear();
+  d.order.clear();
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const ShardPiece& p = pieces[i];
+    d.ids.push_back(p.shard);
+    d.counts.push_back(d.index.shards[p.shard].samples);
+    const std::vector<int32_t> perm = shard_permutation(d.opt.seed, epoch, p.shard, d.counts.back());
+    for (int64_t k = p.start; k < p.end; ++k) d.order.push_back(SampleRef{static_cast<int32_t>(i), perm[k]});
+  }
+  d.next_t = d.delivered = d.batches = 0;
+  d.launch();
 }
 
 std::optional<Batch> Pipeline::next() {

@@ -96,6 +96,16 @@ struct Cursor {
   bool operator==(const Cursor& o) const;
 };
 
+// A sample range of one shard, as the coordinator leases it: positions
+// [start, end) of the shard's permutation for the epoch
+// (shard_permutation(seed, epoch, shard, samples), epoch_order.h).
+struct ShardPiece {
+  int64_t shard = 0;  // id into the index
+  int64_t start = 0;
+  int64_t end = 0;
+  bool operator==(const ShardPiece& o) const { return shard == o.shard && start == o.start && end == o.end; }
+};
+
 struct Batch {
   at::Tensor images;              // float32 [n, 3, size, size], normalised
   at::Tensor labels;              // int64 [n]; -1 where the sample has no label
@@ -129,6 +139,16 @@ class Pipeline {
   // the batch the cursor came from; its epoch, shard list, seed and shuffle
   // buffer must match (DataError otherwise). Stops any running epoch.
   void start_epoch(int64_t epoch, std::vector<int64_t> shard_ids, const Cursor* resume = nullptr);
+
+  // Starts (or restarts) an epoch over leased pieces, in list order; within
+  // a piece, samples follow the shard's permutation (no shuffle buffer).
+  // cursor.consumed of a batch counts samples of the concatenated pieces
+  // (delivered + skipped), so the caller can tell how much of each piece is
+  // used. There is no cursor resume here: a resumed job is handed the unused
+  // tails as new pieces. Memory: a piece's raw samples are held until they
+  // are emitted, so up to one shard's bytes per rank. Throws DataError for a
+  // piece outside its shard.
+  void start_pieces(int64_t epoch, std::vector<ShardPiece> pieces);
 
   // The next batch, or nullopt at the end of the epoch. Throws DataError for
   // a bad shard under bad_shard = fail, and if no epoch was started.
