@@ -269,7 +269,21 @@ std::optional<CheckpointPlan> Scheduler::pending_plan() const {
   return ckpts_.at(pending_ckpt_).plan();
 }
 
-CheckpointPlan Scheduler::plan_checkpoint(const std::string& why, double now) {
+void Scheduler::plan_final_checkpoint(int rank, int64_t final_step, double now) {
+  for (const auto& [id, c] : ckpts_)
+    if (c.state == CheckpointRecord::State::kCommitted && c.step >= final_step) return;
+  if (auto p = pending_plan()) {
+    if (p->step <= final_step) return;  // reachable: it is written first
+    ckpts_[p->id].state = CheckpointRecord::State::kAbandoned;
+    mark_ckpt(p->id);
+    deletions_.push_back(p->dir);
+    pending_ckpt_ = 0;
+    event(str("checkpoint ", p->id, " (step ", p->step, ") abandoned: training ends at step ", final_step));
+  }
+  plan_checkpoint(str("final, rank ", rank, " finished at step ", final_step), now, final_step);
+}
+
+CheckpointPlan Scheduler::plan_checkpoint(const std::string& why, double now, int64_t at_step) {
   if (auto p = pending_plan()) return *p;
   // Far enough ahead that every rank hears of it before reaching it: two
   // heartbeat intervals at the fastest observed rate, plus one.
@@ -281,7 +295,7 @@ CheckpointPlan Scheduler::plan_checkpoint(const std::string& why, double now) {
   // Never behind the last commit: after a relaunch the ranks resume there.
   int64_t base = std::max<int64_t>(max_step(), 0);
   if (const CheckpointRecord* last = latest_committed()) base = std::max(base, last->step);
-  rec.step = base + margin;
+  rec.step = at_step > 0 ? at_step : base + margin;
   char name[64];
   std::snprintf(name, sizeof(name), "ckpt-%06lld-step-%09lld", static_cast<long long>(rec.id),
                 static_cast<long long>(rec.step));
@@ -303,6 +317,9 @@ HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& 
   if (!std::isfinite(info.samples_per_s) || info.samples_per_s < 0)
     fail(ErrorCode::kInvalidArgument, "samples_per_s: must be a finite number >= 0");
   if (info.message.size() > 4096) fail(ErrorCode::kInvalidArgument, "message: longer than 4096 characters");
+  if (info.final_step < 0) fail(ErrorCode::kInvalidArgument, "final_step: must be >= 0");
+  if (info.final_step > 0 && info.final_step != info.step)
+    fail(ErrorCode::kInvalidArgument, str("final_step: ", info.final_step, " differs from step ", info.step));
   Liveness& l = live_[ref.rank];
   if (info.step != l.step) {
     if (l.step >= 0 && info.step > l.step && now > l.step_changed && l.rate_baseline)
@@ -331,7 +348,9 @@ HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& 
     if (std::all_of(ranks_.begin(), ranks_.end(), [](const RankState& r) { return r.finished; }))
       set_state(JobState::kCompleted, "every rank finished");
   }
-  if (state_ == JobState::kRunning) {
+  if (state_ == JobState::kRunning && info.final_step > 0) {
+    plan_final_checkpoint(ref.rank, info.final_step, now);
+  } else if (state_ == JobState::kRunning) {
     if (info.preempted && !drain_after_commit_) {
       plan_checkpoint(str("rank ", ref.rank, " preempted"), now);
       drain_after_commit_ = true;

@@ -56,6 +56,10 @@
 //   committed checkpoints are resumed from. After a commit, committed
 //   checkpoints beyond the newest `keep` and abandoned plans are handed to
 //   the caller for deletion (take_deletions()).
+//   Final checkpoint: a rank that has done its last step heartbeats
+//   final_step = its step; unless a checkpoint of this attempt is committed
+//   at or beyond it, the coordinator plans one at exactly that step
+//   (abandoning a pending plan beyond it, which no rank can reach).
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -163,7 +167,9 @@ class Scheduler {
   void fail_attempt(const std::string& reason);
   void set_state(JobState s, const std::string& reason);
   std::optional<CheckpointPlan> pending_plan() const;
-  CheckpointPlan plan_checkpoint(const std::string& why, double now);
+  // at_step > 0: exactly there (the final checkpoint); else ahead of every rank.
+  CheckpointPlan plan_checkpoint(const std::string& why, double now, int64_t at_step = 0);
+  void plan_final_checkpoint(int rank, int64_t final_step, double now);
   void commit(CheckpointRecord& rec, double now);
   void validate_part(int rank, const RankState& rs, const RankPart& part);
   int64_t max_step() const;

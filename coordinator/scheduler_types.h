@@ -116,6 +116,7 @@ struct HeartbeatInfo {
   bool preempted = false;
   WorkerStatus status = WorkerStatus::kRunning;
   std::string message;
+  int64_t final_step = 0;  // > 0: the rank finished training there; plan the final checkpoint
 };
 
 struct HeartbeatResult {

@@ -243,6 +243,7 @@ grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext* ctx, const pb::H
     info.loss = req->loss();
     info.samples_per_s = req->samples_per_s();
     info.preempted = req->preempted();
+    info.final_step = req->final_step();
     info.status = static_cast<WorkerStatus>(req->status());
     info.message = req->message();
     std::lock_guard<std::mutex> lock(mu_);

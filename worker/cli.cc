@@ -24,6 +24,7 @@
 #include "worker/coordinator_link.h"
 #include "worker/data/shard_index.h"
 #include "worker/fcmae_model.h"
+#include "worker/lease_source.h"
 #include "worker/signals.h"
 #include "worker/trainer.h"
 
@@ -87,6 +88,7 @@ class CoordinatorControl final : public ControlPlane {
   void on_step(int64_t step, int64_t epoch, double loss, double images_per_s, bool preempted) override {
     link_.set_progress(step, epoch, loss, images_per_s, preempted);
   }
+  void finishing(int64_t final_step) override { link_.set_final_step(final_step); }
   std::string plan_dir(int64_t id) override {
     auto it = known_.find(id);
     CNX_CHECK(it != known_.end(), "checkpoint plan ", id, " is unknown to this rank");
@@ -200,6 +202,7 @@ int run_worker(const WorkerArgs& args) {
   std::unique_ptr<CoordinatorLink> link;
   std::unique_ptr<CoordinatorControl> control;
   std::string resume_how = args.resume.empty() ? config.checkpoint.resume : args.resume;
+  bool lease_mode = false;  // shard data from the coordinator's leases
   try {
     if (!args.coordinator.empty()) {
       link = std::make_unique<CoordinatorLink>(link_options, config.job.id, rank, world, launch_id(*comm));
@@ -208,8 +211,26 @@ int run_worker(const WorkerArgs& args) {
         CNX_LOG_INFO("registered with coordinator {} (attempt {}); last committed checkpoint: {}", args.coordinator,
                      reg.attempt, reg.resume_dir.empty() ? "none" : reg.resume_dir);
       }
-      // With a coordinator, "auto" means its last committed checkpoint.
+      // With a coordinator, "auto" means its last committed checkpoint. With
+      // leased data nothing else is consistent: the coordinator's sequences
+      // start after the data that checkpoint recorded as used.
       if (resume_how == "auto") resume_how = reg.resume_dir.empty() ? "none" : reg.resume_dir;
+      if (!args.synthetic && resume_how != (reg.resume_dir.empty() ? "none" : reg.resume_dir)) {
+        return fail(kExitConfig, world,
+                    reg.resume_dir.empty()
+                        ? str("--resume ", resume_how, ": job '", config.job.id,
+                              "' has no committed checkpoint at the coordinator, whose shard leases start from "
+                              "scratch; use --resume auto (or another job.id)")
+                        : str("--resume ", resume_how, ": with --coordinator a job resumes from its last committed "
+                              "checkpoint ", reg.resume_dir, " (the shard leases continue from there); use --resume "
+                              "auto, or a new job.id to start over"));
+      }
+      if (rank == 0 && !reg.resume_dir.empty() && reg.resume_world_size != world) {
+        CNX_LOG_WARN("resuming a checkpoint written by {} ranks with {}: the epoch's unused samples are re-dealt "
+                     "(none is used twice), the step count is rescaled to the new global batch; not bit-exact",
+                     reg.resume_world_size, world);
+      }
+      lease_mode = !args.synthetic;
       // A rank blocked in an all-reduce with a stalled peer cannot reach the
       // step boundary where ABORT is handled: end the whole job instead.
       link->set_abort_watchdog(std::max(10.0, 5.0 * reg.heartbeat_s), [world](const std::string& why) {
@@ -247,9 +268,17 @@ int run_worker(const WorkerArgs& args) {
       if (config.data.index.empty()) {
         return fail(kExitConfig, world, "data.index is empty: set it (--set data.index=PATH) or pass --synthetic");
       }
-      data = std::make_unique<ShardSource>(data::data_options(config.data, config.job.seed, true), rank, world);
+      const data::DataOptions dopt = data::data_options(config.data, config.job.seed, true);
+      if (lease_mode) {
+        data = std::make_unique<LeaseSource>(dopt, *link);
+      } else {
+        data = std::make_unique<ShardSource>(dopt, rank, world);
+      }
     }
-    Trainer trainer(trainer_options(config), *comm, make_fcmae_model(config), std::move(data));
+    TrainerOptions topt = trainer_options(config);
+    // Leased data may resume at another world size (the coordinator re-deals).
+    topt.allow_world_change = lease_mode;
+    Trainer trainer(topt, *comm, make_fcmae_model(config), std::move(data));
     if (control) trainer.set_control_plane(control.get());
     trainer.resume(resume_how);
 

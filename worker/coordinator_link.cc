@@ -69,7 +69,9 @@ CoordinatorRegistration CoordinatorLink::register_and_wait() {
   if (reply.has_resume() && !reply.resume().dir().empty()) {
     r.resume_dir = reply.resume().dir();
     r.resume_step = reply.resume().step();
+    r.resume_world_size = reply.resume().world_size();
   }
+  r.start_epoch = reply.start_epoch();
   // Wait for the other ranks of this launch.
   for (;;) {
     cnx::v1::HeartbeatRequest req;
@@ -96,6 +98,16 @@ void CoordinatorLink::set_progress(int64_t step, int64_t epoch, double loss, dou
   preempted_ = preempted_ || preempted;
 }
 
+void CoordinatorLink::set_final_step(int64_t step) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    step_ = step;
+    final_step_ = step;
+    wake_ = true;
+  }
+  cv_.notify_all();
+}
+
 CoordinatorPlan CoordinatorLink::due_plan(int64_t next_step) const {
   std::lock_guard<std::mutex> lock(mu_);
   if (plan_ && plan_->step <= next_step) return *plan_;
@@ -116,6 +128,7 @@ void CoordinatorLink::heartbeat_once(int status, const std::string& message) {
     req.set_loss(std::isfinite(loss_) ? loss_ : 0.0);
     req.set_samples_per_s(samples_per_s_);
     req.set_preempted(preempted_);
+    req.set_final_step(final_step_);
   }
   req.set_status(static_cast<cnx::v1::WorkerStatus>(status));
   req.set_message(message);
@@ -147,8 +160,9 @@ void CoordinatorLink::loop(double period_s) {
   std::optional<std::chrono::steady_clock::time_point> abort_seen;
   int64_t step_at_abort = 0;
   while (!stop_) {
-    cv_.wait_for(lock, std::chrono::duration<double>(period_s), [this] { return stop_; });
+    cv_.wait_for(lock, std::chrono::duration<double>(period_s), [this] { return stop_ || wake_; });
     if (stop_) break;
+    wake_ = false;
     if (abort_ && on_stuck_abort_) {
       const auto now = std::chrono::steady_clock::now();
       if (!abort_seen) {
@@ -199,15 +213,48 @@ bool CoordinatorLink::report_part(const CoordinatorPlan& plan, int64_t step, con
     f->set_sha256(d.sha256);
     f->set_bytes(d.bytes);
   }
-  // Lease progress: this rank holds no leases (static split), so it reports
-  // the lease epoch the coordinator assigned at registration with nothing
-  // consumed; its real data position is `data_cursor` (and rank-<r>.json).
-  (void)epoch;
-  req.mutable_progress()->set_epoch(lease_epoch_);
-  req.mutable_progress()->set_next_position(0);
+  auto* progress = req.mutable_progress();
+  if (LeaseCursor::is_lease_cursor(cursor)) {
+    const LeaseProgress p = LeaseCursor::from_string(cursor).progress();
+    progress->set_epoch(p.epoch);
+    progress->set_next_position(p.next_position);
+    for (const auto& part : p.partial) {
+      auto* ip = progress->add_partial();
+      ip->set_epoch(p.epoch);
+      ip->set_position(part.position);
+      ip->set_consumed(part.consumed);
+    }
+  } else {
+    // Data not leased (synthetic): the lease epoch the coordinator assigned
+    // at registration with nothing consumed; the real position is the cursor.
+    (void)epoch;
+    progress->set_epoch(lease_epoch_);
+    progress->set_next_position(0);
+  }
   req.set_data_cursor(cursor);
   const cnx::v1::CheckpointPartReply reply = client_->report_checkpoint_part(req);
   return reply.committed();
+}
+
+LeaseGrant CoordinatorLink::acquire(int64_t epoch, int64_t position) {
+  const cnx::v1::AcquireShardReply r = client_->acquire_shard(epoch, position);
+  LeaseGrant g;
+  g.end_of_epoch = r.end_of_epoch();
+  if (g.end_of_epoch) return g;
+  const cnx::v1::ShardLease& l = r.lease();
+  g.epoch = l.epoch();
+  g.position = l.position();
+  g.shard_id = l.shard_id();
+  g.shard_name = l.shard_name();
+  g.sha256 = l.sha256();
+  g.shard_samples = l.shard_samples();
+  g.start = l.start();
+  g.end = l.end();
+  return g;
+}
+
+void CoordinatorLink::done(int64_t epoch, int64_t position, int64_t consumed) {
+  client_->report_shard_done(epoch, position, consumed);
 }
 
 void CoordinatorLink::report_finished() {

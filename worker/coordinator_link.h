@@ -10,10 +10,10 @@
 // acted on only once every rank has heard the same plan (the protocol allows
 // any step >= the planned one, agreed among the workers).
 //
-// Data: shard leases are not used by this link; the trainer keeps the static
-// per-rank split, and reports RankProgress {epoch, next_position 0}. (Reading
-// the coordinator's lease ranges needs a pipeline that reads sample ranges
-// of a shard.)
+// Data: the link is LeaseSource's LeaseClient (AcquireShard /
+// ReportShardDone, retried by the client while the coordinator restarts);
+// report_part() derives the rank's RankProgress from its lease cursor. A rank
+// whose data is not leased (synthetic data) reports {epoch, next_position 0}.
 //
 // No LibTorch here (gRPC and torch stay in separate translation units).
 #include <atomic>
@@ -28,6 +28,7 @@
 #include <thread>
 
 #include "worker/checkpoint_files.h"
+#include "worker/lease_protocol.h"
 
 namespace cnx {
 struct Config;
@@ -60,12 +61,14 @@ struct CoordinatorRegistration {
   double heartbeat_s = 2.0;
   std::string resume_dir;   // "" = nothing committed yet
   int64_t resume_step = 0;
+  int resume_world_size = 0;  // ranks that wrote the checkpoint
+  int64_t start_epoch = 0;    // the epoch this rank's leases start in
 };
 
-class CoordinatorLink {
+class CoordinatorLink final : public LeaseClient {
  public:
   CoordinatorLink(const LinkOptions& options, std::string job_id, int rank, int world, std::string launch_id);
-  ~CoordinatorLink();  // stops the heartbeat thread
+  ~CoordinatorLink() override;  // stops the heartbeat thread
   CoordinatorLink(const CoordinatorLink&) = delete;
   CoordinatorLink& operator=(const CoordinatorLink&) = delete;
 
@@ -85,6 +88,10 @@ class CoordinatorLink {
   // Progress for the next heartbeat (training thread).
   void set_progress(int64_t step, int64_t epoch, double loss, double samples_per_s, bool preempted);
 
+  // Training ended at `step`: heartbeats now ask for the final checkpoint
+  // plan (HeartbeatRequest.final_step), starting with one sent at once.
+  void set_final_step(int64_t step);
+
   // The latest plan heard whose step is <= next_step (0 id when none).
   CoordinatorPlan due_plan(int64_t next_step) const;
   bool abort_requested() const { return abort_.load(); }
@@ -94,6 +101,10 @@ class CoordinatorLink {
   // Reports this rank's written part of `plan` at `step`; true once committed.
   bool report_part(const CoordinatorPlan& plan, int64_t step, const Manifest& files, int64_t epoch,
                    const std::string& cursor);
+  // LeaseClient (training thread). Throws coordinator::RpcError.
+  LeaseGrant acquire(int64_t epoch, int64_t position) override;
+  void done(int64_t epoch, int64_t position, int64_t consumed) override;
+
   // Final status (best effort; errors are logged, not thrown).
   void report_finished();
   void report_failed(const std::string& message);
@@ -116,6 +127,8 @@ class CoordinatorLink {
   int64_t step_ = 0, epoch_ = 0;
   double loss_ = 0, samples_per_s_ = 0;
   bool preempted_ = false;
+  int64_t final_step_ = 0;
+  bool wake_ = false;  // heartbeat now
   std::optional<CoordinatorPlan> plan_;
   std::set<int64_t> done_;  // plans this rank already wrote (never written twice)
   std::string reason_;

@@ -374,7 +374,41 @@ RunOutcome Trainer::run(const std::function<void(const StepResult&)>& observer) 
       return RunOutcome::kPreempted;
     }
   }
+  if (plane_ && step_ == total_steps_ && last_checkpoint_step_ != step_ && !final_checkpoint()) {
+    if (comm_.rank() == 0) CNX_LOG_ERROR("aborted by the coordinator while waiting for the final checkpoint");
+    return RunOutcome::kAborted;
+  }
   return RunOutcome::kCompleted;
+}
+
+bool Trainer::final_checkpoint() {
+  plane_->finishing(step_);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (;;) {
+    const int64_t id = plane_->due_plan_id(step_);
+    const bool late = comm_.rank() == 0 && std::chrono::steady_clock::now() - t0 >
+                                               std::chrono::duration<double>(options_.final_checkpoint_wait_s);
+    // Max-reduced: [no plan here, id, -id, rank 0 gave up, abort]: every rank
+    // holds the same plan iff no one lacks one and max id == min id.
+    at::Tensor v = at::tensor({id > 0 ? 0.0 : 1.0, static_cast<double>(id), -static_cast<double>(id),
+                               late ? 1.0 : 0.0, plane_->abort_requested() ? 1.0 : 0.0},
+                              at::kDouble);
+    comm_.allreduce({v}, comm::ReduceOp::kMax)->wait();
+    const double* x = v.data_ptr<double>();
+    if (x[4] > 0) return false;
+    if (x[0] == 0 && x[1] == -x[2]) {
+      save_checkpoint(static_cast<int64_t>(x[1]));
+      return true;
+    }
+    if (x[3] > 0) {
+      if (comm_.rank() == 0)
+        CNX_LOG_ERROR("training completed at step {}, but the coordinator planned no final checkpoint within {} s; "
+                      "the last committed checkpoint is the one to use",
+                      step_, options_.final_checkpoint_wait_s);
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
 }
 
 std::string Trainer::save_checkpoint(int64_t plan_id) {
@@ -439,13 +473,14 @@ std::string Trainer::save_checkpoint(int64_t plan_id) {
     CNX_LOG_INFO("checkpoint {} {} ({:.2f} s)", final_dir, planned ? "reported to the coordinator" : "committed", secs);
   }
   last_checkpoint_time_ = std::chrono::steady_clock::now();
+  last_checkpoint_step_ = step_;
   return final_dir;
 }
 
 void Trainer::load_checkpoint(const std::string& dir) {
   const std::string mine = rank_file(comm_.rank());
   int64_t ck_step = -1;
-  verify_checkpoint(dir, {kModelFile, kOptimizerFile, kTrainerFile, mine}, &ck_step);
+  const Manifest manifest = verify_checkpoint(dir, {kModelFile, kOptimizerFile, kTrainerFile}, &ck_step);
 
   const nlohmann::json t = parse_json_file(dir + "/" + kTrainerFile);
   auto get_int = [&](const char* key) -> int64_t {
@@ -454,11 +489,22 @@ void Trainer::load_checkpoint(const std::string& dir) {
     return t[key].get<int64_t>();
   };
   const int64_t world = get_int("world_size");
-  if (world != comm_.size())
+  const bool same_world = world == comm_.size();
+  if (!same_world && !options_.allow_world_change)
     throw CheckpointError(cnx::str("checkpoint '", dir, "' was written by ", world, " ranks; this run has ",
                                    comm_.size(), ". Resuming with another world size needs the coordinator, which "
                                    "re-partitions the epoch's remaining samples"));
-  if (get_int("global_batch") != global_batch_)
+  const int64_t saved_global_batch = get_int("global_batch");
+  if (saved_global_batch < 1) throw CheckpointError(dir + "/" + kTrainerFile + ": global_batch must be >= 1");
+  if (!same_world) {
+    if (saved_global_batch % world != 0)
+      throw CheckpointError(cnx::str(dir, "/", kTrainerFile, ": global_batch ", saved_global_batch,
+                                     " is not a multiple of world_size ", world));
+    if (saved_global_batch / world != global_batch_ / comm_.size())
+      throw CheckpointError(cnx::str("checkpoint '", dir, "' used ", saved_global_batch / world,
+                                     " samples per rank and step, this run uses ", global_batch_ / comm_.size(),
+                                     " (data.batch_size x accum_steps)"));
+  } else if (saved_global_batch != global_batch_)
     throw CheckpointError(cnx::str("checkpoint '", dir, "' used a global batch of ", get_int("global_batch"),
                                    ", this run uses ", global_batch_, " (data.batch_size x ranks x accum_steps)"));
   if (get_int("step") != ck_step) throw CheckpointError(dir + ": trainer.json and MANIFEST.json disagree on the step");
@@ -496,18 +542,35 @@ void Trainer::load_checkpoint(const std::string& dir) {
     throw CheckpointError(dir + "/" + kOptimizerFile + ": " + e.what());
   }
 
-  const nlohmann::json rj = parse_json_file(dir + "/" + mine);
-  if (!rj.contains("cursor") || !rj["cursor"].is_string() || !rj.contains("cpu_rng") || !rj["cpu_rng"].is_string())
-    throw CheckpointError(dir + "/" + mine + ": needs string fields \"cursor\" and \"cpu_rng\"");
-  try {
-    data_->restore(rj["cursor"].get<std::string>());
-  } catch (const std::exception& e) {
-    throw CheckpointError(dir + "/" + mine + ": cannot restore the data cursor: " + e.what());
-  }
-  set_cpu_rng_state(from_hex(rj["cpu_rng"].get<std::string>(), dir + "/" + mine));
-
-  step_ = ck_step;
   epoch_ = get_int("epoch");
+  if (same_world) {
+    if (!manifest.count(mine))
+      throw CheckpointError(dir + ": MANIFEST.json lists no " + mine + " for this rank");
+    const nlohmann::json rj = parse_json_file(dir + "/" + mine);
+    if (!rj.contains("cursor") || !rj["cursor"].is_string() || !rj.contains("cpu_rng") || !rj["cpu_rng"].is_string())
+      throw CheckpointError(dir + "/" + mine + ": needs string fields \"cursor\" and \"cpu_rng\"");
+    try {
+      data_->restore(rj["cursor"].get<std::string>());
+    } catch (const std::exception& e) {
+      throw CheckpointError(dir + "/" + mine + ": cannot restore the data cursor: " + e.what());
+    }
+    set_cpu_rng_state(from_hex(rj["cpu_rng"].get<std::string>(), dir + "/" + mine));
+    step_ = ck_step;
+  } else {
+    // The coordinator hands this rank its share of the epoch's unused
+    // samples; the old ranks' cursors and generators do not apply.
+    data_->start_epoch(epoch_);
+    step_ = (ck_step * saved_global_batch + global_batch_ / 2) / global_batch_;
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(data::mix_seed(data::mix_seed(options_.seed, 0x72616e6bULL + static_cast<uint64_t>(comm_.rank())),
+                                        static_cast<uint64_t>(ck_step)));
+    if (comm_.rank() == 0)
+      CNX_LOG_WARN("checkpoint {} was written by {} ranks (global batch {}); this run has {} (global batch {}): "
+                   "step {} becomes step {} of the rescaled schedule",
+                   dir, world, saved_global_batch, comm_.size(), global_batch_, ck_step, step_);
+  }
+  last_checkpoint_step_ = step_;
   skipped_total_ = get_int("skipped_total");
   skipped_consecutive_ = get_int("skipped_consecutive");
   if (comm_.rank() == 0) CNX_LOG_INFO("resumed from {} at step {} (epoch {})", dir, step_, epoch_);

@@ -77,6 +77,13 @@ struct TrainerOptions {
   double checkpoint_every_minutes = 0.0;
   int64_t checkpoint_keep = 3;
   int64_t log_every = 10;  // 0 = no progress lines
+  // Resume a checkpoint written by another number of ranks (leased data
+  // only: the coordinator re-deals the epoch's unused samples). The step
+  // count is rescaled to the new global batch (same samples seen, same point
+  // of the schedule); each rank's generator is reseeded from (seed, rank,
+  // step). Not bit-exact, by nature.
+  bool allow_world_change = false;
+  double final_checkpoint_wait_s = 120.0;  // see Trainer::final_checkpoint
   // Test hook: may replace the loss of (step, micro-step) before the
   // non-finite check (e.g. inject NaN on one rank).
   std::function<void(int64_t step, int64_t micro, at::Tensor& loss)> loss_hook;
@@ -114,6 +121,9 @@ class ControlPlane {
   virtual bool drain_requested() = 0;
   // After every step (progress for heartbeats).
   virtual void on_step(int64_t step, int64_t epoch, double loss, double images_per_s, bool preempted) = 0;
+  // Training has ended at `final_step` (after its last step): ask for the
+  // final checkpoint plan (exactly at that step; see due_plan_id).
+  virtual void finishing(int64_t final_step) = 0;
   // The folder that plan `id` is written into.
   virtual std::string plan_dir(int64_t id) = 0;
   // This rank's files of plan `id`, written and fsynced at `step`.
@@ -165,6 +175,11 @@ class Trainer {
  private:
   std::optional<TrainBatch> next_batch();
   bool all_ranks_have_batch(bool mine);
+  // Under a control plane, after the last step: every rank waits (agreeing
+  // by all-reduce) for the coordinator's plan at this step and writes it;
+  // false when the coordinator aborted meanwhile. Gives up with an error
+  // line after final_checkpoint_wait_s (training itself has completed).
+  bool final_checkpoint();
   void log_progress(const StepResult& r);
 
   TrainerOptions options_;
@@ -186,6 +201,7 @@ class Trainer {
   ControlPlane* plane_ = nullptr;
   bool preempt_pending_ = false;  // preempted under a control plane: waiting for its checkpoint plan
   std::chrono::steady_clock::time_point last_checkpoint_time_;
+  int64_t last_checkpoint_step_ = -1;  // written or loaded
 };
 
 }  // namespace cnx::worker

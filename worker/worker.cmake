@@ -16,6 +16,8 @@ cnx_library(cnx_worker_core
 cnx_library(cnx_worker
   SOURCES
     ${CMAKE_CURRENT_LIST_DIR}/batch_source.cc
+    ${CMAKE_CURRENT_LIST_DIR}/lease_protocol.cc
+    ${CMAKE_CURRENT_LIST_DIR}/lease_source.cc
     ${CMAKE_CURRENT_LIST_DIR}/fcmae_model.cc
     ${CMAKE_CURRENT_LIST_DIR}/trainer.cc
     ${CMAKE_CURRENT_LIST_DIR}/coordinator_link.cc

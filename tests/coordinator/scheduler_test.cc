@@ -1,6 +1,7 @@
 // Unit tests of the coordinator's state machine (no gRPC, no disk).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 
 #include "common/check.h"
@@ -272,6 +273,41 @@ TEST(SchedulerCheckpoint, DrainAndPreemption) {
   EXPECT_EQ(t.heartbeat(ref(t, 0), {}, 103).action, Action::kDrain);
   // A new launch resumes a stopped job.
   EXPECT_EQ(t.register_worker("job", 0, 1, "h", "L2", 104).state, JobState::kRunning);
+}
+
+// The final checkpoint: a rank done with its last step asks for a plan at
+// exactly that step; a pending plan beyond it is abandoned (no rank can reach
+// it); nothing is planned once a checkpoint at that step is committed.
+TEST(SchedulerCheckpoint, FinalCheckpointIsPlannedAtTheLastStep) {
+  Scheduler s(opts(), make_index({4, 4}));
+  start(s, 2, "L");
+  HeartbeatInfo hb;
+  hb.step = 20;
+  s.heartbeat(ref(s, 0), hb, 101);
+  const CheckpointPlan ahead = s.request_checkpoint("job", 101);
+  ASSERT_GT(ahead.step, 20);
+  hb.final_step = 20;
+  auto r = s.heartbeat(ref(s, 0), hb, 102);
+  ASSERT_EQ(r.action, Action::kCheckpoint);
+  EXPECT_NE(r.plan.id, ahead.id);
+  EXPECT_EQ(r.plan.step, 20);
+  EXPECT_NE(r.plan.dir.find("step-000000020"), std::string::npos) << r.plan.dir;
+  std::vector<std::string> gone = s.take_deletions();
+  EXPECT_NE(std::find(gone.begin(), gone.end(), ahead.dir), gone.end()) << "the unreachable plan's folder is deleted";
+  EXPECT_THROW(s.report_part(ref(s, 0), ahead.id, 20, RankPart{}, 103), SchedulerError) << "abandoned";
+  // The other rank asks too: the same plan; both parts commit it.
+  auto r1 = s.heartbeat(ref(s, 1), hb, 103);
+  EXPECT_EQ(r1.plan.id, r.plan.id);
+  EXPECT_FALSE(s.report_part(ref(s, 0), r.plan.id, 20, RankPart{}, 104));
+  EXPECT_TRUE(s.report_part(ref(s, 1), r.plan.id, 20, RankPart{}, 104));
+  EXPECT_EQ(s.heartbeat(ref(s, 0), hb, 105).action, Action::kContinue) << "committed: nothing more to plan";
+  EXPECT_EQ(s.latest_committed()->step, 20);
+
+  // final_step must be the step the rank reports, and not negative.
+  hb.final_step = 19;
+  EXPECT_THROW(s.heartbeat(ref(s, 0), hb, 106), SchedulerError);
+  hb.final_step = -1;
+  EXPECT_THROW(s.heartbeat(ref(s, 0), hb, 106), SchedulerError);
 }
 
 TEST(SchedulerPersistence, RestoreReproducesStateAndLeases) {
