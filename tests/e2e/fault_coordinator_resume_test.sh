@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Coordinator mode (shard leases) across attempts, 2 ranks on loopback,
+# Fashion-MNIST shards, each job against its own cnx-coordinator:
+#  1. reference: 2 ranks train to the end; the final checkpoint (planned by
+#     the coordinator at the last step) holds the final state.
+#  2. kill -9 one rank after a committed checkpoint, mid-epoch: the attempt
+#     ends; a relaunch (new attempt) gets the unused tails of its leases first
+#     and must end with model.pt, optimizer.pt and trainer.json byte-identical
+#     to the reference's final checkpoint.
+#  3. the same kill, relaunched with 1 rank: the coordinator re-deals the
+#     epoch's unused samples to the new world size; training completes, the
+#     coordinator reports the samples left unused, and no shard lease is
+#     handed out twice (shards done + unused accounted).
+# Usage: fault_coordinator_resume_test.sh <cnx-worker> <cnx-coordinator> <cnx-make-shards>
+source "$(dirname "$0")/lib.sh"
+WORKER="$1"
+COORD="$2"
+MAKE_SHARDS="$3"
+e2e_init fault_coord_resume 280
+
+make_fmnist_shards "$MAKE_SHARDS" "$WORK/shards" 200 # 4 shards x 50; 2 ranks x batch 4: 25 steps per epoch
+STEPS=60
+echo "fault-test-coordinator-token-0123456789" > "$WORK/token"
+
+# setup JOB: config + coordinator for one job (own port and state database).
+setup() {
+  local port
+  port="$(free_port)"
+  EVERY=10 write_config "$WORK/$1.yaml" "$WORK/shards/index.json" "$WORK/ckpt-$1" \
+    "schedule: {epochs: 3, warmup_epochs: 0.5, log_every: 10, max_steps: $STEPS}" \
+    "coordinator: {listen: \"127.0.0.1:$port\", token_file: $WORK/token, state_db: $WORK/$1.sqlite,
+              heartbeat_s: 0.2, heartbeat_timeout_s: 60, stall_s: 120}"
+  e2e_bg "$COORD" --config "$WORK/$1.yaml" > "$WORK/coordinator-$1.log" 2>&1
+  wait_for 30 grep -q "listening" "$WORK/coordinator-$1.log" || fail "coordinator of $1 did not start"
+  eval "PORT_$1=$port"
+}
+launch() { # launch JOB LOG NP [args...]: runs the workers in the background (pid in MPI_PID)
+  local job="$1" log="$2" np="$3" port
+  shift 3
+  port="$(eval echo "\$PORT_$job")"
+  e2e_bg timeout -k 5 150 mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$np" "$WORKER" \
+    --config "$WORK/$job.yaml" --coordinator "127.0.0.1:$port" "$@" > "$WORK/$log.log" 2>&1
+  MPI_PID="$BG_PID"
+}
+final_dir() { # final_dir JOB: the committed checkpoint at step $STEPS
+  ls -d "$WORK/ckpt-$1"/fault-test/ckpt-*-step-$(printf '%09d' $STEPS) 2>/dev/null | tail -n 1
+}
+digest() { # digest DIR FILE: the sha256 the manifest lists
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]+"/MANIFEST.json"))["files"][sys.argv[2]]["sha256"])' "$1" "$2"
+}
+kill_after_commit() { # kill_after_commit LOG: kill -9 one rank once a checkpoint is committed (step >= 20)
+  wait_for 120 grep -Eq "plan [0-9]+ \(step ([2-9][0-9])\) committed" "$WORK/$1.log" ||
+    fail "no checkpoint at step >= 20 committed in $1"
+  local victim
+  victim="$(rank_pids "$MPI_PID" | tail -n 1)"
+  [ -n "$victim" ] || fail "no rank process to kill in $1"
+  kill -KILL "$victim"
+  wait_rc "$MPI_PID"
+  [ "$RC" != 0 ] || fail "$1: the attempt ended with exit 0 after a rank was killed"
+  KILLED_STEP="$(grep -o 'step [0-9]*/' "$WORK/$1.log" | tail -n 1 | grep -o '[0-9]*')"
+  LAST_COMMIT="$(grep -Eo 'plan [0-9]+ \(step [0-9]+\) committed' "$WORK/$1.log" | tail -n 1 | grep -Eo 'step [0-9]+' |
+    grep -o '[0-9]*')"
+  echo "ok: $1: rank killed (exit $RC) after the commit at step $LAST_COMMIT (last progress line: step ${KILLED_STEP:-?})"
+}
+
+setup ref
+setup kill
+setup resize
+
+launch ref ref 2 --resume auto
+wait_rc "$MPI_PID"
+[ "$RC" = 0 ] || fail "reference run exited $RC"
+REF="$(final_dir ref)"
+[ -n "$REF" ] || fail "no final checkpoint at step $STEPS in the reference run"
+grep -q "training completed: $STEPS steps" "$WORK/ref.log" || fail "reference run did not complete"
+echo "ok: reference run completed; final checkpoint $(basename "$REF") committed at the last step"
+
+# 2. kill -9 and relaunch with the same world size: bit-exact.
+launch kill kill1 2 --resume auto
+kill_after_commit kill1
+launch kill kill2 2 --resume auto
+wait_rc "$MPI_PID"
+[ "$RC" = 0 ] || fail "relaunch after the kill exited $RC"
+grep -q "resumed from .* at step $LAST_COMMIT " "$WORK/kill2.log" || fail "relaunch did not resume from step $LAST_COMMIT"
+GOT="$(final_dir kill)"
+[ -n "$GOT" ] || fail "no final checkpoint at step $STEPS after the relaunch"
+for f in model.pt optimizer.pt trainer.json; do
+  [ "$(digest "$REF" $f)" = "$(digest "$GOT" $f)" ] || fail "$f after kill + resume differs from the uninterrupted run"
+done
+echo "ok: kill -9 + relaunch resumed from step $LAST_COMMIT; final model/optimizer/trainer state identical to the uninterrupted run"
+
+# 3. kill -9 and relaunch with 1 rank: the epoch's unused samples are re-dealt.
+launch resize resize1 2 --resume auto
+kill_after_commit resize1
+launch resize resize2 1 --resume auto
+wait_rc "$MPI_PID"
+[ "$RC" = 0 ] || fail "relaunch with 1 rank exited $RC"
+grep -q "written by 2 ranks" "$WORK/resize2.log" || fail "the 1-rank relaunch did not report the world-size change"
+grep -q "training completed" "$WORK/resize2.log" || fail "the 1-rank relaunch did not complete"
+# The coordinator's own accounting: every lease handed out was reported done
+# once (shards_done counts completions; a lease handed out twice in an
+# attempt would be refused by the scheduler), samples left unused are counted.
+python3 - "$WORK/resize.sqlite" <<'PY' || fail "coordinator accounting after the world-size change is wrong"
+import json, sqlite3, sys
+rows = dict(sqlite3.connect(sys.argv[1]).execute("select key, value from state"))
+job = json.loads(rows["job"])
+assert job["world"] == 1 and job["attempt"] == 2, job
+assert job["state"] == 5, ("job not completed", job)
+assert 0 <= job["unused"] < 200, job
+print("ok: coordinator: attempt 2 with world size 1 completed; %d shard leases done, %d samples left unused" %
+      (job["done"], job["unused"]))
+PY
