@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <chrono>
 #include <climits>
 #include <cstring>
@@ -15,7 +17,8 @@ namespace cnx::comm {
 // Work handle completed by the communication thread.
 class MpiWork final : public Work {
  public:
-  explicit MpiWork(std::vector<at::Tensor> keep) : keep_(std::move(keep)) {}
+  MpiWork(std::vector<at::Tensor> keep, std::shared_ptr<std::atomic<int>> waiters)
+      : keep_(std::move(keep)), waiters_(std::move(waiters)) {}
 
   bool is_completed() override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -23,7 +26,13 @@ class MpiWork final : public Work {
   }
   void wait() override {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return done_; });
+    if (!done_) {
+      // While someone blocks here, the communication thread polls without
+      // sleeping (see MpiCommunicator::wait_request).
+      waiters_->fetch_add(1);
+      cv_.wait(lock, [&] { return done_; });
+      waiters_->fetch_sub(1);
+    }
     if (error_) {
       std::rethrow_exception(error_);
     }
@@ -50,12 +59,15 @@ class MpiWork final : public Work {
   std::exception_ptr error_;
   double seconds_ = 0.0;
   std::vector<at::Tensor> keep_;  // tensors referenced until completion
+  std::shared_ptr<std::atomic<int>> waiters_;
 };
 
 namespace {
 
 // MPI counts are int: large buffers go in chunks of at most this many elements.
 constexpr int64_t kMaxChunk = int64_t{1} << 30;
+// Longest pause between two progress calls of a polled collective.
+constexpr int64_t kMaxPollPauseUs = 200;
 
 MPI_Datatype mpi_float_type(at::ScalarType t) {
   switch (t) {
@@ -99,8 +111,8 @@ void check_cpu_dense(const at::Tensor& t, const std::string& what, int rank) {
 
 }  // namespace
 
-MpiCommunicator::MpiCommunicator(std::shared_ptr<MpiRuntime> runtime, MPI_Comm base)
-    : runtime_(std::move(runtime)) {
+MpiCommunicator::MpiCommunicator(std::shared_ptr<MpiRuntime> runtime, MPI_Comm base, MpiWaitMode wait)
+    : runtime_(std::move(runtime)), wait_mode_(wait) {
   CNX_CHECK(runtime_ != nullptr, "MpiCommunicator needs an MpiRuntime (MpiRuntime::acquire())");
   CNX_MPI_CHECK(MPI_Comm_dup(base, &comm_));
   CNX_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
@@ -132,7 +144,7 @@ MpiCommunicator::~MpiCommunicator() {
 
 std::shared_ptr<MpiWork> MpiCommunicator::enqueue(std::function<void()> fn,
                                                   std::vector<at::Tensor> keep) {
-  auto work = std::make_shared<MpiWork>(std::move(keep));
+  auto work = std::make_shared<MpiWork>(std::move(keep), waiters_);
   {
     std::lock_guard<std::mutex> lock(mu_);
     CNX_CHECK(!stop_, "MpiCommunicator: collective issued while the communicator is being destroyed");
@@ -180,7 +192,7 @@ WorkPtr MpiCommunicator::allreduce(std::vector<at::Tensor> tensors, ReduceOp op)
   }
   const MPI_Comm comm = comm_;
   const int size = size_;
-  auto fn = [tensors, op, comm, size] {
+  auto fn = [this, tensors, op, comm, size] {
     for (const at::Tensor& t : tensors) {
       const int64_t n = t.numel();
       if (n == 0) {
@@ -191,7 +203,13 @@ WorkPtr MpiCommunicator::allreduce(std::vector<at::Tensor> tensors, ReduceOp op)
       const int64_t elem = static_cast<int64_t>(t.element_size());
       for (int64_t off = 0; off < n; off += kMaxChunk) {
         const int count = static_cast<int>(std::min(kMaxChunk, n - off));
-        CNX_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, base + off * elem, count, type, mpi_op(op), comm));
+        if (wait_mode_ == MpiWaitMode::kBlocking) {
+          CNX_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, base + off * elem, count, type, mpi_op(op), comm));
+        } else {
+          MPI_Request req = MPI_REQUEST_NULL;
+          CNX_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, base + off * elem, count, type, mpi_op(op), comm, &req));
+          wait_request(&req);
+        }
       }
       if (op == ReduceOp::kAverage && size > 1) {
         t.div_(static_cast<double>(size));
@@ -199,6 +217,22 @@ WorkPtr MpiCommunicator::allreduce(std::vector<at::Tensor> tensors, ReduceOp op)
     }
   };
   return enqueue(std::move(fn), tensors);
+}
+
+void MpiCommunicator::wait_request(MPI_Request* req) {
+  int done = 0;
+  CNX_MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
+  int64_t pause_us = 10;
+  while (!done) {
+    if (waiters_->load() == 0) {
+      // Nobody waits for the result yet (e.g. backward is still running on
+      // this rank's cores): poll with growing pauses so this thread does not
+      // take a core from the computation while the peers catch up.
+      std::this_thread::sleep_for(std::chrono::microseconds(pause_us));
+      pause_us = std::min<int64_t>(pause_us * 2, kMaxPollPauseUs);
+    }
+    CNX_MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
+  }
 }
 
 WorkPtr MpiCommunicator::broadcast(at::Tensor tensor, int root) {

@@ -18,8 +18,17 @@
 //    already finalised.
 // allgather() and barrier() are items on the same queue, waited upon by the
 // caller, so they also order after every collective issued before them.
+//
+// Waiting (MpiWaitMode). A blocking MPI_Allreduce busy-polls its core until
+// the slowest rank arrives; with overlap that core is the one backward runs
+// on. kPolled (default) issues MPI_Iallreduce and drives it with MPI_Test:
+// back to back while some caller blocks in Work::wait() (full speed when the
+// result is needed), with pauses growing to 200 us while nobody waits (the
+// computation keeps the core). kBlocking is the plain MPI call (for
+// comparison in bench/comm and bench/worker).
 #include <mpi.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -34,9 +43,12 @@ namespace cnx::comm {
 
 class MpiWork;
 
+enum class MpiWaitMode { kPolled, kBlocking };
+
 class MpiCommunicator final : public Communicator {
  public:
-  explicit MpiCommunicator(std::shared_ptr<MpiRuntime> runtime, MPI_Comm base = MPI_COMM_WORLD);
+  explicit MpiCommunicator(std::shared_ptr<MpiRuntime> runtime, MPI_Comm base = MPI_COMM_WORLD,
+                           MpiWaitMode wait = MpiWaitMode::kPolled);
   ~MpiCommunicator() override;
   MpiCommunicator(const MpiCommunicator&) = delete;
   MpiCommunicator& operator=(const MpiCommunicator&) = delete;
@@ -68,8 +80,12 @@ class MpiCommunicator final : public Communicator {
   };
   std::shared_ptr<MpiWork> enqueue(std::function<void()> fn, std::vector<at::Tensor> keep);
   void loop();
+  void wait_request(MPI_Request* req);  // communication thread
 
   std::shared_ptr<MpiRuntime> runtime_;
+  MpiWaitMode wait_mode_;
+  // Callers blocked in Work::wait() right now (shared with the work handles).
+  std::shared_ptr<std::atomic<int>> waiters_ = std::make_shared<std::atomic<int>>(0);
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "comm/communicator.h"
 #include "comm/mpi/mpi_communicator.h"
@@ -87,8 +88,10 @@ TEST(MpiCollectives, BroadcastTensorsMakesParametersIdentical) {
   EXPECT_TRUE(w.requires_grad());
 }
 
-TEST(MpiCollectives, AllreduceMatchesLocalSums) {
-  auto comm = make_mpi();
+class MpiWaitModes : public ::testing::TestWithParam<MpiWaitMode> {};
+
+TEST_P(MpiWaitModes, AllreduceMatchesLocalSums) {
+  auto comm = std::make_unique<MpiCommunicator>(MpiRuntime::acquire(), MPI_COMM_WORLD, GetParam());
   ASSERT_EQ(comm->size(), 2);
   for (auto dtype : {at::kFloat, at::kDouble}) {
     for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{1023}, int64_t{100003}}) {
@@ -118,6 +121,26 @@ TEST(MpiCollectives, AllreduceMatchesLocalSums) {
     }
   }
 }
+
+// Ranks arrive 30 ms apart and nobody waits while the collective is in
+// flight: the polled mode's paused progress still completes it exactly.
+TEST_P(MpiWaitModes, SkewedArrivalWithoutAWaiter) {
+  MpiCommunicator comm(MpiRuntime::acquire(), MPI_COMM_WORLD, GetParam());
+  const int64_t n = 1 << 20;  // 4 MiB: several protocol rounds
+  at::Tensor mine = seeded(7 + comm.rank(), n, at::kFloat);
+  at::Tensor want = seeded(7, n, at::kFloat) + seeded(8, n, at::kFloat);
+  if (comm.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  at::Tensor t = mine.clone();
+  auto w = comm.allreduce({t}, ReduceOp::kSum);
+  while (!w->is_completed()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  w->wait();
+  EXPECT_TRUE(at::equal(t, want));
+}
+
+INSTANTIATE_TEST_SUITE_P(Mpi, MpiWaitModes, ::testing::Values(MpiWaitMode::kPolled, MpiWaitMode::kBlocking),
+                         [](const ::testing::TestParamInfo<MpiWaitMode>& i) {
+                           return i.param == MpiWaitMode::kPolled ? std::string("Polled") : std::string("Blocking");
+                         });
 
 TEST(MpiCollectives, IntegerValuedSumsAreExact) {
   auto comm = make_mpi();
