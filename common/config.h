@@ -92,6 +92,9 @@ struct TrainConfig {
   int64_t threads = 0;             // intra-op threads per rank; 0 = cores / local ranks
   std::string nonfinite = "skip";  // skip|stop on a non-finite loss
   int64_t max_skipped = 10;        // stop after this many consecutive skipped steps
+  // "" = off; else a folder: each rank appends one line "step<TAB>epoch<TAB>key"
+  // per sample it trains on to <folder>/samples-rank<R>.tsv (see worker/trainer.h).
+  std::string sample_log;
 };
 
 struct DistributedConfig {

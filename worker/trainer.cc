@@ -5,8 +5,12 @@
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -121,6 +125,49 @@ nlohmann::json parse_json_file(const std::string& path) {
 
 }  // namespace
 
+// train.sample_log (trainer.h): a step's lines are collected in memory and
+// written with one fwrite + fflush when the step's micro-batches are done.
+class SampleLog {
+ public:
+  SampleLog(const std::string& folder, int rank) {
+    std::error_code ec;
+    fs::create_directories(folder, ec);
+    if (ec) throw std::runtime_error("train.sample_log: cannot create folder '" + folder + "': " + ec.message());
+    path_ = (fs::path(folder) / ("samples-rank" + std::to_string(rank) + ".tsv")).string();
+    // An attempt killed inside a write may have left a partial last line:
+    // end it, so that this attempt's first line stands on its own.
+    {
+      std::ifstream in(path_, std::ios::binary | std::ios::ate);
+      if (in && in.tellg() > 0) {
+        in.seekg(-1, std::ios::end);
+        if (in.get() != '\n') pending_ = "\n";
+      }
+    }
+    file_ = std::fopen(path_.c_str(), "ab");
+    if (!file_)
+      throw std::runtime_error("train.sample_log: cannot open '" + path_ + "' for appending: " + std::strerror(errno));
+  }
+  ~SampleLog() { std::fclose(file_); }
+  SampleLog(const SampleLog&) = delete;
+  SampleLog& operator=(const SampleLog&) = delete;
+
+  void add(int64_t step, const TrainBatch& batch) {
+    const std::string prefix = std::to_string(step) + "\t" + std::to_string(batch.epoch) + "\t";
+    for (const auto& key : batch.keys) pending_ += prefix + key + "\n";
+  }
+  void flush() {
+    if (pending_.empty()) return;
+    if (std::fwrite(pending_.data(), 1, pending_.size(), file_) != pending_.size() || std::fflush(file_) != 0)
+      throw std::runtime_error("train.sample_log: writing '" + path_ + "' failed: " + std::strerror(errno));
+    pending_.clear();
+  }
+
+ private:
+  std::string path_;
+  std::FILE* file_ = nullptr;
+  std::string pending_;
+};
+
 TrainerOptions trainer_options(const Config& c) {
   TrainerOptions o;
   o.batch_size = c.data.batch_size;
@@ -151,6 +198,7 @@ TrainerOptions trainer_options(const Config& c) {
   o.checkpoint_every_minutes = c.checkpoint.every_minutes;
   o.checkpoint_keep = c.checkpoint.keep;
   o.log_every = c.schedule.log_every;
+  o.sample_log = c.train.sample_log;
   return o;
 }
 
@@ -213,6 +261,7 @@ Trainer::Trainer(TrainerOptions options, comm::Communicator& comm, std::unique_p
   }
   data_->start_epoch(0);
   last_checkpoint_time_ = std::chrono::steady_clock::now();
+  if (!options_.sample_log.empty()) sample_log_ = std::make_unique<SampleLog>(options_.sample_log, comm_.rank());
 }
 
 Trainer::~Trainer() = default;
@@ -253,6 +302,7 @@ StepResult Trainer::step() {
   for (int64_t micro = 0; micro < options_.accum_steps; ++micro) {
     const bool last = micro + 1 == options_.accum_steps;
     TrainBatch batch = *next_batch();
+    if (sample_log_) sample_log_->add(step_ + 1, batch);
     r.times.data_wait += timer.lap();
 
     at::Tensor masks = make_masks(batch.keys, batch.epoch, options_.seed, grid_, grid_, options_.mask_ratio);
@@ -280,6 +330,7 @@ StepResult Trainer::step() {
   }
   sync_->finish();
   r.times.comm_wait = timer.lap();
+  if (sample_log_) sample_log_->flush();  // before this step's checkpoint
 
   // Everything below depends only on values identical across ranks.
   const std::vector<double>& control = sync_->control_result();

@@ -24,6 +24,16 @@
 // state); digests are allgathered; rank 0 writes the manifest and commits
 // (checkpoint_files.h); barrier. A checkpoint holds the state after step N.
 //
+// Sample log (options.sample_log, config train.sample_log): when set, every
+// rank appends one line "step<TAB>epoch<TAB>key\n" per sample of each of its
+// micro-batches to <folder>/samples-rank<R>.tsv, where step is the 1-based
+// optimizer step the sample contributed to and epoch the batch's data epoch.
+// The lines of a step are flushed (stdio buffer, no fsync) once its
+// micro-batches are done, before its checkpoint: after kill -9 the file holds
+// every line of each committed step. A resumed run appends (never
+// truncates), so steps after the checkpoint it loaded appear twice: once
+// from the attempt that died, once from the one that redid them.
+//
 // Threading: the training thread calls everything; GradSync runs its hooks
 // on the autograd thread. A Trainer is not copyable.
 #include <ATen/core/Tensor.h>
@@ -84,6 +94,7 @@ struct TrainerOptions {
   // step). Not bit-exact, by nature.
   bool allow_world_change = false;
   double final_checkpoint_wait_s = 120.0;  // see Trainer::final_checkpoint
+  std::string sample_log;  // "" = off; else the folder of samples-rank<R>.tsv (see above)
   // Test hook: may replace the loss of (step, micro-step) before the
   // non-finite check (e.g. inject NaN on one rank).
   std::function<void(int64_t step, int64_t micro, at::Tensor& loss)> loss_hook;
@@ -131,6 +142,8 @@ class ControlPlane {
                            const std::string& cursor) = 0;
 };
 
+class SampleLog;  // trainer.cc
+
 class Trainer {
  public:
   // Takes the model and data source; broadcasts parameters and buffers
@@ -169,6 +182,8 @@ class Trainer {
   AdamW& optimizer() { return *optimizer_; }
   comm::GradSync& grad_sync() { return *sync_; }
   const TrainerOptions& options() const { return options_; }
+  // The data source (e.g. its skipped-sample counts for metrics).
+  const BatchSource& data() const { return *data_; }
   // Parameters and buffers by name (what model.pt holds).
   NamedTensors model_state() const;
 
@@ -202,6 +217,7 @@ class Trainer {
   bool preempt_pending_ = false;  // preempted under a control plane: waiting for its checkpoint plan
   std::chrono::steady_clock::time_point last_checkpoint_time_;
   int64_t last_checkpoint_step_ = -1;  // written or loaded
+  std::unique_ptr<SampleLog> sample_log_;  // null when options_.sample_log is ""
 };
 
 }  // namespace cnx::worker

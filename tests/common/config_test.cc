@@ -40,6 +40,7 @@ TEST(Config, EmptyFileGivesDefaults) {
   EXPECT_DOUBLE_EQ(c.mask.ratio, 0.6);
   EXPECT_EQ(c.optimizer.betas, (std::vector<double>{0.9, 0.95}));
   EXPECT_DOUBLE_EQ(c.optimizer.blr, 1.5e-4);
+  EXPECT_EQ(c.train.sample_log, "");  // per-sample log off
 }
 
 TEST(Config, ReadsValues) {
@@ -101,6 +102,7 @@ TEST(Config, OutOfRangeScalars) {
   EXPECT_HAS(error_of("coordinator: {listen: 'localhost'}"), "coordinator.listen");
   EXPECT_HAS(error_of("coordinator: {listen: 'localhost:99999'}"), "port in [1, 65535]");
   EXPECT_HAS(error_of("data: {batch_size: 0}"), "data.batch_size");
+  EXPECT_HAS(error_of("train: {sample_log: \"a\\nb\"}"), "train.sample_log: expected a folder path without line breaks");
 }
 
 TEST(Config, CrossFieldChecks) {
@@ -150,7 +152,8 @@ TEST(Config, BadSetOverrides) {
 TEST(Config, YamlRoundTrip) {
   cnx::Config c = cnx::load_config_text("", "t.yaml",
                                         {"model.name=custom", "model.depths=[1,1,1,1]", "model.dims=[4,8,16,32]",
-                                         "optimizer.blr=0.000123456789", "job.id=abc", "optimizer.no_decay=[a, b]"});
+                                         "optimizer.blr=0.000123456789", "job.id=abc", "optimizer.no_decay=[a, b]",
+                                         "train.sample_log=/tmp/cnx run/samples"});
   std::string y = cnx::to_yaml(c);
   cnx::Config d = cnx::load_config_text(y, "roundtrip.yaml");
   EXPECT_EQ(cnx::to_yaml(d), y);
@@ -158,6 +161,7 @@ TEST(Config, YamlRoundTrip) {
   EXPECT_DOUBLE_EQ(d.optimizer.blr, 0.000123456789);
   EXPECT_EQ(d.optimizer.no_decay, c.optimizer.no_decay);
   EXPECT_EQ(d.job.id, "abc");
+  EXPECT_EQ(d.train.sample_log, "/tmp/cnx run/samples");
 }
 
 TEST(Config, EveryShippedConfigLoads) {

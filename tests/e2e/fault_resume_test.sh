@@ -5,13 +5,20 @@
 #     ends (mpirun non-zero); a relaunch with --resume auto resumes from the
 #     last committed checkpoint and its final checkpoint equals the
 #     reference's bit for bit (MANIFEST.json holds every file's sha256).
-#     The worker writes no per-sample log; "no sample used twice within an
-#     epoch" is checked on the data cursors of every checkpoint (before the
-#     kill and after the resume): each rank consumes a prefix of its epoch
-#     order, so delivered == consumed == batch x steps-into-the-epoch proves
-#     that no sample of that rank was delivered twice in the epoch.
 #  2. SIGTERM to one rank: every rank checkpoints and exits 3; the relaunch
 #     resumes and its final checkpoint equals the reference's bit for bit.
+# Every run keeps the per-sample log (train.sample_log: per rank, one line
+# "step<TAB>epoch<TAB>key" per sample trained on, flushed each step; a
+# resumed attempt appends). The lines that count are those of the first
+# attempt up to the step of the checkpoint the relaunch loaded (later steps
+# were redone) plus every line of the relaunch. check_samples asserts on them:
+#  (a) no (epoch, key) appears twice, over both ranks: no sample was used
+#      twice within an epoch;
+#  (b) there are steps x global batch of them, and each epoch used all of
+#      its samples;
+#  (c) per step, they are the reference run's lines (as a multiset): the
+#      resumed job trained on exactly the samples of the uninterrupted one.
+# It also checks that the relaunch appended to (did not rewrite) the logs.
 # Usage: fault_resume_test.sh <cnx-worker> <cnx-make-shards>
 source "$(dirname "$0")/lib.sh"
 WORKER="$1"
@@ -25,42 +32,101 @@ FINAL="step-000000$STEPS"
 for run in ref kill term; do
   EVERY=5 write_config "$WORK/$run.yaml" "$WORK/shards/index.json" "$WORK/ckpt-$run" "$SCHED"
 done
-check_cursors() { # check_cursors CKPT_DIR...: the cursor arithmetic above, on every rank
-  python3 - "$@" <<'PY' || fail "data cursors show re-delivered or missing samples"
-import json, os, sys
-STEPS_PER_EPOCH, BATCH = 25, 4
-for d in sys.argv[1:]:
-    step = int(os.path.basename(d)[len("step-"):])
-    shards = []
-    for r in (0, 1):
-        outer = json.loads(json.load(open(os.path.join(d, "rank-%05d.json" % r)))["cursor"])
-        if outer["pipeline"]:
-            c = json.loads(outer["pipeline"])
-        else:  # at an epoch start, before its first batch
-            c = {"epoch": outer["epoch"], "batches": 0, "delivered": 0, "consumed": 0, "shard_ids": []}
-        shards.append(set(c["shard_ids"]))
-        into = step - STEPS_PER_EPOCH * c["epoch"]
-        ok = 0 <= into <= STEPS_PER_EPOCH and c["batches"] == into and c["delivered"] == BATCH * into \
-            and c["consumed"] == c["delivered"]
-        if not ok:
-            print("%s rank %d: cursor %s does not match step %d" % (d, r, c, step), file=sys.stderr)
-            sys.exit(1)
-    if shards[0] & shards[1]:
-        print("%s: ranks 0 and 1 share shards %s in one epoch" % (d, shards[0] & shards[1]), file=sys.stderr)
-        sys.exit(1)
+# check_samples NAME RUN_DIR FIRST_ATTEMPT_DIR LAST REF_DIR: the checks (a)-(c)
+# above. FIRST_ATTEMPT_DIR is a copy of RUN_DIR taken when the first attempt
+# ended ("" for an uninterrupted run); LAST is the step its relaunch resumed
+# from; REF_DIR "" skips (c).
+check_samples() {
+  python3 - "$@" <<'PY' || fail "$1: the sample log shows a sample used twice, missing, or not the reference's"
+import collections, os, sys
+name, run, first, last, ref = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+STEPS, GLOBAL_BATCH, EPOCH_SAMPLES, RANKS = 50, 8, 200, 2
+
+def die(msg):
+    print("%s: %s" % (name, msg), file=sys.stderr)
+    sys.exit(1)
+
+def parse(text, origin, partial_tail_ok=False):
+    lines = text.split("\n")
+    tail = lines.pop()  # "" when the text ends with a newline
+    if tail and not partial_tail_ok:
+        die("%s: unterminated last line %r" % (origin, tail))
+    out = []
+    for i, line in enumerate(lines):
+        f = line.split("\t")
+        if len(f) != 3 or not f[0].isdigit() or not f[1].isdigit() or not f[2]:
+            die("%s:%d: not 'step<TAB>epoch<TAB>key': %r" % (origin, i + 1, line))
+        out.append((int(f[0]), int(f[1]), f[2]))
+    return out
+
+def effective(run, first, last):
+    lines = []
+    for r in range(RANKS):
+        path = os.path.join(run, "samples-rank%d.tsv" % r)
+        if not os.path.exists(path):
+            die("no sample log %s" % path)
+        text = open(path).read()
+        if first:
+            before = open(os.path.join(first, "samples-rank%d.tsv" % r)).read()
+            if not text.startswith(before):
+                die("%s: the relaunch rewrote the first attempt's lines instead of appending" % path)
+            rest = text[len(before):]
+            if before and not before.endswith("\n"):  # a line cut by kill -9, ended by the relaunch
+                rest = rest[1:] if rest.startswith("\n") else die("%s: cut line not ended" % path)
+            old = [l for l in parse(before, path + " (first attempt)", True) if l[0] <= last]
+            new = parse(rest, path + " (relaunch)")
+            if [s for s, _, _ in old] != sorted(s for s, _, _ in old) or sorted({s for s, _, _ in old}) != list(range(1, last + 1)):
+                die("%s: first attempt's steps up to %d are not 1..%d in order" % (path, last, last))
+            if not new or new[0][0] != last + 1 or [s for s, _, _ in new] != sorted(s for s, _, _ in new):
+                die("%s: the relaunch does not log steps %d.. in order" % (path, last + 1))
+            lines += [(r,) + l for l in old + new]
+        else:
+            lines += [(r,) + l for l in parse(text, path)]
+    return lines
+
+mine = effective(run, first, last)
+# (a) each (epoch, key) once over both ranks.
+seen = {}
+for r, step, epoch, key in mine:
+    if (epoch, key) in seen:
+        die("sample %s used twice in epoch %d: rank %d step %d and rank %d step %d"
+            % (key, epoch, seen[(epoch, key)][0], seen[(epoch, key)][1], r, step))
+    seen[(epoch, key)] = (r, step)
+# (b) steps x global batch, every step full, every epoch complete.
+if len(mine) != STEPS * GLOBAL_BATCH:
+    die("%d sample lines, expected %d steps x %d" % (len(mine), STEPS, GLOBAL_BATCH))
+per_step = collections.Counter(step for _, step, _, _ in mine)
+if sorted(per_step) != list(range(1, STEPS + 1)) or set(per_step.values()) != {GLOBAL_BATCH}:
+    die("steps are not 1..%d with %d samples each: %s" % (STEPS, GLOBAL_BATCH, dict(per_step)))
+per_epoch = collections.Counter(epoch for _, _, epoch, _ in mine)
+if set(per_epoch.values()) != {EPOCH_SAMPLES}:
+    die("samples per epoch %s, expected %d in each" % (dict(per_epoch), EPOCH_SAMPLES))
+# (c) the reference's samples at every step.
+if ref:
+    def by_step(lines):
+        d = collections.defaultdict(collections.Counter)
+        for _, step, epoch, key in lines:
+            d[step][(epoch, key)] += 1
+        return d
+    a, b = by_step(mine), by_step(effective(ref, "", 0))
+    for step in range(1, STEPS + 1):
+        if a[step] != b[step]:
+            die("step %d trained on %s, the reference on %s" % (step, sorted(a[step]), sorted(b[step])))
 PY
 }
 launch() { # launch RUN LOG [args]: background mpirun, pid in BG_PID
   local run="$1" log="$2"
   shift 2
-  e2e_bg timeout -k 5 150 "${MPIRUN[@]}" "$WORKER" --config "$WORK/$run.yaml" "$@" > "$WORK/$log.log" 2>&1
+  e2e_bg timeout -k 5 150 "${MPIRUN[@]}" "$WORKER" --config "$WORK/$run.yaml" \
+    --set "train.sample_log=$WORK/samples-$run" "$@" > "$WORK/$log.log" 2>&1
 }
 
 # The uninterrupted reference.
 launch ref ref --resume none
 wait_rc "$BG_PID"; [ "$RC" = 0 ] || fail "reference run failed"
 [ -f "$WORK/ckpt-ref/$FINAL/MANIFEST.json" ] || fail "reference has no $FINAL"
-echo "ok: reference run: $STEPS steps"
+check_samples ref "$WORK/samples-ref" "" 0 ""
+echo "ok: reference run: $STEPS steps; its sample log holds each sample once per epoch"
 
 # 1. kill -9 one rank mid-epoch (steps 1-25 are epoch 0) after the commit of step 10.
 launch kill kill1 --resume none
@@ -76,7 +142,7 @@ wait_rc "$MPI_PID"
 [ "$RC" != 124 ] || fail "mpirun hung after a rank was killed"
 LAST="$(latest_step "$WORK/ckpt-kill")"
 [ "$LAST" -lt "$STEPS" ] || fail "killed run reached the end"
-check_cursors "$WORK/ckpt-kill"/step-*
+cp -r "$WORK/samples-kill" "$WORK/samples-kill-first"
 echo "ok: kill -9 of one rank ended the attempt (mpirun exit $RC); last committed checkpoint: step $LAST"
 launch kill kill2 --resume auto
 wait_rc "$BG_PID"; [ "$RC" = 0 ] || fail "relaunch after kill -9 failed"
@@ -84,8 +150,8 @@ grep -q "resumed from .*step-0*$LAST at step $LAST" "$WORK/kill2.log" || fail "r
 cmp "$WORK/ckpt-ref/$FINAL/MANIFEST.json" "$WORK/ckpt-kill/$FINAL/MANIFEST.json" \
   || fail "kill -9 + resume: final checkpoint differs from the reference"
 cmp "$WORK/ckpt-ref/$FINAL/model.pt" "$WORK/ckpt-kill/$FINAL/model.pt" || fail "model.pt differs"
-check_cursors "$WORK/ckpt-kill"/step-*
-echo "ok: data cursors: each rank consumed its own shards once per epoch (delivered == consumed == 4 x steps, disjoint shard sets)"
+check_samples kill "$WORK/samples-kill" "$WORK/samples-kill-first" "$LAST" "$WORK/samples-ref"
+echo "ok: sample log (first attempt to step $LAST + relaunch): no sample used twice in an epoch, $STEPS x 8 samples, the reference's at every step"
 echo "ok: relaunch resumed from step $LAST; final checkpoint identical to the uninterrupted run"
 
 # 2. SIGTERM to one rank mid-epoch: all ranks checkpoint, exit 3; resume completes identically.
@@ -101,9 +167,11 @@ grep -q "preempted (SIGTERM)" "$WORK/term1.log" || fail "no preemption message"
 LAST="$(latest_step "$WORK/ckpt-term")"
 [ "$LAST" -ge 10 ] && [ "$LAST" -lt "$STEPS" ] || fail "preemption checkpoint at step $LAST"
 [ -f "$WORK/ckpt-term/$(cat "$WORK/ckpt-term/latest")/rank-00001.json" ] || fail "preemption checkpoint lacks rank 1's part"
+cp -r "$WORK/samples-term" "$WORK/samples-term-first"
 launch term term2 --resume auto
 wait_rc "$BG_PID"; [ "$RC" = 0 ] || fail "relaunch after SIGTERM failed"
 grep -q "resumed from .*step-0*$LAST at step $LAST" "$WORK/term2.log" || fail "relaunch did not resume from step $LAST"
 cmp "$WORK/ckpt-ref/$FINAL/MANIFEST.json" "$WORK/ckpt-term/$FINAL/MANIFEST.json" \
   || fail "SIGTERM + resume: final checkpoint differs from the reference"
+check_samples term "$WORK/samples-term" "$WORK/samples-term-first" "$LAST" "$WORK/samples-ref"
 echo "ok: SIGTERM -> checkpoint at step $LAST on all ranks, exit 3; resume identical to the uninterrupted run"

@@ -12,9 +12,11 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "comm/communicator.h"
 #include "comm/mpi/mpi_communicator.h"
+#include "common/check.h"
 #include "common/config.h"
 #include "worker/checkpoint_files.h"
 #include "worker/fcmae_model.h"
@@ -178,6 +180,71 @@ TEST(TrainerMpi, ResumeIsBitIdenticalToAnUninterruptedRun) {
   auto again = make_trainer(c, comm, 5);
   EXPECT_EQ(again->resume("auto"), root + "/" + checkpoint_name(2 * k));
   EXPECT_EQ(again->steps_done(), 2 * k);
+  comm.barrier();
+  if (comm.rank() == 0) fs::remove_all(root);
+}
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// train.sample_log: per step, one "step<TAB>epoch<TAB>key" line per sample of
+// each micro-batch, in batch order; a trainer that resumes appends, so the
+// steps after the checkpoint it loaded are logged again.
+TEST(TrainerMpi, SampleLogListsTheBatchesOfEveryStepAndResumeAppends) {
+  auto& comm = world();
+  const std::string root = temp_root("samplelog");
+  if (comm.rank() == 0) fs::remove_all(root);
+  comm.barrier();
+  Config c = tiny_config(2);
+  c.optimizer.accum_steps = 2;
+  c.checkpoint.root = root + "/ckpt";
+  c.checkpoint.every_steps = 2;
+  c.train.sample_log = root + "/samples";
+  SyntheticOptions so;
+  so.samples = 16;  // 2 ranks x batch 2 x accum 2: 2 steps per epoch
+  so.image_size = c.data.input_size;
+  so.batch_size = c.data.batch_size;
+  so.seed = static_cast<uint64_t>(c.job.seed);
+  so.rank = comm.rank();
+  so.world = comm.size();
+  auto make = [&] {
+    return std::make_unique<Trainer>(trainer_options(c), comm, make_fcmae_model(c),
+                                     std::make_unique<SyntheticSource>(so));
+  };
+  {
+    auto first = make();
+    for (int i = 0; i < 3; ++i) first->step();  // checkpoint at step 2; step 3 is lost
+  }
+  auto second = make();
+  EXPECT_EQ(second->resume("auto"), root + "/ckpt/" + checkpoint_name(2));
+  for (int i = 0; i < 2; ++i) second->step();  // steps 3 and 4 (epoch 1)
+
+  // What the batches were: the same source, read step by step.
+  SyntheticSource ref(so);
+  int64_t epoch = 0;
+  ref.start_epoch(0);
+  std::vector<std::vector<std::string>> by_step(5);  // [1..4]
+  for (int64_t step = 1; step <= 4; ++step) {
+    for (int64_t micro = 0; micro < c.optimizer.accum_steps; ++micro) {
+      std::optional<TrainBatch> b = ref.next();
+      if (!b) {
+        ref.start_epoch(++epoch);
+        b = ref.next();
+      }
+      for (const auto& key : b->keys) by_step[step].push_back(cnx::str(step, "\t", b->epoch, "\t", key));
+    }
+  }
+  std::vector<std::string> expected;
+  for (int64_t step : {1, 2, 3, 3, 4}) expected.insert(expected.end(), by_step[step].begin(), by_step[step].end());
+  const std::string path = root + "/samples/samples-rank" + std::to_string(comm.rank()) + ".tsv";
+  const std::vector<std::string> lines = read_lines(path);
+  EXPECT_EQ(lines.size(), 5u * 2 * 2) << "rank " << comm.rank() << ": " << path;
+  EXPECT_EQ(lines, expected) << "rank " << comm.rank() << ": " << path;
+  EXPECT_EQ(by_step[3].front().substr(0, 4), "3\t1\t") << "step 3 should be in epoch 1";
   comm.barrier();
   if (comm.rank() == 0) fs::remove_all(root);
 }
