@@ -41,6 +41,7 @@ struct RankMetrics {
   std::unique_ptr<metrics::WorkerMetrics> worker;
   std::shared_ptr<metrics::ProcessCollector> process;
   std::unique_ptr<metrics::MetricsServer> server;
+  std::map<std::string, int64_t> skipped_seen;  // BatchSource::skipped_by_reason() at the last observe
 
   RankMetrics(const Config& config, const comm::Communicator& comm) {
     worker = std::make_unique<metrics::WorkerMetrics>(*registry, config.job.id, comm.rank(), 0);
@@ -71,6 +72,11 @@ struct RankMetrics {
     if (std::isfinite(r.grad_norm)) m.grad_norm.Set(r.grad_norm);
     if (r.skipped) m.nonfinite_steps.Increment();
     if (r.checkpointed) m.checkpoint_write_seconds.Observe(r.checkpoint_seconds);
+    for (const auto& [reason, count] : t.data().skipped_by_reason()) {
+      int64_t& seen = skipped_seen[reason];
+      if (count > seen) m.corrupt_samples(reason).Increment(static_cast<double>(count - seen));
+      seen = count;
+    }
   }
 };
 
