@@ -102,7 +102,8 @@ TEST(Config, OutOfRangeScalars) {
   EXPECT_HAS(error_of("coordinator: {listen: 'localhost'}"), "coordinator.listen");
   EXPECT_HAS(error_of("coordinator: {listen: 'localhost:99999'}"), "port in [1, 65535]");
   EXPECT_HAS(error_of("data: {batch_size: 0}"), "data.batch_size");
-  EXPECT_HAS(error_of("train: {sample_log: \"a\\nb\"}"), "train.sample_log: expected a folder path without line breaks");
+  EXPECT_HAS(error_of("train: {sample_log: \"a\\nb\"}"),
+             "train.sample_log: expected a folder path without line breaks");
 }
 
 TEST(Config, CrossFieldChecks) {
