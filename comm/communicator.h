@@ -105,6 +105,10 @@ struct CommOptions {
   std::string backend = "auto";
   // CUDA device for nccl; -1 = local_rank() (one rank per device).
   int device = -1;
+  // Gradients are all-reduced during backward (distributed.overlap): the MPI
+  // backend then waits by polling instead of spinning in blocking calls
+  // (MpiWaitMode, mpi_communicator.h). Must be equal on every rank.
+  bool overlap = true;
 };
 
 // Creates the backend named in `options`. For MPI-based backends the

@@ -51,7 +51,8 @@ std::unique_ptr<Communicator> make_communicator(const CommOptions& options) {
 #endif
   }
 #if CNX_COMM_HAVE_MPI
-  return std::make_unique<MpiCommunicator>(MpiRuntime::acquire());
+  return std::make_unique<MpiCommunicator>(MpiRuntime::acquire(), MPI_COMM_WORLD,
+                                           options.overlap ? MpiWaitMode::kPolled : MpiWaitMode::kBlocking);
 #else
   throw CommError(cnx::str(
       "communicator backend '", name,

@@ -188,6 +188,7 @@ int run_worker(const WorkerArgs& args) {
 
   comm::CommOptions copt;
   copt.backend = config.distributed.backend;
+  copt.overlap = config.distributed.overlap;
   std::unique_ptr<comm::Communicator> comm;
   try {
     comm = comm::make_communicator(copt);

@@ -50,7 +50,8 @@ using cnx::comm::Communicator;
 using cnx::comm::GradSync;
 using cnx::comm::GradSyncOptions;
 
-Communicator* g_comm = nullptr;
+Communicator* g_comm = nullptr;    // blocking waits: sync after backward (what the factory picks without overlap)
+Communicator* g_polled = nullptr;  // polled waits: overlapped sync (the factory's choice with overlap)
 std::map<std::string, double> g_seconds;  // baselines measured earlier in this run
 
 // Parameter shapes of a ConvNeXt V2 encoder + 1000-class head (DESIGN.md s2).
@@ -221,7 +222,8 @@ void BM_Step(benchmark::State& state) {
   GradSyncOptions options;  // defaults: 25 MiB cap, 1 MiB first bucket
   options.overlap = mode == kOverlapped;
   std::unique_ptr<GradSync> sync;
-  if (mode != kComputeOnly) sync = std::make_unique<GradSync>(*g_comm, net->parameters(), options);
+  if (mode != kComputeOnly)
+    sync = std::make_unique<GradSync>(mode == kOverlapped ? *g_polled : *g_comm, net->parameters(), options);
   // Warm-up step outside the timing.
   torch::mse_loss(net->forward(x), y).backward();
   if (sync) sync->finish();
@@ -272,8 +274,10 @@ int main(int argc, char** argv) {
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   torch::set_num_threads(1);
   {
-    auto comm = cnx::comm::make_communicator(cnx::comm::CommOptions{"mpi", -1});
+    auto comm = cnx::comm::make_communicator(cnx::comm::CommOptions{"mpi", -1, /*overlap=*/false});
+    auto polled = cnx::comm::make_communicator(cnx::comm::CommOptions{"mpi", -1, /*overlap=*/true});
     g_comm = comm.get();
+    g_polled = polled.get();
     benchmark::Initialize(&argc, argv);
     if (comm->rank() == 0) {
       std::printf("ranks %d, torch threads per rank %d\n", comm->size(), torch::get_num_threads());
@@ -283,6 +287,7 @@ int main(int argc, char** argv) {
       benchmark::RunSpecifiedBenchmarks(&quiet);
     }
     g_comm = nullptr;
+    g_polled = nullptr;
   }
   MPI_Finalize();
   return 0;

@@ -67,7 +67,7 @@ namespace {
 // MPI counts are int: large buffers go in chunks of at most this many elements.
 constexpr int64_t kMaxChunk = int64_t{1} << 30;
 // Longest pause between two progress calls of a polled collective.
-constexpr int64_t kMaxPollPauseUs = 200;
+constexpr int64_t kMaxPollPauseUs = 2000;
 
 MPI_Datatype mpi_float_type(at::ScalarType t) {
   switch (t) {
@@ -203,6 +203,8 @@ WorkPtr MpiCommunicator::allreduce(std::vector<at::Tensor> tensors, ReduceOp op)
       const int64_t elem = static_cast<int64_t>(t.element_size());
       for (int64_t off = 0; off < n; off += kMaxChunk) {
         const int count = static_cast<int>(std::min(kMaxChunk, n - off));
+        // The mode is the same on every rank (a blocking and a non-blocking
+        // collective never match each other).
         if (wait_mode_ == MpiWaitMode::kBlocking) {
           CNX_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, base + off * elem, count, type, mpi_op(op), comm));
         } else {
@@ -222,7 +224,7 @@ WorkPtr MpiCommunicator::allreduce(std::vector<at::Tensor> tensors, ReduceOp op)
 void MpiCommunicator::wait_request(MPI_Request* req) {
   int done = 0;
   CNX_MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
-  int64_t pause_us = 10;
+  int64_t pause_us = 50;
   while (!done) {
     if (waiters_->load() == 0) {
       // Nobody waits for the result yet (e.g. backward is still running on

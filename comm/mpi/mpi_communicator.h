@@ -21,11 +21,13 @@
 //
 // Waiting (MpiWaitMode). A blocking MPI_Allreduce busy-polls its core until
 // the slowest rank arrives; with overlap that core is the one backward runs
-// on. kPolled (default) issues MPI_Iallreduce and drives it with MPI_Test:
-// back to back while some caller blocks in Work::wait() (full speed when the
-// result is needed), with pauses growing to 200 us while nobody waits (the
-// computation keeps the core). kBlocking is the plain MPI call (for
-// comparison in bench/comm and bench/worker).
+// on. kPolled: MPI_Iallreduce driven by MPI_Test, back to back while a
+// caller blocks in Work::wait(), with pauses growing to 2 ms while nobody
+// waits (the computation keeps the core). kBlocking: the plain call, whose
+// tuned algorithms are faster when the caller waits anyway (sync after
+// backward). Every rank must use the same mode (a blocking and a
+// non-blocking collective never match): the factory picks kPolled when
+// gradients are all-reduced during backward (CommOptions::overlap).
 #include <mpi.h>
 
 #include <atomic>
