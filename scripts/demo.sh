@@ -23,8 +23,8 @@ die() { printf '\033[1;31m[demo] FAILED:\033[0m %s\n' "$*" >&2; exit 1; }
 B=$ROOT/${CNX_BUILD_DIR:-build}
 OUT=${CNX_DEMO_DIR:-runs/demo}
 CONFIG=configs/fcmae_fashion_mnist.yaml
-PROBE_TRAIN=${CNX_PROBE_TRAIN:-3000}
-PROBE_TEST=${CNX_PROBE_TEST:-2000}
+PROBE_TRAIN=${CNX_PROBE_TRAIN:-10000}
+PROBE_TEST=${CNX_PROBE_TEST:-5000}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mkdir -p "$OUT"
 T0=$(date +%s)
