@@ -64,6 +64,8 @@ struct GradSync::State {
   // divides its gradient part. The others are averaged on the communication
   // thread. Both divide with the same kernel, so results do not depend on it.
   bool summed(size_t b) const { return b + 1 == buckets.size() && !control.empty(); }
+  // Nothing to divide: the caller scaled the gradients (options.prescaled).
+  bool prescaled = false;
 
   // True when parameter i's .grad is its alias into the flat buffer.
   bool grad_is_alias(size_t i) const {
@@ -102,7 +104,7 @@ struct GradSync::State {
             .copy_(values.to(flat.options()));
       }
     }
-    works[b] = comm->allreduce({flat}, summed(b) ? ReduceOp::kSum : ReduceOp::kAverage);
+    works[b] = comm->allreduce({flat}, summed(b) || prescaled ? ReduceOp::kSum : ReduceOp::kAverage);
     stats.bytes_reduced += static_cast<int64_t>(flat.nbytes());
   }
 
@@ -159,6 +161,7 @@ GradSync::GradSync(Communicator& comm, std::vector<at::Tensor> params, GradSyncO
   State& s = *state_;
   s.comm = &comm;
   s.options = options;
+  s.prescaled = options.prescaled;
   const int64_t first_bytes = mib_to_bytes(options.first_bucket_mb, "GradSyncOptions.first_bucket_mb");
   const int64_t cap_bytes = mib_to_bytes(options.bucket_cap_mb, "GradSyncOptions.bucket_cap_mb");
   if (options.control_slots < 0) {
@@ -360,7 +363,7 @@ void GradSync::finish() {
     for (size_t b = 0; b < s.buckets.size(); ++b) {
       const Bucket& bucket = s.buckets[b];
       at::Tensor grads = s.flats[b].narrow(0, 0, bucket.numel);
-      if (s.summed(b)) {
+      if (s.summed(b) && !s.prescaled) {
         grads.div_(world);
       }
       for (size_t j = 0; j < bucket.params.size(); ++j) {
@@ -402,6 +405,10 @@ void GradSync::finish() {
 const std::vector<Bucket>& GradSync::buckets() const { return state_->buckets; }
 
 size_t GradSync::num_params() const { return state_->params.size(); }
+
+double GradSync::gradient_scale() const {
+  return state_->prescaled ? 1.0 / static_cast<double>(state_->comm->size()) : 1.0;
+}
 
 GradSyncStats GradSync::stats() const {
   std::lock_guard<std::mutex> lock(state_->mu);

@@ -83,6 +83,12 @@ struct GradSyncOptions {
   // Make each contiguous parameter's .grad share storage with its bucket
   // (no copies in or out); see "Gradient views" above.
   bool grad_views = true;
+  // The caller has already scaled every rank's gradients by
+  // gradient_scale() = 1 / size() (the trainer folds it into the loss), so
+  // buckets are summed and nothing is divided: the average without the
+  // division pass over every gradient byte. For a power-of-two size the
+  // result is bit-identical to averaging (scaling by 2^-k is exact).
+  bool prescaled = false;
 };
 
 // Cumulative counters since construction or reset_stats(). Seconds are wall
@@ -124,6 +130,10 @@ class GradSync {
   // Completes the step (see the protocol above). Throws if sync is disabled;
   // rethrows communication errors.
   void finish();
+
+  // What the caller multiplies its gradients (its loss) by: 1 / size() with
+  // options.prescaled, else 1.
+  double gradient_scale() const;
 
   const std::vector<Bucket>& buckets() const;
   size_t num_params() const;  // trainable parameters handled

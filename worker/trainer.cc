@@ -232,6 +232,7 @@ Trainer::Trainer(TrainerOptions options, comm::Communicator& comm, std::unique_p
   optimizer_ = std::make_unique<AdamW>(params_, options_.adamw);
   comm::GradSyncOptions sync_options = options_.sync;
   sync_options.control_slots = kNumSlots;
+  sync_options.prescaled = true;  // step() scales the loss by gradient_scale()
   std::vector<at::Tensor> plist;
   for (const auto& [name, p] : params_) plist.push_back(p);
   sync_ = std::make_unique<comm::GradSync>(comm_, plist, sync_options);
@@ -325,7 +326,10 @@ StepResult Trainer::step() {
                           plan > 0 ? 1.0 : 0.0, plane_ && plane_->abort_requested() ? 1.0 : 0.0,
                           plane_ && plane_->drain_requested() ? 1.0 : 0.0});
     }
-    (loss / static_cast<double>(options_.accum_steps)).backward();
+    // The 1 / world of the gradient average is folded into the loss
+    // (GradSyncOptions::prescaled): the all-reduce then sums, and no pass
+    // divides the gradients afterwards.
+    (loss * (sync_->gradient_scale() / static_cast<double>(options_.accum_steps))).backward();
     r.times.backward += timer.lap();
   }
   sync_->finish();

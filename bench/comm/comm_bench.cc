@@ -5,7 +5,7 @@
 //
 // Every rank runs the same benchmarks with fixed iteration counts (so the
 // collectives match); rank 0 prints. Measured in one run:
-// (a) BM_SyncVsRaw/<model>/<cap MiB>: per iteration, one MPI_Allreduce
+// (a) BM_SyncVsRaw/<model>/<cap MiB>/<prescaled>: per iteration, one MPI_Allreduce
 //     (MPI_IN_PLACE, float) of the model's total gradient bytes (baseline),
 //     then GradSync::finish() (overlap off: bucket all-reduces on the
 //     communication thread, averaged, grads are bucket views) over the same
@@ -22,16 +22,20 @@
 //     overlapping removes; gs_hidden = 1 - wait / allreduce time from
 //     GradSync's own counters.
 //
-// Measured 2026-11-28 on the 2-core dev VM while other builds ran (load
-// average 12 on 2 cores: each rank got ~15% of a core, so wall times are
-// dominated by scheduling and per-collective rendezvous, not bandwidth):
-//   atto 14.8 MB, raw 90-180 ms; GradSync vs_raw 0.25 (1 MiB cap, 11
-//   buckets), 0.34 (4), 0.52 (16), 0.66 (25), 0.64 (64 MiB, 2 buckets).
-//   tiny 114.5 MB, raw 3.3-4.5 s (one giant MPI_Allreduce is pathological
-//   here); GradSync vs_raw 1.8 (1 MiB), 2.5 (4), 3.2 (16), 2.3 (25), 1.0 (64).
-//   Step (atto-like stack, 8x3x64x64, 2 buckets at 25 MiB): compute 505 ms,
-//   sync after backward 770 ms, overlapped 672 ms: hidden_share 0.36;
-//   GradSync counters: 71% of all-reduce time ran behind backward.
+// Measured 2026-11-28 on the 2-core dev VM, otherwise idle, two runs
+// (the raw baseline itself moves 3.3-8.2 ms for atto between runs):
+//   atto 14.8 MB, prescaled (as the trainer runs it): vs_raw 1.66 / 1.59
+//   (1 MiB cap), 1.11 / 1.31 (4), 0.95 / 1.09 (16), 1.04 / 1.24 (25, the
+//   default), 1.07 / 1.06 (64); bus 2.4-4.8 GB/s. Averaging instead (an
+//   extra pass dividing 14.8 MB) at 25 MiB: 0.96 / 1.16, and 0.74-0.78 in
+//   two earlier runs, which is why the trainer folds 1/size into the loss.
+//   tiny 114.5 MB: 6.8 / 7.2 (1 MiB), 2.7 / 2.5 (25), 0.77 / 0.93 (64, three
+//   buckets): one giant MPI_Allreduce runs at only 0.27-0.37 GB/s here.
+//   Step (atto-like stack, 8x3x64x64, 2 buckets): compute 44-55 ms; sync
+//   after backward 57-62 ms, overlapped 56-65 ms: hidden_share -0.37..0.09.
+//   GradSync's counters say 41-57% of the all-reduce ran behind backward,
+//   but with 2 ranks on 2 cores there is no free core to run it on, so the
+//   wall time does not improve.
 // Rerun on a quiet machine before quoting bandwidth.
 #include <benchmark/benchmark.h>
 #include <mpi.h>
@@ -128,6 +132,10 @@ void BM_SyncVsRaw(benchmark::State& state) {
   options.bucket_cap_mb = cap_mb;
   options.first_bucket_mb = std::min(1.0, cap_mb);
   options.overlap = false;
+  // As the trainer runs it: the 1/size of the average is folded into the loss,
+  // so the buckets are summed (prescaled; same bytes on the wire as raw).
+  // state.range(2) == 0 measures the averaging variant instead.
+  options.prescaled = state.range(2) != 0;
   GradSync sync(*g_comm, params, options);
   double raw_total = 0.0, sync_total = 0.0;
   for (auto _ : state) {
@@ -258,12 +266,17 @@ void BM_Step(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(BM_SyncVsRaw)
-    ->ArgsProduct({{0}, {1, 4, 16, 25, 64}})
+    ->ArgsProduct({{0}, {1, 4, 16, 25, 64}, {1}})
     ->Iterations(20)
     ->Unit(benchmark::kMillisecond)
     ->UseManualTime();
 BENCHMARK(BM_SyncVsRaw)
-    ->ArgsProduct({{1}, {1, 4, 16, 25, 64}})
+    ->ArgsProduct({{0}, {25}, {0}})  // averaging (not prescaled), default cap
+    ->Iterations(20)
+    ->Unit(benchmark::kMillisecond)
+    ->UseManualTime();
+BENCHMARK(BM_SyncVsRaw)
+    ->ArgsProduct({{1}, {1, 4, 16, 25, 64}, {1}})
     ->Iterations(4)
     ->Unit(benchmark::kMillisecond)
     ->UseManualTime();
