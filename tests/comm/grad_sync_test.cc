@@ -218,6 +218,38 @@ TEST(GradSync, GradsAreBucketViewsAndKeepTheirValues) {
   EXPECT_TRUE(torch::equal(params.back().grad(), torch::full_like(params.back(), 0.25)));
 }
 
+// prescaled: the caller multiplies its loss by gradient_scale() (1/2 here)
+// and the buckets are summed: bit-identical to averaging for 2 ranks (scaling
+// by 1/2 is exact), with and without control slots and overlap.
+TEST(GradSync, PrescaledLossGivesTheAverageBitForBit) {
+  auto comm = make_mpi();
+  ASSERT_EQ(comm->size(), 2);
+  for (bool overlap : {false, true}) {
+    for (int control : {0, 2}) {
+      Net a = make_net(torch::kFloat, 1), b = make_net(torch::kFloat, 1);
+      GradSyncOptions o = small_buckets(overlap);
+      o.control_slots = control;
+      GradSync avg(*comm, a->parameters(), o);
+      o.prescaled = true;
+      GradSync pre(*comm, b->parameters(), o);
+      EXPECT_EQ(avg.gradient_scale(), 1.0);
+      EXPECT_EQ(pre.gradient_scale(), 0.5);
+      Batch batch = make_batch(4, 3, torch::kFloat);  // samples 2r, 2r+1 on rank r
+      if (control) avg.set_control({1, 2});
+      loss_of(a, batch, 2 * comm->rank(), 2).backward();
+      avg.finish();
+      if (control) pre.set_control({1, 2});
+      (loss_of(b, batch, 2 * comm->rank(), 2) * pre.gradient_scale()).backward();
+      pre.finish();
+      const auto ga = grads_of(a), gb = grads_of(b);
+      ASSERT_EQ(ga.size(), gb.size());
+      for (size_t i = 0; i < ga.size(); ++i)
+        EXPECT_TRUE(torch::equal(ga[i], gb[i])) << "parameter " << i << " overlap " << overlap << " control " << control;
+      if (control) EXPECT_EQ(pre.control_result(), (std::vector<double>{2, 4}));
+    }
+  }
+}
+
 TEST(GradSync, ControlValuesAreSummedWithTheLastBucket) {
   auto comm = make_mpi();
   Net net = make_net(torch::kFloat, 1);
