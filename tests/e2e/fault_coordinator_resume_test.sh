@@ -8,9 +8,10 @@
 #     and must end with model.pt, optimizer.pt and trainer.json byte-identical
 #     to the reference's final checkpoint.
 #  3. the same kill, relaunched with 1 rank: the coordinator re-deals the
-#     epoch's unused samples to the new world size; training completes, the
-#     coordinator reports the samples left unused, and no shard lease is
-#     handed out twice (shards done + unused accounted).
+#     epoch's unused samples to the new world size; training completes, and
+#     the per-rank sample logs (train.sample_log) show no sample used twice
+#     within an epoch (the first attempt up to its committed step, plus all
+#     of the second).
 # Usage: fault_coordinator_resume_test.sh <cnx-worker> <cnx-coordinator> <cnx-make-shards>
 source "$(dirname "$0")/lib.sh"
 WORKER="$1"
@@ -63,6 +64,17 @@ kill_after_commit() { # kill_after_commit LOG: kill -9 one rank once a checkpoin
   echo "ok: $1: rank killed (exit $RC) after the commit at step $LAST_COMMIT (last progress line: step ${KILLED_STEP:-?})"
 }
 
+kill_and_relaunch() { # kill_and_relaunch JOB NP [args...]: 2 ranks killed after a commit, relaunched with NP
+  local job="$1" np="$2"
+  shift 2
+  launch "$job" "${job}1" 2 --resume auto "$@"
+  kill_after_commit "${job}1"
+  if [ -d "$WORK/samples-$job" ]; then cp -r "$WORK/samples-$job" "$WORK/samples-$job-attempt1"; fi
+  launch "$job" "${job}2" "$np" --resume auto "$@"
+  wait_rc "$MPI_PID"
+  [ "$RC" = 0 ] || fail "$job: relaunch with $np rank(s) exited $RC"
+}
+
 setup ref
 setup kill
 setup resize
@@ -76,11 +88,7 @@ grep -q "training completed: $STEPS steps" "$WORK/ref.log" || fail "reference ru
 echo "ok: reference run completed; final checkpoint $(basename "$REF") committed at the last step"
 
 # 2. kill -9 and relaunch with the same world size: bit-exact.
-launch kill kill1 2 --resume auto
-kill_after_commit kill1
-launch kill kill2 2 --resume auto
-wait_rc "$MPI_PID"
-[ "$RC" = 0 ] || fail "relaunch after the kill exited $RC"
+kill_and_relaunch kill 2
 grep -q "resumed from .* at step $LAST_COMMIT " "$WORK/kill2.log" || fail "relaunch did not resume from step $LAST_COMMIT"
 GOT="$(final_dir kill)"
 [ -n "$GOT" ] || fail "no final checkpoint at step $STEPS after the relaunch"
@@ -90,11 +98,7 @@ done
 echo "ok: kill -9 + relaunch resumed from step $LAST_COMMIT; final model/optimizer/trainer state identical to the uninterrupted run"
 
 # 3. kill -9 and relaunch with 1 rank: the epoch's unused samples are re-dealt.
-launch resize resize1 2 --resume auto
-kill_after_commit resize1
-launch resize resize2 1 --resume auto
-wait_rc "$MPI_PID"
-[ "$RC" = 0 ] || fail "relaunch with 1 rank exited $RC"
+kill_and_relaunch resize 1 --set train.sample_log="$WORK/samples-resize"
 grep -q "written by 2 ranks" "$WORK/resize2.log" || fail "the 1-rank relaunch did not report the world-size change"
 grep -q "training completed" "$WORK/resize2.log" || fail "the 1-rank relaunch did not complete"
 # The coordinator's own accounting: every lease handed out was reported done
@@ -110,3 +114,25 @@ assert 0 <= job["unused"] < 200, job
 print("ok: coordinator: attempt 2 with world size 1 completed; %d shard leases done, %d samples left unused" %
       (job["done"], job["unused"]))
 PY
+# The sample logs (train.sample_log): what the first attempt used up to the
+# committed step plus everything the 1-rank attempt used: no sample twice in
+# an epoch.
+python3 - "$WORK/samples-resize-attempt1" "$WORK/samples-resize" "$LAST_COMMIT" <<'PY' ||
+import os, sys
+first, final, commit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def lines(path):
+    with open(path) as f:
+        return [l.rstrip("\n").split("\t") for l in f if l.count("\t") == 2 and l.endswith("\n")]
+used = []
+for r in (0, 1):
+    used += [(e, k) for s, e, k in lines(os.path.join(first, "samples-rank%d.tsv" % r)) if int(s) <= commit]
+before = len(lines(os.path.join(first, "samples-rank0.tsv")))
+second = lines(os.path.join(final, "samples-rank0.tsv"))[before:]
+assert second, "the 1-rank attempt logged no samples"
+used += [(e, k) for s, e, k in second]
+dup = len(used) - len(set(used))
+assert dup == 0, "%d samples used twice within an epoch" % dup
+print("ok: sample logs: %d samples up to the commit at step %d + %d by the 1-rank attempt, none twice in an epoch"
+      % (len(used) - len(second), commit, len(second)))
+PY
+  fail "the sample logs show a sample used twice within an epoch after the world-size change"
