@@ -8,11 +8,11 @@
 
 namespace cnx::worker {
 
-int64_t LeaseCursor::used_of(size_t i) const {
-  int64_t before = 0;
-  for (size_t k = 0; k < i && k < items.size(); ++k) before += items[k].end - items[k].start;
+int64_t LeaseCursor::used_of(size_t i, int64_t upto) const {
   if (i >= items.size()) return 0;
-  return std::clamp<int64_t>(consumed - before, 0, items[i].end - items[i].start);
+  int64_t before = 0;
+  for (size_t k = 0; k < i; ++k) before += items[k].end - items[k].start;
+  return std::clamp<int64_t>(upto - before, 0, items[i].end - items[i].start);
 }
 
 LeaseProgress LeaseCursor::progress() const {

@@ -81,8 +81,10 @@ struct LeaseCursor {
   // one: the item the stream is inside), items from next_position on are
   // untouched.
   LeaseProgress progress() const;
-  // Samples of item i used so far: clamp(consumed - start of i in the stream).
-  int64_t used_of(size_t i) const;
+  // Samples of item i used when `upto` samples of the stream are:
+  // clamp(upto - start of item i in the stream, 0, size of item i).
+  int64_t used_of(size_t i, int64_t upto) const;
+  int64_t used_of(size_t i) const { return used_of(i, consumed); }
 
   std::string to_string() const;  // JSON with "kind": "leases"
   // Throws std::invalid_argument naming the problem.

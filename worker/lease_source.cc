@@ -9,11 +9,11 @@ LeaseSource::LeaseSource(data::DataOptions options, LeaseClient& client)
     : pipeline_(std::move(options)), client_(client) {}
 
 void LeaseSource::report_used_up(int64_t consumed) {
-  LeaseCursor at = cur_;
-  at.consumed = consumed;
-  while (reported_ < cur_.items.size() && at.used_of(reported_) == cur_.items[reported_].end - cur_.items[reported_].start) {
-    client_.done(cur_.epoch, static_cast<int64_t>(reported_), at.used_of(reported_));
-    ++reported_;
+  for (; reported_ < cur_.items.size(); ++reported_) {
+    const auto& item = cur_.items[reported_];
+    const int64_t used = cur_.used_of(reported_, consumed);
+    if (used < item.end - item.start) break;
+    client_.done(cur_.epoch, static_cast<int64_t>(reported_), used);
   }
 }
 
@@ -21,11 +21,8 @@ void LeaseSource::finish_epoch() {
   if (!acquired_) return;
   // A batch returned since the last confirmation was discarded by the
   // trainer (see start_epoch): only `confirmed_` samples were trained on.
-  LeaseCursor at = cur_;
-  at.consumed = confirmed_;
-  for (size_t i = reported_; i < cur_.items.size(); ++i)
-    client_.done(cur_.epoch, static_cast<int64_t>(i), at.used_of(i));
-  reported_ = cur_.items.size();
+  for (; reported_ < cur_.items.size(); ++reported_)
+    client_.done(cur_.epoch, static_cast<int64_t>(reported_), cur_.used_of(reported_, confirmed_));
   acquired_ = false;
 }
 
@@ -51,7 +48,6 @@ void LeaseSource::restore(const std::string& cursor) {
 void LeaseSource::acquire_epoch() {
   const data::ShardIndex& index = pipeline_.index();
   const int64_t epoch = cur_.epoch;
-  std::vector<data::ShardPiece> pieces;
   for (int64_t position = 0;; ++position) {
     const LeaseGrant g = client_.acquire(epoch, position);
     if (g.end_of_epoch) break;
@@ -69,14 +65,13 @@ void LeaseSource::acquire_epoch() {
       throw bad(str("differs from this worker's index entry '", s.name, "' (", s.samples, " samples)"));
     if (g.start < 0 || g.start >= g.end || g.end > s.samples)
       throw bad(str("has the sample range [", g.start, ", ", g.end, ") outside the shard's ", s.samples));
-    pieces.push_back({g.shard_id, g.start, g.end});
     cur_.items.push_back({g.shard_id, g.start, g.end});
   }
   acquired_ = true;
   reported_ = 0;
-  int64_t samples = 0;
-  for (const auto& p : pieces) samples += p.end - p.start;
-  CNX_LOG_DEBUG("epoch {}: {} leased items, {} samples", epoch, pieces.size(), samples);
+  std::vector<data::ShardPiece> pieces;
+  for (const auto& it : cur_.items) pieces.push_back({it.shard, it.start, it.end});
+  CNX_LOG_DEBUG("epoch {}: {} leased items", epoch, pieces.size());
   pipeline_.start_pieces(epoch, std::move(pieces));
 }
 

@@ -115,6 +115,17 @@ void set_cpu_rng_state(const at::Tensor& state) {
   gen.set_state(state);
 }
 
+void seed_cpu_rng(uint64_t seed) {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_current_seed(seed);
+}
+
+// The seed of rank `rank`'s generator stream (drop path etc.).
+uint64_t rank_stream_seed(uint64_t seed, int rank) {
+  return data::mix_seed(seed, 0x72616e6bULL + static_cast<uint64_t>(rank));
+}
+
 nlohmann::json parse_json_file(const std::string& path) {
   try {
     return nlohmann::json::parse(read_file(path));
@@ -255,11 +266,7 @@ Trainer::Trainer(TrainerOptions options, comm::Communicator& comm, std::unique_p
   grid_ = options_.image_size / patch;
 
   // Per-rank generator stream (drop path etc.); saved in checkpoints.
-  {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_current_seed(data::mix_seed(options_.seed, 0x72616e6bULL + static_cast<uint64_t>(comm_.rank())));
-  }
+  seed_cpu_rng(rank_stream_seed(options_.seed, comm_.rank()));
   data_->start_epoch(0);
   last_checkpoint_time_ = std::chrono::steady_clock::now();
   if (!options_.sample_log.empty()) sample_log_ = std::make_unique<SampleLog>(options_.sample_log, comm_.rank());
@@ -616,10 +623,7 @@ void Trainer::load_checkpoint(const std::string& dir) {
     // samples; the old ranks' cursors and generators do not apply.
     data_->start_epoch(epoch_);
     step_ = (ck_step * saved_global_batch + global_batch_ / 2) / global_batch_;
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_current_seed(data::mix_seed(data::mix_seed(options_.seed, 0x72616e6bULL + static_cast<uint64_t>(comm_.rank())),
-                                        static_cast<uint64_t>(ck_step)));
+    seed_cpu_rng(data::mix_seed(rank_stream_seed(options_.seed, comm_.rank()), static_cast<uint64_t>(ck_step)));
     if (comm_.rank() == 0)
       CNX_LOG_WARN("checkpoint {} was written by {} ranks (global batch {}); this run has {} (global batch {}): "
                    "step {} becomes step {} of the rescaled schedule",
