@@ -98,7 +98,10 @@ done
 echo "ok: kill -9 + relaunch resumed from step $LAST_COMMIT; final model/optimizer/trainer state identical to the uninterrupted run"
 
 # 3. kill -9 and relaunch with 1 rank: the epoch's unused samples are re-dealt.
-kill_and_relaunch resize 1 --set train.sample_log="$WORK/samples-resize"
+# The 1-rank relaunch rescales the step to its halved global batch (a commit
+# at step S resumes at 2S): --max-steps 150 (3 epochs of 1 x batch 4) leaves
+# it steps to take wherever the first attempt was killed.
+kill_and_relaunch resize 1 --set train.sample_log="$WORK/samples-resize" --max-steps 150
 grep -q "written by 2 ranks" "$WORK/resize2.log" || fail "the 1-rank relaunch did not report the world-size change"
 grep -q "training completed" "$WORK/resize2.log" || fail "the 1-rank relaunch did not complete"
 # The coordinator's own accounting: every lease handed out was reported done
