@@ -69,9 +69,12 @@
 #include <vector>
 
 #include "coordinator/scheduler_types.h"
-#include "coordinator/shard_index.h"
+#include "data/shard_index.h"
 
 namespace cnx::coordinator {
+
+using data::ShardIndex;
+using data::ShardInfo;
 
 enum class ErrorCode { kInvalidArgument, kStale, kNotFound, kFailedPrecondition };
 

@@ -6,7 +6,7 @@
 #include "common/check.h"
 #include "common/logging.h"
 #include "coordinator/auth.h"
-#include "coordinator/shard_index.h"
+#include "data/shard_index.h"
 
 namespace cnx::coordinator {
 namespace {
@@ -125,7 +125,7 @@ CoordinatorService::CoordinatorService(const ServerOptions& o, Store* store)
       tick_s_(o.tick_s),
       scheduler_([&] {
         CNX_CHECK(!o.shard_index.empty(), "data.index: the coordinator needs the shard index (cnx-make-shards output)");
-        return Scheduler::restore(o.scheduler, load_shard_index(o.shard_index), store->load(), clock_());
+        return Scheduler::restore(o.scheduler, data::load_index(o.shard_index), store->load(), clock_());
       }()),
       writer_(store) {
   CNX_CHECK(token_.size() >= 16, "the job token must be at least 16 characters");

@@ -6,7 +6,7 @@
 #include <stdexcept>
 
 #include "common/check.h"
-#include "sparse_ops/encoder.h"
+#include "model/fcmae_encoder.h"
 
 namespace cnx::model {
 namespace {
@@ -161,7 +161,7 @@ FcmaeEncoderImpl::FcmaeEncoderImpl(ConvNeXtV2 model) : net(std::move(model)) {
 FcmaeImpl::FcmaeImpl(FcmaeOptions options) : options_(std::move(options)) {
   validate(options_);
   encoder = register_module("encoder", FcmaeEncoder(ConvNeXtV2(encoder_net_options(options_))));
-  patch_size_ = sparse_ops::encoder_patch_size(*encoder->net);
+  patch_size_ = encoder_patch_size(*encoder->net);
   const int64_t c3 = options_.encoder.dims.back();
   proj = register_module("proj", nn::Conv2d(nn::Conv2dOptions(c3, options_.decoder_dim, 1)));
   mask_token = register_parameter("mask_token", torch::zeros({1, options_.decoder_dim, 1, 1}));
@@ -210,8 +210,8 @@ void FcmaeImpl::set_encoder_type(const std::string& type) {
 }
 
 torch::Tensor FcmaeImpl::forward_encoder(const torch::Tensor& images, const torch::Tensor& mask) {
-  if (options_.encoder_type == "sparse") return sparse_ops::sparse_encode(*encoder->net, images, mask);
-  return sparse_ops::dense_masked_encode(*encoder->net, images, mask, options_.dense_channels_last);
+  if (options_.encoder_type == "sparse") return sparse_encode(*encoder->net, images, mask);
+  return dense_masked_encode(*encoder->net, images, mask, options_.dense_channels_last);
 }
 
 torch::Tensor FcmaeImpl::forward_decoder(const torch::Tensor& latent, const torch::Tensor& mask) {

@@ -7,8 +7,8 @@
 
 #include "common/check.h"
 #include "model/fcmae.h"
-#include "worker/data/epoch_order.h"
-#include "worker/data/rng.h"
+#include "data/epoch_order.h"
+#include "data/rng.h"
 
 namespace cnx::worker {
 namespace {

@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/data/pipeline.h"
+#include "data/pipeline.h"
 
 namespace cnx::worker {
 

@@ -22,7 +22,7 @@
 #include "common/metrics_server.h"
 #include "worker/checkpoint_files.h"
 #include "worker/coordinator_link.h"
-#include "worker/data/shard_index.h"
+#include "data/shard_index.h"
 #include "worker/fcmae_model.h"
 #include "worker/lease_source.h"
 #include "worker/signals.h"

@@ -22,7 +22,7 @@
 #include <string>
 
 #include "worker/batch_source.h"
-#include "worker/data/pipeline.h"
+#include "data/pipeline.h"
 #include "worker/lease_protocol.h"
 
 namespace cnx::worker {

@@ -20,7 +20,7 @@
 #include "common/config.h"
 #include "common/logging.h"
 #include "worker/checkpoint_files.h"
-#include "worker/data/rng.h"
+#include "data/rng.h"
 #include "worker/signals.h"
 
 namespace fs = std::filesystem;

@@ -68,9 +68,10 @@ void BM_CoordinatorLoad(benchmark::State& state) {
   {
     // 20 shards per worker per epoch.
     std::ofstream idx(dir / "index.json");
-    idx << R"({"version":1,"dataset":"load","shards":[)";
+    idx << R"({"version":1,"dataset":"load","total_samples":)" << int64_t{workers} * 20 * 100 << R"(,"shards":[)";
     for (int i = 0; i < workers * 20; ++i)
-      idx << (i ? "," : "") << R"({"name":"s)" << i << R"(.tar","samples":100,"bytes":1})";
+      idx << (i ? "," : "") << R"({"name":"s)" << i << R"(.tar","samples":100,"bytes":1,"sha256":")"
+          << std::string(64, 'a') << "\"}";
     idx << "]}";
     std::ofstream(dir / "token") << kToken;
   }

@@ -18,12 +18,12 @@
 #include <map>
 #include <mutex>
 
-#include "worker/data/image_codec.h"
-#include "worker/data/pipeline.h"
-#include "worker/data/rng.h"
-#include "worker/data/shard_index.h"
-#include "worker/data/tar_io.h"
-#include "worker/data/transform.h"
+#include "data/image_codec.h"
+#include "data/pipeline.h"
+#include "data/rng.h"
+#include "data/shard_index.h"
+#include "data/tar_io.h"
+#include "data/transform.h"
 
 namespace fs = std::filesystem;
 using namespace cnx::data;

@@ -26,7 +26,7 @@
 #include "model/fcmae.h"
 #include "sparse_ops/conv_cells.h"
 #include "sparse_ops/dwconv.h"
-#include "sparse_ops/encoder.h"
+#include "model/fcmae_encoder.h"
 #include "sparse_ops/grn.h"
 
 namespace {
@@ -185,10 +185,10 @@ void BM_OpBreakdown(benchmark::State& state) {
   auto& s = setup();
   auto net = s.model->encoder_model();
   const int64_t kernel = 7;
-  auto geo = cnx::sparse_ops::build_geometry(s.mask, kSize / 32, kSize / 32, 4, 4, kernel, torch::kCPU);
+  auto geo = cnx::model::build_geometry(s.mask, kSize / 32, kSize / 32, 4, 4, kernel, torch::kCPU);
   std::map<std::string, double> ms;
   for (auto _ : state) {
-    ms["geometry"] += time_ms([&] { cnx::sparse_ops::build_geometry(s.mask, 7, 7, 4, 4, kernel, torch::kCPU); }, 2);
+    ms["geometry"] += time_ms([&] { cnx::model::build_geometry(s.mask, 7, 7, 4, 4, kernel, torch::kCPU); }, 2);
     for (int64_t st = 0; st < 4; ++st) {
       const auto& lay = geo.stages[st].layout;
       const int64_t c = net->options().dims[st];

@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "coordinator/shard_index.h"
+#include "data/shard_index.h"
 
 namespace cnx::coordinator::test {
 

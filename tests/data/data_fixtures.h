@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "worker/data/image_codec.h"
-#include "worker/data/rng.h"
-#include "worker/data/shard_index.h"
-#include "worker/data/tar_io.h"
+#include "data/image_codec.h"
+#include "data/rng.h"
+#include "data/shard_index.h"
+#include "data/tar_io.h"
 
 namespace cnx::data::testing {
 

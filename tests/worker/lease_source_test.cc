@@ -14,8 +14,8 @@
 
 #include "coordinator/scheduler.h"
 #include "tests/data/data_fixtures.h"
-#include "worker/data/make_shards.h"
-#include "worker/data/shard_index.h"
+#include "data/make_shards.h"
+#include "data/shard_index.h"
 #include "worker/lease_source.h"
 
 namespace fs = std::filesystem;
@@ -136,7 +136,7 @@ class LeaseSourceTest : public ::testing::Test {
     so.job_id = "job";
     so.seed = 9;
     so.checkpoint_root = (dir_ / "ckpt").string();
-    return Scheduler(so, coordinator::load_shard_index((dir_ / "shards" / "index.json").string()));
+    return Scheduler(so, data::load_index((dir_ / "shards" / "index.json").string()));
   }
   // Commits a checkpoint of every rank's lease cursor at `step`; returns the cursors.
   static std::vector<std::string> checkpoint(Scheduler& s, Job& job, int64_t step) {
@@ -286,7 +286,7 @@ TEST_F(LeaseSourceTest, LeaseFromAnotherIndexIsRefused) {
   // A coordinator whose index differs (renamed shard) is detected on acquisition.
   coordinator::SchedulerOptions so;
   so.job_id = "job";
-  coordinator::ShardIndex idx = coordinator::load_shard_index((dir_ / "shards" / "index.json").string());
+  data::ShardIndex idx = data::load_index((dir_ / "shards" / "index.json").string());
   for (auto& sh : idx.shards) sh.name = "other-" + sh.name;
   Scheduler s(so, idx);
   Job job(s, 1, options(), "x");

@@ -14,7 +14,7 @@
 #include "common/check.h"
 #include "common/logging.h"
 #include "tools/eval/layer_decay.h"
-#include "worker/data/rng.h"
+#include "data/rng.h"
 #include "worker/lr_schedule.h"
 #include "worker/optimizer.h"
 

@@ -8,9 +8,9 @@
 #include <filesystem>
 
 #include "common/logging.h"
-#include "worker/data/rng.h"
-#include "worker/data/shard_index.h"
-#include "worker/data/tar_io.h"
+#include "data/rng.h"
+#include "data/shard_index.h"
+#include "data/tar_io.h"
 
 namespace cnx::eval {
 

@@ -27,8 +27,8 @@
 #include <string>
 #include <vector>
 
-#include "worker/data/image_codec.h"
-#include "worker/data/transform.h"
+#include "data/image_codec.h"
+#include "data/transform.h"
 
 namespace cnx::eval {
 

@@ -1,5 +1,5 @@
 // cnx-make-shards: packs an ImageFolder tree or Fashion-MNIST into tar shards
-// plus index.json (see worker/data/make_shards.h for the format).
+// plus index.json (see data/make_shards.h for the format).
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -9,7 +9,7 @@
 #include <string>
 
 #include "common/logging.h"
-#include "worker/data/make_shards.h"
+#include "data/make_shards.h"
 
 namespace {
 

@@ -12,10 +12,10 @@
 
 #include "common/check.h"
 #include "common/logging.h"
-#include "worker/data/rng.h"
-#include "worker/data/shard_index.h"
-#include "worker/data/tar_io.h"
-#include "worker/data/transform.h"
+#include "data/rng.h"
+#include "data/shard_index.h"
+#include "data/tar_io.h"
+#include "data/transform.h"
 
 namespace cnx::viz {
 

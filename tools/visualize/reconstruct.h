@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "model/fcmae.h"
-#include "worker/data/image_codec.h"
+#include "data/image_codec.h"
 
 namespace cnx::viz {
 

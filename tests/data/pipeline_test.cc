@@ -9,9 +9,9 @@
 #include <set>
 
 #include "tests/data/data_fixtures.h"
-#include "worker/data/epoch_order.h"
-#include "worker/data/make_shards.h"
-#include "worker/data/pipeline.h"
+#include "data/epoch_order.h"
+#include "data/make_shards.h"
+#include "data/pipeline.h"
 
 namespace fs = std::filesystem;
 

@@ -7,8 +7,8 @@
 #include <set>
 
 #include "tests/data/data_fixtures.h"
-#include "worker/data/pipeline.h"
-#include "worker/data/shard_index.h"
+#include "data/pipeline.h"
+#include "data/shard_index.h"
 
 namespace fs = std::filesystem;
 

@@ -1,4 +1,4 @@
-#include "worker/data/make_shards.h"
+#include "data/make_shards.h"
 
 #include <zlib.h>
 
@@ -12,9 +12,9 @@
 
 #include "common/check.h"
 #include "common/logging.h"
-#include "worker/data/image_codec.h"
-#include "worker/data/rng.h"
-#include "worker/data/tar_io.h"
+#include "data/image_codec.h"
+#include "data/rng.h"
+#include "data/tar_io.h"
 
 namespace fs = std::filesystem;
 

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "worker/data/image_codec.h"
-#include "worker/data/rng.h"
+#include "data/image_codec.h"
+#include "data/rng.h"
 
 namespace cnx::data {
 

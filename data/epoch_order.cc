@@ -1,4 +1,4 @@
-#include "worker/data/epoch_order.h"
+#include "data/epoch_order.h"
 
 #include <algorithm>
 #include <climits>
@@ -6,7 +6,7 @@
 #include <utility>
 
 #include "common/check.h"
-#include "worker/data/rng.h"
+#include "data/rng.h"
 
 namespace cnx::data {
 

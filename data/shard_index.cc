@@ -1,4 +1,4 @@
-#include "worker/data/shard_index.h"
+#include "data/shard_index.h"
 
 #include <openssl/evp.h>
 

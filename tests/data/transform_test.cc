@@ -10,8 +10,8 @@
 #include <sstream>
 
 #include "tests/data/data_fixtures.h"
-#include "worker/data/image_codec.h"
-#include "worker/data/transform.h"
+#include "data/image_codec.h"
+#include "data/transform.h"
 
 namespace cnx::data {
 namespace {

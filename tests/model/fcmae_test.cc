@@ -8,7 +8,7 @@
 
 #include "common/check.h"
 #include "model/fcmae.h"
-#include "sparse_ops/encoder.h"
+#include "model/fcmae_encoder.h"
 #include "tests/sparse_ops/test_util.h"
 
 namespace cnx::model {

@@ -38,7 +38,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/data/shard_index.h"
+#include "data/shard_index.h"
 
 namespace cnx {
 struct DataConfig;

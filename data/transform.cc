@@ -1,4 +1,4 @@
-#include "worker/data/transform.h"
+#include "data/transform.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "worker/data/pipeline.h"
+#include "data/pipeline.h"
 
 #include <ATen/ATen.h>
 
@@ -15,10 +15,10 @@
 #include "common/check.h"
 #include "common/config.h"
 #include "common/logging.h"
-#include "worker/data/epoch_order.h"
-#include "worker/data/rng.h"
-#include "worker/data/tar_io.h"
-#include "worker/data/transform.h"
+#include "data/epoch_order.h"
+#include "data/rng.h"
+#include "data/tar_io.h"
+#include "data/transform.h"
 
 namespace cnx::data {
 namespace {

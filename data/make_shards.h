@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/data/shard_index.h"
+#include "data/shard_index.h"
 
 namespace cnx::data {
 

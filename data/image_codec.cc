@@ -1,4 +1,4 @@
-#include "worker/data/image_codec.h"
+#include "data/image_codec.h"
 
 #include <png.h>
 #include <turbojpeg.h>

@@ -22,12 +22,12 @@
 #include "model/convnextv2.h"
 #include "sparse_ops/layout.h"
 
-namespace cnx::sparse_ops {
+namespace cnx::model {
 
 // Per-batch sparse geometry: built once per batch, shared by every block of
 // a stage (neighbour map) and by the downsample into it (cell map).
 struct StageGeometry {
-  SparseLayout layout;    // visible sites at this stage's resolution
+  sparse_ops::SparseLayout layout;    // visible sites at this stage's resolution
   at::Tensor neighbours;  // neighbour_map(layout, dwconv kernel)
   at::Tensor cells;       // cell_map(previous stage, this stage, 2); undefined at stage 0
 };
@@ -45,18 +45,18 @@ EncoderGeometry build_geometry(const at::Tensor& patch_mask, int64_t h_patches, 
                                int64_t stem_stride, int64_t kernel, at::Device device);
 
 // Total stride of the network's encoder (stem stride * 2^(stages-1)).
-int64_t encoder_patch_size(const model::ConvNeXtV2Impl& net);
+int64_t encoder_patch_size(const ConvNeXtV2Impl& net);
 
 // images: (N, in_chans, H, W), H and W multiples of the patch size;
 // patch_mask: (N, L) with L = (H/p)*(W/p), 1 = masked. The blocks must have
 // drop_path_rate 0 or the module be in eval mode (FCMAE uses none).
-at::Tensor sparse_encode(model::ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask);
+at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask);
 // Same, with a prebuilt geometry (for callers that time or reuse it).
-at::Tensor sparse_encode(model::ConvNeXtV2Impl& net, const at::Tensor& images, const EncoderGeometry& geometry);
+at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const EncoderGeometry& geometry);
 
 // channels_last: run the dense convs in channels-last memory format (the
 // fastest CPU form in LibTorch; numerically the same function).
-at::Tensor dense_masked_encode(model::ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask,
+at::Tensor dense_masked_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask,
                                bool channels_last = true);
 
-}  // namespace cnx::sparse_ops
+}  // namespace cnx::model

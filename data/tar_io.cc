@@ -1,4 +1,4 @@
-#include "worker/data/tar_io.h"
+#include "data/tar_io.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -7,7 +7,7 @@
 #include <cctype>
 
 #include "common/check.h"
-#include "worker/data/shard_index.h"
+#include "data/shard_index.h"
 
 namespace cnx::data {
 

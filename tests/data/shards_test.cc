@@ -8,9 +8,9 @@
 #include <set>
 
 #include "tests/data/data_fixtures.h"
-#include "worker/data/make_shards.h"
-#include "worker/data/shard_index.h"
-#include "worker/data/tar_io.h"
+#include "data/make_shards.h"
+#include "data/shard_index.h"
+#include "data/tar_io.h"
 
 namespace fs = std::filesystem;
 

@@ -1,4 +1,4 @@
-#include "sparse_ops/encoder.h"
+#include "model/fcmae_encoder.h"
 
 #include <torch/nn/functional/conv.h>
 
@@ -8,10 +8,12 @@
 #include "sparse_ops/dwconv.h"
 #include "sparse_ops/grn.h"
 
-namespace cnx::sparse_ops {
+namespace cnx::model {
+using namespace cnx::sparse_ops;  // NOLINT: the sparse op vocabulary
+
 namespace {
 
-void check_inputs(const model::ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask,
+void check_inputs(const ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask,
                   int64_t* h_patches, int64_t* w_patches) {
   const int64_t p = encoder_patch_size(net);
   CNX_CHECK(images.defined() && images.dim() == 4, "FCMAE encoder: images must be (N, C, H, W), got ",
@@ -29,7 +31,7 @@ void check_inputs(const model::ConvNeXtV2Impl& net, const at::Tensor& images, co
             *h_patches, "x", *w_patches, " patches for each of ", images.size(0), " images");
 }
 
-void check_no_drop_path(const model::ConvNeXtV2Impl& net) {
+void check_no_drop_path(const ConvNeXtV2Impl& net) {
   if (!net.is_training()) return;
   for (int64_t s = 0; s < net.num_stages(); ++s) {
     for (const auto& blk : net.stage_blocks(s)) {
@@ -41,7 +43,7 @@ void check_no_drop_path(const model::ConvNeXtV2Impl& net) {
 
 }  // namespace
 
-int64_t encoder_patch_size(const model::ConvNeXtV2Impl& net) {
+int64_t encoder_patch_size(const ConvNeXtV2Impl& net) {
   return net.stem_conv()->options.stride()->at(0) * (int64_t{1} << (net.num_stages() - 1));
 }
 
@@ -62,7 +64,7 @@ EncoderGeometry build_geometry(const at::Tensor& patch_mask, int64_t h_patches, 
   return geo;
 }
 
-at::Tensor sparse_encode(model::ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask) {
+at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask) {
   int64_t hp = 0, wp = 0;
   check_inputs(net, images, patch_mask, &hp, &wp);
   const int64_t kernel = net.block(0, 0)->dwconv->options.kernel_size()->at(0);
@@ -71,7 +73,7 @@ at::Tensor sparse_encode(model::ConvNeXtV2Impl& net, const at::Tensor& images, c
   return sparse_encode(net, images, geo);
 }
 
-at::Tensor sparse_encode(model::ConvNeXtV2Impl& net, const at::Tensor& images, const EncoderGeometry& geo) {
+at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const EncoderGeometry& geo) {
   check_no_drop_path(net);
   CNX_CHECK(static_cast<int64_t>(geo.stages.size()) == net.num_stages(), "sparse_encode: geometry has ",
             geo.stages.size(), " stages, the model ", net.num_stages());
@@ -100,7 +102,7 @@ at::Tensor sparse_encode(model::ConvNeXtV2Impl& net, const at::Tensor& images, c
   return densify(x, geo.stages.back().layout);
 }
 
-at::Tensor dense_masked_encode(model::ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask,
+at::Tensor dense_masked_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask,
                                bool channels_last) {
   int64_t hp = 0, wp = 0;
   check_inputs(net, images, patch_mask, &hp, &wp);
@@ -138,4 +140,4 @@ at::Tensor dense_masked_encode(model::ConvNeXtV2Impl& net, const at::Tensor& ima
   return x * visible.back();
 }
 
-}  // namespace cnx::sparse_ops
+}  // namespace cnx::model
