@@ -33,7 +33,7 @@ struct GradSync::State {
   at::Tensor control_only;         // float64 buffer when there are no buckets but control slots
 
   // Hooks, removed in ~GradSync. The accumulators are held strongly: the
-  // parameters only hold them weakly (ENVIRONMENT.md).
+  // parameters only hold them weakly (LibTorch 1.13 and 2.x alike).
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
   std::vector<uintptr_t> hook_keys;
 

@@ -1,5 +1,5 @@
 #pragma once
-// Invariant checks (tier one of STYLE.md's two error tiers).
+// Invariant checks (tier one of the two error tiers in docs/architecture.md).
 //
 // CNX_CHECK(cond, msg...) throws cnx::CheckError with "file:line: msg" when
 // cond is false. The message parts are streamed, so any type with operator<<

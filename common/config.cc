@@ -7,6 +7,7 @@
 #include <functional>
 #include <set>
 #include <sstream>
+#include "common/variants.h"
 
 namespace cnx {
 namespace {
@@ -422,21 +423,14 @@ Config load_node(YAML::Node root, const std::string& origin, const std::vector<s
 }  // namespace
 
 void variant_shape(const std::string& name, std::vector<int64_t>* depths, std::vector<int64_t>* dims) {
-  struct V { const char* n; std::vector<int64_t> d, w; };
-  static const V kVariants[] = {
-      {"atto", {2, 2, 6, 2}, {40, 80, 160, 320}},     {"femto", {2, 2, 6, 2}, {48, 96, 192, 384}},
-      {"pico", {2, 2, 6, 2}, {64, 128, 256, 512}},    {"nano", {2, 2, 8, 2}, {80, 160, 320, 640}},
-      {"tiny", {3, 3, 9, 3}, {96, 192, 384, 768}},    {"base", {3, 3, 27, 3}, {128, 256, 512, 1024}},
-      {"large", {3, 3, 27, 3}, {192, 384, 768, 1536}}, {"huge", {3, 3, 27, 3}, {352, 704, 1408, 2816}},
-  };
-  for (const auto& v : kVariants) {
-    if (name == v.n) {
-      *depths = v.d;
-      *dims = v.w;
-      return;
-    }
+  const VariantShape* v = find_variant(name);
+  if (v == nullptr) {
+    std::string accepted;
+    for (const auto& e : variant_table()) accepted += std::string(accepted.empty() ? "" : "|") + e.name;
+    throw ConfigError("unknown model variant '" + name + "' (expected " + accepted + ")");
   }
-  throw ConfigError("unknown model variant '" + name + "' (expected atto|femto|pico|nano|tiny|base|large|huge)");
+  *depths = v->depths;
+  *dims = v->dims;
 }
 
 Config load_config_text(const std::string& yaml, const std::string& origin, const std::vector<std::string>& overrides) {

@@ -40,7 +40,7 @@ struct ModelConfig {
   int64_t decoder_dim = 512;
   int64_t decoder_depth = 1;
   std::string encoder = "sparse";  // sparse|dense_masked
-  std::string init = "reference";  // reference|std02 (DESIGN.md section 3)
+  std::string init = "reference";  // reference|std02 (docs/model.md)
   bool norm_pix_loss = true;
 };
 

@@ -7,16 +7,11 @@
 #include <cstdio>
 
 #include "common/check.h"
+#include "common/hash.h"
+#include "common/rng.h"
 
 namespace cnx::coordinator {
 namespace {
-
-uint64_t splitmix64(uint64_t& x) {
-  uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 // Uniform in [0, n) without modulo bias; portable (no std distributions).
 uint64_t uniform_below(uint64_t& state, uint64_t n) {
@@ -28,13 +23,6 @@ uint64_t uniform_below(uint64_t& state, uint64_t n) {
 }
 
 [[noreturn]] void fail(ErrorCode code, const std::string& msg) { throw SchedulerError(code, msg); }
-
-bool is_hex64(const std::string& s) {
-  if (s.size() != 64) return false;
-  for (char c : s)
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  return true;
-}
 
 // A relative path with no "." / ".." components: it stays inside the folder.
 bool confined_relative(const std::string& p) {

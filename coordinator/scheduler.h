@@ -18,7 +18,7 @@
 //   RUNNING -> COMPLETED   every rank reported WORKER_FINISHED.
 //   any     -> FAILED      a rank reported WORKER_FAILED.
 //
-// Data assignment rule (DESIGN.md 5b)
+// Data assignment rule (docs/protocols.md)
 //   * Epoch plan. For epoch e and world size W, the shards with samples > 0
 //     are permuted by a seeded Fisher-Yates shuffle (splitmix64 of seed and
 //     e, portable); the i-th shard of that order is work item (shard, 0, n)

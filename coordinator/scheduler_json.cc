@@ -3,36 +3,15 @@
 #include <nlohmann/json.hpp>
 
 #include "common/check.h"
+#include "common/hash.h"
 #include "coordinator/scheduler_types.h"
 
 namespace cnx::coordinator {
 namespace {
 
-std::string to_hex(const std::string& bytes) {
-  static const char* kDigits = "0123456789abcdef";
+std::string cursor_from_hex(const std::string& hex) {
   std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 15]);
-  }
-  return out;
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-std::string from_hex(const std::string& hex) {
-  CNX_CHECK(hex.size() % 2 == 0, "stored data cursor: odd hex length");
-  std::string out(hex.size() / 2, '\0');
-  for (size_t i = 0; i < out.size(); ++i) {
-    int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
-    CNX_CHECK(hi >= 0 && lo >= 0, "stored data cursor: bad hex digit");
-    out[i] = static_cast<char>(hi * 16 + lo);
-  }
+  CNX_CHECK(from_hex(hex, &out), "stored data cursor: not an even-length hex string");
   return out;
 }
 
@@ -127,7 +106,7 @@ void from_json(const nlohmann::json& j, RankPart& v) {
   v.progress.next_position = j.at("next").get<int64_t>();
   v.progress.partial.clear();
   for (const auto& p : j.at("partial")) v.progress.partial.push_back({p.at(0).get<int64_t>(), p.at(1).get<int64_t>(), p.at(2).get<int64_t>()});
-  v.data_cursor = from_hex(j.at("cursor").get<std::string>());
+  v.data_cursor = cursor_from_hex(j.at("cursor").get<std::string>());
 }
 
 void to_json(nlohmann::json& j, const CheckpointRecord& v) {

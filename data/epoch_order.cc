@@ -6,7 +6,7 @@
 #include <utility>
 
 #include "common/check.h"
-#include "data/rng.h"
+#include "common/rng.h"
 
 namespace cnx::data {
 

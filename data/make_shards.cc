@@ -13,7 +13,7 @@
 #include "common/check.h"
 #include "common/logging.h"
 #include "data/image_codec.h"
-#include "data/rng.h"
+#include "common/rng.h"
 #include "data/tar_io.h"
 
 namespace fs = std::filesystem;

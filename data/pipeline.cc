@@ -16,7 +16,7 @@
 #include "common/config.h"
 #include "common/logging.h"
 #include "data/epoch_order.h"
-#include "data/rng.h"
+#include "common/rng.h"
 #include "data/tar_io.h"
 #include "data/transform.h"
 
@@ -44,18 +44,6 @@ struct Result {
   std::string reason, detail;
   int64_t charge = 0;
 };
-
-// Parses a .cls payload: optional whitespace around a decimal integer >= 0.
-bool parse_label(const std::vector<uint8_t>& data, int64_t* out) {
-  std::string s(data.begin(), data.end());
-  const auto b = s.find_first_not_of(" \t\r\n");
-  const auto e = s.find_last_not_of(" \t\r\n");
-  if (b == std::string::npos) return false;
-  s = s.substr(b, e - b + 1);
-  if (s.size() > 18 || s.find_first_not_of("0123456789") != std::string::npos) return false;
-  *out = std::stoll(s);
-  return true;
-}
 
 }  // namespace
 
@@ -215,7 +203,7 @@ struct Pipeline::Impl {
       try {
         const std::string got = sha256_file(path);
         if (got != s.sha256) problem = str("shard ", path, " sha256 mismatch: index ", s.sha256, ", file ", got);
-      } catch (const DataError& e) {
+      } catch (const HashError& e) {
         problem = e.what();
       }
     }
@@ -421,7 +409,7 @@ struct Pipeline::Impl {
         r.reason = std::move(task.skip_reason);
         r.detail = std::move(task.skip_detail);
       } else {
-        // The per-sample catch of STYLE.md: nothing in one sample ends the run.
+        // Catch at the per-sample edge: nothing in one sample ends the run.
         try {
           TransformResult tr = decode_and_transform(task.bytes.data(), task.bytes.size(), task.fmt,
                                                     sample_rng(opt.seed, epoch, r.key), topt);

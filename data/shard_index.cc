@@ -1,7 +1,5 @@
 #include "data/shard_index.h"
 
-#include <openssl/evp.h>
-
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -10,6 +8,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "common/hash.h"
 
 namespace cnx::data {
 namespace {
@@ -35,28 +34,6 @@ std::string string_field(const json& obj, const char* name, const std::string& w
   if (!v.is_string()) throw DataError(str(where, ": field \"", name, "\" must be a string, got ", v.dump()));
   return v.get<std::string>();
 }
-
-bool is_hex64(const std::string& s) {
-  if (s.size() != 64) return false;
-  for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
-}
-
-std::string to_hex(const unsigned char* d, unsigned n) {
-  static const char* kHex = "0123456789abcdef";
-  std::string out(2 * n, '0');
-  for (unsigned i = 0; i < n; ++i) {
-    out[2 * i] = kHex[d[i] >> 4];
-    out[2 * i + 1] = kHex[d[i] & 15];
-  }
-  return out;
-}
-
-struct MdCtxDeleter {
-  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-};
 
 }  // namespace
 
@@ -138,31 +115,6 @@ void save_index(const ShardIndex& index, const std::string& path) {
     if (!out.flush()) throw DataError(str("cannot write shard index ", tmp));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) throw DataError(str("cannot rename ", tmp, " to ", path));
-}
-
-std::string sha256_bytes(const void* data, size_t size) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  CNX_CHECK(EVP_Digest(data, size, md, &len, EVP_sha256(), nullptr) == 1, "EVP_Digest failed");
-  return to_hex(md, len);
-}
-
-std::string sha256_file(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw DataError(str("cannot open ", path, " to hash it"));
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> guard(f, &std::fclose);
-  std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx(EVP_MD_CTX_new());
-  CNX_CHECK(ctx && EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) == 1, "EVP_DigestInit failed");
-  std::vector<unsigned char> buf(1 << 20);
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) {
-    CNX_CHECK(EVP_DigestUpdate(ctx.get(), buf.data(), n) == 1, "EVP_DigestUpdate failed");
-  }
-  if (std::ferror(f)) throw DataError(str("read error while hashing ", path));
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  CNX_CHECK(EVP_DigestFinal_ex(ctx.get(), md, &len) == 1, "EVP_DigestFinal failed");
-  return to_hex(md, len);
 }
 
 }  // namespace cnx::data

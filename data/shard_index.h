@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "common/hash.h"  // sha256_file / is_hex64 for the digests the index carries
+
 namespace cnx::data {
 
 // Expected data failures (bad index, missing or tampered shard, bad input
@@ -46,9 +48,5 @@ ShardIndex parse_index(const std::string& json_text, const std::string& origin);
 // Writes the index as pretty JSON (stable key order); throws DataError.
 void save_index(const ShardIndex& index, const std::string& path);
 std::string index_to_json(const ShardIndex& index);
-
-// Lowercase hex SHA-256 of a file / of bytes. Throws DataError if unreadable.
-std::string sha256_file(const std::string& path);
-std::string sha256_bytes(const void* data, size_t size);
 
 }  // namespace cnx::data

@@ -11,6 +11,17 @@
 
 namespace cnx::data {
 
+bool parse_label(const std::vector<uint8_t>& data, int64_t* out) {
+  std::string s(data.begin(), data.end());
+  const auto b = s.find_first_not_of(" \t\r\n");
+  const auto e = s.find_last_not_of(" \t\r\n");
+  if (b == std::string::npos) return false;
+  s = s.substr(b, e - b + 1);
+  if (s.size() > 18 || s.find_first_not_of("0123456789") != std::string::npos) return false;
+  *out = std::stoll(s);
+  return true;
+}
+
 std::pair<std::string, std::string> split_member_name(const std::string& path) {
   const size_t slash = path.rfind('/');
   const size_t start = slash == std::string::npos ? 0 : slash + 1;

@@ -22,6 +22,10 @@ namespace cnx::data {
 // when the last component has no '.'.
 std::pair<std::string, std::string> split_member_name(const std::string& path);
 
+// Parses a "<key>.cls" payload: optional whitespace around a decimal
+// integer >= 0 (at most 18 digits). False for anything else.
+bool parse_label(const std::vector<uint8_t>& data, int64_t* out);
+
 struct TarMember {
   std::string ext;            // lowercase extension ("jpg", "png", "cls", ...)
   std::vector<uint8_t> data;  // empty when skipped (see too_large)

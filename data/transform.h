@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "data/image_codec.h"
-#include "data/rng.h"
+#include "common/rng.h"
 
 namespace cnx::data {
 

@@ -1,5 +1,5 @@
 #pragma once
-// Dense ConvNeXt V2 (DESIGN.md section 2), numerically the reference model.
+// Dense ConvNeXt V2 (docs/model.md), numerically the reference model.
 //
 // named_parameters() yields exactly the reference implementation's state-dict
 // names: downsample_layers.0.{0,1}.* (stem conv, stem LN),

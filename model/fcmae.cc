@@ -5,20 +5,14 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "common/check.h"
+include "common/check.h"
+#include "common/rng.h"
 #include "model/fcmae_encoder.h"
 
 namespace cnx::model {
 namespace {
 
 namespace nn = torch::nn;
-
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
 
 void require(bool ok, const std::string& message) {
   if (!ok) throw std::invalid_argument("FcmaeOptions: " + message);
@@ -173,7 +167,7 @@ FcmaeImpl::FcmaeImpl(FcmaeOptions options) : options_(std::move(options)) {
 }
 
 void FcmaeImpl::init_weights() {
-  // reference: the reference FCMAE's _init_weights (DESIGN.md section 3);
+  // reference: the reference FCMAE's _init_weights (docs/model.md, "Init");
   // std02: 0.02 everywhere like the dense model.
   const bool ref = options_.init == "reference";
   const double big = ref ? 1.0 : 0.02;

@@ -1,6 +1,6 @@
 #pragma once
 // FCMAE: fully convolutional masked autoencoder pretraining of ConvNeXt V2
-// (DESIGN.md section 3).
+// (docs/model.md, "FCMAE").
 //
 // Parameter names follow the reference FCMAE: encoder.downsample_layers.*,
 // encoder.stages.* (the dense ConvNeXt V2 names under "encoder."), proj.*,

@@ -1,5 +1,5 @@
 #pragma once
-// The two FCMAE encoders (DESIGN.md section 3), both driven by the weights of
+// The two FCMAE encoders (docs/model.md, "FCMAE"), both driven by the weights of
 // one dense cnx::model::ConvNeXtV2 (its downsample_layers and stages):
 //
 // * sparse_encode: computes only at visible sites. Stem on visible 4x4 pixel

@@ -1,5 +1,5 @@
 #pragma once
-// Building blocks of ConvNeXt V2 (DESIGN.md section 2), shared by the dense
+// Building blocks of ConvNeXt V2 (docs/model.md), shared by the dense
 // model and the FCMAE encoder/decoder. Parameter names match the reference
 // implementation's state dict (`weight`/`bias`, `gamma`/`beta`).
 #include <torch/nn/module.h>

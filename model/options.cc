@@ -3,28 +3,10 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "common/variants.h"
+
 namespace cnx::model {
 namespace {
-
-struct Variant {
-  const char* name;
-  std::vector<int64_t> depths;
-  std::vector<int64_t> dims;
-};
-
-const std::vector<Variant>& variants() {
-  static const std::vector<Variant> kVariants = {
-      {"atto", {2, 2, 6, 2}, {40, 80, 160, 320}},
-      {"femto", {2, 2, 6, 2}, {48, 96, 192, 384}},
-      {"pico", {2, 2, 6, 2}, {64, 128, 256, 512}},
-      {"nano", {2, 2, 8, 2}, {80, 160, 320, 640}},
-      {"tiny", {3, 3, 9, 3}, {96, 192, 384, 768}},
-      {"base", {3, 3, 27, 3}, {128, 256, 512, 1024}},
-      {"large", {3, 3, 27, 3}, {192, 384, 768, 1536}},
-      {"huge", {3, 3, 27, 3}, {352, 704, 1408, 2816}},
-  };
-  return kVariants;
-}
 
 std::string join(const std::vector<int64_t>& v) {
   std::ostringstream os;
@@ -39,20 +21,18 @@ std::string join(const std::vector<int64_t>& v) {
 const std::vector<std::string>& variant_names() {
   static const std::vector<std::string> kNames = [] {
     std::vector<std::string> names;
-    for (const auto& v : variants()) names.emplace_back(v.name);
+    for (const auto& v : variant_table()) names.emplace_back(v.name);
     return names;
   }();
   return kNames;
 }
 
 ConvNeXtV2Options variant_options(const std::string& name) {
-  for (const auto& v : variants()) {
-    if (name == v.name) {
-      ConvNeXtV2Options o;
-      o.depths = v.depths;
-      o.dims = v.dims;
-      return o;
-    }
+  if (const VariantShape* v = find_variant(name)) {
+    ConvNeXtV2Options o;
+    o.depths = v->depths;
+    o.dims = v->dims;
+    return o;
   }
   std::string accepted;
   for (const auto& n : variant_names()) accepted += (accepted.empty() ? "" : ", ") + n;

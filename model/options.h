@@ -1,5 +1,5 @@
 #pragma once
-// ConvNeXt V2 architecture options (DESIGN.md section 2) and the eight
+// ConvNeXt V2 architecture options (docs/model.md) and the eight
 // published variants. Plain structs: config parsing lives elsewhere.
 #include <cstdint>
 #include <string>

@@ -1,7 +1,7 @@
 #pragma once
 // ConvNeXt V2 weight import/export with strict checking.
 //
-// Two namings exist for the same tensors (DESIGN.md section 2):
+// Two namings exist for the same tensors (docs/model.md, "Weight names"):
 //   reference: downsample_layers.0.0.weight, stages.1.0.grn.gamma (1,1,1,4C),
 //              norm.weight, head.weight                  (what the model uses)
 //   timm:      stem.0.weight, stages.1.blocks.0.mlp.grn.weight (4C),

@@ -1,6 +1,6 @@
 #pragma once
 // Global Response Normalization on a sparse tensor, statistics per sample
-// over that sample's active sites only (DESIGN.md section 3; not the
+// over that sample's active sites only (docs/model.md; not the
 // reference's batch-global pooling):
 //   G[n,c] = sqrt(sum_{i in n} x[i,c]^2),  Nx = G / (mean_c G[n,:] + eps),
 //   out[i,c] = gamma[c] * x[i,c] * Nx[n,c] + beta[c] + x[i,c].

@@ -1,5 +1,5 @@
 #pragma once
-// Sparse feature layout of the FCMAE encoder (DESIGN.md section 3).
+// Sparse feature layout of the FCMAE encoder (docs/model.md, "FCMAE").
 //
 // A sparse tensor at one resolution (N, H, W) is a feature matrix [M, C]
 // (row i = one active site, channels contiguous) plus a SparseLayout that

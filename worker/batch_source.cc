@@ -8,7 +8,7 @@
 #include "common/check.h"
 #include "model/fcmae.h"
 #include "data/epoch_order.h"
-#include "data/rng.h"
+#include "common/rng.h"
 
 namespace cnx::worker {
 namespace {
@@ -33,7 +33,7 @@ void SyntheticSource::start_epoch(int64_t epoch) {
 }
 
 at::Tensor SyntheticSource::image(int64_t index) const {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(data::mix_seed(options_.seed ^ kImageStream, index));
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(mix_seed(options_.seed ^ kImageStream, index));
   const int64_t s = options_.image_size;
   // A smooth-ish image: low-resolution noise upsampled, plus fine noise, so
   // that the patch-normalised loss has structure to learn.
@@ -147,7 +147,7 @@ at::Tensor make_masks(const std::vector<std::string>& keys, int64_t epoch, uint6
   std::vector<at::Tensor> rows;
   rows.reserve(keys.size());
   for (const auto& key : keys) {
-    const uint64_t s = data::mix_seed(data::mix_seed(seed ^ kMaskStream, static_cast<uint64_t>(epoch)), data::fnv1a64(key));
+    const uint64_t s = mix_seed(mix_seed(seed ^ kMaskStream, static_cast<uint64_t>(epoch)), fnv1a64(key));
     rows.push_back(model::generate_mask(1, h_patches, w_patches, ratio, s));
   }
   return at::cat(rows, 0);

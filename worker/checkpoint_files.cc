@@ -1,7 +1,6 @@
 #include "worker/checkpoint_files.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,41 +25,7 @@ namespace {
 constexpr const char* kFormat = "cnx-checkpoint-v1";
 constexpr const char* kManifest = "MANIFEST.json";
 
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
-    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1)
-      throw CheckpointError("sha256: OpenSSL EVP initialisation failed");
-  }
-  void update(const void* data, size_t size) {
-    if (EVP_DigestUpdate(ctx_.get(), data, size) != 1) throw CheckpointError("sha256: EVP_DigestUpdate failed");
-  }
-  std::string hex() {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (EVP_DigestFinal_ex(ctx_.get(), md, &len) != 1) throw CheckpointError("sha256: EVP_DigestFinal_ex failed");
-    static const char* digits = "0123456789abcdef";
-    std::string out;
-    for (unsigned int i = 0; i < len; ++i) {
-      out += digits[md[i] >> 4];
-      out += digits[md[i] & 15];
-    }
-    return out;
-  }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx_;
-};
-
 }  // namespace
-
-std::string sha256_hex(const void* data, size_t size) {
-  Sha256 h;
-  h.update(data, size);
-  return h.hex();
-}
-
-std::string sha256_hex(const std::string& data) { return sha256_hex(data.data(), data.size()); }
 
 FileDigest digest_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -26,6 +26,8 @@
 #include <string>
 #include <vector>
 
+#include "common/hash.h"  // sha256_hex
+
 namespace cnx::worker {
 
 class CheckpointError : public std::runtime_error {
@@ -39,8 +41,6 @@ struct FileDigest {
 };
 using Manifest = std::map<std::string, FileDigest>;  // file name -> digest
 
-std::string sha256_hex(const void* data, size_t size);
-std::string sha256_hex(const std::string& data);
 FileDigest digest_file(const std::string& path);
 
 // Writes `data` to `path` (truncating), fsyncs and closes it. Returns its digest.

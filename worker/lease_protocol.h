@@ -1,5 +1,5 @@
 #pragma once
-// The worker's side of the coordinator's shard leases (DESIGN.md 5b;
+// The worker's side of the coordinator's shard leases (docs/protocols.md;
 // proto/coordinator.proto AcquireShard / ReportShardDone / RankProgress),
 // without gRPC or LibTorch: the lease client interface that LeaseSource
 // (lease_source.h) reads through, and the lease cursor a rank stores in its

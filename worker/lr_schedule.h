@@ -1,6 +1,6 @@
 #pragma once
-// Learning-rate schedule of the reference FCMAE pretraining (DESIGN.md
-// section 3): the peak lr is blr * global_batch / 256 unless an absolute lr
+// Learning-rate schedule of the reference FCMAE pretraining (docs/model.md,
+// "Schedule and optimiser"): the peak lr is blr * global_batch / 256 unless an absolute lr
 // is configured; per-iteration linear warmup from 0, then a half-cosine down
 // to min_lr at the end of the schedule. "Iteration" means optimizer step, so
 // with gradient accumulation the lr changes once per accumulated step, as in

@@ -3,7 +3,7 @@
 // parameter NAME (so checkpoints are readable and robust to module order),
 // and global-norm gradient clipping.
 //
-// Weight-decay groups (DESIGN.md section 3). The reference's pretraining
+// Weight-decay groups (docs/model.md). The reference's pretraining
 // exempts exactly the parameters that are 1-D in its model or whose name ends
 // in ".bias"; GRN gamma/beta and mask_token are multi-dimensional there and
 // therefore decayed. We decide by name, never by the shape we happen to store:

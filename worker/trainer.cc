@@ -20,7 +20,7 @@
 #include "common/config.h"
 #include "common/logging.h"
 #include "worker/checkpoint_files.h"
-#include "data/rng.h"
+#include "common/rng.h"
 #include "worker/signals.h"
 
 namespace fs = std::filesystem;
@@ -123,7 +123,7 @@ void seed_cpu_rng(uint64_t seed) {
 
 // The seed of rank `rank`'s generator stream (drop path etc.).
 uint64_t rank_stream_seed(uint64_t seed, int rank) {
-  return data::mix_seed(seed, 0x72616e6bULL + static_cast<uint64_t>(rank));
+  return mix_seed(seed, 0x72616e6bULL + static_cast<uint64_t>(rank));
 }
 
 nlohmann::json parse_json_file(const std::string& path) {
@@ -623,7 +623,7 @@ void Trainer::load_checkpoint(const std::string& dir) {
     // samples; the old ranks' cursors and generators do not apply.
     data_->start_epoch(epoch_);
     step_ = (ck_step * saved_global_batch + global_batch_ / 2) / global_batch_;
-    seed_cpu_rng(data::mix_seed(rank_stream_seed(options_.seed, comm_.rank()), static_cast<uint64_t>(ck_step)));
+    seed_cpu_rng(mix_seed(rank_stream_seed(options_.seed, comm_.rank()), static_cast<uint64_t>(ck_step)));
     if (comm_.rank() == 0)
       CNX_LOG_WARN("checkpoint {} was written by {} ranks (global batch {}); this run has {} (global batch {}): "
                    "step {} becomes step {} of the rescaled schedule",

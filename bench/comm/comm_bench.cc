@@ -58,7 +58,7 @@ Communicator* g_comm = nullptr;    // blocking waits: sync after backward (what 
 Communicator* g_polled = nullptr;  // polled waits: overlapped sync (the factory's choice with overlap)
 std::map<std::string, double> g_seconds;  // baselines measured earlier in this run
 
-// Parameter shapes of a ConvNeXt V2 encoder + 1000-class head (DESIGN.md s2).
+// Parameter shapes of a ConvNeXt V2 encoder + 1000-class head (docs/model.md).
 std::vector<std::vector<int64_t>> convnextv2_shapes(const std::vector<int64_t>& depths,
                                                     const std::vector<int64_t>& dims) {
   std::vector<std::vector<int64_t>> s;

@@ -20,7 +20,7 @@
 
 #include "data/image_codec.h"
 #include "data/pipeline.h"
-#include "data/rng.h"
+#include "common/rng.h"
 #include "data/shard_index.h"
 #include "data/tar_io.h"
 #include "data/transform.h"

@@ -2,7 +2,7 @@
 # Entrypoint of the MPIJob worker pods. The mpi-operator's launcher starts the
 # ranks (cnx-worker) in this container over ssh, so PID 1 is this script, not
 # a rank. Kubernetes sends SIGTERM to PID 1 only: forward it to every local
-# cnx-worker so they checkpoint and exit (DESIGN.md section 4), wait for them
+# cnx-worker so they checkpoint and exit (docs/protocols.md, "Failure handling"), wait for them
 # for up to CNX_TERM_GRACE_S seconds (keep it below the pod's
 # terminationGracePeriodSeconds), then stop sshd.
 set -u

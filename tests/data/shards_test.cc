@@ -68,13 +68,13 @@ TEST(MakeShards, ImageFolderRoundTripDeterministicAndProtected) {
   for (const auto& e : fs::recursive_directory_iterator(tmp / "src")) {
     if (!e.is_regular_file() || e.path().extension() == ".txt") continue;
     const std::string cls = e.path().parent_path().filename().string();
-    source.insert({sha256_bytes(testing::read_bytes(e.path()).data(), fs::file_size(e.path())), cls.substr(6)});
+    source.insert({sha256_hex(testing::read_bytes(e.path()).data(), fs::file_size(e.path())), cls.substr(6)});
   }
   for (auto& [key, members] : read_all(tmp / "out1", idx)) {
     ASSERT_EQ(members.size(), 2u) << key;
     ASSERT_TRUE(members.count("cls")) << key;
     const auto& img = members.count("jpg") ? members["jpg"] : members["png"];
-    packed.insert({sha256_bytes(img.data(), img.size()), std::string(members["cls"].begin(), members["cls"].end())});
+    packed.insert({sha256_hex(img.data(), img.size()), std::string(members["cls"].begin(), members["cls"].end())});
   }
   EXPECT_EQ(source, packed);
 

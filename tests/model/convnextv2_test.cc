@@ -21,7 +21,7 @@ using testing::fixture_path;
 
 struct TableRow {
   const char* name;
-  double params_m;   // millions, as printed in DESIGN.md
+  double params_m;   // millions, as in the table of docs/model.md
   int digits;        // decimals shown
   double gflops;
 };

@@ -11,7 +11,7 @@
 
 #include "model/fcmae.h"
 #include "data/image_codec.h"
-#include "data/rng.h"
+#include "common/rng.h"
 #include "data/shard_index.h"
 #include "data/tar_io.h"
 
@@ -111,7 +111,7 @@ inline std::string write_colour_shards(const std::string& dir, int64_t n, int64_
     info.name = name;
     info.samples = count;
     info.bytes = static_cast<int64_t>(std::filesystem::file_size(path));
-    info.sha256 = data::sha256_file(path);
+    info.sha256 = cnx::sha256_file(path);
     index.shards.push_back(info);
     index.total_samples += count;
   }

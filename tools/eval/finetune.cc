@@ -14,7 +14,7 @@
 #include "common/check.h"
 #include "common/logging.h"
 #include "tools/eval/layer_decay.h"
-#include "data/rng.h"
+#include "common/rng.h"
 #include "worker/lr_schedule.h"
 #include "worker/optimizer.h"
 
@@ -103,7 +103,7 @@ FinetuneResult finetune(model::ConvNeXtV2Impl& net, const LabelledSet& train, co
   int64_t failed_train = 0;
   net.train();
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
-    auto gen = at::detail::createCPUGenerator(data::mix_seed(data::mix_seed(o.seed, epoch), rank));
+    auto gen = at::detail::createCPUGenerator(mix_seed(mix_seed(o.seed, epoch), rank));
     const at::Tensor perm = at::randperm(static_cast<int64_t>(train.samples.size()), gen, at::kLong);
     const int64_t* pp = perm.data_ptr<int64_t>();
     double loss_sum = 0;

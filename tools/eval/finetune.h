@@ -1,5 +1,5 @@
 #pragma once
-// Full fine-tuning of a dense ConvNeXt V2 classifier (DESIGN.md section 3):
+// Full fine-tuning of a dense ConvNeXt V2 classifier (docs/model.md):
 // AdamW with layer-wise lr decay (layer_decay.h), per-step linear warmup then
 // half-cosine to min_lr, label-smoothed cross-entropy, RandomResizedCrop +
 // flip augmentation, drop path as configured in the model.

@@ -8,7 +8,7 @@
 #include <filesystem>
 
 #include "common/logging.h"
-#include "data/rng.h"
+#include "common/rng.h"
 #include "data/shard_index.h"
 #include "data/tar_io.h"
 
@@ -16,21 +16,6 @@ namespace cnx::eval {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-// A .cls payload: optional whitespace around a decimal integer >= 0.
-bool parse_label(const std::vector<uint8_t>& data, int64_t* out) {
-  std::string s(data.begin(), data.end());
-  const auto b = s.find_first_not_of(" \t\r\n");
-  const auto e = s.find_last_not_of(" \t\r\n");
-  if (b == std::string::npos) return false;
-  s = s.substr(b, e - b + 1);
-  if (s.size() > 18 || s.find_first_not_of("0123456789") != std::string::npos) return false;
-  *out = std::stoll(s);
-  return true;
-}
-
-}  // namespace
 
 LabelledSet read_labelled_shards(const ReadOptions& o) {
   if (o.world < 1 || o.rank < 0 || o.rank >= o.world)
@@ -46,7 +31,7 @@ LabelledSet read_labelled_shards(const ReadOptions& o) {
     if (set.total >= limit) break;
     const std::string path = (root.empty() ? std::string(".") : root) + "/" + shard.name;
     if (o.verify_sha256) {
-      const std::string digest = data::sha256_file(path);
+      const std::string digest = cnx::sha256_file(path);
       if (digest != shard.sha256)
         throw data::DataError("shard '" + path + "' has sha256 " + digest + ", the index '" + o.index_path +
                               "' records " + shard.sha256);
@@ -62,7 +47,7 @@ LabelledSet read_labelled_shards(const ReadOptions& o) {
         if (m.ext == "cls") cls = &m;
       }
       int64_t label = -1;
-      if (!image || !cls || !parse_label(cls->data, &label)) {
+      if (!image || !cls || !data::parse_label(cls->data, &label)) {
         ++set.unlabelled;
         continue;
       }

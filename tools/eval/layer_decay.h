@@ -1,5 +1,5 @@
 #pragma once
-// Layer-wise learning-rate decay for fine-tuning (DESIGN.md section 3), as
+// Layer-wise learning-rate decay for fine-tuning (docs/model.md), as
 // the reference ConvNeXt V2 fine-tuning does with layer_decay_type "single":
 //   L = sum(depths);
 //   downsample_layers.s.*  -> id sum(depths[:s]) + 1   (stem: 1; a downsample

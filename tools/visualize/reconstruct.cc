@@ -12,7 +12,7 @@
 
 #include "common/check.h"
 #include "common/logging.h"
-#include "data/rng.h"
+#include "common/rng.h"
 #include "data/shard_index.h"
 #include "data/tar_io.h"
 #include "data/transform.h"

@@ -1,16 +1,17 @@
 #pragma once
-// Counter-free deterministic randomness for the data pipeline.
+// Counter-free deterministic randomness: SplitMix64 and seed mixing, the one
+// home for every generator that must be a pure function of its inputs
+// (FCMAE masks, the coordinator's shard deal, the data pipeline's epoch
+// shuffles and per-sample augmentation, per-rank torch generator seeds).
 //
-// Every random decision (epoch shuffles, per-sample augmentation) draws from
-// a SplitMix64 stream whose seed is a hash of (seed, epoch, name), so the
-// result is a pure function of those values: never of thread timing or of
-// how many samples some other thread decoded first. Header-only, no state
-// shared between threads.
+// A stream's seed is a hash of (seed, epoch, name, ...), so its values never
+// depend on thread timing or on how many draws another thread made.
+// Header-only, no shared state.
 #include <cmath>
 #include <cstdint>
 #include <string_view>
 
-namespace cnx::data {
+namespace cnx {
 
 // FNV-1a over bytes: stable across platforms and runs (std::hash is not).
 inline uint64_t fnv1a64(std::string_view s, uint64_t h = 0xcbf29ce484222325ULL) {
@@ -26,6 +27,9 @@ inline uint64_t splitmix64_mix(uint64_t z) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
 }
+
+// One SplitMix64 step on an external state (advances it).
+inline uint64_t splitmix64(uint64_t& state) { return splitmix64_mix(state += 0x9e3779b97f4a7c15ULL); }
 
 // Combines values into one seed (order matters).
 inline uint64_t mix_seed(uint64_t a, uint64_t b) {
@@ -61,4 +65,4 @@ inline SplitMix64 sample_rng(uint64_t seed, int64_t epoch, std::string_view key)
   return SplitMix64(mix_seed(mix_seed(seed, static_cast<uint64_t>(epoch)), fnv1a64(key)));
 }
 
-}  // namespace cnx::data
+}  // namespace cnx
