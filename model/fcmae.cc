@@ -5,7 +5,7 @@
 #include <cmath>
 #include <stdexcept>
 
-include "common/check.h"
+#include "common/check.h"
 #include "common/rng.h"
 #include "model/fcmae_encoder.h"
 

@@ -15,7 +15,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-[ "${CNX_DEMO_SKIP_SETUP:-0}" = 1 ] || scripts/setup.sh   # CNX_DEMO_SKIP_SETUP=1: already built
+# Only the programs the demo runs are built (the tests and benchmarks are
+# built by scripts/test.sh). CNX_DEMO_SKIP_SETUP=1: already built.
+[ "${CNX_DEMO_SKIP_SETUP:-0}" = 1 ] ||
+  CNX_BUILD_TARGETS="cnx-make-shards cnx-coordinator cnx-ctl cnx-worker cnx-export cnx-visualize cnx-eval cnx-finetune" \
+    scripts/setup.sh
 
 say() { printf '\n\033[1m[demo]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[demo] FAILED:\033[0m %s\n' "$*" >&2; exit 1; }

@@ -6,6 +6,8 @@
 #   scripts/setup.sh            install + configure + build
 #   CNX_SKIP_APT=1 scripts/setup.sh   only configure + build
 #   CNX_BUILD_DIR=dir, CNX_JOBS=n     override the build folder / parallelism
+#   CNX_BUILD_TARGETS="a b"           build only these targets (the demo builds its
+#                                     programs only, not the tests and benchmarks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,7 +69,9 @@ JOBS=${CNX_JOBS:-$(nproc)}
 say "configuring into $BUILD_DIR"
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release ${CNX_CMAKE_ARGS:-} >"$BUILD_DIR.configure.log" 2>&1 \
   || { tail -40 "$BUILD_DIR.configure.log" >&2; die "cmake configure (full log: $BUILD_DIR.configure.log)"; }
-say "building with -j$JOBS (first build takes a while: LibTorch translation units are heavy)"
+TARGET_ARGS=()
+for t in ${CNX_BUILD_TARGETS:-}; do TARGET_ARGS+=(--target "$t"); done
+say "building ${CNX_BUILD_TARGETS:-everything} with -j$JOBS (first build takes a while: LibTorch translation units are heavy)"
 start=$(date +%s)
-cmake --build "$BUILD_DIR" -j"$JOBS" || die "build (rerun 'cmake --build $BUILD_DIR' to see the error)"
+cmake --build "$BUILD_DIR" -j"$JOBS" "${TARGET_ARGS[@]}" || die "build (rerun 'cmake --build $BUILD_DIR' to see the error)"
 say "build done in $(( $(date +%s) - start )) s"

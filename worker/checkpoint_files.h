@@ -14,7 +14,7 @@
 // root is fsynced; only then `latest` is replaced (temp file + fsync +
 // rename + fsync root). A crash at any point leaves either the old or the
 // new checkpoint as `latest`, both complete. With a coordinator the rename
-// and the registry update are the coordinator's (issue 6's protocol).
+// and the registry update are the coordinator's (docs/protocols.md, "Checkpoint protocol").
 //
 // Errors: I/O failures throw CheckpointError naming the path and errno text;
 // a corrupt or incomplete checkpoint throws CheckpointError naming the file

@@ -1,5 +1,5 @@
 #pragma once
-// One rank's connection to the coordinator (issue 6's control plane):
+// One rank's connection to the coordinator (docs/protocols.md):
 // registration, a heartbeat thread that reports progress and receives
 // instructions (checkpoint plan, abort, drain), and checkpoint parts.
 //
