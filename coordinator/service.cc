@@ -1,6 +1,7 @@
 #include "coordinator/service.h"
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 
 #include "common/check.h"
@@ -33,7 +34,8 @@ RankProgress from_pb(const pb::RankProgress& p) {
   return out;
 }
 
-void fill_checkpoint(const CheckpointRecord& c, pb::Checkpoint* out) {
+// `only_rank` >= 0: just that rank's part (a registering rank needs no other).
+void fill_checkpoint(const CheckpointRecord& c, pb::Checkpoint* out, int only_rank) {
   out->set_id(c.id);
   out->set_step(c.step);
   out->set_dir(c.dir);
@@ -41,6 +43,7 @@ void fill_checkpoint(const CheckpointRecord& c, pb::Checkpoint* out) {
   out->set_attempt(c.attempt);
   out->set_committed_unix_s(c.committed_unix_s);
   for (const auto& [r, part] : c.parts) {
+    if (only_rank >= 0 && r != only_rank) continue;
     auto* p = out->add_parts();
     p->set_rank(r);
     for (const auto& f : part.files) {
@@ -80,6 +83,12 @@ void check_job_id(const std::string& id) {
   check_arg(!id.empty() && id.size() <= 128, "job_id: expected 1..128 characters");
 }
 
+// The WorkerRef of a worker call, its job_id bounded before anything echoes it.
+WorkerRef checked_ref(const pb::WorkerRef& r) {
+  check_job_id(r.job_id());
+  return to_ref(r);
+}
+
 // True when `dir` is strictly inside `root` after resolving "." and "..".
 bool inside_root(const std::string& dir, const std::string& root) {
   namespace fs = std::filesystem;
@@ -93,6 +102,49 @@ bool inside_root(const std::string& dir, const std::string& root) {
 }
 
 }  // namespace
+
+
+
+std::string log_escape(std::string_view s, size_t max_bytes) {
+  std::string out;
+  const size_t n = std::min(s.size(), max_bytes);
+  out.reserve(n + 8);
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c < 0x20 || c >= 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (s.size() > max_bytes) out += "...";
+  return out;
+}
+
+bool LogLimiter::allow(double now_s, int64_t* suppressed_before) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (now_s - window_start_ >= interval_s_) {
+    window_start_ = now_s;
+    used_ = 0;
+  }
+  if (used_ >= burst_) {
+    ++pending_;
+    ++total_;
+    return false;
+  }
+  ++used_;
+  *suppressed_before = std::exchange(pending_, 0);
+  return true;
+}
+
+int64_t LogLimiter::suppressed_total() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return total_;
+}
 
 ServerOptions server_options_from_config(const Config& c) {
   ServerOptions o;
@@ -129,10 +181,12 @@ CoordinatorService::CoordinatorService(const ServerOptions& o, Store* store)
       }()),
       writer_(store) {
   CNX_CHECK(token_.size() >= 16, "the job token must be at least 16 characters");
+  uint64_t seq;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    writer_.wait(persist_locked());
+    seq = persist_locked();
   }
+  writer_.wait(seq);
   ticker_ = std::thread([this] { tick_loop(); });
 }
 
@@ -146,20 +200,20 @@ CoordinatorService::~CoordinatorService() {
 }
 
 uint64_t CoordinatorService::persist_locked() {
-  for (const auto& e : scheduler_.take_events()) CNX_LOG_INFO("{}", e);
+  for (const auto& e : scheduler_.take_events()) CNX_LOG_INFO("{}", log_escape(e, 4096));
   return writer_.submit(scheduler_.take_changes());
 }
 
 void CoordinatorService::delete_garbage(std::vector<std::string> dirs) {
   for (const auto& d : dirs) {
     if (!inside_root(d, checkpoint_root_)) {
-      CNX_LOG_ERROR("not deleting '{}': outside checkpoint.root '{}'", d, checkpoint_root_);
+      CNX_LOG_ERROR("not deleting '{}': outside checkpoint.root '{}'", log_escape(d, 4096), checkpoint_root_);
       continue;
     }
     std::error_code ec;
     auto n = std::filesystem::remove_all(d, ec);
-    if (ec) CNX_LOG_WARN("could not delete old checkpoint folder '{}': {}", d, ec.message());
-    else if (n > 0) CNX_LOG_INFO("deleted old checkpoint folder '{}'", d);
+    if (ec) CNX_LOG_WARN("could not delete old checkpoint folder '{}': {}", log_escape(d, 4096), ec.message());
+    else if (n > 0) CNX_LOG_INFO("deleted old checkpoint folder '{}'", log_escape(d, 4096));
   }
 }
 
@@ -185,208 +239,210 @@ void CoordinatorService::tick_loop() {
   }
 }
 
-grpc::Status CoordinatorService::handle(std::string_view method, grpc::ServerContext* ctx,
-                                        const std::function<uint64_t()>& body) {
-  const auto t0 = std::chrono::steady_clock::now();
-  grpc::Status st = grpc::Status::OK;
-  const auto& md = ctx->client_metadata();
-  auto auth = md.find("authorization");
-  if (auth == md.end() || !bearer_matches(std::string_view(auth->second.data(), auth->second.size()), token_)) {
-    ++auth_failures_;
-    CNX_LOG_WARN("{} from {}: refused ({} job token)", std::string(method), ctx->peer(),
-                 auth == md.end() ? "missing" : "wrong");
-    st = grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or wrong job token (authorization: Bearer <token>)");
-  } else {
-    try {
-      writer_.wait(body());
-    } catch (const SchedulerError& e) {
-      st = grpc::Status(to_code(e.code()), e.what());
-    } catch (const std::exception& e) {
-      CNX_LOG_ERROR("{}: internal error: {}", std::string(method), e.what());
-      st = grpc::Status(grpc::StatusCode::INTERNAL, e.what());
-    }
-  }
+void CoordinatorService::record(std::string_view method, grpc::StatusCode code,
+                                std::chrono::steady_clock::time_point started) {
   ++rpcs_total_;
-  if (!st.ok()) ++rpcs_failed_;
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (RpcObserver* obs = observer_.load()) obs->on_rpc(method, st.error_code(), secs);
-  return st;
+  if (code != grpc::StatusCode::OK) ++rpcs_failed_;
+  if (RpcObserver* obs = observer_.load())
+    obs->on_rpc(method, code, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
 }
 
-grpc::Status CoordinatorService::Register(grpc::ServerContext* ctx, const pb::RegisterRequest* req,
-                                          pb::RegisterReply* rep) {
-  return handle("Register", ctx, [&] {
-    check_job_id(req->job_id());
-    std::lock_guard<std::mutex> lock(mu_);
-    RegisterResult r = scheduler_.register_worker(req->job_id(), req->rank(), req->world_size(), req->host(),
-                                                  req->launch_id(), now());
-    CNX_LOG_INFO("rank {} of {} registered from '{}' (attempt {}, launch {})", req->rank(), req->world_size(),
-                 req->host(), r.attempt, req->launch_id());
-    rep->set_attempt(r.attempt);
-    rep->set_world_size(r.world_size);
-    rep->set_state(static_cast<pb::JobState>(r.state));
-    rep->set_heartbeat_s(scheduler_.options().heartbeat_s);
-    rep->set_seed(scheduler_.options().seed);
-    rep->set_start_epoch(r.start_epoch);
-    if (r.resume) fill_checkpoint(*r.resume, rep->mutable_resume());
-    return persist_locked();
-  });
+void CoordinatorService::refuse(std::string_view method, const std::string& peer, const std::string& why) {
+  int64_t suppressed = 0;
+  if (refusal_log_.allow(now(), &suppressed))
+    CNX_LOG_WARN("{} from {}: refused ({}){}", log_escape(method, 64), log_escape(peer, 128), why,
+                 suppressed > 0 ? str(" [", suppressed, " more refusals not logged]") : std::string());
 }
 
-grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext* ctx, const pb::HeartbeatRequest* req,
-                                           pb::HeartbeatReply* rep) {
-  return handle("Heartbeat", ctx, [&] {
-    check_arg(req->status() >= pb::WORKER_RUNNING && req->status() <= pb::WORKER_FAILED, "status: unknown value");
-    HeartbeatInfo info;
-    info.step = req->step();
-    info.epoch = req->epoch();
-    info.loss = req->loss();
-    info.samples_per_s = req->samples_per_s();
-    info.preempted = req->preempted();
-    info.final_step = req->final_step();
-    info.status = static_cast<WorkerStatus>(req->status());
-    info.message = req->message();
-    std::lock_guard<std::mutex> lock(mu_);
-    HeartbeatResult r = scheduler_.heartbeat(to_ref(req->worker()), info, now());
-    rep->set_action(static_cast<pb::Action>(r.action));
-    if (r.has_plan) fill_plan(r.plan, rep->mutable_checkpoint());
-    rep->set_reason(r.reason);
-    rep->set_state(static_cast<pb::JobState>(r.state));
-    uint64_t seq = persist_locked();
-    // An instruction must not be acted upon before it is durable.
-    if (r.action != Action::kContinue) seq = std::max(seq, writer_.last_submitted());
-    return seq;
-  });
+bool CoordinatorService::authenticate(std::string_view method, const grpc::string_ref* authorization,
+                                      const std::string& peer) {
+  if (authorization && bearer_matches(std::string_view(authorization->data(), authorization->size()), token_))
+    return true;
+  ++auth_failures_;
+  refuse(method, peer, authorization ? "wrong job token" : "missing job token");
+  return false;
 }
 
-grpc::Status CoordinatorService::AcquireShard(grpc::ServerContext* ctx, const pb::AcquireShardRequest* req,
-                                              pb::AcquireShardReply* rep) {
-  return handle("AcquireShard", ctx, [&] {
-    std::lock_guard<std::mutex> lock(mu_);
-    AcquireResult r = scheduler_.acquire(to_ref(req->worker()), req->epoch(), req->position(), now());
-    rep->set_end_of_epoch(r.end_of_epoch);
-    rep->set_rank_samples(r.rank_samples);
-    rep->set_min_rank_samples(r.min_rank_samples);
-    if (!r.end_of_epoch) {
-      auto* l = rep->mutable_lease();
-      const ShardInfo& s = scheduler_.index().shards.at(r.lease.item.shard);
-      l->set_epoch(r.lease.epoch);
-      l->set_position(r.lease.position);
-      l->set_shard_id(r.lease.item.shard);
-      l->set_shard_name(s.name);
-      l->set_sha256(s.sha256);
-      l->set_shard_samples(s.samples);
-      l->set_start(r.lease.item.start);
-      l->set_end(r.lease.item.end);
-      l->set_deadline_unix_s(r.lease.deadline_unix_s);
+void CoordinatorService::run(std::string_view method, std::chrono::steady_clock::time_point started,
+                             const std::function<uint64_t()>& body, std::function<void(const grpc::Status&)> done,
+                             std::function<void()> after_durable) {
+  auto finish = [this, method, started, done = std::move(done)](const grpc::Status& st) {
+    record(method, st.error_code(), started);
+    done(st);
+  };
+  uint64_t seq = 0;
+  try {
+    seq = body();
+  } catch (const SchedulerError& e) {
+    finish(grpc::Status(to_code(e.code()), log_escape(e.what(), 1024)));
+    return;
+  } catch (const std::exception& e) {
+    CNX_LOG_ERROR("{}: internal error: {}", std::string(method), log_escape(e.what(), 1024));
+    finish(grpc::Status(grpc::StatusCode::INTERNAL, log_escape(e.what(), 1024)));
+    return;
+  }
+  writer_.when_durable(seq, [this, finish = std::move(finish), after = std::move(after_durable)](const std::string& err) {
+    if (!err.empty()) {
+      finish(grpc::Status(grpc::StatusCode::INTERNAL, "coordinator state database failed: " + err));
+      return;
     }
-    return persist_locked();
+    finish(grpc::Status::OK);
+    if (after) after();
   });
 }
 
-grpc::Status CoordinatorService::ReportShardDone(grpc::ServerContext* ctx, const pb::ShardDoneRequest* req,
-                                                 pb::ShardDoneReply*) {
-  return handle("ReportShardDone", ctx, [&] {
+uint64_t CoordinatorService::Register(const pb::RegisterRequest& req, pb::RegisterReply* rep) {
+  check_job_id(req.job_id());
+  std::lock_guard<std::mutex> lock(mu_);
+  RegisterResult r =
+      scheduler_.register_worker(req.job_id(), req.rank(), req.world_size(), req.host(), req.launch_id(), now());
+  CNX_LOG_INFO("rank {} of {} registered from '{}' (attempt {}, launch '{}')", req.rank(), req.world_size(),
+               log_escape(req.host()), r.attempt, log_escape(req.launch_id()));
+  rep->set_attempt(r.attempt);
+  rep->set_world_size(r.world_size);
+  rep->set_state(static_cast<pb::JobState>(r.state));
+  rep->set_heartbeat_s(scheduler_.options().heartbeat_s);
+  rep->set_seed(scheduler_.options().seed);
+  rep->set_start_epoch(r.start_epoch);
+  if (r.resume) fill_checkpoint(*r.resume, rep->mutable_resume(), req.rank());
+  return persist_locked();
+}
+
+uint64_t CoordinatorService::Heartbeat(const pb::HeartbeatRequest& req, pb::HeartbeatReply* rep) {
+  check_arg(req.status() >= pb::WORKER_RUNNING && req.status() <= pb::WORKER_FAILED, "status: unknown value");
+  HeartbeatInfo info;
+  info.step = req.step();
+  info.epoch = req.epoch();
+  info.loss = req.loss();
+  info.samples_per_s = req.samples_per_s();
+  info.preempted = req.preempted();
+  info.final_step = req.final_step();
+  info.status = static_cast<WorkerStatus>(req.status());
+  info.message = req.message();
+  const WorkerRef ref = checked_ref(req.worker());
+  std::lock_guard<std::mutex> lock(mu_);
+  HeartbeatResult r = scheduler_.heartbeat(ref, info, now());
+  rep->set_action(static_cast<pb::Action>(r.action));
+  if (r.has_plan) fill_plan(r.plan, rep->mutable_checkpoint());
+  rep->set_reason(r.reason);
+  rep->set_state(static_cast<pb::JobState>(r.state));
+  uint64_t seq = persist_locked();
+  // An instruction must not be acted upon before it is durable.
+  if (r.action != Action::kContinue) seq = std::max(seq, writer_.last_submitted());
+  return seq;
+}
+
+uint64_t CoordinatorService::AcquireShard(const pb::AcquireShardRequest& req, pb::AcquireShardReply* rep) {
+  const WorkerRef ref = checked_ref(req.worker());
+  std::lock_guard<std::mutex> lock(mu_);
+  AcquireResult r = scheduler_.acquire(ref, req.epoch(), req.position(), now());
+  rep->set_end_of_epoch(r.end_of_epoch);
+  rep->set_rank_samples(r.rank_samples);
+  rep->set_min_rank_samples(r.min_rank_samples);
+  if (!r.end_of_epoch) {
+    auto* l = rep->mutable_lease();
+    const ShardInfo& s = scheduler_.index().shards.at(r.lease.item.shard);
+    l->set_epoch(r.lease.epoch);
+    l->set_position(r.lease.position);
+    l->set_shard_id(r.lease.item.shard);
+    l->set_shard_name(s.name);
+    l->set_sha256(s.sha256);
+    l->set_shard_samples(s.samples);
+    l->set_start(r.lease.item.start);
+    l->set_end(r.lease.item.end);
+    l->set_deadline_unix_s(r.lease.deadline_unix_s);
+  }
+  // A retry of a granted lease must not be answered before the grant is durable.
+  return std::max(persist_locked(), writer_.last_submitted());
+}
+
+uint64_t CoordinatorService::ReportShardDone(const pb::ShardDoneRequest& req, pb::ShardDoneReply*) {
+  const WorkerRef ref = checked_ref(req.worker());
+  std::lock_guard<std::mutex> lock(mu_);
+  scheduler_.shard_done(ref, req.epoch(), req.position(), req.consumed(), now());
+  return std::max(persist_locked(), writer_.last_submitted());
+}
+
+uint64_t CoordinatorService::ReportCheckpointPart(const pb::CheckpointPartRequest& req, pb::CheckpointPartReply* rep,
+                                                  std::vector<std::string>* garbage) {
+  check_arg(req.files_size() <= 100000, "files: more than 100000 entries");
+  const WorkerRef ref = checked_ref(req.worker());
+  RankPart part;
+  for (const auto& f : req.files()) part.files.push_back({f.path(), f.sha256(), f.bytes()});
+  part.progress = from_pb(req.progress());
+  part.data_cursor = req.data_cursor();
+  std::lock_guard<std::mutex> lock(mu_);
+  bool committed = scheduler_.report_part(ref, req.plan_id(), req.step(), std::move(part), now());
+  rep->set_committed(committed);
+  *garbage = scheduler_.take_deletions();
+  return std::max(persist_locked(), writer_.last_submitted());
+}
+
+uint64_t CoordinatorService::LatestCheckpoint(const pb::LatestCheckpointRequest& req, pb::LatestCheckpointReply* rep) {
+  check_job_id(req.job_id());
+  check_arg(req.job_id() == scheduler_.options().job_id, "job_id: not this coordinator's job");
+  std::lock_guard<std::mutex> lock(mu_);
+  const CheckpointRecord* c = scheduler_.latest_committed();
+  rep->set_found(c != nullptr);
+  if (c) fill_checkpoint(*c, rep->mutable_checkpoint(), -1);
+  return writer_.last_submitted();
+}
+
+uint64_t CoordinatorService::GetStatus(const pb::StatusRequest& req, pb::StatusReply* rep) {
+  check_job_id(req.job_id());
+  check_arg(req.job_id() == scheduler_.options().job_id, "job_id: not this coordinator's job");
+  SchedulerStatus s;
+  {
     std::lock_guard<std::mutex> lock(mu_);
-    scheduler_.shard_done(to_ref(req->worker()), req->epoch(), req->position(), req->consumed(), now());
-    return persist_locked();
-  });
+    s = scheduler_.status(now());
+  }
+  rep->set_job_id(s.job_id);
+  rep->set_state(static_cast<pb::JobState>(s.state));
+  rep->set_reason(s.reason);
+  rep->set_attempt(s.attempt);
+  rep->set_world_size(s.world_size);
+  rep->set_epoch(s.epoch);
+  rep->set_step(s.step);
+  rep->set_shards_leased(s.shards_leased);
+  rep->set_shards_done(s.shards_done);
+  rep->set_shards_pending(s.shards_pending);
+  rep->set_checkpoints_committed(s.checkpoints_committed);
+  rep->set_last_committed_step(s.last_committed_step);
+  rep->set_seconds_since_commit(s.seconds_since_commit);
+  rep->set_checkpoint_pending(s.checkpoint_pending);
+  if (s.checkpoint_pending) fill_plan(s.pending, rep->mutable_pending());
+  rep->set_unused_samples(s.unused_samples);
+  for (const auto& r : s.ranks) {
+    auto* x = rep->add_ranks();
+    x->set_rank(r.rank);
+    x->set_host(r.host);
+    x->set_registered(r.registered);
+    x->set_alive(r.alive);
+    x->set_step(r.step);
+    x->set_epoch(r.epoch);
+    x->set_loss(r.loss);
+    x->set_samples_per_s(r.samples_per_s);
+    x->set_seconds_since_heartbeat(r.seconds_since_heartbeat);
+    x->set_leases_held(r.leases_held);
+  }
+  return 0;
 }
 
-grpc::Status CoordinatorService::ReportCheckpointPart(grpc::ServerContext* ctx, const pb::CheckpointPartRequest* req,
-                                                      pb::CheckpointPartReply* rep) {
-  std::vector<std::string> garbage;
-  grpc::Status st = handle("ReportCheckpointPart", ctx, [&] {
-    check_arg(req->files_size() <= 100000, "files: more than 100000 entries");
-    RankPart part;
-    for (const auto& f : req->files()) part.files.push_back({f.path(), f.sha256(), f.bytes()});
-    part.progress = from_pb(req->progress());
-    part.data_cursor = req->data_cursor();
-    std::lock_guard<std::mutex> lock(mu_);
-    bool committed = scheduler_.report_part(to_ref(req->worker()), req->plan_id(), req->step(), std::move(part), now());
-    rep->set_committed(committed);
-    garbage = scheduler_.take_deletions();
-    return persist_locked();
-  });
-  if (st.ok()) delete_garbage(std::move(garbage));
-  return st;
+uint64_t CoordinatorService::RequestCheckpoint(const pb::RequestCheckpointRequest& req,
+                                               pb::RequestCheckpointReply* rep) {
+  check_job_id(req.job_id());
+  std::lock_guard<std::mutex> lock(mu_);
+  fill_plan(scheduler_.request_checkpoint(req.job_id(), now()), rep->mutable_plan());
+  return std::max(persist_locked(), writer_.last_submitted());
 }
 
-grpc::Status CoordinatorService::LatestCheckpoint(grpc::ServerContext* ctx, const pb::LatestCheckpointRequest* req,
-                                                  pb::LatestCheckpointReply* rep) {
-  return handle("LatestCheckpoint", ctx, [&] {
-    check_job_id(req->job_id());
-    check_arg(req->job_id() == scheduler_.options().job_id, "job_id: not this coordinator's job");
-    std::lock_guard<std::mutex> lock(mu_);
-    const CheckpointRecord* c = scheduler_.latest_committed();
-    rep->set_found(c != nullptr);
-    if (c) fill_checkpoint(*c, rep->mutable_checkpoint());
-    return writer_.last_submitted();
-  });
-}
-
-grpc::Status CoordinatorService::GetStatus(grpc::ServerContext* ctx, const pb::StatusRequest* req,
-                                           pb::StatusReply* rep) {
-  return handle("GetStatus", ctx, [&] {
-    check_job_id(req->job_id());
-    check_arg(req->job_id() == scheduler_.options().job_id, "job_id: not this coordinator's job");
-    SchedulerStatus s;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      s = scheduler_.status(now());
-    }
-    rep->set_job_id(s.job_id);
-    rep->set_state(static_cast<pb::JobState>(s.state));
-    rep->set_reason(s.reason);
-    rep->set_attempt(s.attempt);
-    rep->set_world_size(s.world_size);
-    rep->set_epoch(s.epoch);
-    rep->set_step(s.step);
-    rep->set_shards_leased(s.shards_leased);
-    rep->set_shards_done(s.shards_done);
-    rep->set_shards_pending(s.shards_pending);
-    rep->set_checkpoints_committed(s.checkpoints_committed);
-    rep->set_last_committed_step(s.last_committed_step);
-    rep->set_seconds_since_commit(s.seconds_since_commit);
-    rep->set_checkpoint_pending(s.checkpoint_pending);
-    if (s.checkpoint_pending) fill_plan(s.pending, rep->mutable_pending());
-    rep->set_unused_samples(s.unused_samples);
-    for (const auto& r : s.ranks) {
-      auto* x = rep->add_ranks();
-      x->set_rank(r.rank);
-      x->set_host(r.host);
-      x->set_registered(r.registered);
-      x->set_alive(r.alive);
-      x->set_step(r.step);
-      x->set_epoch(r.epoch);
-      x->set_loss(r.loss);
-      x->set_samples_per_s(r.samples_per_s);
-      x->set_seconds_since_heartbeat(r.seconds_since_heartbeat);
-      x->set_leases_held(r.leases_held);
-    }
-    return uint64_t{0};
-  });
-}
-
-grpc::Status CoordinatorService::RequestCheckpoint(grpc::ServerContext* ctx, const pb::RequestCheckpointRequest* req,
-                                                   pb::RequestCheckpointReply* rep) {
-  return handle("RequestCheckpoint", ctx, [&] {
-    check_job_id(req->job_id());
-    std::lock_guard<std::mutex> lock(mu_);
-    fill_plan(scheduler_.request_checkpoint(req->job_id(), now()), rep->mutable_plan());
-    return std::max(persist_locked(), writer_.last_submitted());
-  });
-}
-
-grpc::Status CoordinatorService::Drain(grpc::ServerContext* ctx, const pb::DrainRequest* req, pb::DrainReply* rep) {
-  return handle("Drain", ctx, [&] {
-    check_job_id(req->job_id());
-    std::lock_guard<std::mutex> lock(mu_);
-    DrainResult r = scheduler_.drain(req->job_id(), req->checkpoint(), now());
-    rep->set_state(static_cast<pb::JobState>(r.state));
-    if (r.has_plan) fill_plan(r.plan, rep->mutable_plan());
-    return std::max(persist_locked(), writer_.last_submitted());
-  });
+uint64_t CoordinatorService::Drain(const pb::DrainRequest& req, pb::DrainReply* rep) {
+  check_job_id(req.job_id());
+  std::lock_guard<std::mutex> lock(mu_);
+  DrainResult r = scheduler_.drain(req.job_id(), req.checkpoint(), now());
+  rep->set_state(static_cast<pb::JobState>(r.state));
+  if (r.has_plan) fill_plan(r.plan, rep->mutable_plan());
+  return std::max(persist_locked(), writer_.last_submitted());
 }
 
 CoordinatorStatus CoordinatorService::status() const {
@@ -399,29 +455,8 @@ CoordinatorStatus CoordinatorService::status() const {
   s.rpcs_total = rpcs_total_.load();
   s.rpcs_failed = rpcs_failed_.load();
   s.store_transactions = writer_.transactions();
+  s.refusal_logs_suppressed = refusal_log_.suppressed_total();
   return s;
-}
-
-CoordinatorServer::CoordinatorServer(const ServerOptions& options) {
-  store_ = std::make_unique<Store>(options.state_db);
-  service_ = std::make_unique<CoordinatorService>(options, store_.get());
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, server_credentials(options.tls_cert, options.tls_key, options.tls_client_ca),
-                           &port_);
-  builder.RegisterService(service_.get());
-  builder.SetMaxReceiveMessageSize(64 << 20);
-  server_ = builder.BuildAndStart();
-  CNX_CHECK(server_ != nullptr && port_ > 0, "coordinator.listen: cannot listen on '", options.listen,
-            "' (address in use or invalid?)");
-}
-
-CoordinatorServer::~CoordinatorServer() { shutdown(); }
-
-void CoordinatorServer::shutdown() {
-  if (server_) {
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    server_->Wait();
-  }
 }
 
 }  // namespace cnx::coordinator

@@ -1,34 +1,56 @@
 #pragma once
-// The gRPC service (proto/coordinator.proto) around the Scheduler, and the
-// server that hosts it.
+// The coordinator's RPC handlers (proto/coordinator.proto) around the
+// Scheduler, and the server that hosts them.
 //
-// Threading: gRPC's sync server calls the handlers on its thread pool. Each
-// handler checks the token, converts and validates the request, then calls
-// the Scheduler under `mu_`; the changes the call made are queued on the
-// DurableWriter while still holding `mu_` (so durable order = state order)
-// and the reply is sent only after they are durable. A timer thread calls
-// Scheduler::tick() every `tick_s`. Checkpoint folders that retention made
-// garbage are deleted after the commit that did so is durable, and only
-// when they lie inside the checkpoint root.
+// Serving (server.cc): one gRPC callback generic service receives every
+// call as raw bytes. For each call, in this order:
+//   1. the method name is looked up (unknown: UNIMPLEMENTED);
+//   2. the bearer token is checked from the call's metadata (missing or
+//      wrong: UNAUTHENTICATED) -- before a byte of the message is read, so
+//      an unauthenticated peer cannot make the coordinator parse anything;
+//   3. the message is read (gRPC refuses one over kMaxRequestBytes with
+//      RESOURCE_EXHAUSTED) and parsed;
+//   4. the handler runs: it validates the request and calls the Scheduler
+//      under `mu_`, queuing the changes on the DurableWriter while still
+//      holding `mu_` (durable order = state order). It returns the sequence
+//      number the reply depends on;
+//   5. the reply is sent once that sequence number is durable: no thread
+//      waits for the disk; the DurableWriter's thread sends the replies of
+//      the calls its transaction made durable (group commit).
+// A timer thread calls Scheduler::tick() every `tick_s`. Checkpoint folders
+// that retention made garbage are deleted after the commit that did so is
+// durable, and only when they lie inside the checkpoint root.
+//
+// Client strings that reach a log line are escaped (control characters as
+// \xNN) and truncated; refusals (bad token, oversized or unknown calls) are
+// logged at most a few lines per interval, the rest counted.
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "common/config.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/store.h"
-#include "proto/coordinator.grpc.pb.h"
+#include "proto/coordinator.pb.h"
+
+namespace grpc {
+class CallbackGenericService;
+}
 
 namespace cnx::coordinator {
 
 // Receives one call per finished RPC: method name ("Heartbeat"), the status
-// code returned and the handler's wall time in seconds. Called on gRPC
+// code returned and the call's wall time in seconds (from the start of the
+// call to its reply, durability wait included). Called on gRPC
 // threads, concurrently: implementations must be thread-safe and cheap.
 struct RpcObserver {
   virtual ~RpcObserver() = default;
@@ -42,6 +64,7 @@ struct CoordinatorStatus {
   int64_t rpcs_total = 0;
   int64_t rpcs_failed = 0;
   int64_t store_transactions = 0;
+  int64_t refusal_logs_suppressed = 0;  // refusal log lines dropped by the rate limit
 };
 
 struct ServerOptions {
@@ -58,36 +81,78 @@ struct ServerOptions {
 // Builds ServerOptions from the job config (token loaded as configured).
 ServerOptions server_options_from_config(const Config& config);
 
-class CoordinatorService final : public cnx::v1::Coordinator::Service {
+// The largest request message the server accepts (a checkpoint part with
+// its 1 MiB data cursor and a file list fits with room to spare).
+inline constexpr int kMaxRequestBytes = 4 << 20;
+
+// `s` made safe for one log line: control and non-ASCII bytes as \xNN,
+// backslash doubled, cut to `max_bytes` input bytes (marked "...").
+std::string log_escape(std::string_view s, size_t max_bytes = 256);
+
+// Lets through `burst` lines per `interval_s`, counts the others; the next
+// line let through reports how many were suppressed. Thread-safe.
+class LogLimiter {
+ public:
+  LogLimiter(int burst, double interval_s) : burst_(burst), interval_s_(interval_s) {}
+  // True when a line may be logged now; *suppressed_before receives the
+  // number of lines suppressed since the last one let through.
+  bool allow(double now_s, int64_t* suppressed_before);
+  int64_t suppressed_total() const;
+
+ private:
+  mutable std::mutex mu_;
+  int burst_;
+  double interval_s_;
+  double window_start_ = -1e300;
+  int used_ = 0;
+  int64_t pending_ = 0, total_ = 0;
+};
+
+class CoordinatorService {
  public:
   CoordinatorService(const ServerOptions& options, Store* store);
-  ~CoordinatorService() override;
+  ~CoordinatorService();
 
   // The observer must outlive the service; nullptr detaches.
   void set_observer(RpcObserver* observer) { observer_.store(observer); }
   CoordinatorStatus status() const;
 
-  grpc::Status Register(grpc::ServerContext*, const cnx::v1::RegisterRequest*, cnx::v1::RegisterReply*) override;
-  grpc::Status Heartbeat(grpc::ServerContext*, const cnx::v1::HeartbeatRequest*, cnx::v1::HeartbeatReply*) override;
-  grpc::Status AcquireShard(grpc::ServerContext*, const cnx::v1::AcquireShardRequest*,
-                            cnx::v1::AcquireShardReply*) override;
-  grpc::Status ReportShardDone(grpc::ServerContext*, const cnx::v1::ShardDoneRequest*, cnx::v1::ShardDoneReply*) override;
-  grpc::Status ReportCheckpointPart(grpc::ServerContext*, const cnx::v1::CheckpointPartRequest*,
-                                    cnx::v1::CheckpointPartReply*) override;
-  grpc::Status LatestCheckpoint(grpc::ServerContext*, const cnx::v1::LatestCheckpointRequest*,
-                                cnx::v1::LatestCheckpointReply*) override;
-  grpc::Status GetStatus(grpc::ServerContext*, const cnx::v1::StatusRequest*, cnx::v1::StatusReply*) override;
-  grpc::Status RequestCheckpoint(grpc::ServerContext*, const cnx::v1::RequestCheckpointRequest*,
-                                 cnx::v1::RequestCheckpointReply*) override;
-  grpc::Status Drain(grpc::ServerContext*, const cnx::v1::DrainRequest*, cnx::v1::DrainReply*) override;
+  // Step 2 above: true when the "authorization" metadata value (nullptr:
+  // absent) carries the job token. A refusal is counted and logged
+  // (rate-limited), naming the method and the peer.
+  bool authenticate(std::string_view method, const grpc::string_ref* authorization, const std::string& peer);
+  // Logs (rate-limited) a call refused before its handler ran.
+  void refuse(std::string_view method, const std::string& peer, const std::string& why);
+  // Counts a finished call and reports it to the observer.
+  void record(std::string_view method, grpc::StatusCode code, std::chrono::steady_clock::time_point started);
+
+  // Steps 4-5: runs `body` (returns the durable sequence number to wait
+  // for, or throws SchedulerError / anything else), then calls
+  // `done(status)` once that number is durable -- or at once on an error.
+  // `done` may run on the calling thread or on the writer's thread.
+  void run(std::string_view method, std::chrono::steady_clock::time_point started,
+           const std::function<uint64_t()>& body, std::function<void(const grpc::Status&)> done,
+           std::function<void()> after_durable = nullptr);
+
+  // The handlers: validate, change the state under mu_, fill the reply;
+  // return the sequence number the reply depends on.
+  uint64_t Register(const cnx::v1::RegisterRequest&, cnx::v1::RegisterReply*);
+  uint64_t Heartbeat(const cnx::v1::HeartbeatRequest&, cnx::v1::HeartbeatReply*);
+  uint64_t AcquireShard(const cnx::v1::AcquireShardRequest&, cnx::v1::AcquireShardReply*);
+  uint64_t ReportShardDone(const cnx::v1::ShardDoneRequest&, cnx::v1::ShardDoneReply*);
+  // *garbage receives folders to delete once the returned number is durable.
+  uint64_t ReportCheckpointPart(const cnx::v1::CheckpointPartRequest&, cnx::v1::CheckpointPartReply*,
+                                std::vector<std::string>* garbage);
+  uint64_t LatestCheckpoint(const cnx::v1::LatestCheckpointRequest&, cnx::v1::LatestCheckpointReply*);
+  uint64_t GetStatus(const cnx::v1::StatusRequest&, cnx::v1::StatusReply*);
+  uint64_t RequestCheckpoint(const cnx::v1::RequestCheckpointRequest&, cnx::v1::RequestCheckpointReply*);
+  uint64_t Drain(const cnx::v1::DrainRequest&, cnx::v1::DrainReply*);
+
+  void delete_garbage(std::vector<std::string> dirs);
 
  private:
-  // Runs `body` with auth, error mapping and timing. `body` returns the
-  // durable sequence number to wait for before replying.
-  grpc::Status handle(std::string_view method, grpc::ServerContext* ctx, const std::function<uint64_t()>& body);
   // With mu_ held: queue the scheduler's changes, log its events.
   uint64_t persist_locked();
-  void delete_garbage(std::vector<std::string> dirs);
   void tick_loop();
   double now() const { return clock_(); }
 
@@ -100,6 +165,7 @@ class CoordinatorService final : public cnx::v1::Coordinator::Service {
   DurableWriter writer_;
   std::atomic<RpcObserver*> observer_{nullptr};
   std::atomic<int64_t> auth_failures_{0}, rpcs_total_{0}, rpcs_failed_{0};
+  LogLimiter refusal_log_{5, 10.0};
   std::mutex tick_mu_;
   std::condition_variable tick_cv_;
   bool stop_ = false;
@@ -115,12 +181,15 @@ class CoordinatorServer {
   ~CoordinatorServer();
   int port() const { return port_; }
   CoordinatorService& service() { return *service_; }
-  void wait() { server_->Wait(); }
+  void wait() {
+    if (server_) server_->Wait();
+  }
   void shutdown();
 
  private:
   std::unique_ptr<Store> store_;
   std::unique_ptr<CoordinatorService> service_;
+  std::unique_ptr<grpc::CallbackGenericService> generic_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 };

@@ -1,6 +1,7 @@
 #include "coordinator/store.h"
 
 #include <filesystem>
+#include <vector>
 
 #include "common/check.h"
 
@@ -115,6 +116,19 @@ void DurableWriter::wait(uint64_t seq) {
   CNX_CHECK(error_.empty(), "coordinator state database failed: ", error_);
 }
 
+void DurableWriter::when_durable(uint64_t seq, std::function<void(const std::string&)> done) {
+  std::string err;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_.empty() && seq > committed_) {
+      waiters_.emplace(seq, std::move(done));
+      return;
+    }
+    err = error_;
+  }
+  done(err);
+}
+
 void DurableWriter::run() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
@@ -142,6 +156,15 @@ void DurableWriter::run() {
       ++transactions_;
     }
     done_cv_.notify_all();
+    // Callbacks run without the lock (they may call when_durable or last_submitted).
+    std::vector<std::function<void(const std::string&)>> ready;
+    auto end = error_.empty() ? waiters_.upper_bound(committed_) : waiters_.end();
+    for (auto it = waiters_.begin(); it != end; ++it) ready.push_back(std::move(it->second));
+    waiters_.erase(waiters_.begin(), end);
+    const std::string error = error_;
+    lock.unlock();
+    for (auto& f : ready) f(error);
+    lock.lock();
   }
 }
 

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -57,6 +58,11 @@ class DurableWriter {
   // Blocks until every change up to `seq` is durable. Throws
   // cnx::CheckError if the database failed (the state is then unsafe).
   void wait(uint64_t seq);
+  // Calls `done` once every change up to `seq` is durable: at once (on the
+  // calling thread) when it already is, else on the writer thread right
+  // after the transaction that made it durable. `done` receives "" or the
+  // database error; it must be short and must not call submit()/wait().
+  void when_durable(uint64_t seq, std::function<void(const std::string& error)> done);
   int64_t transactions() const;
 
  private:
@@ -65,6 +71,7 @@ class DurableWriter {
   mutable std::mutex mu_;
   std::condition_variable work_cv_, done_cv_;
   std::deque<std::pair<uint64_t, Changes>> queue_;
+  std::multimap<uint64_t, std::function<void(const std::string&)>> waiters_;  // seq -> callback
   uint64_t submitted_ = 0, committed_ = 0;
   int64_t transactions_ = 0;
   std::string error_;
