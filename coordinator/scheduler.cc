@@ -146,6 +146,7 @@ void Scheduler::open_attempt(int world, const std::string& launch_id, double now
   for (int r = 0; r < old_world; ++r) dirty_.insert("rank/" + std::to_string(r));  // rewritten or erased below
   ranks_.assign(world, RankState{});
   live_.assign(world, Liveness{});
+  top_step_stale_ = true;
   for (const auto& [e, p] : plans_) dirty_.insert("plan/" + std::to_string(e));
   plans_.clear();
 
@@ -247,9 +248,12 @@ RegisterResult Scheduler::register_worker(const std::string& job_id, int rank, i
 }
 
 int64_t Scheduler::max_step() const {
-  int64_t m = -1;
-  for (const auto& l : live_) m = std::max(m, l.step);
-  return m;
+  if (top_step_stale_) {
+    top_step_ = -1;
+    for (const auto& l : live_) top_step_ = std::max(top_step_, l.step);
+    top_step_stale_ = false;
+  }
+  return top_step_;
 }
 
 std::optional<CheckpointPlan> Scheduler::pending_plan() const {
@@ -310,6 +314,9 @@ HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& 
     fail(ErrorCode::kInvalidArgument, str("final_step: ", info.final_step, " differs from step ", info.step));
   Liveness& l = live_[ref.rank];
   if (info.step != l.step) {
+    // max_step() is asked on every heartbeat: keep it O(1) unless the top rank goes back.
+    if (!top_step_stale_ && info.step >= top_step_) top_step_ = info.step;
+    else top_step_stale_ = true;
     if (l.step >= 0 && info.step > l.step && now > l.step_changed && l.rate_baseline)
       l.steps_per_s = static_cast<double>(info.step - l.step) / (now - l.step_changed);
     l.rate_baseline = true;
@@ -505,7 +512,9 @@ bool Scheduler::report_part(const WorkerRef& ref, int64_t plan_id, int64_t step,
   part.rank = ref.rank;
   part.step = step;
   rec.parts[ref.rank] = std::move(part);
-  mark_ckpt(rec.id);
+  // A part is its own row until the checkpoint row is written again (at the
+  // commit): O(1) bytes per report, not O(parts so far).
+  dirty_.insert("part/" + std::to_string(rec.id) + "/" + std::to_string(ref.rank));
   if (static_cast<int>(rec.parts.size()) < world_size_) return false;
   commit(rec, now);
   return true;
@@ -705,8 +714,19 @@ std::map<std::string, std::optional<std::string>> Scheduler::take_changes() {
       else out[key] = std::nullopt;
     } else if (kind == "ckpt") {
       out[key] = nlohmann::json(ckpts_.at(id)).dump();
+    } else if (kind == "part") {
+      const auto& parts = ckpts_.at(id).parts;
+      auto p = parts.find(std::stoi(key.substr(key.rfind('/') + 1)));
+      if (p != parts.end()) out[key] = nlohmann::json(p->second).dump();
     }
   }
+  // A checkpoint row written carries its parts: their own rows go.
+  for (const std::string& key : dirty_)
+    if (key.rfind("ckpt/", 0) == 0) {
+      const int64_t id = std::stoll(key.substr(5));
+      for (const auto& [r, part] : ckpts_.at(id).parts)
+        out["part/" + std::to_string(id) + "/" + std::to_string(r)] = std::nullopt;
+    }
   dirty_.clear();
   return out;
 }
@@ -753,6 +773,11 @@ Scheduler Scheduler::restore(SchedulerOptions options, ShardIndex index, const s
         s.plans_[id] = v.get<EpochPlan>();
       } else if (kind == "ckpt") {
         s.ckpts_[id] = v.get<CheckpointRecord>();
+      } else if (kind == "part") {
+        // "part/<id>/<rank>" sorts after "ckpt/<id>": the parts of a pending
+        // checkpoint, reported since its row was last written.
+        RankPart p = v.get<RankPart>();
+        s.ckpts_[id].parts.emplace(p.rank, std::move(p));
       }
     }
   } catch (const nlohmann::json::exception& e) {

@@ -205,6 +205,8 @@ class Scheduler {
 
   // Volatile state.
   std::vector<Liveness> live_;
+  mutable int64_t top_step_ = -1;  // max over live_ of step, when not stale
+  mutable bool top_step_stale_ = true;
   double restored_unix_s_ = 0;  // leases get a grace period after a restart
   std::set<std::string> dirty_;
   std::vector<std::string> deletions_;
