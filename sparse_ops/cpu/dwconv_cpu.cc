@@ -5,7 +5,7 @@
 
 #include "common/check.h"
 #include "sparse_ops/cpu/simd.h"
-#include "sparse_ops/kernels.h"
+#include "sparse_ops/dwconv_kernels.h"
 
 namespace cnx::sparse_ops::detail {
 namespace {

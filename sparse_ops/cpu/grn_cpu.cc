@@ -4,7 +4,7 @@
 #include <algorithm>
 
 #include "sparse_ops/cpu/simd.h"
-#include "sparse_ops/kernels.h"
+#include "sparse_ops/grn_kernels.h"
 
 namespace cnx::sparse_ops::detail {
 namespace {

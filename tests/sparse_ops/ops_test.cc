@@ -1,9 +1,17 @@
-// Sparse ops against dense LibTorch ops (float and double) and against
-// finite differences (double); layouts, maps and error handling.
+// Sparse ops against dense LibTorch ops (float and double), against
+// finite differences (double) on the kernel and the generic path, the generic
+// (ATen-only) path against the CPU kernels, reduced precision, layouts, maps
+// and error handling.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <vector>
+
 #include "common/check.h"
+#include "sparse_ops/backend.h"
 #include "sparse_ops/conv_cells.h"
 #include "sparse_ops/densify.h"
 #include "sparse_ops/dwconv.h"
@@ -176,7 +184,10 @@ TEST_P(SparseOpsVsDense, StemConvOnVisiblePatches) {
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, SparseOpsVsDense, ::testing::Values(at::kFloat, at::kDouble));
 
-TEST(SparseOpsGradcheck, DepthwiseConv) {
+class SparseOpsGradcheck : public ::testing::TestWithParam<KernelMode> {};
+
+TEST_P(SparseOpsGradcheck, DepthwiseConv) {
+  ScopedKernelMode mode(GetParam());
   auto mask = random_mask(2, 2, 2, 0.4, 51);
   auto lay = layout_from_patch_mask(mask, 2, 2, 2);
   auto map = neighbour_map(lay, 3);
@@ -187,7 +198,8 @@ TEST(SparseOpsGradcheck, DepthwiseConv) {
                                    {"features", "weight", "bias"});
 }
 
-TEST(SparseOpsGradcheck, Grn) {
+TEST_P(SparseOpsGradcheck, Grn) {
+  ScopedKernelMode mode(GetParam());
   auto mask = random_mask(2, 2, 2, 0.4, 52);
   mask[0][0][0] = 0;
   auto lay = layout_from_patch_mask(mask, 2, 2, 2);
@@ -198,7 +210,8 @@ TEST(SparseOpsGradcheck, Grn) {
                                    {"features", "gamma", "beta"});
 }
 
-TEST(SparseOpsGradcheck, Downsample) {
+TEST_P(SparseOpsGradcheck, Downsample) {
+  ScopedKernelMode mode(GetParam());
   auto mask = random_mask(2, 2, 2, 0.4, 53);
   auto fine = layout_from_patch_mask(mask, 2, 2, 2);
   auto coarse = layout_from_patch_mask(mask, 2, 2, 1);
@@ -210,7 +223,8 @@ TEST(SparseOpsGradcheck, Downsample) {
                                    {"features", "weight", "bias"});
 }
 
-TEST(SparseOpsGradcheck, Stem) {
+TEST_P(SparseOpsGradcheck, Stem) {
+  ScopedKernelMode mode(GetParam());
   auto mask = random_mask(2, 2, 2, 0.4, 54);
   mask[1][1][1] = 0;
   auto lay = layout_from_patch_mask(mask, 2, 2, 1);
@@ -220,6 +234,11 @@ TEST(SparseOpsGradcheck, Stem) {
   testing::finite_difference_check([&] { return sparse_stem_conv(img, lay, w, b); }, {img, w, b},
                                    {"image", "weight", "bias"});
 }
+
+INSTANTIATE_TEST_SUITE_P(KernelModes, SparseOpsGradcheck, ::testing::Values(KernelMode::kAuto, KernelMode::kGeneric),
+                         [](const ::testing::TestParamInfo<KernelMode>& info) {
+                           return std::string(kernel_mode_name(info.param));
+                         });
 
 TEST(SparseOps, EmptyLayoutWorks) {
   auto lay = layout_from_patch_mask(at::ones({2, 4}), 2, 2, 2);
@@ -252,6 +271,222 @@ TEST(SparseOps, BadInputsGiveClearErrors) {
   } catch (const CheckError& e) {
     EXPECT_NE(std::string(e.what()).find("channels"), std::string::npos) << e.what();
   }
+}
+
+// --- generic (ATen-only) path vs the CPU kernels --------------------------------
+
+// Runs `f` (building its own leaves from `inputs`) in `mode`; returns the
+// output and the gradients of sum(out * r) for every input.
+std::vector<at::Tensor> run_in_mode(KernelMode mode, const std::function<at::Tensor(std::vector<at::Tensor>&)>& f,
+                                    const std::vector<at::Tensor>& inputs) {
+  ScopedKernelMode scoped(mode);
+  EXPECT_EQ(kernel_path(inputs[0]), mode == KernelMode::kAuto ? KernelPath::kCpu : KernelPath::kGeneric);
+  std::vector<at::Tensor> leaves;
+  for (const auto& t : inputs) leaves.push_back(leaf(t));
+  auto out = f(leaves);
+  auto r = seeded_randn(out.sizes(), 99, out.scalar_type());
+  (out * r).sum().backward();
+  std::vector<at::Tensor> result{out.detach()};
+  for (const auto& l : leaves) result.push_back(l.grad());
+  return result;
+}
+
+void expect_generic_matches_kernels(const std::function<at::Tensor(std::vector<at::Tensor>&)>& f,
+                                    const std::vector<at::Tensor>& inputs, const std::string& what) {
+  const auto dt = inputs[0].scalar_type();
+  const double tol = dt == at::kDouble ? 1e-12 : 1e-6;
+  auto fast = run_in_mode(KernelMode::kAuto, f, inputs);
+  auto generic = run_in_mode(KernelMode::kGeneric, f, inputs);
+  for (size_t q = 0; q < fast.size(); ++q) {
+    ASSERT_TRUE(generic[q].defined() && fast[q].defined()) << what << " output/gradient " << q;
+    EXPECT_EQ(generic[q].scalar_type(), fast[q].scalar_type()) << what << " " << q;
+    CNX_EXPECT_CLOSE(generic[q], fast[q], tol, what + (q == 0 ? " output" : " gradient " + std::to_string(q)));
+  }
+}
+
+class GenericVsKernels : public ::testing::TestWithParam<at::ScalarType> {};
+
+TEST_P(GenericVsKernels, DepthwiseConvC40) {
+  const auto dt = GetParam();
+  auto mask = random_mask(3, 3, 4, 0.5, 61);
+  mask[2].fill_(1);  // an empty sample
+  auto lay = layout_from_patch_mask(mask, 3, 4, 4);
+  auto map = neighbour_map(lay, 7);
+  expect_generic_matches_kernels([&](std::vector<at::Tensor>& in) { return sparse_depthwise_conv(in[0], map, in[1], in[2]); },
+                                 {seeded_randn({lay.num_sites, 40}, 1, dt), seeded_randn({40, 1, 7, 7}, 2, dt),
+                                  seeded_randn({40}, 3, dt)},
+                                 "dwconv");
+}
+
+TEST_P(GenericVsKernels, Grn) {
+  const auto dt = GetParam();
+  auto mask = random_mask(3, 2, 3, 0.5, 62);
+  mask[1].fill_(1);
+  auto lay = layout_from_patch_mask(mask, 2, 3, 4);
+  expect_generic_matches_kernels(
+      [&](std::vector<at::Tensor>& in) { return sparse_grn(in[0], lay.offsets, in[1], in[2]); },
+      {seeded_randn({lay.num_sites, 24}, 4, dt), seeded_randn({1, 1, 1, 24}, 5, dt), seeded_randn({1, 1, 1, 24}, 6, dt)},
+      "grn");
+}
+
+TEST_P(GenericVsKernels, Downsample) {
+  const auto dt = GetParam();
+  auto mask = random_mask(2, 2, 3, 0.5, 63);
+  auto fine = layout_from_patch_mask(mask, 2, 3, 4);
+  auto coarse = layout_from_patch_mask(mask, 2, 3, 2);
+  auto map = cell_map(fine, coarse, 2);
+  expect_generic_matches_kernels(
+      [&](std::vector<at::Tensor>& in) { return sparse_downsample_conv(in[0], map, in[1], in[2]); },
+      {seeded_randn({fine.num_sites, 12}, 7, dt), seeded_randn({20, 12, 2, 2}, 8, dt), seeded_randn({20}, 9, dt)},
+      "downsample");
+}
+
+TEST_P(GenericVsKernels, StemAndDensify) {
+  const auto dt = GetParam();
+  auto mask = random_mask(2, 2, 3, 0.5, 64);
+  auto lay = layout_from_patch_mask(mask, 2, 3, 2);
+  expect_generic_matches_kernels(
+      [&](std::vector<at::Tensor>& in) { return densify(sparse_stem_conv(in[0], lay, in[1], in[2]), lay); },
+      {seeded_randn({2, 3, 16, 24}, 10, dt), seeded_randn({8, 3, 4, 4}, 11, dt), seeded_randn({8}, 12, dt)},
+      "stem + densify");
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, GenericVsKernels, ::testing::Values(at::kFloat, at::kDouble));
+
+TEST(SparseKernelMode, PathsAndParsing) {
+  {
+    ScopedKernelMode mode(KernelMode::kAuto);
+    EXPECT_EQ(kernel_path(at::zeros({1}, at::kFloat)), KernelPath::kCpu);
+    EXPECT_EQ(kernel_path(at::zeros({1}, at::kDouble)), KernelPath::kCpu);
+    EXPECT_EQ(kernel_path(at::zeros({1}, at::kBFloat16)), KernelPath::kGeneric);
+    EXPECT_EQ(kernel_path(at::zeros({1}, at::kHalf)), KernelPath::kGeneric);
+  }
+  {
+    ScopedKernelMode mode(KernelMode::kGeneric);
+    EXPECT_EQ(kernel_path(at::zeros({1}, at::kFloat)), KernelPath::kGeneric);
+  }
+  EXPECT_EQ(parse_kernel_mode("generic", "test"), KernelMode::kGeneric);
+  EXPECT_EQ(parse_kernel_mode("auto", "test"), KernelMode::kAuto);
+  try {
+    parse_kernel_mode("fast", "environment variable CNX_SPARSE_KERNELS");
+    ADD_FAILURE() << "no error for an unknown mode";
+  } catch (const CheckError& e) {
+    EXPECT_NE(std::string(e.what()).find("CNX_SPARSE_KERNELS"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("auto or generic"), std::string::npos) << e.what();
+  }
+}
+
+// The process-wide default comes from CNX_SPARSE_KERNELS (CTest also runs
+// this binary with CNX_SPARSE_KERNELS=generic).
+TEST(SparseKernelMode, EnvironmentSetsDefault) {
+  const char* env = std::getenv("CNX_SPARSE_KERNELS");
+  const KernelMode expected = env != nullptr && *env != '\0' ? parse_kernel_mode(env, "env") : KernelMode::kAuto;
+  EXPECT_EQ(kernel_mode(), expected) << "CNX_SPARSE_KERNELS=" << (env != nullptr ? env : "(unset)");
+}
+
+// --- index maps that are not contiguous ---------------------------------------
+
+TEST(SparseOps, NonContiguousMapsGiveTheSameResult) {
+  auto mask = random_mask(2, 2, 3, 0.5, 71);
+  auto lay = layout_from_patch_mask(mask, 2, 3, 4);
+  auto coarse = layout_from_patch_mask(mask, 2, 3, 2);
+  auto map = neighbour_map(lay, 3);
+  auto cells = cell_map(lay, coarse, 2);
+  // Column-major copies and slices of wider maps: same values, other strides.
+  auto map_t = map.t().contiguous().t();
+  auto map_sliced = at::cat({map, map}, 1).narrow(1, 0, 9);
+  auto cells_sliced = at::cat({cells, cells}, 1).narrow(1, 4, 4);
+  ASSERT_FALSE(map_t.is_contiguous());
+  ASSERT_FALSE(map_sliced.is_contiguous());
+  ASSERT_FALSE(cells_sliced.is_contiguous());
+  auto x = seeded_randn({lay.num_sites, 5}, 1, at::kDouble);
+  auto w = seeded_randn({5, 1, 3, 3}, 2, at::kDouble);
+  auto b = seeded_randn({5}, 3, at::kDouble);
+  auto dw = seeded_randn({6, 5, 2, 2}, 4, at::kDouble);
+  for (auto mode : {KernelMode::kAuto, KernelMode::kGeneric}) {
+    ScopedKernelMode scoped(mode);
+    auto ref = sparse_depthwise_conv(x, map, w, b);
+    EXPECT_TRUE(sparse_depthwise_conv(x, map_t, w, b).equal(ref)) << kernel_mode_name(mode);
+    EXPECT_TRUE(sparse_depthwise_conv(x, map_sliced, w, b).equal(ref)) << kernel_mode_name(mode);
+    auto ds = sparse_downsample_conv(x, cells, dw, at::Tensor());
+    EXPECT_TRUE(sparse_downsample_conv(x, cells_sliced, dw, at::Tensor()).equal(ds)) << kernel_mode_name(mode);
+  }
+  // Non-contiguous features and offsets too.
+  auto xw = at::cat({x, x}, 1).narrow(1, 5, 5);
+  ASSERT_FALSE(xw.is_contiguous());
+  EXPECT_TRUE(sparse_depthwise_conv(xw, map_sliced, w, b).equal(sparse_depthwise_conv(x, map, w, b)));
+  auto off = at::stack({lay.offsets, lay.offsets}, 1).select(1, 0);
+  ASSERT_FALSE(off.is_contiguous());
+  auto gm = seeded_randn({5}, 5, at::kDouble), bt = seeded_randn({5}, 6, at::kDouble);
+  EXPECT_TRUE(sparse_grn(x, off, gm, bt).equal(sparse_grn(x, lay.offsets, gm, bt)));
+}
+
+// --- float16 / bfloat16 ----------------------------------------------------------
+
+// A stem -> dwconv -> GRN -> downsample chain with bfloat16
+// activations and float32 parameters (as autocast produces them) against the
+// same chain in float32: outputs within the reduced precision, parameter
+// gradients in float32.
+TEST(SparseOps, ReducedPrecisionActivationsWithFloatParameters) {
+  auto mask = random_mask(2, 2, 3, 0.5, 81);
+  auto fine = layout_from_patch_mask(mask, 2, 3, 4);    // 8 x 12, image 32 x 48
+  auto coarse = layout_from_patch_mask(mask, 2, 3, 2);  // 4 x 6
+  auto img = seeded_randn({2, 3, 32, 48}, 1, at::kFloat);
+  auto params = std::vector<at::Tensor>{seeded_randn({16, 3, 4, 4}, 2, at::kFloat) * 0.2,
+                                        seeded_randn({16, 1, 7, 7}, 3, at::kFloat) * 0.2,
+                                        seeded_randn({16}, 4, at::kFloat),
+                                        seeded_randn({16}, 5, at::kFloat) * 0.5,
+                                        seeded_randn({16}, 6, at::kFloat) * 0.5,
+                                        seeded_randn({24, 16, 2, 2}, 7, at::kFloat) * 0.2};
+  auto map = neighbour_map(fine, 7);
+  auto cells = cell_map(fine, coarse, 2);
+  auto run = [&](at::ScalarType act) {
+    std::vector<at::Tensor> p;
+    for (const auto& t : params) p.push_back(leaf(t));
+    auto x = sparse_stem_conv(img.to(act), fine, p[0], at::Tensor());
+    x = sparse_depthwise_conv(x, map, p[1], p[2]);
+    x = sparse_grn(x, fine.offsets, p[3], p[4]);
+    x = sparse_downsample_conv(x, cells, p[5], at::Tensor());
+    auto d = densify(x, coarse);
+    EXPECT_EQ(d.scalar_type(), act);
+    d.to(at::kFloat).square().sum().backward();
+    std::vector<at::Tensor> out{d.detach().to(at::kFloat)};
+    for (const auto& t : p) {
+      EXPECT_EQ(t.grad().scalar_type(), at::kFloat);
+      out.push_back(t.grad());
+    }
+    return out;
+  };
+  auto ref = run(at::kFloat);
+  // float16 matrix products are CUDA-only in LibTorch 1.13; the GPU test covers float16.
+  for (auto act : {at::kBFloat16}) {
+    auto got = run(act);
+    const double tol = 4e-2;
+    for (size_t q = 0; q < ref.size(); ++q) {
+      CNX_EXPECT_CLOSE(got[q], ref[q], tol, std::string(q == 0 ? "output" : "gradient ") + std::to_string(q) + " " +
+                                                c10::toString(act));
+    }
+  }
+}
+
+TEST(SparseOps, UnsupportedDtypesAreRejectedAtTheOp) {
+  auto lay = layout_from_patch_mask(at::zeros({1, 4}), 2, 2, 2);
+  auto map = neighbour_map(lay, 3);
+  auto xi = at::ones({lay.num_sites, 3}, at::kInt);
+  try {
+    sparse_depthwise_conv(xi, map, at::randn({3, 1, 3, 3}), at::Tensor());
+    ADD_FAILURE() << "int features accepted";
+  } catch (const CheckError& e) {
+    EXPECT_NE(std::string(e.what()).find("float32, float64, float16 or bfloat16"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("sparse_depthwise_conv"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(sparse_grn(xi, lay.offsets, at::zeros({3}), at::zeros({3})), CheckError);
+  EXPECT_THROW(sparse_stem_conv(at::ones({1, 3, 16, 16}, at::kInt), lay, at::randn({5, 3, 4, 4}), at::Tensor()),
+               CheckError);
+  // float64 parameters with float16 features: not the autocast pattern.
+  EXPECT_THROW(sparse_depthwise_conv(at::randn({lay.num_sites, 3}).to(at::kHalf), map,
+                                     at::randn({3, 1, 3, 3}, at::kDouble), at::Tensor()),
+               CheckError);
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 
 #include <cstring>
 
-#include "sparse_ops/kernels.h"
+#include "sparse_ops/cells_kernels.h"
 
 namespace cnx::sparse_ops::detail {
 
