@@ -36,12 +36,14 @@ int64_t EpochPlan::rank_samples(int r) const {
 }
 
 int64_t EpochPlan::min_rank_samples() const {
+  if (min_rank_samples_cache >= 0) return min_rank_samples_cache;
   int64_t m = -1;
   for (size_t r = 0; r < ranks.size(); ++r) {
     int64_t n = rank_samples(static_cast<int>(r));
     if (m < 0 || n < m) m = n;
   }
-  return m < 0 ? 0 : m;
+  min_rank_samples_cache = m < 0 ? 0 : m;
+  return min_rank_samples_cache;
 }
 
 void to_json(nlohmann::json& j, const WorkItem& v) { j = nlohmann::json::array({v.shard, v.start, v.end, v.order}); }

@@ -39,7 +39,10 @@ struct EpochPlan {
   int world_size = 0;
   std::vector<std::vector<WorkItem>> ranks;  // rank -> items in order
   int64_t rank_samples(int r) const;
+  // O(items) on the first call, then cached (AcquireShard replies carry it):
+  // `ranks` must not change once it has been called.
   int64_t min_rank_samples() const;
+  mutable int64_t min_rank_samples_cache = -1;
 };
 
 struct Lease {
