@@ -91,6 +91,11 @@ class Communicator {
   // collectives of this rank have completed.
   virtual void barrier() = 0;
 
+  // Seconds the collective this rank is executing right now has been running
+  // (0 when none runs). Callable from any thread; a liveness watchdog reads
+  // it to notice a peer that never joins. Backends that cannot tell return 0.
+  virtual double seconds_in_collective() const { return 0.0; }
+
   // Convenience wrappers.
   WorkPtr allreduce_average(std::vector<at::Tensor> tensors) {
     return allreduce(std::move(tensors), ReduceOp::kAverage);

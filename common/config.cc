@@ -146,6 +146,8 @@ template <class V> void describe(V& v, DistributedConfig& c) {
   v("bucket_cap_mb", c.bucket_cap_mb, range(0.001, 4096));
   v("first_bucket_mb", c.first_bucket_mb, range(0.001, 4096));
   v("overlap", c.overlap, any<bool>());
+  v("interface", c.interface, any<std::string>());
+  v("peer_timeout_s", c.peer_timeout_s, range(0, 86400));
 }
 template <class V> void describe(V& v, CheckpointConfig& c) {
   v("root", c.root, Check<std::string>([](const std::string& s) {
@@ -173,6 +175,7 @@ template <class V> void describe(V& v, CoordinatorConfig& c) {
   v("heartbeat_timeout_s", c.heartbeat_timeout_s, range(0.1, 86400));
   v("lease_s", c.lease_s, range(0.1, 86400 * 7));
   v("stall_s", c.stall_s, range(0.1, 86400));
+  v("unreachable_s", c.unreachable_s, range(0.1, 86400 * 7));
   v("world_size", c.world_size, int_range(0, 1 << 20));
 }
 template <class V> void describe(V& v, MetricsConfig& c) {

@@ -102,6 +102,8 @@ struct DistributedConfig {
   double bucket_cap_mb = 25.0;
   double first_bucket_mb = 1.0;
   bool overlap = true;             // all-reduce buckets during backward
+  std::string interface;           // NIC name or IPv4 CIDR for rank-to-rank TCP; "" = Open MPI's choice
+  double peer_timeout_s = 60.0;    // a collective not done after this: a peer is lost, exit 6; 0 = off
 };
 
 struct CheckpointConfig {
@@ -127,6 +129,7 @@ struct CoordinatorConfig {
   double heartbeat_timeout_s = 30.0;
   double lease_s = 600.0;
   double stall_s = 120.0;
+  double unreachable_s = 120.0;    // clients: give up on a coordinator unreachable this long
   int64_t world_size = 0;          // 0 = learn from the first registration
 };
 

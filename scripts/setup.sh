@@ -25,6 +25,7 @@ PACKAGES=(
   prometheus                                 # promtool + a real server for the metrics tests
   dataset-fashion-mnist                      # the demo dataset
   python3 curl procps clang-format
+  iproute2 nftables                          # the namespace cluster tests (tests/cluster)
 )
 
 SUDO=""

@@ -24,7 +24,9 @@
 #include "worker/coordinator_link.h"
 #include "data/shard_index.h"
 #include "worker/fcmae_model.h"
+#include "worker/host_network.h"
 #include "worker/lease_source.h"
+#include "worker/peer_watchdog.h"
 #include "worker/signals.h"
 #include "worker/trainer.h"
 
@@ -33,7 +35,8 @@ namespace {
 
 const char* kExitCodesHelp =
     "Exit codes: 0 completed, 1 error, 2 usage/config error, 3 preempted (checkpoint written; "
-    "resume with --resume auto), 4 aborted by the coordinator, 5 stopped on non-finite loss.";
+    "resume with --resume auto), 4 aborted by the coordinator, 5 stopped on non-finite loss, 6 a peer rank was lost "
+    "(no collective progress for distributed.peer_timeout_s).";
 
 // Prometheus exporter of one rank; absent when metrics.enabled is false.
 struct RankMetrics {
@@ -134,6 +137,17 @@ int fail(int code, int world, const std::string& msg) {
   return code;
 }
 
+// A peer rank is gone (PeerWatchdog): end this rank with code 6; mpirun
+// tears down the ranks it can still reach. The coordinator is not told
+// "failed" (that ends the job for good): it sees the ranks' heartbeats stop
+// and fails the attempt after heartbeat_timeout_s, so a relaunch resumes.
+[[noreturn]] void exit_peer_lost(int rank, const std::string& why) {
+  const std::string msg = str("rank ", rank, ": ", why, " (exit ", static_cast<int>(kExitPeerLost), ")");
+  CNX_LOG_ERROR("{}", msg);
+  std::cerr << "cnx-worker: " << msg << std::endl;
+  std::_Exit(kExitPeerLost);
+}
+
 }  // namespace
 
 int resolve_threads(int64_t requested, int local_ranks) {
@@ -186,6 +200,15 @@ int run_worker(const WorkerArgs& args) {
     }
   }
 
+  if (!config.distributed.interface.empty()) {
+    try {
+      link_options.host = apply_interface(config.distributed.interface).address;
+    } catch (const ConfigError& e) {
+      std::cerr << "cnx-worker: " << e.what() << "\n";
+      return kExitConfig;
+    }
+  }
+
   comm::CommOptions copt;
   copt.backend = config.distributed.backend;
   copt.overlap = config.distributed.overlap;
@@ -201,6 +224,12 @@ int run_worker(const WorkerArgs& args) {
   const int threads = resolve_threads(config.train.threads, comm->local_size());
   at::set_num_threads(threads);
   install_termination_handler();
+  std::unique_ptr<PeerWatchdog> peer_watchdog;
+  if (world > 1 && config.distributed.peer_timeout_s > 0) {
+    peer_watchdog = std::make_unique<PeerWatchdog>(
+        config.distributed.peer_timeout_s, [c = comm.get()] { return c->seconds_in_collective(); },
+        [rank](const std::string& why) { exit_peer_lost(rank, why); });
+  }
   if (rank == 0) {
     CNX_LOG_INFO("job {}: {} ranks x {} threads, backend {}, model {}, {} data", config.job.id, world, threads,
                  comm->backend_name(), config.model.name, args.synthetic ? "synthetic" : "shard");
@@ -303,6 +332,8 @@ int run_worker(const WorkerArgs& args) {
     if (link) link->report_finished();
     if (rank == 0) CNX_LOG_INFO("training completed: {} steps", trainer.steps_done());
     return kExitOk;
+  } catch (const CoordinatorUnreachable& e) {
+    return fail(kExitAborted, world, std::string("stopped: ") + e.what());
   } catch (const NonFiniteLossError& e) {
     if (link) link->report_failed(e.what());
     return fail(kExitNonFinite, world, std::string("stopped: ") + e.what());

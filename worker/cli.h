@@ -11,8 +11,11 @@
 //   1  other error (I/O, data, communication, corrupt checkpoint)
 //   2  usage or configuration error
 //   3  preempted (SIGTERM/SIGINT): checkpoint written, resume with --resume auto
-//   4  aborted by the coordinator
+//   4  aborted by the coordinator, or the coordinator was unreachable for
+//      coordinator.unreachable_s while training (resume with --resume auto)
 //   5  stopped on non-finite loss (train.nonfinite = stop, or too many skipped steps)
+//   6  a peer rank was lost: a collective did not complete within
+//      distributed.peer_timeout_s (host down or unreachable); resume with --resume auto
 // With more than one rank an error on one rank calls MPI_Abort with its code
 // so that mpirun tears the job down instead of hanging in a collective.
 #include <cstdint>
@@ -28,6 +31,7 @@ enum ExitCode : int {
   kExitPreempted = 3,
   kExitAborted = 4,
   kExitNonFinite = 5,
+  kExitPeerLost = 6,
 };
 
 struct WorkerArgs {

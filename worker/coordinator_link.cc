@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -20,6 +21,7 @@ LinkOptions link_options_from_config(const Config& config, const std::string& ta
   o.tls_ca = config.coordinator.tls_ca;
   o.tls_cert = config.coordinator.tls_client_cert;
   o.tls_key = config.coordinator.tls_client_key;
+  o.unreachable_s = config.coordinator.unreachable_s;
   try {
     o.token = coordinator::load_token(config.coordinator.token_file, config.coordinator.token_env);
   } catch (const std::exception& e) {
@@ -36,6 +38,8 @@ coordinator::ClientOptions client_options(const LinkOptions& o) {
   c.tls_ca = o.tls_ca;
   c.tls_cert = o.tls_cert;
   c.tls_key = o.tls_key;
+  c.retry_budget_s = o.unreachable_s;
+  c.deadline_s = std::min(c.deadline_s, std::max(1.0, o.unreachable_s));
   return c;
 }
 }  // namespace
@@ -43,6 +47,9 @@ coordinator::ClientOptions client_options(const LinkOptions& o) {
 CoordinatorLink::CoordinatorLink(const LinkOptions& options, std::string job_id, int rank, int world,
                                  std::string launch_id)
     : client_(std::make_unique<coordinator::CoordinatorClient>(client_options(options))),
+      target_(options.target),
+      host_(options.host),
+      unreachable_s_(options.unreachable_s),
       job_id_(std::move(job_id)),
       launch_id_(std::move(launch_id)),
       rank_(rank),
@@ -58,9 +65,22 @@ CoordinatorLink::~CoordinatorLink() {
 }
 
 CoordinatorRegistration CoordinatorLink::register_and_wait() {
-  char host[256] = {0};
-  ::gethostname(host, sizeof(host) - 1);
-  const cnx::v1::RegisterReply reply = client_->register_worker(job_id_, rank_, world_, host, launch_id_);
+  char name[256] = {0};
+  ::gethostname(name, sizeof(name) - 1);
+  cnx::v1::RegisterReply reply;
+  try {
+    reply = client_->register_worker(job_id_, rank_, world_, host_.empty() ? std::string(name) : host_, launch_id_);
+  } catch (const coordinator::RpcError& e) {
+    if (e.code() != grpc::StatusCode::UNAVAILABLE && e.code() != grpc::StatusCode::DEADLINE_EXCEEDED) throw;
+    throw coordinator::RpcError(
+        e.code(), "Register",
+        "cannot reach the coordinator at " + target_ + " for " + std::to_string(static_cast<int>(unreachable_s_)) +
+            " s (coordinator.unreachable_s). Check the address and port, that the coordinator listens on an "
+            "address this host can reach (coordinator.listen, not 127.0.0.1 across hosts), firewalls, and with TLS "
+            "that coordinator.tls_ca verifies the coordinator's certificate and its SAN names the host in the "
+            "address. Last error: " +
+            e.what());
+  }
   attempt_ = reply.attempt();
   lease_epoch_ = reply.start_epoch();
   CoordinatorRegistration r;
@@ -189,6 +209,13 @@ void CoordinatorLink::loop(double period_s) {
         std::lock_guard<std::mutex> g(mu_);
         reason_ = std::string("fenced off by the coordinator: ") + e.what();
         abort_ = true;
+      } else if (e.code() == grpc::StatusCode::UNAVAILABLE || e.code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+        // The client retried for unreachable_s: stop rather than train on
+        // with no checkpoint commits (a relaunch resumes from the last one).
+        std::lock_guard<std::mutex> g(mu_);
+        reason_ = "the coordinator at " + target_ + " has been unreachable for " +
+                  std::to_string(static_cast<int>(unreachable_s_)) + " s (coordinator.unreachable_s)";
+        abort_ = true;
       }
     } catch (const std::exception& e) {
       CNX_LOG_ERROR("heartbeat failed: {}", e.what());
@@ -232,12 +259,26 @@ bool CoordinatorLink::report_part(const CoordinatorPlan& plan, int64_t step, con
     progress->set_next_position(0);
   }
   req.set_data_cursor(cursor);
-  const cnx::v1::CheckpointPartReply reply = client_->report_checkpoint_part(req);
+  const cnx::v1::CheckpointPartReply reply =
+      reach("checkpoint part", [&] { return client_->report_checkpoint_part(req); });
   return reply.committed();
 }
 
+template <class Fn>
+auto CoordinatorLink::reach(const char* what, Fn fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const coordinator::RpcError& e) {
+    if (e.code() != grpc::StatusCode::UNAVAILABLE && e.code() != grpc::StatusCode::DEADLINE_EXCEEDED) throw;
+    throw CoordinatorUnreachable(std::string(what) + ": the coordinator at " + target_ + " has been unreachable for " +
+                                 std::to_string(static_cast<int>(unreachable_s_)) +
+                                 " s (coordinator.unreachable_s): " + e.what());
+  }
+}
+
 LeaseGrant CoordinatorLink::acquire(int64_t epoch, int64_t position) {
-  const cnx::v1::AcquireShardReply r = client_->acquire_shard(epoch, position);
+  const cnx::v1::AcquireShardReply r =
+      reach("shard lease", [&] { return client_->acquire_shard(epoch, position); });
   LeaseGrant g;
   g.end_of_epoch = r.end_of_epoch();
   if (g.end_of_epoch) return g;
@@ -254,7 +295,10 @@ LeaseGrant CoordinatorLink::acquire(int64_t epoch, int64_t position) {
 }
 
 void CoordinatorLink::done(int64_t epoch, int64_t position, int64_t consumed) {
-  client_->report_shard_done(epoch, position, consumed);
+  reach("shard done", [&] {
+    client_->report_shard_done(epoch, position, consumed);
+    return 0;
+  });
 }
 
 void CoordinatorLink::report_finished() {

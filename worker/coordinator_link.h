@@ -24,6 +24,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -39,11 +40,24 @@ class CoordinatorClient;
 
 namespace cnx::worker {
 
+// The coordinator stayed unreachable for LinkOptions::unreachable_s while the
+// job ran (a lease or checkpoint call gave up). cnx-worker ends with exit 4;
+// a relaunch resumes from the last committed checkpoint.
+class CoordinatorUnreachable : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // Where and how to reach the coordinator.
 struct LinkOptions {
   std::string target;  // HOST:PORT
   std::string token;
   std::string tls_ca, tls_cert, tls_key;
+  // Longest time calls keep retrying an unreachable coordinator
+  // (coordinator.unreachable_s). Registration then fails with an error that
+  // names the address; once training, the link requests an abort (exit 4).
+  double unreachable_s = 120.0;
+  std::string host;  // advertised to the coordinator; "" = this host's name
 };
 
 // From coordinator.* of the config (token from token_file / token_env).
@@ -113,9 +127,14 @@ class CoordinatorLink final : public LeaseClient {
 
  private:
   void heartbeat_once(int status, const std::string& message);
+  // Runs a client call; an unreachable coordinator becomes CoordinatorUnreachable.
+  template <class Fn>
+  auto reach(const char* what, Fn fn) -> decltype(fn());
   void loop(double period_s);
 
   std::unique_ptr<coordinator::CoordinatorClient> client_;
+  std::string target_, host_;
+  double unreachable_s_;
   std::string job_id_, launch_id_;
   int rank_, world_;
   int64_t attempt_ = 0;

@@ -167,12 +167,15 @@ void MpiCommunicator::loop() {
       queue_.pop_front();
     }
     auto start = std::chrono::steady_clock::now();
+    busy_since_ns_.store(std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                  start.time_since_epoch()).count()));
     std::exception_ptr error;
     try {
       item.fn();
     } catch (...) {
       error = std::current_exception();
     }
+    busy_since_ns_.store(0);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     item.work->complete(std::move(error), secs);
   }
@@ -291,6 +294,14 @@ std::vector<std::string> MpiCommunicator::allgather(const std::string& mine) {
 void MpiCommunicator::barrier() {
   const MPI_Comm comm = comm_;
   enqueue([comm] { CNX_MPI_CHECK(MPI_Barrier(comm)); }, {})->wait();
+}
+
+double MpiCommunicator::seconds_in_collective() const {
+  const int64_t since = busy_since_ns_.load();
+  if (since == 0) return 0.0;
+  const int64_t now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return std::max<int64_t>(0, now - since) * 1e-9;
 }
 
 void MpiCommunicator::run_on_comm_thread(std::function<void(MPI_Comm)> fn) {

@@ -69,6 +69,7 @@ class MpiCommunicator final : public Communicator {
   WorkPtr broadcast(at::Tensor tensor, int root) override;
   std::vector<std::string> allgather(const std::string& mine) override;
   void barrier() override;
+  double seconds_in_collective() const override;
 
   // Runs `fn(comm)` on the communication thread, in queue order, with the
   // duplicated communicator (e.g. the NCCL unique-id broadcast). Blocking;
@@ -93,6 +94,9 @@ class MpiCommunicator final : public Communicator {
   int size_ = 1;
   int local_rank_ = 0;
   int local_size_ = 1;
+
+  // steady_clock nanoseconds at which the running item started; 0 = idle.
+  std::atomic<int64_t> busy_since_ns_{0};
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -137,6 +137,30 @@ TEST_P(MpiWaitModes, SkewedArrivalWithoutAWaiter) {
   EXPECT_TRUE(at::equal(t, want));
 }
 
+// A rank whose peer is late sees the running collective's age grow (what the
+// worker's peer-liveness watchdog reads); idle, it reads 0.
+TEST_P(MpiWaitModes, SecondsInCollectiveWhileAPeerIsLate) {
+  MpiCommunicator comm(MpiRuntime::acquire(), MPI_COMM_WORLD, GetParam());
+  EXPECT_EQ(comm.seconds_in_collective(), 0.0);
+  at::Tensor t = at::ones({16});
+  if (comm.rank() == 0) {
+    auto w = comm.allreduce({t}, ReduceOp::kSum);
+    double seen = 0;
+    for (int i = 0; i < 5000 && !w->is_completed(); ++i) {
+      seen = std::max(seen, comm.seconds_in_collective());
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    w->wait();
+    EXPECT_GT(seen, 0.05) << "rank 1 joined 300 ms late";
+  } else {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    comm.allreduce({t}, ReduceOp::kSum)->wait();
+  }
+  EXPECT_TRUE(at::equal(t, at::full({16}, 2.0f)));
+  comm.barrier();
+  EXPECT_EQ(comm.seconds_in_collective(), 0.0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Mpi, MpiWaitModes, ::testing::Values(MpiWaitMode::kPolled, MpiWaitMode::kBlocking),
                          [](const ::testing::TestParamInfo<MpiWaitMode>& i) {
                            return i.param == MpiWaitMode::kPolled ? std::string("Polled") : std::string("Blocking");
