@@ -56,6 +56,10 @@ const std::vector<MetricSpec>& metric_catalogue() {
        "Latency of coordinator RPCs in seconds by method and status code.",
        {"code", "job", "method"}},
       {n::kCoordinatorAuthFailuresTotal, T::Counter, "RPCs rejected for a missing or wrong job token.", {"job"}},
+      {n::kCoordinatorRefusalLogsSuppressedTotal,
+       T::Counter,
+       "Refused calls (bad token, oversized, unknown method) not logged because of the log rate limit.",
+       {"job"}},
       {n::kProcessCpuSecondsTotal, T::Counter, "Total user and system CPU time spent in seconds.", w},
       {n::kProcessResidentMemoryBytes, T::Gauge, "Resident memory size in bytes.", w},
       {n::kProcessVirtualMemoryBytes, T::Gauge, "Virtual memory size in bytes.", w},
@@ -171,7 +175,8 @@ CoordinatorMetrics::CoordinatorMetrics(Registry& r, const std::string& job)
       samples_per_second(series<Gauge>(r, n::kCoordinatorSamplesPerSecond, labels_)),
       checkpoints_committed(series<Counter>(r, n::kCoordinatorCheckpointsCommittedTotal, labels_)),
       seconds_since_last_commit(series<Gauge>(r, n::kCoordinatorSecondsSinceLastCommit, labels_)),
-      auth_failures(series<Counter>(r, n::kCoordinatorAuthFailuresTotal, labels_)) {
+      auth_failures(series<Counter>(r, n::kCoordinatorAuthFailuresTotal, labels_)),
+      refusal_logs_suppressed(series<Counter>(r, n::kCoordinatorRefusalLogsSuppressedTotal, labels_)) {
   last_commit_unix_s_.store(unix_now());
 }
 

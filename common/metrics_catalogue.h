@@ -118,6 +118,7 @@ class CoordinatorMetrics {
   // Maintained by record_commit / refresh_commit_age.
   Gauge& seconds_since_last_commit;
   Counter& auth_failures;
+  Counter& refusal_logs_suppressed;
 };
 
 }  // namespace cnx::metrics

@@ -65,6 +65,10 @@ void CoordinatorMetricsBinding::refresh() {
     metrics_.auth_failures.Increment(static_cast<double>(s.auth_failures - seen_auth_failures_));
     seen_auth_failures_ = s.auth_failures;
   }
+  if (s.refusal_logs_suppressed > seen_suppressed_) {
+    metrics_.refusal_logs_suppressed.Increment(static_cast<double>(s.refusal_logs_suppressed - seen_suppressed_));
+    seen_suppressed_ = s.refusal_logs_suppressed;
+  }
 }
 
 }  // namespace cnx::coordinator

@@ -36,6 +36,7 @@ class CoordinatorMetricsBinding final : public RpcObserver {
   std::mutex refresh_mu_;  // serialises refresh(): counters advance by deltas
   int64_t seen_commits_ = 0;
   int64_t seen_auth_failures_ = 0;
+  int64_t seen_suppressed_ = 0;
 };
 
 }  // namespace cnx::coordinator
