@@ -36,7 +36,9 @@ class DownsampleFn : public torch::autograd::Function<DownsampleFn> {
     const auto& x = saved[0];
     const auto& map = saved[1];
     const auto& weight = saved[2];
-    auto g = grads[0].contiguous();
+    // Under autocast the product ran in reduced precision, so the incoming
+    // gradient may be, too; the backward runs in the input's dtype.
+    auto g = grads[0].to(x.scalar_type()).contiguous();
     at::Tensor dx, dw, db;
     if (ctx->needs_input_grad(0)) {
       auto dcols = at::mm(g, weight_matrix_cells(weight)).contiguous();
@@ -72,7 +74,9 @@ class StemFn : public torch::autograd::Function<StemFn> {
     const auto& site_index = saved[1];
     const auto& weight = saved[2];
     const int64_t k = weight.size(2);
-    auto g = grads[0].contiguous();
+    // Under autocast the product ran in reduced precision, so the incoming
+    // gradient may be, too; the backward runs in the input's dtype.
+    auto g = grads[0].to(img.scalar_type()).contiguous();
     at::Tensor dimg, dw, db;
     if (ctx->needs_input_grad(0)) {
       auto dcols = at::mm(g, weight.reshape({weight.size(0), -1})).contiguous();

@@ -3,7 +3,9 @@
 // and downsample layers, k = 2) evaluated only at active output sites: each
 // output site gathers its k x k input cell (im2col of active cells only), then
 // one GEMM with the reshaped weight. Cells never overlap, so the backward
-// scatters without atomics. Differentiable in every floating input.
+// scatters without atomics. Differentiable in every floating input. The GEMM
+// follows autocast (under autocast its output has the reduced dtype; the
+// backward runs in the input's dtype).
 #include <ATen/ATen.h>
 
 #include "sparse_ops/layout.h"

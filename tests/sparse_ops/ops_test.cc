@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/torch_compat.h"
 #include "sparse_ops/backend.h"
 #include "sparse_ops/conv_cells.h"
 #include "sparse_ops/densify.h"
@@ -466,6 +467,51 @@ TEST(SparseOps, ReducedPrecisionActivationsWithFloatParameters) {
       CNX_EXPECT_CLOSE(got[q], ref[q], tol, std::string(q == 0 ? "output" : "gradient ") + std::to_string(q) + " " +
                                                 c10::toString(act));
     }
+  }
+}
+
+// The chain under CPU bfloat16 autocast (float32 image and parameters, as a
+// training step has them), backward outside the autocast region as usual:
+// the cell convs' GEMMs run in bfloat16, everything else follows the dtypes
+// it gets; results within bfloat16 precision of the float32 chain.
+TEST(SparseOps, ChainUnderAutocast) {
+  auto mask = random_mask(2, 2, 3, 0.5, 82);
+  auto fine = layout_from_patch_mask(mask, 2, 3, 4);
+  auto coarse = layout_from_patch_mask(mask, 2, 3, 2);
+  auto img = seeded_randn({2, 3, 32, 48}, 1, at::kFloat);
+  auto params = std::vector<at::Tensor>{seeded_randn({16, 3, 4, 4}, 2, at::kFloat) * 0.2,
+                                        seeded_randn({16, 1, 7, 7}, 3, at::kFloat) * 0.2,
+                                        seeded_randn({16}, 4, at::kFloat),
+                                        seeded_randn({16}, 5, at::kFloat) * 0.5,
+                                        seeded_randn({16}, 6, at::kFloat) * 0.5,
+                                        seeded_randn({24, 16, 2, 2}, 7, at::kFloat) * 0.2};
+  auto map = neighbour_map(fine, 7);
+  auto cells = cell_map(fine, coarse, 2);
+  auto run = [&](bool autocast) {
+    std::vector<at::Tensor> p;
+    for (const auto& t : params) p.push_back(leaf(t));
+    at::Tensor d;
+    {
+      compat::AutocastGuard guard(at::kCPU, at::kBFloat16, autocast);
+      auto x = sparse_stem_conv(img, fine, p[0], p[2]);
+      x = sparse_depthwise_conv(x, map, p[1], p[2]);
+      x = sparse_grn(x, fine.offsets, p[3], p[4]);
+      x = sparse_downsample_conv(x, cells, p[5], at::Tensor());
+      d = densify(x, coarse);
+    }
+    EXPECT_EQ(d.scalar_type(), autocast ? at::kBFloat16 : at::kFloat);
+    d.to(at::kFloat).square().sum().backward();
+    std::vector<at::Tensor> out{d.detach().to(at::kFloat)};
+    for (const auto& t : p) {
+      EXPECT_EQ(t.grad().scalar_type(), at::kFloat);
+      out.push_back(t.grad());
+    }
+    return out;
+  };
+  auto ref = run(false);
+  auto got = run(true);
+  for (size_t q = 0; q < ref.size(); ++q) {
+    CNX_EXPECT_CLOSE(got[q], ref[q], 4e-2, std::string(q == 0 ? "output" : "gradient ") + std::to_string(q));
   }
 }
 
