@@ -87,9 +87,6 @@ template <class V> void describe(V& v, ModelConfig& c) {
   v("num_classes", c.num_classes, at_least(0));
   v("drop_path_rate", c.drop_path_rate, range(0, 1, true));
   v("head_init_scale", c.head_init_scale, non_negative());
-  v("patch_size", c.patch_size, Check<int64_t>([](const int64_t& p) {
-      return p == 32 ? "" : "32 (the encoder's total stride)";
-    }));
   v("decoder_dim", c.decoder_dim, int_range(1, 8192));
   v("decoder_depth", c.decoder_depth, int_range(1, 64));
   v("encoder", c.encoder, one_of({"sparse", "dense_masked"}));

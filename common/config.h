@@ -36,7 +36,6 @@ struct ModelConfig {
   int64_t num_classes = 1000;      // head size for the dense model (fine-tuning)
   double drop_path_rate = 0.0;
   double head_init_scale = 1.0;
-  int64_t patch_size = 32;         // FCMAE mask patch in pixels (the total stride of the encoder)
   int64_t decoder_dim = 512;
   int64_t decoder_depth = 1;
   std::string encoder = "sparse";  // sparse|dense_masked

@@ -67,8 +67,6 @@ void validate(const FcmaeOptions& options) {
   validate(encoder_net_options(options));
   require(options.decoder_dim > 0, "decoder_dim must be positive, got " + std::to_string(options.decoder_dim));
   require(options.decoder_depth >= 1, "decoder_depth must be >= 1, got " + std::to_string(options.decoder_depth));
-  require(options.mask_ratio >= 0.0 && options.mask_ratio <= 1.0,
-          "mask_ratio must be in [0, 1], got " + std::to_string(options.mask_ratio));
   require(options.encoder_type == "sparse" || options.encoder_type == "dense_masked",
           "encoder must be \"sparse\" or \"dense_masked\", got \"" + options.encoder_type + "\"");
   require(options.init == "reference" || options.init == "std02",
@@ -102,15 +100,6 @@ torch::Tensor generate_mask(int64_t n, int64_t h_patches, int64_t w_patches, dou
     }
   }
   return mask;
-}
-
-uint64_t mask_seed(uint64_t base_seed, int64_t step, int64_t rank) {
-  uint64_t s = base_seed;
-  uint64_t h = splitmix64(s);
-  h ^= static_cast<uint64_t>(step) * 0x9E3779B97F4A7C15ULL;
-  h = splitmix64(h);
-  h ^= static_cast<uint64_t>(rank) * 0xC2B2AE3D27D4EB4FULL;
-  return splitmix64(h);
 }
 
 torch::Tensor patchify(const torch::Tensor& images, int64_t p) {
@@ -228,14 +217,6 @@ FcmaeOutput FcmaeImpl::forward(const torch::Tensor& images, const torch::Tensor&
   out.pred = forward_decoder(latent, out.mask);
   out.loss = fcmae_loss(images, out.pred, out.mask, patch_size_, options_.norm_pix_loss);
   return out;
-}
-
-FcmaeOutput FcmaeImpl::forward(const torch::Tensor& images, uint64_t seed) {
-  CNX_CHECK(images.dim() == 4 && images.size(2) % patch_size_ == 0 && images.size(3) % patch_size_ == 0,
-            "FCMAE: images must be (N, C, H, W) with H and W multiples of ", patch_size_, ", got ", images.sizes());
-  auto mask = generate_mask(images.size(0), images.size(2) / patch_size_, images.size(3) / patch_size_,
-                            options_.mask_ratio, seed);
-  return forward(images, mask);
 }
 
 }  // namespace cnx::model

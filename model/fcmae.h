@@ -9,9 +9,9 @@
 // those parameters, so it exports as a dense model (model/weights.h); its
 // final norm is not part of FCMAE and stays at init.
 //
-// Masks: float (N, L), L = (H/p)*(W/p), p = 32, 1 = masked. generate_mask is
-// a pure function of its arguments, so a resumed run that derives the seed
-// from (base seed, step, rank) with mask_seed() reproduces its masks exactly.
+// Masks: float (N, L), L = (H/p)*(W/p), p = 32, 1 = masked, made by the
+// caller (the trainer derives each image's mask from (seed, epoch, sample
+// key) with generate_mask, so a resumed run reproduces its masks exactly).
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
@@ -30,7 +30,6 @@ struct FcmaeOptions {
   ConvNeXtV2Options encoder;  // num_classes and drop_path_rate are ignored (FCMAE has neither)
   int64_t decoder_dim = 512;
   int64_t decoder_depth = 1;
-  double mask_ratio = 0.6;
   bool norm_pix_loss = true;
   std::string encoder_type = "sparse";  // "sparse" | "dense_masked"
   std::string init = "reference";       // "reference" | "std02"
@@ -50,9 +49,6 @@ int64_t num_visible(int64_t num_patches, double ratio);
 // zeros per row, chosen uniformly without replacement by a splitmix64 stream
 // seeded from (seed, row). ratio in [0, 1].
 torch::Tensor generate_mask(int64_t n, int64_t h_patches, int64_t w_patches, double ratio, uint64_t seed);
-
-// Mixes a run's base seed with the step and rank into a mask seed.
-uint64_t mask_seed(uint64_t base_seed, int64_t step, int64_t rank);
 
 // (N, C, H, W) -> (N, L, p*p*C), channel fastest (einsum nchpwq->nhwpqc).
 torch::Tensor patchify(const torch::Tensor& images, int64_t patch_size);
@@ -87,8 +83,6 @@ class FcmaeImpl : public torch::nn::Module {
 
   // Loss, prediction and mask for images (N, C, H, W), H and W multiples of 32.
   FcmaeOutput forward(const torch::Tensor& images, const torch::Tensor& mask);
-  // Same with generate_mask(N, H/32, W/32, options.mask_ratio, seed).
-  FcmaeOutput forward(const torch::Tensor& images, uint64_t seed);
 
   // (N, C3, H/32, W/32), zeros at masked patches, by the selected encoder.
   torch::Tensor forward_encoder(const torch::Tensor& images, const torch::Tensor& mask);

@@ -10,9 +10,6 @@
 namespace cnx::worker {
 
 model::FcmaeOptions fcmae_options_from_config(const Config& c) {
-  if (c.model.patch_size != 32)
-    throw ConfigError("model.patch_size: FCMAE's encoder has a total stride of 32, so the mask patch must be 32, got " +
-                      std::to_string(c.model.patch_size));
   model::FcmaeOptions o;
   if (c.model.name == "custom") {
     o.encoder.depths = c.model.depths;
@@ -28,7 +25,6 @@ model::FcmaeOptions fcmae_options_from_config(const Config& c) {
   o.encoder.num_classes = 0;
   o.decoder_dim = c.model.decoder_dim;
   o.decoder_depth = c.model.decoder_depth;
-  o.mask_ratio = c.mask.ratio;
   o.norm_pix_loss = c.model.norm_pix_loss;
   o.encoder_type = c.model.encoder;
   o.init = c.model.init;

@@ -12,8 +12,9 @@ struct Config;
 
 namespace cnx::worker {
 
-// model.* and mask.* of the config as FcmaeOptions. Throws cnx::ConfigError
-// naming the key for values FCMAE cannot use (e.g. model.patch_size != 32).
+// model.* of the config as FcmaeOptions (the mask ratio is the trainer's:
+// it makes the masks). Throws cnx::ConfigError naming the key for values
+// FCMAE cannot use.
 model::FcmaeOptions fcmae_options_from_config(const Config& config);
 
 class FcmaeTrainModel final : public TrainModel {

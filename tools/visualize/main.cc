@@ -57,7 +57,6 @@ int main(int argc, char** argv) {
     const std::string file = cnx::tools::resolve_state_file(checkpoint);
     const cnx::model::NamedTensors state = cnx::tools::read_state_file(file);
     cnx::model::FcmaeOptions fo = cnx::tools::infer_fcmae_options(state, file);
-    fo.mask_ratio = ratio;
     fo.encoder_type = encoder;
     cnx::model::Fcmae net(fo);
     cnx::tools::load_fcmae_state(*net, state, file);
