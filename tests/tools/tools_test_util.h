@@ -73,7 +73,7 @@ inline void class_colour(int64_t c, int64_t classes, uint8_t rgb[3]) {
 inline std::string write_colour_shards(const std::string& dir, int64_t n, int64_t classes, int size, int shards,
                                        bool random_labels, uint64_t seed, bool corrupt_first = false, int noise = 30) {
   std::filesystem::create_directories(dir);
-  data::SplitMix64 rng(seed);
+  SplitMix64 rng(seed);
   data::ShardIndex index;
   index.dataset = "colours";
   for (int64_t c = 0; c < classes; ++c) index.classes.push_back("c" + std::to_string(c));

@@ -82,7 +82,7 @@ DecodedBatch decode_samples(const LabelledSet& set, const std::vector<int64_t>& 
     for (int64_t i = begin; i < end; ++i) {
       const EncodedSample& s = set.samples.at(indices[i]);
       results[i] = data::decode_and_transform(s.bytes.data(), s.bytes.size(), s.format,
-                                              data::sample_rng(seed, epoch, s.key), transform);
+                                              sample_rng(seed, epoch, s.key), transform);
     }
   });
   DecodedBatch out;

@@ -113,7 +113,7 @@ bool decode_into(const std::vector<uint8_t>& bytes, data::ImageFormat fmt, int64
   t.hflip = false;
   t.mean = norm.mean;
   t.std = norm.std;
-  const data::TransformResult r = data::decode_and_transform(bytes.data(), bytes.size(), fmt, data::SplitMix64(0), t);
+  const data::TransformResult r = data::decode_and_transform(bytes.data(), bytes.size(), fmt, SplitMix64(0), t);
   if (r.status != data::DecodeStatus::kOk) {
     CNX_LOG_WARN("skipping {}: {} ({})", name, data::decode_status_name(r.status), r.error);
     return false;
