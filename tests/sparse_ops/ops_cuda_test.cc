@@ -189,7 +189,9 @@ TEST(SparseOpsCuda, SideStreamGivesTheSameResult) {
     side = chain.run(at::kCUDA, at::kFloat);
     stream.synchronize();
   }
-  for (size_t q = 0; q < ref.size(); ++q) EXPECT_TRUE(side[q].equal(ref[q])) << "result " << q;
+  // Our kernels are deterministic on any stream; cuBLAS only promises that per
+  // stream, hence a tolerance rather than bitwise equality.
+  for (size_t q = 0; q < ref.size(); ++q) CNX_EXPECT_CLOSE(side[q], ref[q], 1e-6, "result " + std::to_string(q));
 }
 
 // Tensors on cuda:1 while cuda:0 is current: the entry points must launch on
