@@ -24,9 +24,10 @@
 #include <string>
 
 #include "model/fcmae.h"
+#include "model/fcmae_encoder.h"
+#include "sparse_ops/backend.h"
 #include "sparse_ops/conv_cells.h"
 #include "sparse_ops/dwconv.h"
-#include "model/fcmae_encoder.h"
 #include "sparse_ops/grn.h"
 
 namespace {
@@ -171,6 +172,36 @@ void BM_FcmaeAttoTrainStep(benchmark::State& state) {
   report(state, "train", &train_step);
 }
 
+// The sparse training step on the generic (ATen-only) kernels against the
+// same step on the CPU kernels, interleaved in one run.
+void BM_FcmaeAttoTrainStepGenericVsKernels(benchmark::State& state) {
+  using cnx::sparse_ops::KernelMode;
+  using cnx::sparse_ops::ScopedKernelMode;
+  const auto generic_step = [] {
+    ScopedKernelMode mode(KernelMode::kGeneric);
+    return train_step("sparse");
+  };
+  const auto kernels_step = [] {
+    ScopedKernelMode mode(KernelMode::kAuto);
+    return train_step("sparse");
+  };
+  generic_step();  // warm up both paths
+  kernels_step();
+  double gs = 0, ks = 0;
+  int64_t n = 0;
+  for (auto _ : state) {
+    const double k = kernels_step().ms;
+    const double g = generic_step().ms;
+    ks += k;
+    gs += g;
+    ++n;
+    state.SetIterationTime((k + g) / 1000.0);
+  }
+  state.counters["kernels_ms"] = ks / n;
+  state.counters["generic_ms"] = gs / n;
+  state.counters["generic_vs_kernels"] = gs / ks;
+}
+
 // --- per-op breakdown (stage-0 shapes of the benchmark batch) -----------------------
 
 template <class F>
@@ -240,6 +271,7 @@ void BM_OpBreakdown(benchmark::State& state) {
 
 BENCHMARK(BM_FcmaeAttoEncoderFwdBwd)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 BENCHMARK(BM_FcmaeAttoTrainStep)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(BM_FcmaeAttoTrainStepGenericVsKernels)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 BENCHMARK(BM_OpBreakdown)->Unit(benchmark::kMillisecond)->Iterations(1);
 
 int main(int argc, char** argv) {
