@@ -63,6 +63,8 @@ Check<std::string> host_port() {
     if (colon == std::string::npos || colon == 0 || colon + 1 >= v.size()) return std::string("HOST:PORT");
     for (size_t i = colon + 1; i < v.size(); ++i)
       if (v[i] < '0' || v[i] > '9') return std::string("HOST:PORT with a numeric port");
+    // At most 5 digits: a longer number is out of range for any integer type.
+    if (v.size() - colon - 1 > 5) return std::string("HOST:PORT with port in [1, 65535]");
     long port = std::stol(v.substr(colon + 1));
     return port > 0 && port < 65536 ? std::string() : std::string("HOST:PORT with port in [1, 65535]");
   };
@@ -198,11 +200,53 @@ template <class V> void describe(V& v, Config& c) {
 // ---------------------------------------------------------------------------
 // Reader: YAML node -> struct, with strict checks.
 // ---------------------------------------------------------------------------
+// A short rendering of `n` for messages. Bounded: anchors and aliases can
+// make a small document expand to an exponential tree, so the walk stops
+// after kShowLimit characters instead of emitting the whole node.
+constexpr size_t kShowLimit = 120;
+
+void show_into(const YAML::Node& n, std::string& out) {
+  if (out.size() > kShowLimit) return;
+  switch (n.Type()) {
+    case YAML::NodeType::Scalar:
+      out += n.Scalar().substr(0, kShowLimit + 1);
+      return;
+    case YAML::NodeType::Sequence: {
+      out += "[";
+      bool first = true;
+      for (const auto& item : n) {
+        if (out.size() > kShowLimit) return;
+        if (!first) out += ", ";
+        first = false;
+        show_into(item, out);
+      }
+      out += "]";
+      return;
+    }
+    case YAML::NodeType::Map: {
+      out += "{";
+      bool first = true;
+      for (const auto& kv : n) {
+        if (out.size() > kShowLimit) return;
+        if (!first) out += ", ";
+        first = false;
+        show_into(kv.first, out);
+        out += ": ";
+        show_into(kv.second, out);
+      }
+      out += "}";
+      return;
+    }
+    default:
+      out += "~";
+  }
+}
+
 std::string show(const YAML::Node& n) {
-  if (n.IsScalar()) return "'" + n.Scalar() + "'";
-  YAML::Emitter e;
-  e << YAML::Flow << n;
-  return e.c_str();
+  std::string out;
+  show_into(n, out);
+  if (out.size() > kShowLimit) out = out.substr(0, kShowLimit) + "...";
+  return n.IsScalar() ? "'" + out + "'" : out;
 }
 
 class Reader {
@@ -245,7 +289,10 @@ class Reader {
   // silently keep a default.
   void finish() {
     for (const auto& kv : node_) {
-      const std::string k = kv.first.as<std::string>();
+      if (!kv.first.IsScalar())
+        throw ConfigError(origin_ + ": " + (prefix_.empty() ? "top level" : prefix_) +
+                          ": keys must be plain names, got the key " + show(kv.first));
+      const std::string k = kv.first.Scalar();
       if (!seen_.count(k)) {
         std::string known;
         for (const auto& s : seen_) known += (known.empty() ? "" : ", ") + s;
@@ -437,11 +484,22 @@ Config load_config_text(const std::string& yaml, const std::string& origin, cons
   YAML::Node root;
   try {
     root = YAML::Load(yaml);
-  } catch (const YAML::ParserException& e) {
+  } catch (const YAML::Exception& e) {
     throw ConfigError(origin + ": malformed YAML at line " + std::to_string(e.mark.line + 1) + ", column " +
                       std::to_string(e.mark.column + 1) + ": " + e.msg);
   }
-  return load_node(root, origin, overrides);
+  // The checks above name every expected failure; anything else yaml-cpp or
+  // the standard library throws on a strange document still becomes a
+  // ConfigError, so callers handle exactly one exception type.
+  try {
+    return load_node(root, origin, overrides);
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(origin + ": unsupported YAML structure: " + e.msg);
+  } catch (const std::exception& e) {
+    throw ConfigError(origin + ": unsupported YAML content: " + e.what());
+  }
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {

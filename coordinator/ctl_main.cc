@@ -121,6 +121,9 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::cerr << "cnx-ctl: " << e.what() << std::endl;
     return 1;
+  } catch (...) {
+    std::cerr << "cnx-ctl: unknown error" << std::endl;
+    return 1;
   }
   return 0;
 }

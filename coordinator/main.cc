@@ -64,6 +64,9 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::cerr << "cnx-coordinator: " << e.what() << std::endl;
     return 2;
+  } catch (...) {
+    std::cerr << "cnx-coordinator: unknown error" << std::endl;
+    return 2;
   }
   return 0;
 }

@@ -74,3 +74,17 @@ RC=$?
 set -e
 [ "$RC" = 2 ] || { cat "$WORK/e2.log"; fail "missing config exited with $RC"; }
 echo "ok: config errors exit 2"
+
+# 4. Malformed configs that yaml-cpp or the standard library reject: exit 2
+#    with a message, never an abort.
+printf 'model:\n  ? [a, b]\n  : atto\n' > "$WORK/complex_key.yaml"
+printf 'coordinator: {listen: "host:99999999999999999999"}\n' > "$WORK/long_port.yaml"
+for bad in complex_key long_port; do
+  set +e
+  "$BIN" --config "$WORK/$bad.yaml" > "$WORK/$bad.log" 2>&1
+  RC=$?
+  set -e
+  [ "$RC" = 2 ] || { cat "$WORK/$bad.log"; fail "$bad.yaml exited with $RC, expected 2"; }
+  grep -q "cnx-worker: .*$bad.yaml" "$WORK/$bad.log" || { cat "$WORK/$bad.log"; fail "$bad.yaml: no message naming the file"; }
+done
+echo "ok: malformed YAML structures exit 2"

@@ -116,6 +116,9 @@ int eval_main(int argc, char** argv, EvalMode mode) {
   } catch (const std::exception& e) {
     SPDLOG_ERROR("{}: {}", probe ? "cnx-eval" : "cnx-finetune", e.what());
     return 1;
+  } catch (...) {
+    SPDLOG_ERROR("{}: unknown error", probe ? "cnx-eval" : "cnx-finetune");
+    return 1;
   }
   return 0;
 }

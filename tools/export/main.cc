@@ -57,6 +57,9 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     CNX_LOG_ERROR("cnx-export: {}", e.what());
     return 1;
+  } catch (...) {
+    CNX_LOG_ERROR("cnx-export: unknown error");
+    return 1;
   }
   return 0;
 }

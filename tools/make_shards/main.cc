@@ -97,6 +97,9 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cnx-make-shards: error: %s\n", e.what());
     return 1;
+  } catch (...) {
+    std::fprintf(stderr, "cnx-make-shards: error: unknown error\n");
+    return 1;
   }
   return 0;
 }

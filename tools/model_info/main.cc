@@ -87,6 +87,9 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cnx-model-info: %s\n", e.what());
     return 2;
+  } catch (...) {
+    std::fprintf(stderr, "cnx-model-info: unknown error\n");
+    return 2;
   }
   return 0;
 }

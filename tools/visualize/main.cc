@@ -85,6 +85,9 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     CNX_LOG_ERROR("cnx-visualize: {}", e.what());
     return 1;
+  } catch (...) {
+    CNX_LOG_ERROR("cnx-visualize: unknown error");
+    return 1;
   }
   return 0;
 }
