@@ -70,35 +70,85 @@ uint64_t read_u64_le(const std::string& bytes) {
   return v;
 }
 
-// Parses JSON rejecting duplicate keys (at any depth) and nesting deeper
-// than the format needs, so hostile headers cannot blow the stack.
-json parse_header_json(const std::string& text, const std::string& source) {
-  std::vector<std::set<std::string>> keys;
-  json::parser_callback_t cb = [&](int depth, json::parse_event_t event, json& parsed) {
-    switch (event) {
-      case json::parse_event_t::object_start:
-      case json::parse_event_t::array_start:
-        if (depth > 2) fail(source, "header JSON nests deeper than the format allows");
-        if (event == json::parse_event_t::object_start) keys.emplace_back();
-        break;
-      case json::parse_event_t::object_end:
-        if (!keys.empty()) keys.pop_back();
-        break;
-      case json::parse_event_t::key: {
-        const std::string k = parsed.get<std::string>();
-        if (keys.empty() || !keys.back().insert(k).second) fail(source, "duplicate key '" + k + "' in header");
-        break;
-      }
-      default:
-        break;
-    }
+// Builds the header's JSON tree from SAX events, rejecting duplicate keys
+// (at any depth) and nesting deeper than the format needs, so hostile headers
+// can neither blow the stack nor hide a second definition of a tensor.
+// Linear in the header size: each key is checked against its own object once
+// (a map lookup), nothing is rescanned when an object closes.
+class HeaderBuilder {
+ public:
+  explicit HeaderBuilder(const std::string& source) : source_(source) {}
+
+  json root;
+
+  bool null() { return put(json(nullptr)); }
+  bool boolean(bool v) { return put(json(v)); }
+  bool number_integer(json::number_integer_t v) { return put(json(v)); }
+  bool number_unsigned(json::number_unsigned_t v) { return put(json(v)); }
+  bool number_float(json::number_float_t v, const json::string_t&) { return put(json(v)); }
+  bool string(json::string_t& v) { return put(json(std::move(v))); }
+  bool binary(json::binary_t&) { fail(source_, "header holds binary data"); }
+  bool start_object(std::size_t) { return open(json::object()); }
+  bool start_array(std::size_t) { return open(json::array()); }
+  bool end_object() { return close(); }
+  bool end_array() { return close(); }
+  bool key(json::string_t& k) {
+    if (open_.back()->contains(k)) fail(source_, "duplicate key '" + k + "' in header");
+    key_ = std::move(k);
     return true;
-  };
+  }
+  bool parse_error(std::size_t, const std::string&, const json::exception& e) {
+    fail(source_, std::string("header is not valid JSON: ") + e.what());
+  }
+
+ private:
+  // root object -> tensor entry -> shape / data_offsets array.
+  static constexpr size_t kMaxDepth = 3;
+
+  // Stores v where the parser stands: the root, under the pending key of the
+  // innermost object, or at the end of the innermost array. Pointers on the
+  // stack stay valid: an open container is always its parent's last element.
+  json* place(json v) {
+    if (open_.empty()) {
+      root = std::move(v);
+      return &root;
+    }
+    json& parent = *open_.back();
+    if (parent.is_object()) {
+      json& slot = parent[key_];
+      slot = std::move(v);
+      return &slot;
+    }
+    parent.push_back(std::move(v));
+    return &parent.back();
+  }
+  bool put(json v) {
+    place(std::move(v));
+    return true;
+  }
+  bool open(json v) {
+    if (open_.size() >= kMaxDepth) fail(source_, "header JSON nests deeper than the format allows");
+    open_.push_back(place(std::move(v)));
+    return true;
+  }
+  bool close() {
+    open_.pop_back();
+    return true;
+  }
+
+  const std::string& source_;
+  std::vector<json*> open_;
+  std::string key_;
+};
+
+json parse_header_json(const std::string& text, const std::string& source) {
+  HeaderBuilder builder(source);
   try {
-    return json::parse(text, cb, /*allow_exceptions=*/true);
+    json::sax_parse(text, &builder);
   } catch (const json::exception& e) {
     fail(source, std::string("header is not valid JSON: ") + e.what());
   }
+  return std::move(builder.root);
 }
 
 uint64_t as_u64(const json& v, const std::string& source, const std::string& what) {

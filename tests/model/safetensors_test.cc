@@ -142,6 +142,30 @@ std::vector<BadCase> bad_cases() {
   };
 }
 
+// A header of n zero-byte entries "t0".."t<n-1>" (plus `extra` entries).
+std::string many_empty_entries(int n, const std::string& extra = "") {
+  std::string h = "{";
+  for (int i = 0; i < n; ++i) {
+    h += (i ? ",\"t" : "\"t") + std::to_string(i) + R"(":{"dtype":"F32","shape":[0],"data_offsets":[0,0]})";
+  }
+  return h + extra + "}";
+}
+
+// Duplicate-key checking must be linear in the number of entries: the
+// rejected implementation rescanned the whole root object whenever an entry
+// closed (n^2 / 2 = 5e9 steps here, far beyond this test's timeout).
+TEST(Safetensors, HundredThousandEmptyEntriesParseAndDuplicatesAreFound) {
+  constexpr int kEntries = 100000;
+  const std::string file = make_file(many_empty_entries(kEntries), "");
+  const SafetensorsData d = parse_safetensors(file.data(), file.size(), "many.safetensors");
+  ASSERT_EQ(d.tensors.size(), static_cast<size_t>(kEntries));
+  EXPECT_EQ(d.tensors.front().second.numel(), 0);
+
+  const std::string dup = make_file(
+      many_empty_entries(kEntries, R"(,"t7":{"dtype":"F32","shape":[0],"data_offsets":[0,0]})"), "");
+  EXPECT_NE(error_of(dup).find("duplicate key 't7'"), std::string::npos) << error_of(dup);
+}
+
 TEST(Safetensors, RejectsCorruptFilesWithClearMessages) {
   for (const auto& c : bad_cases()) {
     const std::string err = error_of(c.bytes);

@@ -149,5 +149,73 @@ TEST(Export, BadSourcesGiveClearErrors) {
   EXPECT_THROW(load_fcmae_state(*g, state, "bad.pt"), model::WeightsError);
 }
 
+// The message of the WeightsError that `f` throws ("" if none).
+template <class F>
+std::string weights_error(F f) {
+  try {
+    f();
+  } catch (const model::WeightsError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// A state whose stem, downsamples and one block per stage carry real shapes
+// for dims `d`, as U8 (1 byte per value); `extra` adds entries.
+model::NamedTensors crafted_encoder(const std::vector<int64_t>& d, const model::NamedTensors& extra = {}) {
+  model::NamedTensors s;
+  s.emplace_back("downsample_layers.0.0.weight", at::zeros({d[0], 3, 4, 4}, at::kByte));
+  for (int i = 1; i < 4; ++i)
+    s.emplace_back("downsample_layers." + std::to_string(i) + ".1.weight", at::zeros({d[i], d[i - 1], 2, 2}, at::kByte));
+  for (int i = 0; i < 4; ++i) s.emplace_back("stages." + std::to_string(i) + ".0.dwconv.weight", at::zeros({0}));
+  s.insert(s.end(), extra.begin(), extra.end());
+  return s;
+}
+
+TEST(Export, HugeStemIsRefusedBeforeAnyModelIsBuilt) {
+  // [50000, 1, 4, 4] as U8 is an 800 KB file; the model it implies would
+  // need ~40 GB. Refused on the channel bound.
+  model::NamedTensors s = crafted_encoder({8, 8, 8, 8});
+  s[0].second = at::zeros({50000, 1, 4, 4}, at::kByte);
+  s[1].second = at::zeros({8, 50000, 2, 2}, at::kByte);
+  const std::string m = weights_error([&] { infer_encoder_options(s, "", "stem.safetensors"); });
+  EXPECT_NE(m.find("stem's output channels is 50000, outside [1, 4096]"), std::string::npos) << m;
+  EXPECT_NE(weights_error([&] { extract_encoder(s, model::Naming::kReference, "stem.safetensors"); }), "");
+}
+
+TEST(Export, ThousandsOfEmptyBlocksAreRefusedAtTheDepthBound) {
+  model::NamedTensors extra;
+  for (int b = 1; b < 5000; ++b) extra.emplace_back("stages.2." + std::to_string(b) + ".dwconv.weight", at::zeros({0}));
+  const model::NamedTensors s = crafted_encoder({8, 16, 24, 32}, extra);
+  const std::string m = weights_error([&] { infer_encoder_options(s, "", "blocks.safetensors"); });
+  EXPECT_NE(m.find("more than 64 blocks in stage 2"), std::string::npos) << m;
+  // The same for an FCMAE state's decoder.
+  model::Fcmae f = make_fcmae(5);
+  model::NamedTensors fs = testing::module_state(*f);
+  for (int b = 1; b < 5000; ++b) fs.emplace_back("decoder." + std::to_string(b) + ".dwconv.weight", at::zeros({0}));
+  const std::string fm = weights_error([&] { infer_fcmae_options(fs, "decoder.pt"); });
+  EXPECT_NE(fm.find("more than 64 decoder blocks"), std::string::npos) << fm;
+}
+
+TEST(Export, ArchitectureNeedingMoreValuesThanTheFileHoldsIsRefused) {
+  // Within every bound (one block per stage: ~55M parameters), but the
+  // blocks are empty tensors: the file holds ~10.6M values.
+  const model::NamedTensors s = crafted_encoder({256, 512, 1024, 2048});
+  const std::string m = weights_error([&] { infer_encoder_options(s, "", "hollow.safetensors"); });
+  EXPECT_NE(m.find("parameters but the file holds only"), std::string::npos) << m;
+  // A real state passes the same check, with and without the final norm.
+  model::Fcmae f = make_fcmae(6);
+  const model::NamedTensors real = testing::module_state(*f);
+  EXPECT_EQ(weights_error([&] { infer_fcmae_options(real, "real"); }), "");
+  const model::NamedTensors enc = extract_encoder(real, model::Naming::kReference, "real").tensors;
+  EXPECT_EQ(weights_error([&] { infer_encoder_options(enc, "", "enc"); }), "");
+  // The decoder's share is checked too: a wide empty decoder is refused.
+  model::NamedTensors wide = real;
+  for (auto& [name, t] : wide)
+    if (name == "mask_token") t = at::zeros({1, 4096, 1, 1});
+  const std::string wm = weights_error([&] { infer_fcmae_options(wide, "wide"); });
+  EXPECT_NE(wm.find("FCMAE (decoder width 4096"), std::string::npos) << wm;
+}
+
 }  // namespace
 }  // namespace cnx::tools

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "model/complexity.h"
 #include "worker/checkpoint_files.h"
 
 namespace cnx::tools {
@@ -37,6 +38,45 @@ const at::Tensor& need(const std::map<std::string, at::Tensor>& m, const std::st
     throw WeightsError(os.str());
   }
   return it->second;
+}
+
+// Scalars held by the tensors whose names start with `prefix`.
+int64_t values_under(const NamedTensors& state, const std::string& prefix) {
+  int64_t n = 0;
+  for (const auto& [name, t] : state)
+    if (name.rfind(prefix, 0) == 0) n += t.numel();
+  return n;
+}
+
+void check_size(int64_t value, int64_t lo, int64_t hi, const std::string& what, const std::string& source) {
+  if (value < lo || value > hi) {
+    throw WeightsError("'" + source + "': " + what + " is " + std::to_string(value) + ", outside [" +
+                       std::to_string(lo) + ", " + std::to_string(hi) +
+                       "] (the bounds of a ConvNeXt V2 architecture read from a file)");
+  }
+}
+
+// Consecutive blocks `<base>0<suffix>`, `<base>1<suffix>`, ... present in m;
+// stops (and refuses) past `limit` so a file cannot make this count grow.
+int64_t count_blocks(const std::map<std::string, at::Tensor>& m, const std::string& base, const std::string& suffix,
+                     int64_t limit, const std::string& what, const std::string& source) {
+  int64_t depth = 0;
+  while (m.count(base + std::to_string(depth) + suffix)) {
+    if (++depth > limit)
+      throw WeightsError("'" + source + "' has more than " + std::to_string(limit) + " " + what + " ('" + base +
+                         std::to_string(depth - 1) + suffix + "'): not a ConvNeXt V2 / FCMAE state");
+  }
+  return depth;
+}
+
+// The architecture needs `needed` scalars; a file that holds fewer cannot
+// fill it (zero-size or missing tensors posing as blocks).
+void check_values_present(int64_t needed, int64_t present, const std::string& what, const std::string& source) {
+  if (present < needed) {
+    throw WeightsError("'" + source + "': the inferred " + what + " needs " + std::to_string(needed) +
+                       " parameters but the file holds only " + std::to_string(present) +
+                       " values (missing or empty tensors)");
+  }
 }
 
 }  // namespace
@@ -91,6 +131,8 @@ model::ConvNeXtV2Options infer_encoder_options(const NamedTensors& state, const 
   const at::Tensor& stem = need(m, prefix + "downsample_layers.0.0.weight", 4, source);
   if (stem.size(2) != 4 || stem.size(3) != 4)
     throw WeightsError("'" + source + "': the stem conv '" + prefix + "downsample_layers.0.0.weight' is not 4x4");
+  check_size(stem.size(0), 1, kMaxFileDim, "the stem's output channels", source);
+  check_size(stem.size(1), 1, kMaxFileInChans, "the stem's input channels", source);
   o.in_chans = stem.size(1);
   o.dims = {stem.size(0)};
   for (int s = 1; s < 4; ++s) {
@@ -102,11 +144,12 @@ model::ConvNeXtV2Options infer_encoder_options(const NamedTensors& state, const 
          << o.dims.back() << ", 2, 2]";
       throw WeightsError(os.str());
     }
+    check_size(w.size(0), 1, kMaxFileDim, "the output channels of '" + key + "'", source);
     o.dims.push_back(w.size(0));
   }
   for (int s = 0; s < 4; ++s) {
-    int64_t depth = 0;
-    while (m.count(prefix + "stages." + std::to_string(s) + "." + std::to_string(depth) + ".dwconv.weight")) ++depth;
+    const int64_t depth = count_blocks(m, prefix + "stages." + std::to_string(s) + ".", ".dwconv.weight",
+                                       kMaxFileDepth, "blocks in stage " + std::to_string(s), source);
     if (depth == 0)
       throw WeightsError("'" + source + "' has no block in stage " + std::to_string(s) + " (no '" + prefix + "stages." +
                          std::to_string(s) + ".0.dwconv.weight')");
@@ -117,7 +160,16 @@ model::ConvNeXtV2Options infer_encoder_options(const NamedTensors& state, const 
   } catch (const std::invalid_argument& e) {
     throw WeightsError("'" + source + "': inferred encoder options are invalid: " + e.what());
   }
+  // Encoder-only files may lack the final norm (2 x C3 values).
+  check_values_present(encoder_values_needed(o), values_under(state, prefix), "encoder (" + model::describe(o) + ")",
+                       source);
   return o;
+}
+
+int64_t encoder_values_needed(const model::ConvNeXtV2Options& options) {
+  model::ConvNeXtV2Options o = options;
+  o.num_classes = 0;
+  return model::count_params(o) - 2 * o.dims.back();
 }
 
 model::FcmaeOptions infer_fcmae_options(const NamedTensors& state, const std::string& source) {
@@ -127,9 +179,9 @@ model::FcmaeOptions infer_fcmae_options(const NamedTensors& state, const std::st
   model::FcmaeOptions o;
   o.encoder = infer_encoder_options(state, "encoder.", source);
   const at::Tensor& token = need(m, "mask_token", 4, source);
+  check_size(token.size(1), 1, kMaxFileDim, "the decoder width (mask_token channels)", source);
   o.decoder_dim = token.size(1);
-  int64_t depth = 0;
-  while (m.count("decoder." + std::to_string(depth) + ".dwconv.weight")) ++depth;
+  const int64_t depth = count_blocks(m, "decoder.", ".dwconv.weight", kMaxFileDepth, "decoder blocks", source);
   if (depth == 0) throw WeightsError("'" + source + "' has no decoder block ('decoder.0.dwconv.weight')");
   o.decoder_depth = depth;
   const at::Tensor& pred = need(m, "pred.weight", 4, source);
@@ -143,6 +195,13 @@ model::FcmaeOptions infer_fcmae_options(const NamedTensors& state, const std::st
   } catch (const std::invalid_argument& e) {
     throw WeightsError("'" + source + "': inferred FCMAE options are invalid: " + e.what());
   }
+  // Lower bound of the decoder's parameters: proj, the blocks' two Linear
+  // layers (4D x D each), pred.
+  const int64_t d = o.decoder_dim, p2c = pred.size(0);
+  const int64_t decoder = d * o.encoder.dims.back() + o.decoder_depth * 8 * d * d + d * p2c;
+  check_values_present(encoder_values_needed(o.encoder) + decoder, values_under(state, ""),
+                       "FCMAE (decoder width " + std::to_string(d) + ", depth " + std::to_string(o.decoder_depth) + ")",
+                       source);
   return o;
 }
 

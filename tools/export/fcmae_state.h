@@ -41,6 +41,20 @@ model::NamedTensors read_state(const std::string& path);
 // ConvNeXt V2 state in reference names).
 std::string encoder_prefix(const model::NamedTensors& state);
 
+// Bounds of an architecture inferred from a file: an envelope around the
+// published variants (the largest, huge, has dims up to 2816, 27 blocks in a
+// stage and in_chans 3). Beyond them, or when the file does not hold as many
+// values as the inferred model has parameters, inference throws WeightsError
+// before any model is built, so a small crafted file cannot make a loader
+// allocate gigabytes or thousands of blocks.
+constexpr int64_t kMaxFileDim = 4096;      // stage widths and decoder width
+constexpr int64_t kMaxFileDepth = 64;      // blocks per stage, decoder blocks
+constexpr int64_t kMaxFileInChans = 64;    // as model.in_chans in the config
+
+// Parameters of the dense encoder `options` describes, without head and final
+// norm (what an encoder-only file must hold at least).
+int64_t encoder_values_needed(const model::ConvNeXtV2Options& options);
+
 // The dense encoder's architecture from reference-named tensors under
 // `prefix` (num_classes 0, no drop path). `source` names the file in errors.
 model::ConvNeXtV2Options infer_encoder_options(const model::NamedTensors& state, const std::string& prefix,
