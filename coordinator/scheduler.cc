@@ -69,7 +69,47 @@ std::vector<WorkItem> remaining_items(const std::vector<WorkItem>& items, const 
   return out;
 }
 
+// a + b, or kMaxStep when it would pass it (a, b >= 0).
+int64_t add_capped(int64_t a, int64_t b) {
+  int64_t sum = 0;
+  if (__builtin_add_overflow(a, b, &sum) || sum > kMaxStep) return kMaxStep;
+  return sum;
+}
+
+// Steps a rank at `rate` steps/s makes in two heartbeat intervals, plus one.
+int64_t steps_ahead(double rate, double heartbeat_s) {
+  const double m = std::ceil(rate * 2.0 * heartbeat_s) + 1.0;
+  return std::isfinite(m) && m < static_cast<double>(kMaxStep) ? static_cast<int64_t>(m) : kMaxStep;
+}
+
+void check_range(int64_t v, int64_t lo, int64_t hi, const std::string& field) {
+  if (v < lo || v > hi) fail(ErrorCode::kInvalidArgument, str(field, ": ", v, " out of range [", lo, ", ", hi, "]"));
+}
+
 }  // namespace
+
+namespace {
+
+[[noreturn]] void corrupt_row(const std::string& key, const std::string& what) {
+  throw CheckError(str("corrupt coordinator state database: row '", key, "': ", what,
+                       " (restore the database from a backup, or move it away to start the job from scratch)"));
+}
+
+// The id of a "kind/<id>" row key: decimal digits only.
+int64_t row_id(const std::string& key, size_t slash) {
+  const std::string digits = key.substr(slash + 1);
+  if (digits.empty() || digits.size() > 18 || digits.find_first_not_of("0123456789") != std::string::npos)
+    corrupt_row(key, "the id after '/' is not a number");
+  return std::stoll(digits);
+}
+
+}  // namespace
+
+int64_t epoch_limit(double epochs) {
+  if (!(epochs > 0)) return kMaxEpoch;
+  const double e = std::ceil(epochs) + 2;
+  return e < static_cast<double>(kMaxEpoch) ? static_cast<int64_t>(e) : kMaxEpoch;
+}
 
 Scheduler::Scheduler(SchedulerOptions options, ShardIndex index)
     : options_(std::move(options)), index_(std::move(index)) {
@@ -206,7 +246,9 @@ void Scheduler::open_attempt(int world, const std::string& launch_id, double now
 RegisterResult Scheduler::register_worker(const std::string& job_id, int rank, int world, const std::string& host,
                                           const std::string& launch_id, double now) {
   check_job(job_id);
-  if (world < 1 || world > (1 << 16)) fail(ErrorCode::kInvalidArgument, str("world_size: ", world, " out of range [1, 65536]"));
+  if (world < 1 || world > options_.max_world_size)
+    fail(ErrorCode::kInvalidArgument,
+         str("world_size: ", world, " out of range [1, ", options_.max_world_size, "] (coordinator.max_world_size)"));
   if (options_.world_size > 0 && world != options_.world_size)
     fail(ErrorCode::kInvalidArgument, str("world_size: ", world, " differs from coordinator.world_size ", options_.world_size));
   if (rank < 0 || rank >= world) fail(ErrorCode::kInvalidArgument, str("rank: ", rank, " out of range [0, ", world, ")"));
@@ -281,13 +323,13 @@ CheckpointPlan Scheduler::plan_checkpoint(const std::string& why, double now, in
   // heartbeat intervals at the fastest observed rate, plus one.
   double rate = 0;
   for (const auto& l : live_) rate = std::max(rate, l.steps_per_s);
-  int64_t margin = static_cast<int64_t>(std::ceil(rate * 2.0 * options_.heartbeat_s)) + 1;
+  const int64_t margin = steps_ahead(rate, options_.heartbeat_s);
   CheckpointRecord rec;
   rec.id = next_ckpt_id_++;
   // Never behind the last commit: after a relaunch the ranks resume there.
   int64_t base = std::max<int64_t>(max_step(), 0);
   if (const CheckpointRecord* last = latest_committed()) base = std::max(base, last->step);
-  rec.step = at_step > 0 ? at_step : base + margin;
+  rec.step = at_step > 0 ? at_step : add_capped(base, margin);
   char name[64];
   std::snprintf(name, sizeof(name), "ckpt-%06lld-step-%09lld", static_cast<long long>(rec.id),
                 static_cast<long long>(rec.step));
@@ -305,11 +347,12 @@ CheckpointPlan Scheduler::plan_checkpoint(const std::string& why, double now, in
 
 HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& info, double now) {
   RankState& rs = check_ref(ref);
-  if (info.step < 0 || info.epoch < 0) fail(ErrorCode::kInvalidArgument, "step/epoch: must be >= 0");
+  check_range(info.step, 0, kMaxStep, "step");
+  check_range(info.epoch, 0, kMaxEpoch, "epoch");
   if (!std::isfinite(info.samples_per_s) || info.samples_per_s < 0)
     fail(ErrorCode::kInvalidArgument, "samples_per_s: must be a finite number >= 0");
   if (info.message.size() > 4096) fail(ErrorCode::kInvalidArgument, "message: longer than 4096 characters");
-  if (info.final_step < 0) fail(ErrorCode::kInvalidArgument, "final_step: must be >= 0");
+  check_range(info.final_step, 0, kMaxStep, "final_step");
   if (info.final_step > 0 && info.final_step != info.step)
     fail(ErrorCode::kInvalidArgument, str("final_step: ", info.final_step, " differs from step ", info.step));
   Liveness& l = live_[ref.rank];
@@ -355,8 +398,9 @@ HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& 
       int64_t base = last && last->attempt == attempt_ ? last->step : 0;
       for (const auto& [id, c] : ckpts_)
         if (c.attempt == attempt_ && c.state == CheckpointRecord::State::kCommitted) base = std::max(base, c.step);
-      int64_t boundary = (base / options_.every_steps + 1) * options_.every_steps;
-      if (max_step() + 2 * (static_cast<int64_t>(std::ceil(l.steps_per_s * 2 * options_.heartbeat_s)) + 1) >= boundary)
+      const int64_t boundary = add_capped(base - base % options_.every_steps, options_.every_steps);
+      const int64_t ahead = steps_ahead(l.steps_per_s, options_.heartbeat_s);
+      if (boundary < kMaxStep && add_capped(max_step(), add_capped(ahead, ahead)) >= boundary)
         plan_checkpoint(str("every ", options_.every_steps, " steps"), now);
     }
   }
@@ -382,6 +426,10 @@ HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& 
 
 AcquireResult Scheduler::acquire(const WorkerRef& ref, int64_t epoch, int64_t position, double now) {
   RankState& rs = check_ref(ref);
+  const int64_t max_epochs = options_.max_epochs > 0 ? std::min(options_.max_epochs, kMaxEpoch) : kMaxEpoch;
+  if (epoch < 0 || epoch >= max_epochs)
+    fail(ErrorCode::kInvalidArgument, str("epoch: ", epoch, " out of range [0, ", max_epochs,
+                                          ") (the schedule's epochs plus two of slack)"));
   if (state_ != JobState::kRunning)
     fail(ErrorCode::kFailedPrecondition, str("job is ", job_state_name(state_), ", not running; no shards are leased"));
   if (auto again = rs.leases.find({epoch, position}); again != rs.leases.end()) {
@@ -504,7 +552,7 @@ bool Scheduler::report_part(const WorkerRef& ref, int64_t plan_id, int64_t step,
     return true;  // a retry of a part that is already committed
   if (rec.state != CheckpointRecord::State::kPending || rec.attempt != attempt_)
     fail(ErrorCode::kFailedPrecondition, str("checkpoint plan ", plan_id, " is no longer pending"));
-  if (step < rec.step) fail(ErrorCode::kInvalidArgument, str("step: ", step, " is before the planned step ", rec.step));
+  check_range(step, rec.step, kMaxStep, "step");
   for (const auto& [r, other] : rec.parts)
     if (r != ref.rank && other.step != step)
       fail(ErrorCode::kInvalidArgument, str("step: ", step, " differs from rank ", r, "'s step ", other.step, " for plan ", plan_id));
@@ -737,21 +785,31 @@ Scheduler Scheduler::restore(SchedulerOptions options, ShardIndex index, const s
   s.dirty_.clear();
   auto job = rows.find("job");
   if (job == rows.end()) {
+    if (!rows.empty()) corrupt_row(rows.begin()->first, "present, but the 'job' row is missing");
     s.mark_job();
     return s;
   }
+  std::string key = "job";
   try {
     const auto j = nlohmann::json::parse(job->second);
-    CNX_CHECK(j.at("seed").get<int64_t>() == s.options_.seed, "the state database was written with job.seed ",
-              j.at("seed").get<int64_t>(), ", the config says ", s.options_.seed);
-    CNX_CHECK(j.at("index_shards").get<size_t>() == s.index_.shards.size(), "the state database was written for ",
-              j.at("index_shards").get<size_t>(), " shards, the shard index has ", s.index_.shards.size());
+    const auto seed = j.at("seed").get<int64_t>();
+    const auto shards = j.at("index_shards").get<size_t>();
+    if (seed != s.options_.seed)
+      throw CheckError(str("the state database was written with job.seed ", seed, ", the config says ", s.options_.seed));
+    if (shards != s.index_.shards.size())
+      throw CheckError(str("the state database was written for ", shards, " shards, the shard index has ",
+                           s.index_.shards.size()));
     s.attempt_ = j.at("attempt").get<int64_t>();
     s.launch_id_ = j.at("launch").get<std::string>();
     s.past_launches_ = j.at("past_launches").get<std::vector<std::string>>();
-    s.state_ = static_cast<JobState>(j.at("state").get<int>());
+    const int state = j.at("state").get<int>();
+    if (state < static_cast<int>(JobState::kWaiting) || state > static_cast<int>(JobState::kFailed))
+      corrupt_row(key, str("unknown job state ", state));
+    s.state_ = static_cast<JobState>(state);
     s.reason_ = j.at("reason").get<std::string>();
     s.world_size_ = j.at("world").get<int>();
+    if (s.world_size_ < 0 || s.world_size_ > (1 << 16) || (s.attempt_ > 0) != (s.world_size_ > 0))
+      corrupt_row(key, str("world size ", s.world_size_, " with attempt ", s.attempt_));
     s.next_ckpt_id_ = j.at("next_ckpt").get<int64_t>();
     s.pending_ckpt_ = j.at("pending").get<int64_t>();
     s.drain_after_commit_ = j.at("drain").get<bool>();
@@ -760,18 +818,21 @@ Scheduler Scheduler::restore(SchedulerOptions options, ShardIndex index, const s
     s.last_commit_unix_s_ = j.at("last_commit").get<double>();
     s.ranks_.assign(s.world_size_, RankState{});
     s.live_.assign(s.world_size_, Liveness{});
-    for (const auto& [key, value] : rows) {
-      const auto slash = key.find('/');
-      if (slash == std::string::npos) continue;
-      const std::string kind = key.substr(0, slash);
-      const int64_t id = std::stoll(key.substr(slash + 1));
+    for (const auto& [k, value] : rows) {
+      if (k == "job") continue;
+      key = k;
+      const auto slash = k.find('/');
+      const std::string kind = k.substr(0, slash == std::string::npos ? k.size() : slash);
+      if (slash == std::string::npos || (kind != "rank" && kind != "plan" && kind != "ckpt"))
+        corrupt_row(k, "unknown kind of row (expected job, rank/<r>, plan/<epoch> or ckpt/<id>)");
+      const int64_t id = row_id(k, slash);
       const auto v = nlohmann::json::parse(value);
       if (kind == "rank") {
-        CNX_CHECK(id >= 0 && id < s.world_size_, "stored rank ", id, " outside world size ", s.world_size_);
+        if (id >= s.world_size_) corrupt_row(k, str("rank ", id, " outside the job's world size ", s.world_size_));
         s.ranks_[id] = v.get<RankState>();
       } else if (kind == "plan") {
         s.plans_[id] = v.get<EpochPlan>();
-      } else if (kind == "ckpt") {
+      } else {
         s.ckpts_[id] = v.get<CheckpointRecord>();
       } else if (kind == "part") {
         // "part/<id>/<rank>" sorts after "ckpt/<id>": the parts of a pending
@@ -780,9 +841,12 @@ Scheduler Scheduler::restore(SchedulerOptions options, ShardIndex index, const s
         s.ckpts_[id].parts.emplace(p.rank, std::move(p));
       }
     }
-  } catch (const nlohmann::json::exception& e) {
-    CNX_CHECK(false, "corrupt coordinator state database: ", e.what());
+  } catch (const CheckError&) {
+    throw;
+  } catch (const std::exception& e) {
+    corrupt_row(key, e.what());
   }
+  s.validate_restored();
   for (auto& l : s.live_) {
     l.last_heartbeat = l.step_changed = now;
     l.rate_baseline = false;
@@ -791,6 +855,88 @@ Scheduler Scheduler::restore(SchedulerOptions options, ShardIndex index, const s
   if (s.state_ == JobState::kRunning && s.last_commit_unix_s_ < now - 1e9) s.last_commit_unix_s_ = now;
   s.event(str("restored job ", s.options_.job_id, " attempt ", s.attempt_, " in state ", job_state_name(s.state_)));
   return s;
+}
+
+// Every invariant the scheduler relies on when it indexes restored data.
+void Scheduler::validate_restored() const {
+  const int64_t n_shards = static_cast<int64_t>(index_.shards.size());
+  auto check_item = [&](const std::string& key, const WorkItem& it, const std::string& where) {
+    if (it.shard < 0 || it.shard >= n_shards)
+      corrupt_row(key, str(where, ": shard ", it.shard, " outside the shard index (", n_shards, " shards)"));
+    const int64_t samples = index_.shards[it.shard].samples;
+    if (it.start < 0 || it.start > it.end || it.end > samples || it.order < 0)
+      corrupt_row(key, str(where, ": samples [", it.start, ", ", it.end, ") of shard ", it.shard, " (", samples,
+                           " samples), order ", it.order));
+  };
+  auto check_plan = [&](const std::string& key, const EpochPlan& p, int world) {
+    if (p.world_size != world || static_cast<int>(p.ranks.size()) != world)
+      corrupt_row(key, str("plan for world size ", p.world_size, " with ", p.ranks.size(), " rank lists, expected ",
+                           world));
+    for (size_t r = 0; r < p.ranks.size(); ++r)
+      for (size_t i = 0; i < p.ranks[r].size(); ++i) check_item(key, p.ranks[r][i], str("rank ", r, " item ", i));
+  };
+  auto check_progress = [&](const std::string& key, const RankProgress& p, const std::string& where) {
+    if (p.epoch < 0 || p.epoch > kMaxEpoch || p.next_position < 0)
+      corrupt_row(key, str(where, ": epoch ", p.epoch, ", next position ", p.next_position));
+    for (const auto& ip : p.partial)
+      if (ip.epoch < 0 || ip.epoch > p.epoch || ip.position < 0 || ip.consumed < 0)
+        corrupt_row(key, str(where, ": partial item (epoch ", ip.epoch, ", position ", ip.position, ", consumed ",
+                             ip.consumed, ")"));
+  };
+
+  const std::string job = "job";
+  if (attempt_ < 0 || next_ckpt_id_ < 1 || pending_ckpt_ < 0 || pending_ckpt_ >= next_ckpt_id_ ||
+      unused_samples_ < 0 || shards_done_ < 0 || !std::isfinite(last_commit_unix_s_) || past_launches_.size() > 1000)
+    corrupt_row(job, str("attempt ", attempt_, ", next checkpoint id ", next_ckpt_id_, ", pending ", pending_ckpt_,
+                         ", unused ", unused_samples_, ", done ", shards_done_));
+  if (pending_ckpt_ > 0) {
+    auto it = ckpts_.find(pending_ckpt_);
+    if (it == ckpts_.end()) corrupt_row(job, str("pending checkpoint ", pending_ckpt_, " has no row 'ckpt/", pending_ckpt_, "'"));
+    if (it->second.state != CheckpointRecord::State::kPending)
+      corrupt_row(str("ckpt/", pending_ckpt_), "the job's pending checkpoint is not in state pending");
+  }
+  for (const auto& [e, p] : plans_) {
+    const std::string key = str("plan/", e);
+    if (e < 0 || e > kMaxEpoch) corrupt_row(key, "epoch out of range");
+    check_plan(key, p, world_size_);
+  }
+  for (int r = 0; r < world_size_; ++r) {
+    const std::string key = str("rank/", r);
+    const RankState& rs = ranks_[r];
+    if (rs.epoch < 0 || rs.epoch > kMaxEpoch || rs.next_position < 0)
+      corrupt_row(key, str("epoch ", rs.epoch, ", next position ", rs.next_position));
+    auto plan = plans_.find(rs.epoch);
+    if (plan != plans_.end() && rs.next_position > static_cast<int64_t>(plan->second.ranks[r].size()))
+      corrupt_row(key, str("next position ", rs.next_position, " beyond the ", plan->second.ranks[r].size(),
+                           " items of plan/", rs.epoch));
+    for (const auto& [k, l] : rs.leases) {
+      if (l.epoch < 0 || l.epoch > rs.epoch || l.position < 0 || !std::isfinite(l.deadline_unix_s))
+        corrupt_row(key, str("lease at epoch ", l.epoch, " position ", l.position));
+      check_item(key, l.item, str("lease at epoch ", l.epoch, " position ", l.position));
+    }
+  }
+  for (const auto& [id, c] : ckpts_) {
+    const std::string key = str("ckpt/", id);
+    if (c.id != id || id < 1 || id >= next_ckpt_id_)
+      corrupt_row(key, str("checkpoint id ", c.id, " (next id is ", next_ckpt_id_, ")"));
+    if (c.state < CheckpointRecord::State::kPending || c.state > CheckpointRecord::State::kDeleted)
+      corrupt_row(key, str("unknown checkpoint state ", static_cast<int>(c.state)));
+    if (c.step < 0 || c.step > kMaxStep || c.dir.empty() || c.attempt < 0 || c.attempt > attempt_)
+      corrupt_row(key, str("step ", c.step, ", attempt ", c.attempt, ", folder '", c.dir, "'"));
+    if (c.state == CheckpointRecord::State::kPending && id != pending_ckpt_ && c.attempt == attempt_)
+      corrupt_row(key, str("pending, but the job's pending checkpoint is ", pending_ckpt_));
+    if (c.state != CheckpointRecord::State::kCommitted) continue;
+    // A committed checkpoint is what a new attempt resumes from: every
+    // rank's part and the plans its progress refers to must be there.
+    if (c.world_size < 1 || static_cast<int>(c.parts.size()) != c.world_size)
+      corrupt_row(key, str("committed with ", c.parts.size(), " parts for world size ", c.world_size));
+    for (const auto& [r, part] : c.parts) {
+      if (r < 0 || r >= c.world_size || part.rank != r)
+        corrupt_row(key, str("part of rank ", part.rank, " stored as rank ", r));
+      check_progress(key, part.progress, str("rank ", r, "'s progress"));
+    }
+    for (const auto& [e, p] : c.plans) check_plan(key, p, c.world_size);
+  }
 }
 
 }  // namespace cnx::coordinator

@@ -88,10 +88,20 @@ class SchedulerError : public std::runtime_error {
   ErrorCode code_;
 };
 
+// Ranges of the numbers a worker reports; beyond them a call is refused
+// with kInvalidArgument, so step arithmetic cannot overflow (2^40 steps is
+// far beyond any schedule: 800 epochs of ImageNet at batch 1 are 1e9).
+constexpr int64_t kMaxStep = int64_t{1} << 40;
+constexpr int64_t kMaxEpoch = 1'000'000;  // schedule.epochs' own upper bound
+
 struct SchedulerOptions {
   std::string job_id = "cnx-job";
   int64_t seed = 0;
   int world_size = 0;  // 0: learned from the first registration of each attempt
+  int max_world_size = 4096;  // registrations announcing more ranks are refused
+  // AcquireShard asks for epochs below this (ceil(schedule.epochs) plus two
+  // of read-ahead and rounding slack; see epoch_limit()); 0 = kMaxEpoch.
+  int64_t max_epochs = 0;
   double heartbeat_s = 2.0;
   double heartbeat_timeout_s = 30.0;
   double lease_s = 600.0;
@@ -102,12 +112,20 @@ struct SchedulerOptions {
   int64_t keep = 3;
 };
 
+// The max_epochs a schedule of `epochs` (schedule.epochs) allows:
+// ceil(epochs) + 2, capped at kMaxEpoch.
+int64_t epoch_limit(double epochs);
+
 class Scheduler {
  public:
   Scheduler(SchedulerOptions options, ShardIndex index);
 
   // Rebuilds a scheduler from the rows of take_changes() (key -> JSON). The
-  // in-memory liveness of every registered rank restarts at `now`.
+  // in-memory liveness of every registered rank restarts at `now`. Every row
+  // is validated (known kind, parseable, values in range, references to
+  // plans, checkpoints and shards that exist); a damaged or tampered row
+  // throws cnx::CheckError naming it, so the coordinator refuses to start
+  // rather than crash or misbehave later.
   static Scheduler restore(SchedulerOptions options, ShardIndex index,
                            const std::map<std::string, std::string>& rows, double now);
 
@@ -175,6 +193,7 @@ class Scheduler {
   void plan_final_checkpoint(int rank, int64_t final_step, double now);
   void commit(CheckpointRecord& rec, double now);
   void validate_part(int rank, const RankState& rs, const RankPart& part);
+  void validate_restored() const;
   int64_t max_step() const;
   void event(const std::string& line);
 

@@ -372,5 +372,88 @@ TEST(SchedulerPersistence, StepsMadeWhileDownDoNotInflateTheRate) {
   EXPECT_EQ(r.status(201.6).ranks.at(0).step, 101);
 }
 
+// A token holder's huge numbers: refused by range, and every plan stays at a
+// positive step ahead of the ranks (the unchecked sum once went negative).
+TEST(SchedulerBounds, HugeStepsAreRefusedAndPlansNeverOverflow) {
+  SchedulerOptions o = opts();
+  o.every_steps = 5;
+  Scheduler s(o, make_index({4, 4}));
+  start(s, 2, "L");
+  auto expect_invalid = [](auto fn, const std::string& needle) {
+    try {
+      fn();
+      FAIL() << "accepted; expected an error mentioning " << needle;
+    } catch (const SchedulerError& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  for (int64_t big : {INT64_MAX, INT64_MAX - 1, kMaxStep + 1}) {
+    HeartbeatInfo hb;
+    hb.step = big;
+    expect_invalid([&] { s.heartbeat(ref(s, 0), hb, 101); }, "step: " + std::to_string(big) + " out of range");
+    hb.step = 1;
+    hb.epoch = big;
+    expect_invalid([&] { s.heartbeat(ref(s, 0), hb, 101); }, "epoch");
+    hb.epoch = 0;
+    hb.final_step = big;
+    expect_invalid([&] { s.heartbeat(ref(s, 0), hb, 101); }, "final_step");
+  }
+  EXPECT_EQ(s.status(101).checkpoints_committed + s.status(101).checkpoint_pending, 0)
+      << "a refused heartbeat plans nothing";
+  // The largest accepted step, reached in one second (rate ~1e12 steps/s):
+  // the every_steps plan is capped at kMaxStep instead of wrapping around.
+  HeartbeatInfo hb;
+  hb.step = 1;
+  s.heartbeat(ref(s, 0), hb, 102);
+  hb.step = kMaxStep;
+  s.heartbeat(ref(s, 0), hb, 103);
+  const SchedulerStatus st = s.status(103);
+  if (st.checkpoint_pending) {
+    EXPECT_GE(st.pending.step, kMaxStep);
+    EXPECT_GT(st.pending.step, 0);
+  }
+  const CheckpointPlan p = s.request_checkpoint("job", 104);
+  EXPECT_GT(p.step, 0);
+  EXPECT_LE(p.step, kMaxStep);
+  expect_invalid([&] { s.report_part(ref(s, 0), p.id, INT64_MAX, RankPart{}, 105); }, "step");
+}
+
+TEST(SchedulerBounds, WorldSizeAndEpochsAreBounded) {
+  SchedulerOptions o = opts();
+  o.max_world_size = 8;
+  o.max_epochs = epoch_limit(2.5);  // epochs 0..4 (ceil 3 + 2 of slack)
+  EXPECT_EQ(o.max_epochs, 5);
+  EXPECT_EQ(epoch_limit(0), kMaxEpoch);
+  EXPECT_EQ(epoch_limit(1e300), kMaxEpoch);
+  Scheduler s(o, make_index({4, 4}));
+  try {
+    s.register_worker("job", 0, 65536, "h", "L", 100);
+    FAIL() << "world size 65536 accepted";
+  } catch (const SchedulerError& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("max_world_size"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(s.attempt(), 0) << "a refused registration opens no attempt";
+  start(s, 1, "L");
+  // Walk epoch by epoch (each epoch's plan is state): stops at the limit.
+  int64_t epoch = 0;
+  for (; epoch < 100; ++epoch) {
+    try {
+      for (int64_t pos = 0;; ++pos)
+        if (s.acquire(ref(s, 0), epoch, pos, 100).end_of_epoch) break;
+    } catch (const SchedulerError& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("epoch: 5 out of range [0, 5)"), std::string::npos) << e.what();
+      break;
+    }
+  }
+  EXPECT_EQ(epoch, 5);
+  std::map<std::string, std::optional<std::string>> rows = s.take_changes();
+  int plans = 0;
+  for (const auto& [k, v] : rows) plans += k.rfind("plan/", 0) == 0 && v.has_value();
+  EXPECT_LE(plans, 5);
+}
+
 }  // namespace
 }  // namespace cnx::coordinator
