@@ -163,6 +163,9 @@ template <class V> void describe(V& v, CoordinatorConfig& c) {
   v("listen", c.listen, host_port());
   v("token_file", c.token_file, any<std::string>());
   v("token_env", c.token_env, any<std::string>());
+  v("operator_token_file", c.operator_token_file, any<std::string>());
+  v("operator_token_env", c.operator_token_env, any<std::string>());
+  v("allow_plaintext", c.allow_plaintext, any<bool>());
   v("tls_cert", c.tls_cert, any<std::string>());
   v("tls_key", c.tls_key, any<std::string>());
   v("tls_client_ca", c.tls_client_ca, any<std::string>());
@@ -175,7 +178,8 @@ template <class V> void describe(V& v, CoordinatorConfig& c) {
   v("lease_s", c.lease_s, range(0.1, 86400 * 7));
   v("stall_s", c.stall_s, range(0.1, 86400));
   v("unreachable_s", c.unreachable_s, range(0.1, 86400 * 7));
-  v("world_size", c.world_size, int_range(0, 1 << 20));
+  v("world_size", c.world_size, int_range(0, 1 << 16));
+  v("max_world_size", c.max_world_size, int_range(1, 1 << 16));
 }
 template <class V> void describe(V& v, MetricsConfig& c) {
   v("enabled", c.enabled, any<bool>());
@@ -450,6 +454,9 @@ void validate(Config& c, const std::string& origin) {
     fail("distributed.first_bucket_mb", "expected <= distributed.bucket_cap_mb");
   if (!c.coordinator.tls_cert.empty() != !c.coordinator.tls_key.empty())
     fail("coordinator.tls_key", "tls_cert and tls_key must be given together");
+  if (c.coordinator.world_size > c.coordinator.max_world_size)
+    fail("coordinator.world_size", "expected <= coordinator.max_world_size (" +
+                                       std::to_string(c.coordinator.max_world_size) + ")");
   if (c.metrics.worker_port == c.metrics.coordinator_port)
     fail("metrics.worker_port", "must differ from metrics.coordinator_port");
 }

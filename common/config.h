@@ -117,6 +117,14 @@ struct CoordinatorConfig {
   std::string listen = "127.0.0.1:50051";
   std::string token_file;          // bearer token file; or token_env
   std::string token_env = "CNX_JOB_TOKEN";
+  // Operator token (cnx-ctl): when one is configured at the coordinator,
+  // Drain and RequestCheckpoint need it and refuse the job token, so a rank's
+  // token cannot end the job. File, or else the environment variable.
+  std::string operator_token_file;
+  std::string operator_token_env = "CNX_OPERATOR_TOKEN";
+  // Plaintext gRPC on a non-loopback address (listening or connecting) is
+  // refused unless this is true.
+  bool allow_plaintext = false;
   std::string tls_cert;
   std::string tls_key;
   std::string tls_client_ca;       // set for mutual TLS
@@ -130,6 +138,7 @@ struct CoordinatorConfig {
   double stall_s = 120.0;
   double unreachable_s = 120.0;    // clients: give up on a coordinator unreachable this long
   int64_t world_size = 0;          // 0 = learn from the first registration
+  int64_t max_world_size = 4096;   // registrations announcing more ranks are refused
 };
 
 struct MetricsConfig {

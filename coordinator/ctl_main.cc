@@ -50,7 +50,7 @@ void print_table(const pb::StatusReply& s) {
 int main(int argc, char** argv) {
   CLI::App app{"cnx-ctl: control a running cnx-coordinator"};
   app.require_subcommand(1);
-  std::string config_path, token_file, address, job_id, tls_ca, tls_cert, tls_key;
+  std::string config_path, token_file, operator_token_file, address, job_id, tls_ca, tls_cert, tls_key;
   std::vector<std::string> overrides;
   double timeout_s = 10;
   app.add_option("--config", config_path, "job config (YAML): address, job id, token, TLS");
@@ -58,6 +58,9 @@ int main(int argc, char** argv) {
   app.add_option("--address", address, "coordinator HOST:PORT (default: coordinator.listen)");
   app.add_option("--job", job_id, "job id (default: job.id)");
   app.add_option("--token-file", token_file, "job token file (default: coordinator.token_file / token_env)");
+  app.add_option("--operator-token-file", operator_token_file,
+                 "operator token file (default: coordinator.operator_token_file / operator_token_env); used instead "
+                 "of the job token when given");
   app.add_option("--tls-ca", tls_ca, "CA that verifies the coordinator (default: coordinator.tls_ca)");
   app.add_option("--tls-cert", tls_cert, "client certificate for mutual TLS");
   app.add_option("--tls-key", tls_key, "client key for mutual TLS");
@@ -73,14 +76,22 @@ int main(int argc, char** argv) {
 
   try {
     if (!token_file.empty()) overrides.push_back("coordinator.token_file=" + token_file);
+    if (!operator_token_file.empty()) overrides.push_back("coordinator.operator_token_file=" + operator_token_file);
     cnx::Config config = config_path.empty() ? cnx::load_config_text("{}", "(defaults)", overrides)
                                              : cnx::load_config(config_path, overrides);
     cnx::coordinator::ClientOptions o;
     o.target = address.empty() ? config.coordinator.listen : address;
-    o.token = cnx::coordinator::load_token(config.coordinator.token_file, config.coordinator.token_env);
+    // The operator token when one is configured (Drain and RequestCheckpoint
+    // need it then), else the job token.
+    o.token = cnx::coordinator::load_operator_token(config.coordinator.operator_token_file,
+                                                    config.coordinator.operator_token_env);
+    if (o.token.empty())
+      o.token = cnx::coordinator::load_token(config.coordinator.token_file, config.coordinator.token_env);
     o.tls_ca = tls_ca.empty() ? config.coordinator.tls_ca : tls_ca;
     o.tls_cert = tls_cert.empty() ? config.coordinator.tls_client_cert : tls_cert;
     o.tls_key = tls_key.empty() ? config.coordinator.tls_client_key : tls_key;
+    cnx::coordinator::check_plaintext_allowed(o.target, !o.tls_ca.empty(), config.coordinator.allow_plaintext,
+                                              "the coordinator address");
     o.deadline_s = std::min(timeout_s, 10.0);
     o.retry_budget_s = timeout_s;
     if (job_id.empty()) job_id = config.job.id;

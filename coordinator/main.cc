@@ -9,6 +9,7 @@
 #include "common/logging.h"
 #include "common/metrics_process.h"
 #include "common/metrics_server.h"
+#include "coordinator/auth.h"
 #include "coordinator/metrics_binding.h"
 #include "coordinator/service.h"
 
@@ -33,9 +34,10 @@ int main(int argc, char** argv) {
     cnx::Config config = cnx::load_config(config_path, overrides);
     cnx::log::init("coordinator", -1, config.job.log_level);
     cnx::coordinator::ServerOptions options = cnx::coordinator::server_options_from_config(config);
-    const std::string host = options.listen.substr(0, options.listen.rfind(':'));
-    if (options.tls_cert.empty() && host != "127.0.0.1" && host != "localhost" && host != "[::1]")
-      CNX_LOG_WARN("listening on {} without TLS: the job token travels in clear text (set coordinator.tls_cert/tls_key)",
+    cnx::coordinator::check_plaintext_allowed(options.listen, !options.tls_cert.empty(),
+                                              config.coordinator.allow_plaintext, "coordinator.listen");
+    if (options.tls_cert.empty() && !cnx::coordinator::is_loopback_address(options.listen))
+      CNX_LOG_WARN("listening on {} without TLS (coordinator.allow_plaintext): the job token travels in clear text",
                    options.listen);
     cnx::coordinator::CoordinatorServer server(options);
     CNX_LOG_INFO("cnx-coordinator for job '{}' listening on {} (port {}, {}), state in {}", config.job.id,

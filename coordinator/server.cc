@@ -47,10 +47,11 @@ class CallReactor final : public grpc::ServerGenericBidiReactor {
     method_ = &m->second;
     const auto& md = ctx->client_metadata();
     auto auth = md.find("authorization");
-    if (!service_.authenticate(method_->name, auth == md.end() ? nullptr : &auth->second, ctx->peer())) {
-      service_.record(method_->name, grpc::StatusCode::UNAUTHENTICATED, started_);
-      Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                          "missing or wrong job token (authorization: Bearer <token>)"));
+    const grpc::Status access = service_.authenticate(method_->name, auth == md.end() ? nullptr : &auth->second,
+                                                      ctx->peer());
+    if (!access.ok()) {
+      service_.record(method_->name, access.error_code(), started_);
+      Finish(access);
       return;
     }
     StartRead(&request_);

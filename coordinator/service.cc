@@ -150,6 +150,7 @@ ServerOptions server_options_from_config(const Config& c) {
   ServerOptions o;
   o.listen = c.coordinator.listen;
   o.token = load_token(c.coordinator.token_file, c.coordinator.token_env);
+  o.operator_token = load_operator_token(c.coordinator.operator_token_file, c.coordinator.operator_token_env);
   o.tls_cert = c.coordinator.tls_cert;
   o.tls_key = c.coordinator.tls_key;
   o.tls_client_ca = c.coordinator.tls_client_ca;
@@ -159,6 +160,8 @@ ServerOptions server_options_from_config(const Config& c) {
   s.job_id = c.job.id;
   s.seed = c.job.seed;
   s.world_size = static_cast<int>(c.coordinator.world_size);
+  s.max_world_size = static_cast<int>(c.coordinator.max_world_size);
+  s.max_epochs = epoch_limit(c.schedule.epochs);
   s.heartbeat_s = c.coordinator.heartbeat_s;
   s.heartbeat_timeout_s = c.coordinator.heartbeat_timeout_s;
   s.lease_s = c.coordinator.lease_s;
@@ -172,6 +175,7 @@ ServerOptions server_options_from_config(const Config& c) {
 
 CoordinatorService::CoordinatorService(const ServerOptions& o, Store* store)
     : token_(o.token),
+      operator_token_(o.operator_token),
       checkpoint_root_(o.scheduler.checkpoint_root),
       clock_(o.clock ? o.clock : system_now),
       tick_s_(o.tick_s),
@@ -181,6 +185,8 @@ CoordinatorService::CoordinatorService(const ServerOptions& o, Store* store)
       }()),
       writer_(store) {
   CNX_CHECK(token_.size() >= 16, "the job token must be at least 16 characters");
+  CNX_CHECK(operator_token_.empty() || (operator_token_.size() >= 16 && operator_token_ != token_),
+            "the operator token must be at least 16 characters and differ from the job token");
   uint64_t seq;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -254,13 +260,28 @@ void CoordinatorService::refuse(std::string_view method, const std::string& peer
                  suppressed > 0 ? str(" [", suppressed, " more refusals not logged]") : std::string());
 }
 
-bool CoordinatorService::authenticate(std::string_view method, const grpc::string_ref* authorization,
-                                      const std::string& peer) {
-  if (authorization && bearer_matches(std::string_view(authorization->data(), authorization->size()), token_))
-    return true;
+grpc::Status CoordinatorService::authenticate(std::string_view method, const grpc::string_ref* authorization,
+                                              const std::string& peer) {
+  const TokenRole role = authorization ? bearer_role(std::string_view(authorization->data(), authorization->size()),
+                                                     token_, operator_token_)
+                                       : TokenRole::kNone;
+  const bool operator_call = method == "Drain" || method == "RequestCheckpoint";
+  const bool read_call = method == "GetStatus" || method == "LatestCheckpoint";
+  const bool allowed = read_call       ? role != TokenRole::kNone
+                       : operator_call ? role == TokenRole::kOperator ||
+                                             (operator_token_.empty() && role == TokenRole::kJob)
+                                       : role == TokenRole::kJob;
+  if (allowed) return grpc::Status::OK;
   ++auth_failures_;
-  refuse(method, peer, authorization ? "wrong job token" : "missing job token");
-  return false;
+  if (role == TokenRole::kNone) {
+    refuse(method, peer, authorization ? "wrong job token" : "missing job token");
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or wrong job token (authorization: Bearer <token>)");
+  }
+  refuse(method, peer, role == TokenRole::kJob ? "job token on an operator call" : "operator token on a worker call");
+  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                      role == TokenRole::kJob
+                          ? "this call needs the operator token (coordinator.operator_token_file), not the job token"
+                          : "the operator token does not authorise worker calls");
 }
 
 void CoordinatorService::run(std::string_view method, std::chrono::steady_clock::time_point started,

@@ -70,6 +70,10 @@ struct CoordinatorStatus {
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
   std::string token;  // the job's bearer token (load_token)
+  // "" = none: the job token authorises every call. Else Drain and
+  // RequestCheckpoint need this token (the job token gets PERMISSION_DENIED),
+  // and it may also read (GetStatus, LatestCheckpoint), nothing else.
+  std::string operator_token;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string state_db;
   std::string shard_index;  // data.index
@@ -117,10 +121,14 @@ class CoordinatorService {
   void set_observer(RpcObserver* observer) { observer_.store(observer); }
   CoordinatorStatus status() const;
 
-  // Step 2 above: true when the "authorization" metadata value (nullptr:
-  // absent) carries the job token. A refusal is counted and logged
-  // (rate-limited), naming the method and the peer.
-  bool authenticate(std::string_view method, const grpc::string_ref* authorization, const std::string& peer);
+  // Step 2 above: OK when the "authorization" metadata value (nullptr:
+  // absent) carries a token that may make this call: the job token for
+  // worker calls, the operator token (when one is set) for Drain and
+  // RequestCheckpoint, either for GetStatus and LatestCheckpoint. Else
+  // UNAUTHENTICATED (no valid token) or PERMISSION_DENIED (the other
+  // token); a refusal is counted and logged (rate-limited), naming the
+  // method and the peer.
+  grpc::Status authenticate(std::string_view method, const grpc::string_ref* authorization, const std::string& peer);
   // Logs (rate-limited) a call refused before its handler ran.
   void refuse(std::string_view method, const std::string& peer, const std::string& why);
   // Counts a finished call and reports it to the observer.
@@ -156,7 +164,7 @@ class CoordinatorService {
   void tick_loop();
   double now() const { return clock_(); }
 
-  std::string token_;
+  std::string token_, operator_token_;
   std::string checkpoint_root_;
   std::function<double()> clock_;
   double tick_s_;

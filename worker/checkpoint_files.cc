@@ -164,6 +164,25 @@ std::string commit_local(const std::string& root, const std::string& temp_dir, i
   return final_dir;
 }
 
+std::string confined_to_root(const std::string& root, const std::string& dir, const std::string& what) {
+  auto refuse = [&](const std::string& why) -> std::string {
+    throw CheckpointError(what + " '" + dir + "' " + why + " (checkpoint.root is '" + root + "')");
+  };
+  if (root.empty()) refuse("cannot be checked: checkpoint.root is empty");
+  if (dir.empty() || dir.find('\0') != std::string::npos) refuse("is not a folder name");
+  for (const auto& part : fs::path(dir))
+    if (part == "..") refuse("contains '..'");
+  std::error_code ec;
+  const fs::path r = fs::weakly_canonical(fs::absolute(root), ec);
+  if (ec) refuse("cannot be checked: " + ec.message());
+  const fs::path d = fs::weakly_canonical(fs::absolute(dir), ec);
+  if (ec) refuse("cannot be resolved: " + ec.message());
+  const fs::path rel = d.lexically_relative(r);
+  if (rel.empty() || rel == "." || *rel.begin() == "..")
+    refuse("lies outside checkpoint.root (resolved to '" + d.string() + "')");
+  return dir;
+}
+
 std::optional<std::string> latest_checkpoint(const std::string& root) {
   const std::string path = root + "/latest";
   std::error_code ec;

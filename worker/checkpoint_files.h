@@ -76,6 +76,14 @@ std::optional<std::string> latest_checkpoint(const std::string& root);
 // manifest; throws CheckpointError listing every problem.
 Manifest verify_checkpoint(const std::string& dir, const std::vector<std::string>& required, int64_t* step);
 
+// A folder named by the control plane (a coordinator's checkpoint plan or
+// resume folder), accepted only when it lies strictly inside `root`: no ".."
+// component, and after resolving symlinks of its existing part (and of
+// root) it is still below root. Returns `dir` unchanged; throws
+// CheckpointError naming `what`, the folder and the root otherwise. Relative
+// paths are taken from the working directory, as every other path here.
+std::string confined_to_root(const std::string& root, const std::string& dir, const std::string& what);
+
 // Deletes committed step-* folders older than the newest `keep` (keep >= 1),
 // never the one `latest` names. Returns the names deleted.
 std::vector<std::string> apply_retention(const std::string& root, int64_t keep);

@@ -22,10 +22,17 @@ LinkOptions link_options_from_config(const Config& config, const std::string& ta
   o.tls_cert = config.coordinator.tls_client_cert;
   o.tls_key = config.coordinator.tls_client_key;
   o.unreachable_s = config.coordinator.unreachable_s;
+  o.checkpoint_root = config.checkpoint.root;
   try {
     o.token = coordinator::load_token(config.coordinator.token_file, config.coordinator.token_env);
   } catch (const std::exception& e) {
     throw ConfigError(std::string("coordinator.token_file / coordinator.token_env: ") + e.what());
+  }
+  try {
+    coordinator::check_plaintext_allowed(target, !o.tls_ca.empty(), config.coordinator.allow_plaintext,
+                                         "--coordinator");
+  } catch (const std::exception& e) {
+    throw ConfigError(e.what());
   }
   return o;
 }
@@ -52,6 +59,7 @@ CoordinatorLink::CoordinatorLink(const LinkOptions& options, std::string job_id,
       unreachable_s_(options.unreachable_s),
       job_id_(std::move(job_id)),
       launch_id_(std::move(launch_id)),
+      options_root_(options.checkpoint_root),
       rank_(rank),
       world_(world) {}
 
@@ -87,7 +95,7 @@ CoordinatorRegistration CoordinatorLink::register_and_wait() {
   r.attempt = reply.attempt();
   r.heartbeat_s = reply.heartbeat_s() > 0 ? reply.heartbeat_s() : 2.0;
   if (reply.has_resume() && !reply.resume().dir().empty()) {
-    r.resume_dir = reply.resume().dir();
+    r.resume_dir = confined_to_root(options_root_, reply.resume().dir(), "the coordinator's resume checkpoint");
     r.resume_step = reply.resume().step();
     r.resume_world_size = reply.resume().world_size();
   }
@@ -155,7 +163,14 @@ void CoordinatorLink::heartbeat_once(int status, const std::string& message) {
   const cnx::v1::HeartbeatReply reply = client_->heartbeat(req);
   std::lock_guard<std::mutex> lock(mu_);
   if (reply.has_checkpoint() && reply.checkpoint().id() > 0 && !done_.count(reply.checkpoint().id())) {
-    plan_ = CoordinatorPlan{reply.checkpoint().id(), reply.checkpoint().step(), reply.checkpoint().dir()};
+    try {
+      confined_to_root(options_root_, reply.checkpoint().dir(), "the coordinator's checkpoint folder");
+      plan_ = CoordinatorPlan{reply.checkpoint().id(), reply.checkpoint().step(), reply.checkpoint().dir()};
+    } catch (const CheckpointError& e) {
+      reason_ = e.what();
+      abort_ = true;
+      plan_.reset();
+    }
   } else if (reply.action() == cnx::v1::ACTION_CONTINUE) {
     plan_.reset();
   }

@@ -58,6 +58,11 @@ struct LinkOptions {
   // names the address; once training, the link requests an abort (exit 4).
   double unreachable_s = 120.0;
   std::string host;  // advertised to the coordinator; "" = this host's name
+  // Every folder the coordinator names (checkpoint plans, the resume
+  // checkpoint) must lie inside it (confined_to_root); a reply naming another
+  // folder is refused: at registration it throws CheckpointError, in a
+  // heartbeat it aborts the run.
+  std::string checkpoint_root;
 };
 
 // From coordinator.* of the config (token from token_file / token_env).
@@ -136,6 +141,7 @@ class CoordinatorLink final : public LeaseClient {
   std::string target_, host_;
   double unreachable_s_;
   std::string job_id_, launch_id_;
+  std::string options_root_;  // LinkOptions::checkpoint_root
   int rank_, world_;
   int64_t attempt_ = 0;
   int64_t lease_epoch_ = 0;  // RegisterReply.start_epoch

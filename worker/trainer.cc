@@ -480,7 +480,8 @@ std::string Trainer::save_checkpoint(int64_t plan_id) {
   CNX_CHECK(planned || !root.empty(), "checkpoint.root is empty");
   const auto t0 = std::chrono::steady_clock::now();
   // Local: a temp folder renamed on commit. Planned: the coordinator's folder.
-  const std::string dir = planned ? plane_->plan_dir(plan_id) : root + "/" + temp_checkpoint_name(step_);
+  const std::string dir = planned ? confined_to_root(root, plane_->plan_dir(plan_id), "the coordinator's checkpoint folder")
+                                   : root + "/" + temp_checkpoint_name(step_);
   if (comm_.rank() == 0) {
     std::error_code ec;
     if (!planned) fs::create_directories(root, ec);
