@@ -212,6 +212,37 @@ TEST_F(Manifests, TokenSecretIsMountedWhereTheConfigLooksForIt) {
   }
 }
 
+TEST_F(Manifests, TlsIsOnAndEachSecretReachesOnlyWhoNeedsIt) {
+  // The coordinator listens on 0.0.0.0: TLS must be on, plaintext not allowed.
+  EXPECT_FALSE(config.coordinator.allow_plaintext);
+  ASSERT_FALSE(config.coordinator.tls_cert.empty());
+  ASSERT_FALSE(config.coordinator.tls_key.empty());
+  ASSERT_FALSE(config.coordinator.tls_ca.empty());
+  const YAML::Node tls = find_doc(docs, "Secret", "cnx-tls");
+  for (const std::string& f : {config.coordinator.tls_cert, config.coordinator.tls_key, config.coordinator.tls_ca}) {
+    const std::string key = std::filesystem::path(f).filename().string();
+    EXPECT_TRUE(tls["stringData"][key] || tls["data"][key]) << "cnx-tls has no key '" << key << "'";
+  }
+  EXPECT_EQ(mount_of(coordinator, "secret", "cnx-tls"), parent(config.coordinator.tls_cert));
+  EXPECT_EQ(mount_of(coordinator, "secret", "cnx-tls"), parent(config.coordinator.tls_key));
+  EXPECT_EQ(mount_of(worker, "secret", "cnx-tls"), parent(config.coordinator.tls_ca));
+  // Worker pods see the CA certificate only, never the coordinator's key.
+  for (const auto& v : worker.spec["volumes"]) {
+    if (!v["secret"] || v["secret"]["secretName"].as<std::string>() != "cnx-tls") continue;
+    ASSERT_TRUE(v["secret"]["items"].IsSequence()) << "worker pods must project only ca.crt from cnx-tls";
+    for (const auto& item : v["secret"]["items"]) EXPECT_EQ(item["key"].as<std::string>(), "ca.crt");
+  }
+  // The operator token: mounted in the coordinator where the config reads it,
+  // and in no pod a rank runs in.
+  ASSERT_FALSE(config.coordinator.operator_token_file.empty());
+  const YAML::Node op = find_doc(docs, "Secret", "cnx-operator-token");
+  const std::string op_key = std::filesystem::path(config.coordinator.operator_token_file).filename().string();
+  EXPECT_TRUE(op["stringData"][op_key] || op["data"][op_key]);
+  EXPECT_EQ(mount_of(coordinator, "secret", "cnx-operator-token"), parent(config.coordinator.operator_token_file));
+  EXPECT_EQ(mount_of(worker, "secret", "cnx-operator-token"), "");
+  EXPECT_EQ(mount_of(launcher, "secret", "cnx-operator-token"), "");
+}
+
 TEST_F(Manifests, CoordinatorDeploymentServiceAndState) {
   EXPECT_EQ(deployment["spec"]["replicas"].as<int>(), 1);
   EXPECT_EQ(deployment["spec"]["strategy"]["type"].as<std::string>(), "Recreate");
