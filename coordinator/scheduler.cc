@@ -823,22 +823,28 @@ Scheduler Scheduler::restore(SchedulerOptions options, ShardIndex index, const s
       key = k;
       const auto slash = k.find('/');
       const std::string kind = k.substr(0, slash == std::string::npos ? k.size() : slash);
-      if (slash == std::string::npos || (kind != "rank" && kind != "plan" && kind != "ckpt"))
-        corrupt_row(k, "unknown kind of row (expected job, rank/<r>, plan/<epoch> or ckpt/<id>)");
-      const int64_t id = row_id(k, slash);
+      if (slash == std::string::npos || (kind != "rank" && kind != "plan" && kind != "ckpt" && kind != "part"))
+        corrupt_row(k, "unknown kind of row (expected job, rank/<r>, plan/<epoch>, ckpt/<id> or part/<id>/<rank>)");
+      const auto second = kind == "part" ? k.find('/', slash + 1) : std::string::npos;
+      if (kind == "part" && second == std::string::npos) corrupt_row(k, "expected part/<checkpoint id>/<rank>");
+      const int64_t id = row_id(kind == "part" ? k.substr(0, second) : k, slash);
       const auto v = nlohmann::json::parse(value);
       if (kind == "rank") {
         if (id >= s.world_size_) corrupt_row(k, str("rank ", id, " outside the job's world size ", s.world_size_));
         s.ranks_[id] = v.get<RankState>();
       } else if (kind == "plan") {
         s.plans_[id] = v.get<EpochPlan>();
-      } else {
+      } else if (kind == "ckpt") {
         s.ckpts_[id] = v.get<CheckpointRecord>();
-      } else if (kind == "part") {
+      } else {
         // "part/<id>/<rank>" sorts after "ckpt/<id>": the parts of a pending
         // checkpoint, reported since its row was last written.
+        const int64_t rank = row_id(k, second);
         RankPart p = v.get<RankPart>();
-        s.ckpts_[id].parts.emplace(p.rank, std::move(p));
+        if (p.rank != rank) corrupt_row(k, str("part of rank ", p.rank, " stored under rank ", rank));
+        auto c = s.ckpts_.find(id);
+        if (c == s.ckpts_.end()) corrupt_row(k, str("part of checkpoint ", id, ", which has no row 'ckpt/", id, "'"));
+        c->second.parts[p.rank] = std::move(p);
       }
     }
   } catch (const CheckError&) {
@@ -925,16 +931,16 @@ void Scheduler::validate_restored() const {
       corrupt_row(key, str("step ", c.step, ", attempt ", c.attempt, ", folder '", c.dir, "'"));
     if (c.state == CheckpointRecord::State::kPending && id != pending_ckpt_ && c.attempt == attempt_)
       corrupt_row(key, str("pending, but the job's pending checkpoint is ", pending_ckpt_));
+    for (const auto& [r, part] : c.parts) {
+      if (r < 0 || r >= c.world_size || part.rank != r)
+        corrupt_row(key, str("part of rank ", part.rank, " stored as rank ", r, " (world size ", c.world_size, ")"));
+      check_progress(key, part.progress, str("rank ", r, "'s progress"));
+    }
     if (c.state != CheckpointRecord::State::kCommitted) continue;
     // A committed checkpoint is what a new attempt resumes from: every
     // rank's part and the plans its progress refers to must be there.
     if (c.world_size < 1 || static_cast<int>(c.parts.size()) != c.world_size)
       corrupt_row(key, str("committed with ", c.parts.size(), " parts for world size ", c.world_size));
-    for (const auto& [r, part] : c.parts) {
-      if (r < 0 || r >= c.world_size || part.rank != r)
-        corrupt_row(key, str("part of rank ", part.rank, " stored as rank ", r));
-      check_progress(key, part.progress, str("rank ", r, "'s progress"));
-    }
     for (const auto& [e, p] : c.plans) check_plan(key, p, c.world_size);
   }
 }

@@ -48,9 +48,12 @@ Outcome try_load(const std::string& yaml, const std::vector<std::string>& overri
 std::string escaped(const std::string& s) {
   std::string out;
   for (char c : s.substr(0, 400)) {
-    if (c == '\n') out += "\\n";
-    else if (static_cast<unsigned char>(c) < 32 || static_cast<unsigned char>(c) > 126) out += "\\x" + std::to_string(static_cast<unsigned char>(c));
-    else out += c;
+    if (c == '\n')
+      out += "\\n";
+    else if (static_cast<unsigned char>(c) < 32 || static_cast<unsigned char>(c) > 126)
+      out += "\\x" + std::to_string(static_cast<unsigned char>(c));
+    else
+      out += c;
   }
   return out;
 }
@@ -66,13 +69,84 @@ void expect_only_config_error(const std::string& yaml, const std::vector<std::st
 // Pieces of YAML syntax and of this project's keys and values.
 const std::vector<std::string>& tokens() {
   static const std::vector<std::string> kTokens = {
-      "{", "}", "[", "]", ":", ": ", ", ", "- ", "? ", "\n", "\n  ", "\n    ", "\t", " ", "#", "'", "\"", "|", ">",
-      "&a ", "*a", "&b ", "*b", "!!int ", "!!str ", "!!map ", "!!seq ", "!custom ", "---\n", "...\n", "%YAML 1.2\n",
-      "~", "null", "true", "no", "0", "-1", "1e400", "-.inf", ".nan", "0x7fffffffffffffff", "99999999999999999999999",
-      "1.5", "3", "65536", "model", "name", "atto", "custom", "depths", "dims", "coordinator", "listen",
-      "127.0.0.1:99999999999999999999", "host:50051", "metrics", "worker_port", "data", "batch_size", "optimizer",
-      "betas", "no_decay", "schedule", "epochs", "job", "id", "seed", "checkpoint", "root", "mask", "ratio",
-      "train", "sample_log", "distributed", "<<", "\\u0000", "\xff", "\xc3\x28",
+      "{",
+      "}",
+      "[",
+      "]",
+      ":",
+      ": ",
+      ", ",
+      "- ",
+      "? ",
+      "\n",
+      "\n  ",
+      "\n    ",
+      "\t",
+      " ",
+      "#",
+      "'",
+      "\"",
+      "|",
+      ">",
+      "&a ",
+      "*a",
+      "&b ",
+      "*b",
+      "!!int ",
+      "!!str ",
+      "!!map ",
+      "!!seq ",
+      "!custom ",
+      "---\n",
+      "...\n",
+      "%YAML 1.2\n",
+      "~",
+      "null",
+      "true",
+      "no",
+      "0",
+      "-1",
+      "1e400",
+      "-.inf",
+      ".nan",
+      "0x7fffffffffffffff",
+      "99999999999999999999999",
+      "1.5",
+      "3",
+      "65536",
+      "model",
+      "name",
+      "atto",
+      "custom",
+      "depths",
+      "dims",
+      "coordinator",
+      "listen",
+      "127.0.0.1:99999999999999999999",
+      "host:50051",
+      "metrics",
+      "worker_port",
+      "data",
+      "batch_size",
+      "optimizer",
+      "betas",
+      "no_decay",
+      "schedule",
+      "epochs",
+      "job",
+      "id",
+      "seed",
+      "checkpoint",
+      "root",
+      "mask",
+      "ratio",
+      "train",
+      "sample_log",
+      "distributed",
+      "<<",
+      "\\u0000",
+      "\xff",
+      "\xc3\x28",
   };
   return kTokens;
 }
@@ -136,7 +210,8 @@ std::vector<std::string> seeds() {
     out.push_back(ss.str());
   }
   out.push_back(cnx::to_yaml(cnx::Config{}));
-  out.push_back("model: {name: custom, depths: [1, 1, 2, 1], dims: [8, 16, 32, 64]}\noptimizer: {betas: [0.8, 0.99]}\n");
+  out.push_back(
+      "model: {name: custom, depths: [1, 1, 2, 1], dims: [8, 16, 32, 64]}\noptimizer: {betas: [0.8, 0.99]}\n");
   return out;
 }
 
@@ -144,16 +219,16 @@ std::vector<std::string> seeds() {
 
 TEST(ConfigFuzz, KnownCrashersRaiseConfigError) {
   const std::vector<std::string> cases = {
-      "{[a, b]: 1}",                                        // sequence as a key at the top level
-      "model:\n  ? {a: 1}\n  : atto\n",                     // mapping as a key in a section
-      "? [model]\n: {name: atto}\n",                        // complex key
+      "{[a, b]: 1}",                                         // sequence as a key at the top level
+      "model:\n  ? {a: 1}\n  : atto\n",                      // mapping as a key in a section
+      "? [model]\n: {name: atto}\n",                         // complex key
       "coordinator: {listen: 'host:99999999999999999999'}",  // port beyond any integer type
       "coordinator: {listen: 'host:000000000000000000001'}",
       "data: {batch_size: 99999999999999999999999}",
       "job: {seed: -99999999999999999999999}",
       "model: !!map {name: atto}",
       "model: &m {name: *m}",
-      std::string(3000, '[') + std::string(3000, ']'),      // nesting beyond yaml-cpp's depth guard
+      std::string(3000, '[') + std::string(3000, ']'),  // nesting beyond yaml-cpp's depth guard
       "a: \xff\xfe",
   };
   for (const auto& c : cases) expect_only_config_error(c);
@@ -201,8 +276,9 @@ TEST(ConfigFuzz, MutatedShippedConfigsOnlyRaiseConfigError) {
 TEST(ConfigFuzz, RandomOverridesOnlyRaiseConfigError) {
   std::mt19937_64 rng(7);
   const auto& t = tokens();
-  const std::vector<std::string> keys = {"model.name", "coordinator.listen", "data.batch_size", "optimizer.betas",
-                                         "mask.ratio", "job.id", "metrics.worker_port", "model.depths.x", "a.b.c"};
+  const std::vector<std::string> keys = {"model.name",          "coordinator.listen", "data.batch_size",
+                                         "optimizer.betas",     "mask.ratio",         "job.id",
+                                         "metrics.worker_port", "model.depths.x",     "a.b.c"};
   for (int i = 0; i < 1000; ++i) {
     std::string value;
     const int n = 1 + static_cast<int>(rng() % 4);

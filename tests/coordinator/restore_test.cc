@@ -35,8 +35,8 @@ const ShardIndex& index() {
   return kIndex;
 }
 
-// A job with 2 ranks, a lease out, checkpoint 1 committed and 2 pending,
-// persisted through a real SQLite store.
+// A job with 2 ranks, a lease out, checkpoint 1 committed and 2 pending
+// with rank 0's part reported, persisted through a real SQLite store.
 Rows job_rows(const fs::path& dir) {
   Scheduler s(opts(), index());
   const std::string db = (dir / "job.sqlite").string();
@@ -55,10 +55,13 @@ Rows job_rows(const fs::path& dir) {
     part.progress.next_position = r == 0 ? 1 : 0;
     s.report_part({"job", 1, r}, p.id, p.step, part, 103);
   }
-  s.request_checkpoint("job", 104);
-  Changes changes;
-  for (auto& [k, v] : s.take_changes()) changes[k] = v;
-  store.apply(changes);
+  const CheckpointPlan pending = s.request_checkpoint("job", 104);
+  store.apply(s.take_changes());
+  RankPart part;
+  part.files = {{"model.pt", std::string(64, 'b'), 1}};
+  part.progress.next_position = 1;
+  s.report_part({"job", 1, 0}, pending.id, pending.step, part, 105);  // its own row until the commit
+  store.apply(s.take_changes());
   return store.load();
 }
 
@@ -107,7 +110,8 @@ class Restore : public ::testing::Test {
 };
 
 TEST_F(Restore, IntactDatabaseRestores) {
-  ASSERT_TRUE(rows_.count("plan/0") && rows_.count("ckpt/1") && rows_.count("ckpt/2") && rows_.count("rank/0"));
+  ASSERT_TRUE(rows_.count("plan/0") && rows_.count("ckpt/1") && rows_.count("ckpt/2") && rows_.count("rank/0") &&
+              rows_.count("part/2/0"));
   EXPECT_EQ(refusal(dir_, rows_), "");
 }
 
@@ -115,10 +119,14 @@ TEST_F(Restore, EveryDamagedRowIsRefusedByName) {
   const int64_t pending = row("job").at("pending").get<int64_t>();
   ASSERT_EQ(pending, 2);
   const std::vector<Tamper> cases = {
-      {"plan row with no ranks",
-       [](Rows& r) { r["plan/0"] = R"({"world":2,"ranks":[]})"; }, "plan/0", "0 rank lists, expected 2"},
-      {"pending checkpoint row missing", [](Rows& r) { r.erase("ckpt/2"); }, "job",
-       "pending checkpoint 2 has no row 'ckpt/2'"},
+      {"plan row with no ranks", [](Rows& r) { r["plan/0"] = R"({"world":2,"ranks":[]})"; }, "plan/0",
+       "0 rank lists, expected 2"},
+      {"pending checkpoint row missing",
+       [](Rows& r) {
+         r.erase("ckpt/2");
+         r.erase("part/2/0");
+       },
+       "job", "pending checkpoint 2 has no row 'ckpt/2'"},
       {"unknown job state",
        [this](Rows& r) {
          json j = row("job");
@@ -181,6 +189,12 @@ TEST_F(Restore, EveryDamagedRowIsRefusedByName) {
        },
        "rank/0", "next position 50"},
       {"job row missing", [](Rows& r) { r.erase("job"); }, "", "the 'job' row is missing"},
+      {"part of a checkpoint with no row", [this](Rows& r) { r["part/9/0"] = rows_.at("part/2/0"); }, "part/9/0",
+       "which has no row 'ckpt/9'"},
+      {"part stored under another rank", [this](Rows& r) { r["part/2/1"] = rows_.at("part/2/0"); }, "part/2/1",
+       "part of rank 0 stored under rank 1"},
+      {"part row without a rank", [this](Rows& r) { r["part/2"] = rows_.at("part/2/0"); }, "part/2",
+       "expected part/<checkpoint id>/<rank>"},
   };
   for (const auto& c : cases) {
     Rows tampered = rows_;

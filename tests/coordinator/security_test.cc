@@ -121,8 +121,7 @@ struct Job {
     std::string yaml = "job: {id: sec}\ndata: {index: " + (dir / "index.json").string() +
                        "}\ncheckpoint: {root: " + (dir / "ckpt").string() +
                        "}\ncoordinator: {listen: \"127.0.0.1:" + std::to_string(port) +
-                       "\", token_file: " + (dir / "token").string() + ", state_db: " +
-                       (dir / "state.sqlite").string();
+                       "\", token_file: " + (dir / "token").string() + ", state_db: " + (dir / "state.sqlite").string();
     if (with_operator) yaml += ", operator_token_file: " + (dir / "op").string();
     yaml += "}\n";
     ServerOptions o = server_options_from_config(load_config_text(yaml, "sec.yaml"));

@@ -99,10 +99,10 @@ TEST_F(LinkConfinement, PlanInsideTheRootIsAccepted) {
 
 TEST_F(LinkConfinement, PlanOutsideTheRootAbortsAndIsNeverUsed) {
   const std::vector<std::string> hostile = {
-      (dir_ / "victim").string(),                               // absolute, elsewhere
-      (dir_ / "root" / ".." / "victim").string(),               // climbs out
-      (dir_ / "root").string(),                                 // the root itself
-      "relative/elsewhere",                                     // outside by the working folder
+      (dir_ / "victim").string(),                  // absolute, elsewhere
+      (dir_ / "root" / ".." / "victim").string(),  // climbs out
+      (dir_ / "root").string(),                    // the root itself
+      "relative/elsewhere",                        // outside by the working folder
   };
   fs::create_directory_symlink(dir_ / "victim", dir_ / "root" / "job" / "link");
   std::vector<std::string> cases = hostile;
@@ -141,7 +141,7 @@ TEST(ConfinedToRoot, AcceptsOnlyFoldersStrictlyInside) {
   fs::create_directory_symlink(d / "root" / "a", d / "root" / "ok");
   const std::string root = (d / "root").string();
   EXPECT_EQ(confined_to_root(root, root + "/a/b", "x"), root + "/a/b");
-  EXPECT_NO_THROW(confined_to_root(root, root + "/ok/new", "x"));        // a symlink that stays inside
+  EXPECT_NO_THROW(confined_to_root(root, root + "/ok/new", "x"));  // a symlink that stays inside
   EXPECT_NO_THROW(confined_to_root(root + "/", root + "/a", "x"));
   for (const std::string bad : {root, root + "/", root + "/a/../..", root + "/../out", (d / "out").string(),
                                 root + "/esc", root + "/esc/x", std::string("/"), std::string("")}) {
