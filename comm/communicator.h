@@ -26,14 +26,9 @@
 #include <string>
 #include <vector>
 
-namespace cnx::comm {
+#include "comm/error.h"
 
-// Errors from the communication layer (bad input, MPI/NCCL failures). The
-// message names the rank, the operation and what was wrong.
-class CommError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace cnx::comm {
 
 enum class ReduceOp { kSum, kAverage, kMax };
 const char* reduce_op_name(ReduceOp op);
@@ -69,6 +64,8 @@ class Communicator {
   virtual std::string backend_name() const = 0;
   // The device kind whose tensors this backend reduces (kCPU or kCUDA).
   virtual at::DeviceType device_type() const = 0;
+  // The one device whose tensors this communicator reduces (cpu, or cuda:i).
+  virtual at::Device device() const = 0;
   // Whether allreduce accepts tensors of this dtype.
   virtual bool supports_dtype(at::ScalarType dtype) const = 0;
 
@@ -106,22 +103,38 @@ class Communicator {
 };
 
 struct CommOptions {
-  // "auto": nccl when it was built and CUDA is available, else mpi.
+  // "auto": nccl when the model's tensors are on CUDA (device_type) and
+  // nccl is built, mpi for CPU tensors. See resolve_backend().
   std::string backend = "auto";
-  // CUDA device for nccl; -1 = local_rank() (one rank per device).
+  // CUDA device for nccl; -1 = local_rank() modulo the visible devices.
   int device = -1;
   // Gradients are all-reduced during backward (distributed.overlap): the MPI
   // backend then waits by polling instead of spinning in blocking calls
   // (MpiWaitMode, mpi_communicator.h). Must be equal on every rank.
   bool overlap = true;
+  // Where the model's tensors live (kCPU or kCUDA).
+  at::DeviceType device_type = at::kCPU;
+  // NCCL: Work::wait() gives up after this many seconds, aborts the
+  // communicator and throws CommError (a peer that died or hangs). <= 0:
+  // wait forever.
+  double timeout_s = 600.0;
 };
 
-// Creates the backend named in `options`. For MPI-based backends the
-// communicator initialises MPI (MPI_Init_thread with MPI_THREAD_MULTIPLE)
-// unless the program already did, and finalises it when the last
-// communicator is destroyed only if it was the one that initialised it
-// (see comm/mpi/mpi_runtime.h). Throws CommError naming the backend and why
-// it is unavailable (not built, no CUDA, MPI without thread support).
+// The backend `requested` ("auto", "mpi", "nccl") resolves to for tensors on
+// `tensors`, given the backends `built` into this binary. Throws CommError
+// naming the backend and the fix when none fits: unknown name, not built,
+// or a backend that cannot reduce tensors on that device (mpi: CPU only,
+// nccl: CUDA only).
+std::string resolve_backend(const std::string& requested, at::DeviceType tensors,
+                            const std::vector<std::string>& built);
+
+// Creates the backend that resolve_backend() picks for `options`. MPI:
+// the communicator initialises MPI (MPI_Init_thread with
+// MPI_THREAD_MULTIPLE) unless the program already did, and finalises it
+// when the last communicator is destroyed only if it was the one that
+// initialised it (see comm/mpi/mpi_runtime.h). NCCL: the unique id travels
+// over the bootstrap make_bootstrap() builds from the environment. Throws
+// CommError naming the backend and why it is unavailable.
 std::unique_ptr<Communicator> make_communicator(const CommOptions& options);
 
 // The backends compiled into this build, e.g. {"mpi"} or {"mpi", "nccl"}.

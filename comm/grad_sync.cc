@@ -189,6 +189,11 @@ GradSync::GradSync(Communicator& comm, std::vector<at::Tensor> params, GradSyncO
                                p.device(), " but backend ", comm.backend_name(), " reduces ",
                                c10::DeviceTypeName(comm.device_type()), " tensors"));
     }
+    if (p.device().type() != at::kCPU && p.device() != comm.device()) {
+      throw CommError(cnx::str("GradSync: parameter ", k, " (shape ", p.sizes(), ") is on ", p.device(),
+                               " but this rank's ", comm.backend_name(), " communicator uses ", comm.device(),
+                               "; put the model on the communicator's device"));
+    }
     if (!comm.supports_dtype(p.scalar_type())) {
       throw CommError(cnx::str("GradSync: parameter ", k, " (shape ", p.sizes(), ") has dtype ",
                                p.scalar_type(), ", which backend ", comm.backend_name(),
@@ -215,7 +220,8 @@ GradSync::GradSync(Communicator& comm, std::vector<at::Tensor> params, GradSyncO
     s.flats.push_back(at::zeros({bucket.numel + extra}, first.options().requires_grad(false)));
   }
   if (s.buckets.empty() && options.control_slots > 0) {
-    s.control_only = at::zeros({options.control_slots}, at::TensorOptions().dtype(at::kDouble));
+    // On the communicator's device: NCCL reduces device memory only.
+    s.control_only = at::zeros({options.control_slots}, at::TensorOptions().dtype(at::kDouble).device(comm.device()));
   }
   // Gradients as views of the buckets (DDP's gradient_as_bucket_view): the
   // alias shares the flat buffer's storage without being an autograd view

@@ -61,6 +61,7 @@ class MpiCommunicator final : public Communicator {
   int local_size() const override { return local_size_; }
   std::string backend_name() const override { return "mpi"; }
   at::DeviceType device_type() const override { return at::kCPU; }
+  at::Device device() const override { return at::Device(at::kCPU); }
   bool supports_dtype(at::ScalarType dtype) const override {
     return dtype == at::kFloat || dtype == at::kDouble;
   }
