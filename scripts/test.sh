@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Sets up (if needed), builds, and runs the whole test suite with CTest.
+# Sets up (if needed), builds, and runs the whole test suite with CTest; then
+# (without arguments) builds and tests the core-only configuration a GPU
+# machine uses: no MPI, no GoogleTest (scripts/test_core_only.sh).
 #   scripts/test.sh              everything
-#   scripts/test.sh -L unit      extra arguments go to ctest
+#   scripts/test.sh -L unit      extra arguments go to ctest (core-only step skipped)
+#   CNX_SKIP_CORE_ONLY=1         skip the core-only step
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 BUILD_DIR=${CNX_BUILD_DIR:-build}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 printf '\033[1m[test]\033[0m running ctest in %s\n' "$BUILD_DIR" >&2
-cd "$BUILD_DIR"
-ctest --output-on-failure --timeout 900 -j"${CNX_TEST_JOBS:-1}" "$@"
+status=0
+(cd "$BUILD_DIR" && ctest --output-on-failure --timeout 900 -j"${CNX_TEST_JOBS:-1}" "$@") || status=$?
+if [ $# -eq 0 ] && [ "${CNX_SKIP_CORE_ONLY:-0}" != 1 ]; then
+  scripts/test_core_only.sh || status=1
+fi
+exit $status

@@ -4,8 +4,8 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -16,13 +16,13 @@
 namespace cnx::comm {
 
 void throw_nccl_error(ncclResult_t rc, const char* call, const char* file, int line) {
-  throw CommError(cnx::str(file, ":", line, ": ", call, " failed (NCCL ", static_cast<int>(rc),
-                           "): ", ncclGetErrorString(rc)));
+  throw CommError(
+      cnx::str(file, ":", line, ": ", call, " failed (NCCL ", static_cast<int>(rc), "): ", ncclGetErrorString(rc)));
 }
 
 void throw_cuda_error(cudaError_t rc, const char* call, const char* file, int line) {
-  throw CommError(cnx::str(file, ":", line, ": ", call, " failed (CUDA ", static_cast<int>(rc),
-                           "): ", cudaGetErrorString(rc)));
+  throw CommError(
+      cnx::str(file, ":", line, ": ", call, " failed (CUDA ", static_cast<int>(rc), "): ", cudaGetErrorString(rc)));
 }
 
 struct NcclCommState {
@@ -84,24 +84,22 @@ using Clock = std::chrono::steady_clock;
 // Polls `done` (cudaSuccess: finished, cudaErrorNotReady: not yet) until it
 // finished, NCCL reports an asynchronous error, or `timeout_s` passed. On
 // error or timeout aborts the communicator and throws CommError naming `what`.
-void wait_or_abort(NcclCommState& state, double timeout_s, const char* what,
-                   const std::function<cudaError_t()>& done) {
+void wait_or_abort(NcclCommState& state, double timeout_s, const char* what, const std::function<cudaError_t()>& done) {
   const auto start = Clock::now();
   auto pause = std::chrono::microseconds(5);
   for (;;) {
     const cudaError_t rc = done();
     if (rc == cudaSuccess) return;
     if (rc != cudaErrorNotReady) {
-      const std::string why = cnx::str("NCCL ", what, " on rank ", state.rank, ": CUDA error ",
-                                       cudaGetErrorString(rc));
+      const std::string why = cnx::str("NCCL ", what, " on rank ", state.rank, ": CUDA error ", cudaGetErrorString(rc));
       state.abort(why);
       throw CommError(why + " (the communicator was aborted)");
     }
     ncclResult_t async_rc = ncclSuccess;
     const ncclResult_t q = ncclCommGetAsyncError(state.comm, &async_rc);
     if (q != ncclSuccess || async_rc != ncclSuccess) {
-      const std::string why = cnx::str("NCCL ", what, " on rank ", state.rank, " failed asynchronously: ",
-                                       ncclGetErrorString(q != ncclSuccess ? q : async_rc),
+      const std::string why = cnx::str("NCCL ", what, " on rank ", state.rank,
+                                       " failed asynchronously: ", ncclGetErrorString(q != ncclSuccess ? q : async_rc),
                                        " (a peer rank may have died)");
       state.abort(why);
       throw CommError(why + "; the communicator was aborted");
@@ -187,8 +185,8 @@ NcclCommunicator::NcclCommunicator(std::unique_ptr<Bootstrap> bootstrap, NcclOpt
   }
   device_ = options_.device >= 0 ? options_.device : local_rank() % count;
   if (device_ >= count) {
-    throw CommError(cnx::str("NCCL backend on rank ", rank(), ": device ", device_, " requested but only ", count,
-                             " are visible"));
+    throw CommError(
+        cnx::str("NCCL backend on rank ", rank(), ": device ", device_, " requested but only ", count, " are visible"));
   }
   state_->device = device_;
   state_->rank = rank();
@@ -198,8 +196,7 @@ NcclCommunicator::NcclCommunicator(std::unique_ptr<Bootstrap> bootstrap, NcclOpt
   if (rank() == 0) {
     CNX_NCCL_CHECK(ncclGetUniqueId(&id));
   }
-  const std::string blob =
-      boot_->broadcast(std::string(reinterpret_cast<const char*>(&id), sizeof(id)), /*root=*/0);
+  const std::string blob = boot_->broadcast(std::string(reinterpret_cast<const char*>(&id), sizeof(id)), /*root=*/0);
   if (blob.size() != sizeof(id)) {
     throw CommError(cnx::str("NCCL backend on rank ", rank(), ": the unique id from rank 0 over ", boot_->describe(),
                              " has ", blob.size(), " bytes, expected ", sizeof(id),
@@ -236,8 +233,8 @@ void NcclCommunicator::check_tensor(const at::Tensor& t, const std::string& what
     throw CommError(cnx::str("NCCL ", what, " on rank ", rank(), ": tensor is undefined"));
   }
   if (t.layout() != at::kStrided || !t.is_contiguous()) {
-    throw CommError(cnx::str("NCCL ", what, " on rank ", rank(), ": tensor of shape ", t.sizes(),
-                             " must be dense and contiguous"));
+    throw CommError(
+        cnx::str("NCCL ", what, " on rank ", rank(), ": tensor of shape ", t.sizes(), " must be dense and contiguous"));
   }
   if (!t.is_cuda() || t.device().index() != device_) {
     throw CommError(cnx::str("NCCL ", what, " on rank ", rank(), ": tensor is on ", t.device(),
@@ -245,8 +242,7 @@ void NcclCommunicator::check_tensor(const at::Tensor& t, const std::string& what
   }
 }
 
-WorkPtr NcclCommunicator::launch(std::vector<at::Tensor> tensors,
-                                 const std::function<void(cudaStream_t)>& body) {
+WorkPtr NcclCommunicator::launch(std::vector<at::Tensor> tensors, const std::function<void(cudaStream_t)>& body) {
   const std::string aborted = state_->aborted_reason();
   if (!aborted.empty()) {
     throw CommError(cnx::str("NCCL backend on rank ", rank(), ": the communicator was aborted earlier (", aborted,
@@ -254,8 +250,7 @@ WorkPtr NcclCommunicator::launch(std::vector<at::Tensor> tensors,
   }
   c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_));
   const cudaStream_t own = stream_->stream();
-  const cudaStream_t producer =
-      c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device_)).stream();
+  const cudaStream_t producer = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device_)).stream();
   auto work = std::make_shared<NcclWork>(state_, options_.timeout_s, tensors);
   if (producer != own) {
     cudaEvent_t ready = nullptr;
@@ -278,8 +273,7 @@ WorkPtr NcclCommunicator::launch(std::vector<at::Tensor> tensors,
 WorkPtr NcclCommunicator::allreduce(std::vector<at::Tensor> tensors, ReduceOp op) {
   std::vector<ncclDataType_t> types(tensors.size());
   for (size_t i = 0; i < tensors.size(); ++i) {
-    check_tensor(tensors[i], cnx::str("allreduce (", reduce_op_name(op), ") of tensor ", i, " of ",
-                                      tensors.size()));
+    check_tensor(tensors[i], cnx::str("allreduce (", reduce_op_name(op), ") of tensor ", i, " of ", tensors.size()));
     if (!nccl_type(tensors[i].scalar_type(), &types[i])) {
       throw CommError(cnx::str("NCCL allreduce on rank ", rank(), ": tensor ", i, " has dtype ",
                                tensors[i].scalar_type(),
@@ -292,8 +286,8 @@ WorkPtr NcclCommunicator::allreduce(std::vector<at::Tensor> tensors, ReduceOp op
     for (size_t i = 0; i < tensors.size(); ++i) {
       at::Tensor& t = tensors[i];
       if (t.numel() == 0) continue;
-      CNX_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
-                                   types[i], nccl_op(op), state_->comm, own));
+      CNX_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), types[i], nccl_op(op),
+                                   state_->comm, own));
     }
     CNX_NCCL_CHECK(ncclGroupEnd());
     if (op == ReduceOp::kAverage && world > 1) {
@@ -313,12 +307,14 @@ WorkPtr NcclCommunicator::broadcast(at::Tensor tensor, int root) {
   }
   return launch({tensor}, [&](cudaStream_t own) {
     if (tensor.numel() == 0) return;
-    CNX_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.nbytes(), ncclUint8,
-                                 root, state_->comm, own));
+    CNX_NCCL_CHECK(
+        ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.nbytes(), ncclUint8, root, state_->comm, own));
   });
 }
 
-std::vector<std::string> NcclCommunicator::allgather(const std::string& mine) { return boot_->allgather(mine); }
+std::vector<std::string> NcclCommunicator::allgather(const std::string& mine) {
+  return boot_->allgather(mine);
+}
 
 void NcclCommunicator::barrier() {
   c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device_));
