@@ -136,6 +136,7 @@ template <class V> void describe(V& v, TrainConfig& c) {
   v("threads", c.threads, int_range(0, 1024));
   v("nonfinite", c.nonfinite, one_of({"skip", "stop"}));
   v("max_skipped", c.max_skipped, at_least(1));
+  v("device", c.device, one_of({"auto", "cpu", "cuda"}));
   v("sample_log", c.sample_log, Check<std::string>([](const std::string& s) {
       return s.find_first_of("\n\r") == std::string::npos ? "" : "a folder path without line breaks (\"\" = off)";
     }));

@@ -94,6 +94,8 @@ struct TrainConfig {
   // "" = off; else a folder: each rank appends one line "step<TAB>epoch<TAB>key"
   // per sample it trains on to <folder>/samples-rank<R>.tsv (see worker/trainer.h).
   std::string sample_log;
+  // auto (the rank's GPU when LibTorch has CUDA and one is visible) | cpu | cuda
+  std::string device = "auto";
 };
 
 struct DistributedConfig {

@@ -1,5 +1,6 @@
 #include "worker/cli.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <mpi.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include "common/metrics_server.h"
 #include "worker/checkpoint_files.h"
 #include "worker/coordinator_link.h"
+#include "worker/device.h"
 #include "data/shard_index.h"
 #include "worker/fcmae_model.h"
 #include "worker/host_network.h"
@@ -212,6 +214,13 @@ int run_worker(const WorkerArgs& args) {
   comm::CommOptions copt;
   copt.backend = config.distributed.backend;
   copt.overlap = config.distributed.overlap;
+  copt.timeout_s = config.distributed.peer_timeout_s;
+  try {
+    copt.device_type = train_device_type(config.train.device, at::hasCUDA());
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "cnx-worker: " << e.what() << "\n";
+    return kExitConfig;
+  }
   std::unique_ptr<comm::Communicator> comm;
   try {
     comm = comm::make_communicator(copt);
@@ -314,6 +323,7 @@ int run_worker(const WorkerArgs& args) {
     TrainerOptions topt = trainer_options(config);
     // Leased data may resume at another world size (the coordinator re-deals).
     topt.allow_world_change = lease_mode;
+    topt.device = comm->device();
     Trainer trainer(topt, *comm, make_fcmae_model(config), std::move(data));
     if (control) trainer.set_control_plane(control.get());
     trainer.resume(resume_how);

@@ -219,6 +219,7 @@ Trainer::Trainer(TrainerOptions options, comm::Communicator& comm, std::unique_p
   CNX_CHECK(model_ && data_, "trainer needs a model and a data source");
   CNX_CHECK(options_.nonfinite == "skip" || options_.nonfinite == "stop",
             "train.nonfinite must be skip|stop, got '", options_.nonfinite, "'");
+  model_->module().to(options_.device);
   for (const auto& item : model_->module().named_parameters(/*recurse=*/true)) {
     if (item.value().requires_grad()) params_.emplace_back(item.key(), item.value());
   }
@@ -314,7 +315,7 @@ StepResult Trainer::step() {
     r.times.data_wait += timer.lap();
 
     at::Tensor masks = make_masks(batch.keys, batch.epoch, options_.seed, grid_, grid_, options_.mask_ratio);
-    at::Tensor loss = model_->loss(batch.images, masks);
+    at::Tensor loss = model_->loss(batch.images.to(options_.device), masks.to(options_.device));
     if (options_.loss_hook) options_.loss_hook(step_, micro, loss);
     const double value = loss.item<double>();
     nonfinite = nonfinite || !std::isfinite(value);

@@ -82,6 +82,9 @@ struct TrainerOptions {
   std::string nonfinite = "skip";  // skip|stop
   int64_t max_skipped = 10;        // consecutive skipped steps before stopping
   comm::GradSyncOptions sync;      // control_slots is set by the trainer
+  // Where the model and the batches live: the communicator's device (the
+  // constructor moves the model there before the initial broadcast).
+  at::Device device = at::kCPU;
   std::string checkpoint_root;     // "" = checkpoints disabled
   int64_t checkpoint_every_steps = 0;
   double checkpoint_every_minutes = 0.0;

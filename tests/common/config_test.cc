@@ -41,6 +41,7 @@ TEST(Config, EmptyFileGivesDefaults) {
   EXPECT_EQ(c.optimizer.betas, (std::vector<double>{0.9, 0.95}));
   EXPECT_DOUBLE_EQ(c.optimizer.blr, 1.5e-4);
   EXPECT_EQ(c.train.sample_log, "");  // per-sample log off
+  EXPECT_EQ(c.train.device, "auto");
 }
 
 TEST(Config, ReadsValues) {
@@ -102,6 +103,7 @@ TEST(Config, OutOfRangeScalars) {
   EXPECT_HAS(error_of("coordinator: {listen: 'localhost'}"), "coordinator.listen");
   EXPECT_HAS(error_of("coordinator: {listen: 'localhost:99999'}"), "port in [1, 65535]");
   EXPECT_HAS(error_of("data: {batch_size: 0}"), "data.batch_size");
+  EXPECT_HAS(error_of("train: {device: tpu}"), "train.device");
   EXPECT_HAS(error_of("train: {sample_log: \"a\\nb\"}"),
              "train.sample_log: expected a folder path without line breaks");
 }

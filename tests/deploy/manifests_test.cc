@@ -377,6 +377,11 @@ TEST(DeployDocker, DockerfilesBuildWithSetupAndShipTheEntrypoint) {
   const std::string cuda = read_text(source_dir() + "/deploy/docker/Dockerfile.cuda");
   EXPECT_NE(cpu.find("FROM debian:12"), std::string::npos);
   EXPECT_NE(cpu.find("scripts/setup.sh"), std::string::npos);
+  // The CUDA image fails when NCCL is asked for and not found, and looks for
+  // nccl.h where the nvidia-nccl wheel puts it (not under an extra /nccl).
+  EXPECT_NE(cuda.find("-DCNX_REQUIRE_NCCL=ON"), std::string::npos);
+  EXPECT_EQ(cuda.find("+ \"/nccl\""), std::string::npos);
+  EXPECT_NE(cuda.find("TORCH_CUDA_ARCH_LIST"), std::string::npos);
   EXPECT_TRUE(std::filesystem::exists(source_dir() + "/scripts/setup.sh"));
   const Config defaults;
   for (const std::string* d : {&cpu, &cuda}) {
