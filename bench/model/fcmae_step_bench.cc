@@ -15,7 +15,6 @@
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
-#include <torch/version.h>
 
 #include <chrono>
 #include <cstdio>
@@ -24,25 +23,15 @@
 #include <sstream>
 #include <string>
 
+#include "common/torch_compat.h"
 #include "model/fcmae.h"
 #include "sparse_ops/backend.h"
 
 namespace {
 
-// bf16 autocast for `device` on or off (the C++ API changed in LibTorch 2.4).
+// bf16 autocast for `device` on or off.
 void set_bf16_autocast(at::DeviceType device, bool on) {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  at::autocast::set_autocast_dtype(device, at::kBFloat16);
-  at::autocast::set_autocast_enabled(device, on);
-#else
-  if (device == at::kCUDA) {
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(on);
-  } else {
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-    at::autocast::set_cpu_enabled(on);
-  }
-#endif
+  cnx::compat::set_autocast(device, on, at::kBFloat16);
   if (!on) at::autocast::clear_cache();
 }
 
