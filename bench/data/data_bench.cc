@@ -26,6 +26,7 @@
 #include "data/transform.h"
 
 namespace fs = std::filesystem;
+using namespace cnx;
 using namespace cnx::data;
 
 namespace {

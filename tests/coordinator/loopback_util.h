@@ -71,7 +71,9 @@ struct JobDir {
                    ", keep: 2}\n"
                    "coordinator: {listen: \"127.0.0.1:" +
                    std::to_string(port) + "\", token_file: " + (dir / "token").string() + ", state_db: " +
-                   (dir / "state.sqlite").string() + ", heartbeat_timeout_s: 60, lease_s: 600" + extra + "}\n");
+                   (dir / "state.sqlite").string() + ", heartbeat_timeout_s: 60, lease_s: 600" + extra + "}\n" +
+                   // No fixed metrics port: tests run beside other coordinators.
+                   "metrics: {enabled: false}\n");
   }
   ~JobDir() { fs::remove_all(dir); }
   std::string target() const { return "127.0.0.1:" + std::to_string(port); }
