@@ -122,6 +122,9 @@ template <class V> void describe(V& v, DataConfig& c) {
     }));
   v("crop_scale", c.crop_scale, range(0, 1));
   v("crop_ratio", c.crop_ratio, range(0.01, 100));
+  v("eval_crop_pct", c.eval_crop_pct, Check<double>([](const double& p) {
+      return p > 0.0 && p <= 1.0 ? "" : "a number in (0, 1]";
+    }));
   v("hflip", c.hflip, any<bool>());
   v("mean", c.mean, range(-10, 10));
   v("std", c.std, range(1e-6, 10));

@@ -76,6 +76,10 @@ struct DataConfig {
   int64_t input_size = 224;
   std::vector<double> crop_scale = {0.2, 1.0};
   std::vector<double> crop_ratio = {0.75, 4.0 / 3.0};
+  // Evaluation (cnx-eval, cnx-finetune, cnx-visualize): resize the shorter
+  // side to input_size / eval_crop_pct, keep the centre input_size square.
+  // 0.875 is the ImageNet convention; 1.0 keeps the whole image.
+  double eval_crop_pct = 0.875;
   bool hflip = true;
   std::vector<double> mean = {0.485, 0.456, 0.406};
   std::vector<double> std = {0.229, 0.224, 0.225};

@@ -179,7 +179,10 @@ TransformResult decode_and_transform(const uint8_t* data, size_t size, ImageForm
     out_w = out_h = S;
     flip = opt.hflip && rng.uniform() < 0.5;
   } else {
-    const int64_t resize = static_cast<int64_t>(static_cast<double>(S) / 0.875);
+    CNX_CHECK(opt.crop_pct > 0.0 && opt.crop_pct <= 1.0, "eval crop_pct must be in (0, 1], got ", opt.crop_pct);
+    // floor(S / crop_pct) as Python's int(); the epsilon keeps exact
+    // quotients (S / 1.0) from rounding down.
+    const int64_t resize = static_cast<int64_t>(static_cast<double>(S) / opt.crop_pct + 1e-9);
     if (W <= H) {
       out_w = resize;
       out_h = static_cast<int64_t>(static_cast<double>(resize) * H / W);

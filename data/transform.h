@@ -52,7 +52,12 @@ std::vector<float> resize_bicubic_aa(const uint8_t* src, int64_t height, int64_t
 
 struct TransformOptions {
   int64_t size = 224;  // output is size x size
-  bool train = true;   // RandomResizedCrop + flip; false: resize to size/0.875, center crop
+  bool train = true;   // RandomResizedCrop + flip; false: resize to size/crop_pct, center crop
+  // Eval only: the shorter side is resized to floor(size / crop_pct), then
+  // the centre size x size is kept (timm / torchvision convention). 0.875 is
+  // the ImageNet convention; 1.0 keeps the whole (square) image, for data
+  // whose objects fill the frame (Fashion-MNIST). In (0, 1].
+  double crop_pct = 0.875;
   double scale_lo = 0.2, scale_hi = 1.0;
   double ratio_lo = 3.0 / 4.0, ratio_hi = 4.0 / 3.0;
   bool hflip = true;
@@ -73,7 +78,8 @@ struct TransformResult {
 // Thread-safe; each calling thread keeps scratch buffers (decoded image and
 // resize intermediates) sized by the largest image it has processed.
 // `rng` is the sample's stream (sample_rng(seed, epoch, key)); the crop draws
-// come first, then the flip draw. Never throws on bad image data.
+// come first, then the flip draw. Never throws on bad image data (throws
+// cnx::CheckError for options out of range).
 TransformResult decode_and_transform(const uint8_t* data, size_t size, ImageFormat fmt, SplitMix64 rng,
                                      const TransformOptions& opt);
 

@@ -6,9 +6,11 @@
 #      of ConvNeXt V2-atto with the sparse encoder, live progress, checkpoints
 #      committed through the coordinator
 #   4. export the encoder (safetensors, reference names)
-#   5. reconstructions (PNG grid)
+#   5. reconstructions (PNG grid with column labels) and training curves
+#      (loss, lr, throughput over steps; PNG)
 #   6. linear-probe top-1 on the Fashion-MNIST test set, pretrained vs a
-#      randomly initialised encoder with the same probe budget
+#      randomly initialised encoder with the same probe budget; features of
+#      whole images (the config's data.eval_crop_pct 1.0 and mean/std)
 # Everything goes to runs/demo/ (CNX_DEMO_DIR); the summary is printed at the end.
 # Extra arguments are passed to cnx-worker (e.g. --set schedule.epochs=0.5).
 set -euo pipefail
@@ -76,14 +78,16 @@ CKPT=$("$B/coordinator/cnx-ctl" --config $CONFIG "${SETS[@]}" latest) || die "no
 echo "  latest committed checkpoint: $CKPT"
 "$B/tools/export/cnx-export" -i "$CKPT" -o "$OUT/encoder_atto_fcmae.safetensors" || die "cnx-export"
 
-say "5/6 reconstructions -> $OUT/reconstructions"
+say "5/6 reconstructions and training curves -> $OUT/reconstructions"
 "$B/tools/visualize/cnx-visualize" -c "$CKPT" --index "$OUT/data/test/index.json" --count 8 \
-  --input-size 64 --mean 0.286 0.286 0.286 --std 0.353 0.353 0.353 -o "$OUT/reconstructions" \
-  || die "cnx-visualize"
+  --input-size 64 --mean 0.286 0.286 0.286 --std 0.353 0.353 0.353 --eval-crop-pct 1.0 \
+  -o "$OUT/reconstructions" || die "cnx-visualize"
+"$B/tools/visualize/cnx-plot-log" --log "$OUT/train.log" -o "$OUT/reconstructions/training_curves.png" \
+  --title "FCMAE " || die "cnx-plot-log"
 
 say "6/6 linear probe on Fashion-MNIST ($PROBE_TRAIN train / $PROBE_TEST test images): pretrained vs random init"
-PROBE=(--train-index "$OUT/data/train/index.json" --test-index "$OUT/data/test/index.json"
-       --max-train "$PROBE_TRAIN" --max-test "$PROBE_TEST" --input-size 64)
+PROBE=(--config $CONFIG --train-index "$OUT/data/train/index.json" --test-index "$OUT/data/test/index.json"
+       --max-train "$PROBE_TRAIN" --max-test "$PROBE_TEST")
 # Same budget for both: same images, input size, head epochs, seed; 2 ranks x 1 thread.
 EVAL=(mpirun --oversubscribe --bind-to none -np 2 "$B/tools/eval/cnx-eval" --threads 1)
 "${EVAL[@]}" --encoder "$OUT/encoder_atto_fcmae.safetensors" "${PROBE[@]}" \
@@ -108,11 +112,13 @@ lines = [
     f"linear-probe top-1, pretrained encoder : {a*scale:.2f}%",
     f"linear-probe top-1, random init        : {b*scale:.2f}%",
     f"margin                                 : {(a-b)*scale:+.2f} points",
+    f"evaluation transform                   : {pre.get('eval_transform', 'unknown')}",
     f"time: shards + pretraining {t_train} s, whole run {t_all} s",
     "",
     f"checkpoints     : {out}/checkpoints (latest committed: {ckpt})",
     f"encoder         : {out}/encoder_atto_fcmae.safetensors (reference names)",
     f"reconstructions : {out}/reconstructions/grid.png",
+    f"training curves : {out}/reconstructions/training_curves.png",
     f"probe results   : {out}/probe_pretrained.json, {out}/probe_random.json",
     f"logs            : {out}/train.log, {out}/coordinator.log",
 ]

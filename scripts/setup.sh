@@ -26,6 +26,7 @@ PACKAGES=(
   dataset-fashion-mnist                      # the demo dataset
   python3 curl procps clang-format
   iproute2 nftables                          # the namespace cluster tests (tests/cluster)
+  python3-torch                              # PyTorch reference for the equivalence tests (tests only)
 )
 
 SUDO=""

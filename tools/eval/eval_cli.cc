@@ -8,9 +8,32 @@
 #include <iostream>
 #include <thread>
 
+#include "common/config.h"
 #include "common/logging.h"
+#include "tools/visualize/plot.h"
 
 namespace cnx::eval {
+
+namespace {
+
+// Loss and lr per step, held-out top-1 per epoch.
+data::Image finetune_curves(const EvalSummary& s) {
+  std::vector<double> steps(s.step_loss.size()), epochs(s.epoch_holdout.size()), acc;
+  for (size_t i = 0; i < steps.size(); ++i) steps[i] = static_cast<double>(i + 1);
+  for (size_t i = 0; i < epochs.size(); ++i) epochs[i] = static_cast<double>(i + 1);
+  for (double a : s.epoch_holdout) acc.push_back(100.0 * a);
+  std::vector<double> epoch_end, epoch_loss = s.epoch_loss;
+  const double per_epoch = s.epoch_loss.empty() ? 0.0 : static_cast<double>(steps.size()) / s.epoch_loss.size();
+  for (size_t i = 0; i < s.epoch_loss.size(); ++i) epoch_end.push_back(per_epoch * static_cast<double>(i + 1));
+  viz::Chart loss{"training loss", "step",
+                  {viz::Series{"per step", steps, s.step_loss, {214, 39, 40}},
+                   viz::Series{"epoch mean", epoch_end, epoch_loss, {40, 40, 40}, true}}};
+  viz::Chart lr{"learning rate", "step", {viz::Series{"", steps, s.step_lr, {31, 119, 180}}}, true};
+  viz::Chart ho{"held-out top-1 %", "epoch", {viz::Series{"", epochs, acc, {44, 160, 44}, true}}};
+  return viz::render_charts({loss, lr, ho});
+}
+
+}  // namespace
 
 int eval_main(int argc, char** argv, EvalMode mode) {
   const bool probe = mode == EvalMode::kLinearProbe;
@@ -25,6 +48,9 @@ int eval_main(int argc, char** argv, EvalMode mode) {
   int64_t epochs = probe ? o.probe.epochs : o.finetune.epochs;
   double lr = 0.0, weight_decay = probe ? o.probe.weight_decay : o.finetune.weight_decay;
   if (!probe) o.batch_size = 32;
+  std::string config_path, curves_path;
+  std::vector<std::string> overrides;
+  std::vector<float> mean(o.mean.begin(), o.mean.end()), stdv(o.std.begin(), o.std.end());
 
   app.add_option("--encoder", o.encoder,
                  "encoder weights: exported .safetensors/.pt (reference or timm names), FCMAE model.pt, "
@@ -44,7 +70,18 @@ int eval_main(int argc, char** argv, EvalMode mode) {
   app.add_option("--max-test", o.max_test, "use the first N labelled test samples (0 = all)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_option("--config", config_path,
+                 "pretraining config: its data.input_size, data.eval_crop_pct, data.mean and data.std are the "
+                 "defaults of --input-size, --eval-crop-pct, --mean and --std");
+  app.add_option("--set", overrides, "override a config key (key.path=value; repeatable)");
   app.add_option("--input-size", o.input_size, "input resolution (multiple of 32)")->capture_default_str();
+  app.add_option("--eval-crop-pct", o.eval_crop_pct,
+                 "evaluation: resize to input-size / this, centre crop (0.875 ImageNet convention; 1.0 = whole "
+                 "image)")
+      ->check(CLI::Range(1e-3, 1.0))
+      ->capture_default_str();
+  app.add_option("--mean", mean, "normalisation mean per channel (as in pretraining)")->expected(3)->capture_default_str();
+  app.add_option("--std", stdv, "normalisation std per channel (as in pretraining)")->expected(3)->capture_default_str();
   app.add_option("--batch-size", o.batch_size, probe ? "feature-extraction batch" : "batch per rank")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -73,6 +110,12 @@ int eval_main(int argc, char** argv, EvalMode mode) {
     app.add_option("--clip-grad", o.finetune.clip_grad, "max global grad norm (0 = off)")->capture_default_str();
     app.add_option("--crop-scale", crop_scale, "RandomResizedCrop area range")->expected(2)->capture_default_str();
     app.add_option("--log-every", o.finetune.log_every, "progress every N steps")->capture_default_str();
+    app.add_option("--holdout", o.holdout,
+                   "hold out the first N labelled training samples (never trained on; --max-train counts the "
+                   "samples after them) and report their top-1 after every epoch")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    app.add_option("--curves", curves_path, "write loss / lr / held-out accuracy curves to this PNG (rank 0)");
   }
   CLI11_PARSE(app, argc, argv);
 
@@ -86,6 +129,21 @@ int eval_main(int argc, char** argv, EvalMode mode) {
     }
     at::set_num_threads(threads);
     o.verify_sha256 = !no_verify;
+    if (!config_path.empty()) {
+      const Config c = load_config(config_path, overrides);
+      if (app.count("--input-size") == 0) o.input_size = c.data.input_size;
+      if (app.count("--eval-crop-pct") == 0) o.eval_crop_pct = c.data.eval_crop_pct;
+      if (c.data.mean.size() != 3 || c.data.std.size() != 3)
+        throw ConfigError(config_path + ": data.mean and data.std need 3 values for evaluation");
+      if (app.count("--mean") == 0) mean.assign(c.data.mean.begin(), c.data.mean.end());
+      if (app.count("--std") == 0) stdv.assign(c.data.std.begin(), c.data.std.end());
+    } else if (!overrides.empty()) {
+      throw ConfigError("--set needs --config");
+    }
+    for (int c = 0; c < 3; ++c) {
+      o.mean[c] = mean.at(c);
+      o.std[c] = stdv.at(c);
+    }
     if (probe) {
       o.probe.epochs = epochs;
       if (lr > 0) o.probe.lr = lr;
@@ -110,6 +168,10 @@ int eval_main(int argc, char** argv, EvalMode mode) {
         CNX_LOG_INFO("summary written to {}", json_path);
       } else {
         std::cout << json;
+      }
+      if (!curves_path.empty()) {
+        viz::write_png_file(curves_path, finetune_curves(s));
+        CNX_LOG_INFO("curves written to {}", curves_path);
       }
     }
     if (comm) comm->barrier();

@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -121,6 +122,10 @@ EvalSummary run_eval_job(const EvalJobOptions& o, comm::Communicator* comm) {
   CNX_CHECK(o.input_size > 0 && o.input_size % 32 == 0, "--input-size must be a positive multiple of 32, got ",
             o.input_size);
   CNX_CHECK(!o.train_index.empty() && !o.test_index.empty(), "both a train and a test shard index are required");
+  CNX_CHECK(o.eval_crop_pct > 0.0 && o.eval_crop_pct <= 1.0, "--eval-crop-pct must be in (0, 1], got ",
+            o.eval_crop_pct);
+  CNX_CHECK(o.holdout >= 0, "--holdout must be >= 0, got ", o.holdout);
+  for (int c = 0; c < 3; ++c) CNX_CHECK(o.std[c] > 0.0f, "--std must be > 0, got ", o.std[c]);
 
   ReadOptions ro;
   ro.rank = rank;
@@ -129,7 +134,16 @@ EvalSummary run_eval_job(const EvalJobOptions& o, comm::Communicator* comm) {
   ro.index_path = o.train_index;
   ro.shard_root = o.train_shard_root;
   ro.max_samples = o.max_train;
+  ro.skip = o.mode == EvalMode::kFinetune ? o.holdout : 0;
   const LabelledSet train = read_labelled_shards(ro);
+  LabelledSet holdout;
+  if (o.mode == EvalMode::kFinetune && o.holdout > 0) {
+    ro.skip = 0;
+    ro.max_samples = o.holdout;
+    holdout = read_labelled_shards(ro);
+    CNX_CHECK(holdout.total == o.holdout, "'", o.train_index, "' holds ", holdout.total,
+              " labelled samples, fewer than the --holdout ", o.holdout);
+  }
   ro.index_path = o.test_index;
   ro.shard_root = o.test_shard_root;
   ro.max_samples = o.max_test;
@@ -156,6 +170,14 @@ EvalSummary run_eval_job(const EvalJobOptions& o, comm::Communicator* comm) {
   eval_tf.size = o.input_size;
   eval_tf.train = false;
   eval_tf.hflip = false;
+  eval_tf.crop_pct = o.eval_crop_pct;
+  eval_tf.mean = o.mean;
+  eval_tf.std = o.std;
+  s.eval_transform = describe_eval_transform(eval_tf);
+  s.eval_crop_pct = o.eval_crop_pct;
+  s.mean = o.mean;
+  s.std = o.std;
+  if (rank == 0) CNX_LOG_INFO("eval transform: {}", s.eval_transform);
 
   if (o.mode == EvalMode::kLinearProbe) {
     s.mode = "linear_probe";
@@ -190,9 +212,11 @@ EvalSummary run_eval_job(const EvalJobOptions& o, comm::Communicator* comm) {
     fo.eval_transform = eval_tf;
     fo.train_transform.size = o.input_size;
     fo.train_transform.train = true;
+    fo.train_transform.mean = o.mean;
+    fo.train_transform.std = o.std;
     fo.batch_size = o.batch_size;
     const auto tt = std::chrono::steady_clock::now();
-    const FinetuneResult r = finetune(*built.net, train, test, fo, comm);
+    const FinetuneResult r = finetune(*built.net, train, test, fo, comm, o.holdout > 0 ? &holdout : nullptr);
     s.train_seconds = seconds_since(tt);
     s.top1 = r.top1;
     s.n_train = r.n_train;
@@ -200,6 +224,12 @@ EvalSummary run_eval_job(const EvalJobOptions& o, comm::Communicator* comm) {
     s.epochs = fo.epochs;
     s.failed = r.failed;
     s.final_loss = r.epoch_loss.empty() ? 0.0 : r.epoch_loss.back();
+    s.n_holdout = r.n_holdout;
+    s.epoch_loss = r.epoch_loss;
+    s.epoch_holdout = r.epoch_holdout;
+    s.epoch_seconds = r.epoch_seconds;
+    s.step_loss = r.step_loss;
+    s.step_lr = r.step_lr;
   }
   s.seconds = seconds_since(t0);
   return s;
@@ -224,13 +254,34 @@ std::string summary_json(const EvalSummary& s) {
   j["world_size"] = s.world_size;
   j["threads_per_rank"] = s.threads;
   j["seed"] = s.seed;
+  j["eval_transform"] = s.eval_transform;
+  j["eval_crop_pct"] = s.eval_crop_pct;
+  j["mean"] = s.mean;
+  j["std"] = s.std;
+  if (s.mode == "finetune") {
+    j["n_holdout"] = s.n_holdout;
+    j["epoch_train_loss"] = s.epoch_loss;
+    j["epoch_holdout_top1"] = s.epoch_holdout;
+    j["epoch_seconds"] = s.epoch_seconds;
+  }
   return j.dump(2) + "\n";
 }
 
 std::string summary_line(const EvalSummary& s) {
   return str(s.mode == "finetune" ? "fine-tune" : "linear probe", " top-1 ", s.top1 * 100.0, "% (test n=", s.n_test,
              ") | train n=", s.n_train, ", ", s.epochs, " epochs, ", s.input_size, " px | ", s.encoder, " | ",
-             s.seconds, " s on ", s.world_size, " rank(s)");
+             s.seconds, " s on ", s.world_size, " rank(s) | eval: ", s.eval_transform);
+}
+
+std::string describe_eval_transform(const data::TransformOptions& t) {
+  const int64_t resize = static_cast<int64_t>(static_cast<double>(t.size) / t.crop_pct + 1e-9);
+  char buf[256];
+  std::snprintf(buf, sizeof(buf),
+                "resize shorter side to %lld (%lld / crop_pct %.3f) + centre crop %lld, bicubic antialias, "
+                "mean [%.3f %.3f %.3f] std [%.3f %.3f %.3f]",
+                static_cast<long long>(resize), static_cast<long long>(t.size), t.crop_pct,
+                static_cast<long long>(t.size), t.mean[0], t.mean[1], t.mean[2], t.std[0], t.std[1], t.std[2]);
+  return buf;
 }
 
 }  // namespace cnx::eval

@@ -17,6 +17,7 @@
 //
 // Collective when comm is set: every rank must call run_eval_job with the
 // same options; every rank returns the same summary.
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -40,7 +41,18 @@ struct EvalJobOptions {
   std::string test_index, test_shard_root;
   int64_t max_train = 10000;  // 0 = all
   int64_t max_test = 10000;   // 0 = all
+  // Fine-tune only: the first `holdout` labelled training samples are held
+  // out (never trained on; the training samples are the next max_train) and
+  // evaluated after every epoch. 0 = none.
+  int64_t holdout = 0;
   int64_t input_size = 64;
+  // Evaluation transform (feature extraction, held-out and test top-1):
+  // resize the shorter side to input_size / eval_crop_pct (bicubic,
+  // antialiased), centre crop, normalise with mean/std. The fine-tune's train
+  // transform normalises with the same mean/std.
+  double eval_crop_pct = 0.875;
+  std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
+  std::array<float, 3> std{0.229f, 0.224f, 0.225f};
   int64_t batch_size = 128;        // feature extraction / fine-tune (per rank)
   double drop_path_rate = 0.1;     // fine-tune only
   double head_init_scale = 0.001;  // fine-tune only (the reference's fine-tuning value)
@@ -67,7 +79,20 @@ struct EvalSummary {
   double train_seconds = 0;    // probe head / fine-tune training
   double final_loss = 0;
   uint64_t seed = 0;
+  std::string eval_transform;  // describe_eval_transform() of the transform used
+  double eval_crop_pct = 0;
+  std::array<float, 3> mean{}, std{};
+  int64_t n_holdout = 0;               // fine-tune: held-out samples
+  std::vector<double> epoch_loss;      // fine-tune: mean training loss per epoch
+  std::vector<double> epoch_holdout;   // fine-tune: held-out top-1 per epoch
+  std::vector<double> epoch_seconds;   // fine-tune: wall time at each epoch's end
+  std::vector<double> step_loss;       // fine-tune: loss per step
+  std::vector<double> step_lr;         // fine-tune: lr per step
 };
+
+// "resize 64 (64 / crop_pct 1.000) + centre crop 64, bicubic antialias,
+// mean [0.286 0.286 0.286] std [0.353 0.353 0.353]"
+std::string describe_eval_transform(const data::TransformOptions& eval_transform);
 
 EvalSummary run_eval_job(const EvalJobOptions& options, comm::Communicator* comm);
 

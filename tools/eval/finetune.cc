@@ -55,7 +55,7 @@ double evaluate_top1(model::ConvNeXtV2Impl& net, const LabelledSet& test, const 
 }
 
 FinetuneResult finetune(model::ConvNeXtV2Impl& net, const LabelledSet& train, const LabelledSet& test,
-                        const FinetuneOptions& o, comm::Communicator* comm) {
+                        const FinetuneOptions& o, comm::Communicator* comm, const LabelledSet* holdout) {
   CNX_CHECK(o.epochs > 0 && o.batch_size > 0, "fine-tune: epochs and batch size must be > 0");
   CNX_CHECK(net.head(), "fine-tune: the model has no classification head (num_classes 0)");
   const int world = comm ? comm->size() : 1;
@@ -128,13 +128,17 @@ FinetuneResult finetune(model::ConvNeXtV2Impl& net, const LabelledSet& train, co
       if (o.clip_grad > 0) worker::clip_grad_norm(params, o.clip_grad);
       const double lr = schedule.lr_at(r.steps);
       opt.step(lr);
-      double l = loss.item<double>();
+      const double own = loss.item<double>();
+      double l = own;
       if (comm && world > 1) {
         at::Tensor lt = at::full({1}, l, at::kDouble);
         comm->allreduce({lt}, comm::ReduceOp::kAverage)->wait();
         l = lt.item<double>();
       }
       loss_sum += l;
+      r.step_loss.push_back(l);
+      r.step_lr.push_back(lr);
+      if (o.on_step) o.on_step(StepRecord{epoch, r.steps, lr, own, l, &batch});
       if (rank == 0 && o.log_every > 0 && (r.steps + 1) % o.log_every == 0) {
         const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         CNX_LOG_INFO("fine-tune epoch {} step {}/{} loss {:.4f} lr {:.3e} ({:.1f} img/s)", epoch, r.steps + 1,
@@ -142,7 +146,21 @@ FinetuneResult finetune(model::ConvNeXtV2Impl& net, const LabelledSet& train, co
       }
     }
     r.epoch_loss.push_back(loss_sum / static_cast<double>(steps_per_epoch));
-    if (rank == 0) CNX_LOG_INFO("fine-tune epoch {} done: mean loss {:.4f}", epoch, r.epoch_loss.back());
+    if (holdout) {
+      int64_t failed_holdout = 0;
+      r.epoch_holdout.push_back(evaluate_top1(net, *holdout, o.eval_transform, o.eval_batch_size, comm,
+                                              &r.n_holdout, &failed_holdout));
+    }
+    r.epoch_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (rank == 0) {
+      if (holdout) {
+        CNX_LOG_INFO("fine-tune epoch {} done: mean loss {:.4f}, held-out top-1 {:.2f}% (n={}), {:.1f} s", epoch,
+                     r.epoch_loss.back(), 100.0 * r.epoch_holdout.back(), r.n_holdout, r.epoch_seconds.back());
+      } else {
+        CNX_LOG_INFO("fine-tune epoch {} done: mean loss {:.4f}, {:.1f} s", epoch, r.epoch_loss.back(),
+                     r.epoch_seconds.back());
+      }
+    }
   }
   at::Tensor ft = at::full({1}, static_cast<double>(failed_train), at::kDouble);
   if (comm && world > 1) comm->allreduce({ft}, comm::ReduceOp::kSum)->wait();

@@ -14,9 +14,19 @@
 //
 // Evaluation: top-1 on the test set in eval mode (eval transform), each rank
 // its own samples, counts all-reduced; every rank returns the same result.
+// With a held-out set (samples taken from the training data, never trained
+// on), its top-1 is measured the same way after every epoch: the number to
+// choose a recipe by, where the test set must not be looked at.
+//
+// Per step the loop reads: batch (decode + train transform), zero grads,
+// forward, smoothed cross-entropy, backward (+ overlapped gradient sync),
+// optional clipping, AdamW at the schedule's lr for this step, then the
+// loss averaged over ranks. `on_step` (if set) sees each step's record on
+// every rank, after the optimizer step.
 //
 // Threading: everything on the calling thread (GradSync hooks on autograd's).
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -24,6 +34,16 @@
 #include "tools/eval/labelled_data.h"
 
 namespace cnx::eval {
+
+// What one training step did, as on_step sees it.
+struct StepRecord {
+  int64_t epoch = 0;
+  int64_t step = 0;         // global step, from 0
+  double lr = 0;            // lr of this step (each layer group uses lr * its scale)
+  double loss = 0;          // this rank's batch loss
+  double mean_loss = 0;     // averaged over ranks
+  const DecodedBatch* batch = nullptr;  // this rank's decoded batch (valid during the call)
+};
 
 struct FinetuneOptions {
   int64_t epochs = 2;
@@ -42,6 +62,7 @@ struct FinetuneOptions {
   int64_t eval_batch_size = 128;
   int64_t log_every = 20;  // progress line every N steps (rank 0); 0 = none
   uint64_t seed = 0;
+  std::function<void(const StepRecord&)> on_step;  // optional, called on every rank
 };
 
 struct FinetuneResult {
@@ -51,7 +72,12 @@ struct FinetuneResult {
   int64_t steps = 0;
   int64_t failed = 0;  // samples that could not be decoded (all ranks, train + test)
   double peak_lr = 0;
-  std::vector<double> epoch_loss;  // mean training loss per epoch (over ranks)
+  std::vector<double> epoch_loss;     // mean training loss per epoch (over ranks)
+  std::vector<double> epoch_holdout;  // held-out top-1 after each epoch (empty without a held-out set)
+  std::vector<double> epoch_seconds;  // wall time at the end of each epoch (training + held-out eval)
+  std::vector<double> step_loss;      // loss of every step (averaged over ranks)
+  std::vector<double> step_lr;        // lr of every step
+  int64_t n_holdout = 0;              // held-out samples evaluated (all ranks)
 };
 
 // Label-smoothed cross-entropy, mean over rows: (1-s) * NLL + s * mean(-log p).
@@ -61,7 +87,9 @@ at::Tensor smoothed_cross_entropy(const at::Tensor& logits, const at::Tensor& la
 double evaluate_top1(model::ConvNeXtV2Impl& net, const LabelledSet& test, const data::TransformOptions& transform,
                      int64_t batch_size, comm::Communicator* comm, int64_t* n_test, int64_t* failed);
 
+// `holdout` may be nullptr (no per-epoch held-out evaluation).
 FinetuneResult finetune(model::ConvNeXtV2Impl& net, const LabelledSet& train, const LabelledSet& test,
-                        const FinetuneOptions& options, comm::Communicator* comm);
+                        const FinetuneOptions& options, comm::Communicator* comm,
+                        const LabelledSet* holdout = nullptr);
 
 }  // namespace cnx::eval

@@ -22,11 +22,13 @@ LabelledSet read_labelled_shards(const ReadOptions& o) {
     throw data::DataError("read_labelled_shards: rank " + std::to_string(o.rank) + " of world " +
                           std::to_string(o.world) + " is invalid");
   if (o.max_samples < 0) throw data::DataError("max_samples must be >= 0, got " + std::to_string(o.max_samples));
+  if (o.skip < 0) throw data::DataError("skip must be >= 0, got " + std::to_string(o.skip));
   const data::ShardIndex index = data::load_index(o.index_path);
   const std::string root = o.shard_root.empty() ? fs::path(o.index_path).parent_path().string() : o.shard_root;
   LabelledSet set;
   set.classes = index.classes;
   const int64_t limit = o.max_samples > 0 ? o.max_samples : index.total_samples;
+  int64_t to_skip = o.skip;
   for (const auto& shard : index.shards) {
     if (set.total >= limit) break;
     const std::string path = (root.empty() ? std::string(".") : root) + "/" + shard.name;
@@ -49,6 +51,10 @@ LabelledSet read_labelled_shards(const ReadOptions& o) {
       int64_t label = -1;
       if (!image || !cls || !data::parse_label(cls->data, &label)) {
         ++set.unlabelled;
+        continue;
+      }
+      if (to_skip > 0) {
+        --to_skip;
         continue;
       }
       const int64_t pos = set.total++;

@@ -14,8 +14,12 @@
 // rank streams the shards up to the last needed position (cheap: tar reads,
 // no decoding) and keeps only its own encoded bytes.
 //
+// With `skip` = S the first S labelled samples get no position (they are a
+// held-out set read separately with max_samples = S); positions start after
+// them.
+//
 // Decoding (decode_samples) uses data::decode_and_transform: eval mode is
-// resize to size/0.875 + center crop; train mode is RandomResizedCrop + flip
+// resize to size/crop_pct + center crop; train mode is RandomResizedCrop + flip
 // with the stream sample_rng(seed, epoch, key). A sample that fails to decode
 // is left out of the batch and counted, never fatal.
 //
@@ -52,6 +56,7 @@ struct ReadOptions {
   std::string index_path;
   std::string shard_root;   // "" = the index's folder
   int64_t max_samples = 0;  // 0 = all
+  int64_t skip = 0;         // labelled samples passed over before position 0
   int rank = 0;
   int world = 1;
   bool verify_sha256 = true;

@@ -12,6 +12,7 @@
 #include "common/logging.h"
 #include "model/fcmae.h"
 #include "tools/export/fcmae_state.h"
+#include "tools/visualize/plot.h"
 #include "tools/visualize/reconstruct.h"
 
 int main(int argc, char** argv) {
@@ -38,6 +39,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--mean", mean, "normalisation mean (as in pretraining)")->expected(3)->capture_default_str();
   app.add_option("--std", stdv, "normalisation std (as in pretraining)")->expected(3)->capture_default_str();
+  double crop_pct = 0.875;
+  app.add_option("--eval-crop-pct", crop_pct, "resize to input-size / this, centre crop (1.0 = whole image)")
+      ->check(CLI::Range(1e-3, 1.0))
+      ->capture_default_str();
+  bool no_labels = false;
+  app.add_flag("--no-labels", no_labels, "no column names above grid.png");
   app.add_option("--gap", gap, "white pixels between panels and rows")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
@@ -54,6 +61,7 @@ int main(int argc, char** argv) {
       norm.mean[c] = mean[c];
       norm.std[c] = stdv[c];
     }
+    norm.crop_pct = crop_pct;
     const std::string file = cnx::tools::resolve_state_file(checkpoint);
     const cnx::model::NamedTensors state = cnx::tools::read_state_file(file);
     cnx::model::FcmaeOptions fo = cnx::tools::infer_fcmae_options(state, file);
@@ -77,7 +85,10 @@ int main(int argc, char** argv) {
       std::snprintf(name, sizeof(name), "recon-%03lld.png", static_cast<long long>(i));
       cnx::viz::write_png(out_dir + "/" + name, rows.back());
     }
-    cnx::viz::write_png(out_dir + "/grid.png", cnx::viz::stack_rows(rows, gap));
+    cnx::data::Image picture = cnx::viz::stack_rows(rows, gap);
+    if (!no_labels)
+      picture = cnx::viz::add_column_labels(picture, static_cast<int>(size), gap, cnx::viz::panel_labels());
+    cnx::viz::write_png(out_dir + "/grid.png", picture);
     CNX_LOG_INFO(
         "{} reconstructions ({}x{}, mask ratio {}, seed {}, loss {:.4f}) from {} written to {}/grid.png "
         "and {}/recon-*.png (panels: original | masked | reconstruction | reconstruction + visible)",

@@ -82,6 +82,11 @@ data::Image compose_row(const Panels& panels, int64_t i, int gap) {
   return img;
 }
 
+const std::vector<std::string>& panel_labels() {
+  static const std::vector<std::string> labels{"original", "masked input", "prediction", "prediction + visible"};
+  return labels;
+}
+
 data::Image stack_rows(const std::vector<data::Image>& rows, int gap) {
   CNX_CHECK(!rows.empty(), "stack_rows: no rows");
   CNX_CHECK(gap >= 0, "stack_rows: gap must be >= 0");
@@ -113,6 +118,7 @@ bool decode_into(const std::vector<uint8_t>& bytes, data::ImageFormat fmt, int64
   t.hflip = false;
   t.mean = norm.mean;
   t.std = norm.std;
+  t.crop_pct = norm.crop_pct;
   const data::TransformResult r = data::decode_and_transform(bytes.data(), bytes.size(), fmt, SplitMix64(0), t);
   if (r.status != data::DecodeStatus::kOk) {
     CNX_LOG_WARN("skipping {}: {} ({})", name, data::decode_status_name(r.status), r.error);

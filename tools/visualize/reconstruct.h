@@ -40,6 +40,7 @@ struct Panels {
 struct Normalization {
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
+  double crop_pct = 0.875;  // loading: resize to size / crop_pct, centre crop (1.0 = whole image)
 };
 
 // images: normalised float [N, 3, H, W] (H, W multiples of the patch size);
@@ -57,8 +58,11 @@ data::Image compose_row(const Panels& panels, int64_t i, int gap);
 // Rows stacked top to bottom with `gap` white rows between them (same widths).
 data::Image stack_rows(const std::vector<data::Image>& rows, int gap);
 
-// Images to show, decoded and eval-transformed (resize to size/0.875, center
-// crop; data/transform.h) and normalised with `norm`: float [N, 3, size, size].
+// The column names of a row, left to right.
+const std::vector<std::string>& panel_labels();
+
+// Images to show, decoded and eval-transformed (resize to size/crop_pct,
+// center crop; data/transform.h) and normalised with `norm`: float [N, 3, size, size].
 // From shards: the first `count` decodable images in index order (keys
 // "<shard>/<key>" appended to *keys). Undecodable samples are skipped;
 // throws data::DataError when none could be read or a file is unreadable.

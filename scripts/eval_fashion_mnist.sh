@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# What pretraining does, on Fashion-MNIST: fine-tune (a) from random init and
+# (b) from the main job's FCMAE encoder with one budget, and linear-probe
+# both; print a Markdown table (top-1, epochs, wall time, held-out top-1 per
+# epoch) and write it to $OUT/table.md.
+#
+# Protocol: the first HOLDOUT labelled training images are held out (never
+# trained on) and evaluated after every fine-tuning epoch: recipes are chosen
+# on them, never on the test set. Fine-tuning trains on the next TRAIN
+# images; the probe uses the same TRAIN images (after the held-out ones is
+# not needed there: the probe has no recipe to choose beyond its defaults).
+# Evaluation sees whole images (configs/fcmae_fashion_mnist.yaml:
+# data.eval_crop_pct 1.0, the pretraining's mean/std).
+#
+# Environment (defaults in brackets):
+#   CNX_ENCODER  [runs/demo/encoder_atto_fcmae.safetensors] (scripts/demo.sh writes it)
+#   CNX_DATA     [runs/demo/data]  shards (made here when missing)
+#   CNX_EVAL_DIR [runs/eval_fashion_mnist]
+#   TRAIN [12000] HOLDOUT [2000] TEST [10000] EPOCHS [1] NP [2]
+#   LR [1e-3] LAYER_DECAY [1.0] DROP_PATH [0] SMOOTHING [0] BATCH [32 per rank]
+# Extra arguments go to both cnx-finetune runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${CNX_BUILD_DIR:-build}
+ENCODER=${CNX_ENCODER:-runs/demo/encoder_atto_fcmae.safetensors}
+DATA=${CNX_DATA:-runs/demo/data}
+OUT=${CNX_EVAL_DIR:-runs/eval_fashion_mnist}
+TRAIN=${TRAIN:-12000}
+HOLDOUT=${HOLDOUT:-2000}
+TEST=${TEST:-10000}
+EPOCHS=${EPOCHS:-1}
+NP=${NP:-2}
+CONFIG=configs/fcmae_fashion_mnist.yaml
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+say() { printf '\n\033[1m[eval]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[eval] FAILED:\033[0m %s\n' "$*" >&2; exit 1; }
+
+[ -f "$ENCODER" ] || die "no encoder at $ENCODER (run scripts/demo.sh first, or set CNX_ENCODER)"
+mkdir -p "$OUT"
+for split in train test; do
+  if [ ! -f "$DATA/$split/index.json" ]; then
+    "$B/tools/make_shards/cnx-make-shards" --source fashion-mnist --split $split -o "$DATA/$split" \
+      --samples-per-shard 5000 $([ $split = test ] && echo --no-shuffle) || die "cnx-make-shards $split"
+  fi
+done
+
+RUN=(mpirun --oversubscribe --bind-to none -np "$NP")
+COMMON=(--config "$CONFIG" --train-index "$DATA/train/index.json" --test-index "$DATA/test/index.json"
+        --max-test "$TEST" --threads 1)
+FT=("${RUN[@]}" "$B/tools/eval/cnx-finetune" "${COMMON[@]}" --max-train "$TRAIN" --holdout "$HOLDOUT"
+    --epochs "$EPOCHS" --lr "${LR:-1e-3}" --layer-decay "${LAYER_DECAY:-1.0}" --drop-path "${DROP_PATH:-0}"
+    --smoothing "${SMOOTHING:-0}" --batch-size "${BATCH:-32}")
+PROBE=("${RUN[@]}" "$B/tools/eval/cnx-eval" "${COMMON[@]}" --max-train "$TRAIN")
+
+timed() {  # timed NAME CMD...: runs CMD, log to $OUT/NAME.log, seconds to $OUT/NAME.seconds
+  local name=$1; shift
+  local t0; t0=$(date +%s)
+  "$@" > "$OUT/$name.log" 2>&1 || { tail -20 "$OUT/$name.log" >&2; die "$name (log: $OUT/$name.log)"; }
+  echo $(( $(date +%s) - t0 )) > "$OUT/$name.seconds"
+}
+
+say "fine-tune from random init (FCMAE's init, seed 0): $TRAIN images x $EPOCHS epoch(s), held-out $HOLDOUT"
+timed finetune_random "${FT[@]}" --random-init --init fcmae --model atto --json "$OUT/finetune_random.json" \
+  --curves "$OUT/finetune_random.png" "$@"
+say "fine-tune from $ENCODER, same budget"
+timed finetune_pretrained "${FT[@]}" --encoder "$ENCODER" --json "$OUT/finetune_pretrained.json" \
+  --curves "$OUT/finetune_pretrained.png" "$@"
+say "linear probe: random init"
+timed probe_random "${PROBE[@]}" --random-init --init fcmae --model atto --json "$OUT/probe_random.json"
+say "linear probe: $ENCODER"
+timed probe_pretrained "${PROBE[@]}" --encoder "$ENCODER" --json "$OUT/probe_pretrained.json"
+
+python3 - "$OUT" "$ENCODER" <<'PY'
+import json, sys
+out, enc = sys.argv[1], sys.argv[2]
+rows = []
+for kind, label in (("finetune", "fine-tune"), ("probe", "linear probe")):
+    for arm, name in (("random", "random init"), ("pretrained", "FCMAE encoder")):
+        j = json.load(open(f"{out}/{kind}_{arm}.json"))
+        secs = int(open(f"{out}/{kind}_{arm}.seconds").read())
+        per_epoch = ", ".join(f"{100 * a:.2f}" for a in j.get("epoch_holdout_top1", [])) or "-"
+        rows.append(f"| {label} | {name} | **{100 * j['top1']:.2f}%** | {j['n_test']} | {j['n_train']} | "
+                    f"{j['epochs']} | {per_epoch} | {secs} s |")
+j = json.load(open(f"{out}/finetune_random.json"))
+lines = ["| protocol | start | test top-1 | test n | train n | epochs | held-out top-1 per epoch (%) | wall time |",
+         "|---|---|---|---|---|---|---|---|"] + rows + [
+         "", f"Evaluation transform: {j['eval_transform']}.", f"Encoder: {enc}; {j['world_size']} rank(s) x "
+         f"{j['threads_per_rank']} thread(s); held-out = the first {j.get('n_holdout', 0)} training images."]
+open(f"{out}/table.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY

@@ -1,0 +1,34 @@
+// cnx-plot-log: training curves (loss, lr, throughput over steps) as a PNG,
+// from the progress lines of a cnx-worker log.
+#include <CLI/CLI.hpp>
+#include <exception>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "tools/visualize/plot.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Plot loss, learning rate and throughput over steps from a cnx-worker log"};
+  std::string log_path, out_path, title;
+  app.add_option("--log,-i", log_path, "cnx-worker log (its rank-0 progress lines)")->required();
+  app.add_option("--out,-o", out_path, "PNG to write")->required();
+  app.add_option("--title", title, "prefix of each chart's title");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    std::ifstream in(log_path);
+    if (!in) throw std::runtime_error("cannot read '" + log_path + "'");
+    std::stringstream text;
+    text << in.rdbuf();
+    const cnx::viz::ProgressLog log = cnx::viz::parse_progress_log(text.str());
+    if (log.step.empty())
+      throw std::runtime_error("'" + log_path + "' has no progress lines ('step N ... | loss ...')");
+    cnx::viz::write_png_file(out_path, cnx::viz::render_progress(log, title));
+    std::cerr << "cnx-plot-log: " << log.step.size() << " progress points (steps " << log.step.front() << ".."
+              << log.step.back() << ") -> " << out_path << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "cnx-plot-log: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
