@@ -43,7 +43,7 @@
 #include "tools/eval/finetune.h"
 #include "tools/eval/labelled_data.h"
 #include "tools/eval/linear_probe.h"
-#include "worker/data/image_codec.h"
+#include "data/image_codec.h"
 
 namespace {
 

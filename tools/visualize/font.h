@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-#include "worker/data/image_codec.h"
+#include "data/image_codec.h"
 
 namespace cnx::viz {
 

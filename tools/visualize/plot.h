@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "tools/visualize/font.h"
-#include "worker/data/image_codec.h"
+#include "data/image_codec.h"
 
 namespace cnx::viz {
 
