@@ -35,7 +35,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 say() { printf '\n\033[1m[eval]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[eval] FAILED:\033[0m %s\n' "$*" >&2; exit 1; }
 
-[ -f "$ENCODER" ] || die "no encoder at $ENCODER (run scripts/demo.sh first, or set CNX_ENCODER)"
+[ -e "$ENCODER" ] || die "no encoder at $ENCODER (run scripts/demo.sh first, or set CNX_ENCODER)"
 mkdir -p "$OUT"
 for split in train test; do
   if [ ! -f "$DATA/$split/index.json" ]; then

@@ -103,7 +103,7 @@ std::string write_shards(const std::string& dir, int64_t n, uint64_t seed) {
   info.name = name;
   info.samples = n;
   info.bytes = static_cast<int64_t>(std::filesystem::file_size(dir + "/" + name));
-  info.sha256 = data::sha256_file(dir + "/" + name);
+  info.sha256 = sha256_file(dir + "/" + name);
   index.shards.push_back(info);
   index.total_samples = n;
   data::save_index(index, dir + "/index.json");
