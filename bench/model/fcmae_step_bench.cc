@@ -81,13 +81,13 @@ int main(int argc, char** argv) {
 
     torch::manual_seed(0);
     auto options = cnx::model::fcmae_options(a["variant"]);
-    options.mask_ratio = std::stod(a["mask"]);
+    const double mask_ratio = std::stod(a["mask"]);
     options.encoder_type = a["encoder"];
     cnx::model::Fcmae model(options);
     model->to(device);
     torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(1.5e-4).betas({0.9, 0.95}));
     const auto images = torch::randn({batch, 3, size, size}).to(device);
-    const auto mask = cnx::model::generate_mask(batch, size / 32, size / 32, options.mask_ratio, 1).to(device);
+    const auto mask = cnx::model::generate_mask(batch, size / 32, size / 32, mask_ratio, 1).to(device);
 
     double loss = 0.0;
     auto run_step = [&] {
