@@ -92,6 +92,11 @@ class Communicator {
   // (0 when none runs). Callable from any thread; a liveness watchdog reads
   // it to notice a peer that never joins. Backends that cannot tell return 0.
   virtual double seconds_in_collective() const { return 0.0; }
+  // Ends every process of the job with exit status `code` (the launcher
+  // tears the other ranks down): for an error on one rank that would
+  // otherwise leave its peers waiting in a collective. Callable from any
+  // thread, outside the ordering contract; does not return.
+  [[noreturn]] virtual void abort(int code) = 0;
 
   // Convenience wrappers.
   WorkPtr allreduce_average(std::vector<at::Tensor> tensors) {
@@ -136,6 +141,11 @@ std::string resolve_backend(const std::string& requested, at::DeviceType tensors
 // over the bootstrap make_bootstrap() builds from the environment. Throws
 // CommError naming the backend and why it is unavailable.
 std::unique_ptr<Communicator> make_communicator(const CommOptions& options);
+
+// True when an MPI launcher (mpirun, srun, a PMIx server) started this
+// process, i.e. it may have peers. Programs that also run stand-alone
+// create a communicator only then.
+bool launched_by_mpi();
 
 // The backends compiled into this build, e.g. {"mpi"} or {"mpi", "nccl"}.
 std::vector<std::string> available_backends();

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "comm/communicator.h"
 #include "comm/rendezvous.h"
@@ -17,6 +18,11 @@
 #endif
 
 namespace cnx::comm {
+
+bool launched_by_mpi() {
+  // Open MPI's mpirun, PMIx servers (Slurm, Open MPI 5) and PMI-1/2 launchers.
+  return std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMIX_RANK") || std::getenv("PMI_SIZE");
+}
 
 std::vector<std::string> available_backends() {
   std::vector<std::string> names;

@@ -159,6 +159,7 @@ template <class V> void describe(V& v, CheckpointConfig& c) {
   v("every_steps", c.every_steps, at_least(0));
   v("every_minutes", c.every_minutes, non_negative());
   v("keep", c.keep, int_range(1, 1000));
+  v("async", c.async, any<bool>());
   v("resume", c.resume, Check<std::string>([](const std::string& s) {
       return s.empty() ? "auto, none or a checkpoint path" : "";
     }));

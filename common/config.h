@@ -116,6 +116,7 @@ struct CheckpointConfig {
   int64_t every_steps = 0;         // 0 = off
   double every_minutes = 0.0;      // 0 = off
   int64_t keep = 3;                // committed checkpoints retained
+  bool async = true;               // write in the background (one in-memory copy of the state)
   std::string resume = "auto";     // auto|none|<path>
 };
 

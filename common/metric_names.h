@@ -32,6 +32,9 @@ inline constexpr const char kWorkerNonfiniteStepsTotal[] = "cnx_worker_nonfinite
 inline constexpr const char kWorkerCorruptSamplesTotal[] = "cnx_worker_corrupt_samples_total";
 // histogram
 inline constexpr const char kWorkerCheckpointWriteSeconds[] = "cnx_worker_checkpoint_write_seconds";
+inline constexpr const char kWorkerCheckpointStallSeconds[] = "cnx_worker_checkpoint_stall_seconds";
+inline constexpr const char kWorkerCheckpointWaitSeconds[] = "cnx_worker_checkpoint_wait_seconds";
+inline constexpr const char kWorkerCheckpointSnapshotBytes[] = "cnx_worker_checkpoint_snapshot_bytes";
 
 // ---- coordinator (label: job) ----------------------------------------------
 inline constexpr const char kCoordinatorWorkersRegistered[] = "cnx_coordinator_workers_registered";

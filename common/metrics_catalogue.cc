@@ -35,7 +35,18 @@ const std::vector<MetricSpec>& metric_catalogue() {
       {n::kWorkerCorruptSamplesTotal, T::Counter, "Corrupt samples skipped by the data pipeline, by reason.",
        plus(w, {"reason"})},
       {n::kWorkerCheckpointWriteSeconds, T::Histogram,
-       "Time to write and fsync this rank's part of a checkpoint in seconds.", w},
+       "Time from a checkpoint's snapshot until this rank's part is written, fsynced and committed or reported, "
+       "in seconds (in the background with checkpoint.async).",
+       w},
+      {n::kWorkerCheckpointStallSeconds, T::Histogram,
+       "Time a checkpoint held up a training step on this rank in seconds: waiting for the previous write, the "
+       "snapshot, publishing (and the whole write when the step waits for it).",
+       w},
+      {n::kWorkerCheckpointWaitSeconds, T::Counter,
+       "Seconds training steps waited for the previous checkpoint write to finish (part of the stall).", w},
+      {n::kWorkerCheckpointSnapshotBytes, T::Gauge,
+       "Bytes of state copied by the last checkpoint snapshot on this rank (the memory a background write holds).",
+       w},
       {n::kCoordinatorWorkersRegistered, T::Gauge, "Workers registered in the current attempt.", {"job"}},
       {n::kCoordinatorWorkersAlive, T::Gauge, "Registered workers whose heartbeat is current.", {"job"}},
       {n::kCoordinatorAttempt, T::Gauge, "Current attempt number of the job.", {"job"}},
@@ -150,7 +161,11 @@ WorkerMetrics::WorkerMetrics(Registry& r, const std::string& job, int64_t rank, 
       grad_norm(series<Gauge>(r, n::kWorkerGradNorm, labels_)),
       nonfinite_steps(series<Counter>(r, n::kWorkerNonfiniteStepsTotal, labels_)),
       checkpoint_write_seconds(
-          series<Histogram>(r, n::kWorkerCheckpointWriteSeconds, labels_, checkpoint_write_buckets())) {
+          series<Histogram>(r, n::kWorkerCheckpointWriteSeconds, labels_, checkpoint_write_buckets())),
+      checkpoint_stall_seconds(
+          series<Histogram>(r, n::kWorkerCheckpointStallSeconds, labels_, step_phase_buckets())),
+      checkpoint_wait_seconds(series<Counter>(r, n::kWorkerCheckpointWaitSeconds, labels_)),
+      checkpoint_snapshot_bytes(series<Gauge>(r, n::kWorkerCheckpointSnapshotBytes, labels_)) {
   auto& phases = family<Histogram>(r, n::kWorkerStepPhaseSeconds);
   for (int p = 0; p < kNumStepPhases; ++p) {
     phases_[p] = &phases.Add(with(labels_, "phase", phase_name(static_cast<StepPhase>(p))), step_phase_buckets());

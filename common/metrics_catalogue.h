@@ -77,6 +77,9 @@ class WorkerMetrics {
   Gauge& grad_norm;
   Counter& nonfinite_steps;
   Histogram& checkpoint_write_seconds;
+  Histogram& checkpoint_stall_seconds;
+  Counter& checkpoint_wait_seconds;
+  Gauge& checkpoint_snapshot_bytes;
 };
 
 class CoordinatorMetrics {

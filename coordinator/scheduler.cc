@@ -317,13 +317,52 @@ void Scheduler::plan_final_checkpoint(int rank, int64_t final_step, double now) 
   plan_checkpoint(str("final, rank ", rank, " finished at step ", final_step), now, final_step);
 }
 
-CheckpointPlan Scheduler::plan_checkpoint(const std::string& why, double now, int64_t at_step) {
-  if (auto p = pending_plan()) return *p;
-  // Far enough ahead that every rank hears of it before reaching it: two
+int64_t Scheduler::plan_margin() const {
+  // Far enough ahead that every rank hears of a plan before reaching it: two
   // heartbeat intervals at the fastest observed rate, plus one.
   double rate = 0;
   for (const auto& l : live_) rate = std::max(rate, l.steps_per_s);
-  const int64_t margin = steps_ahead(rate, options_.heartbeat_s);
+  return steps_ahead(rate, options_.heartbeat_s);
+}
+
+void Scheduler::plan_cadence(double now) {
+  if (pending_ckpt_ != 0 || state_ != JobState::kRunning) return;
+  // A plan is made once its step is within two margins of the fastest rank
+  // and at least one margin ahead of it. The window is wider than the steps
+  // between two heartbeats, so a heartbeat always lands in it: a step is
+  // missed only when the rate rises faster than the margin foresaw.
+  const int64_t margin = plan_margin();
+  const int64_t top = std::max<int64_t>(max_step(), 0);
+  if (options_.every_steps > 0) {
+    // Exactly at multiples of every_steps, in this attempt's step numbering
+    // (a world-size change rescales steps), after its last commit.
+    const int64_t n = options_.every_steps;
+    int64_t done = 0;
+    for (const auto& [id, c] : ckpts_)
+      if (c.attempt == attempt_ && c.state == CheckpointRecord::State::kCommitted) done = std::max(done, c.step);
+    const int64_t reach = add_capped(top, margin);
+    const int64_t at = std::max(reach / n + (reach % n != 0 ? 1 : 0), done / n + 1) * n;
+    if (at < kMaxStep && at - top <= 2 * margin) {
+      plan_checkpoint(str("every ", n, " steps"), now, at);
+      return;
+    }
+  }
+  if (options_.every_minutes > 0) {
+    // At the first step after the interval (since the last commit, or the
+    // start of the attempt): the step the fastest rank reaches then.
+    const double due = last_commit_unix_s_ + options_.every_minutes * 60;
+    double rate = 0;
+    for (const auto& l : live_) rate = std::max(rate, l.steps_per_s);
+    const double until = std::min(std::ceil(rate * std::max(0.0, due - now)), static_cast<double>(kMaxStep));
+    const int64_t ahead = std::max<int64_t>(margin, static_cast<int64_t>(until));
+    if (now >= due || (rate > 0 && ahead <= 2 * margin))
+      plan_checkpoint(str("every ", options_.every_minutes, " minutes"), now, add_capped(top, ahead));
+  }
+}
+
+CheckpointPlan Scheduler::plan_checkpoint(const std::string& why, double now, int64_t at_step) {
+  if (auto p = pending_plan()) return *p;
+  const int64_t margin = plan_margin();
   CheckpointRecord rec;
   rec.id = next_ckpt_id_++;
   // Never behind the last commit: after a relaunch the ranks resume there.
@@ -393,15 +432,8 @@ HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& 
       plan_checkpoint(str("rank ", ref.rank, " preempted"), now);
       drain_after_commit_ = true;
       mark_job();
-    } else if (options_.every_steps > 0 && pending_ckpt_ == 0) {
-      const CheckpointRecord* last = latest_committed();
-      int64_t base = last && last->attempt == attempt_ ? last->step : 0;
-      for (const auto& [id, c] : ckpts_)
-        if (c.attempt == attempt_ && c.state == CheckpointRecord::State::kCommitted) base = std::max(base, c.step);
-      const int64_t boundary = add_capped(base - base % options_.every_steps, options_.every_steps);
-      const int64_t ahead = steps_ahead(l.steps_per_s, options_.heartbeat_s);
-      if (boundary < kMaxStep && add_capped(max_step(), add_capped(ahead, ahead)) >= boundary)
-        plan_checkpoint(str("every ", options_.every_steps, " steps"), now);
+    } else {
+      plan_cadence(now);
     }
   }
 
@@ -679,8 +711,7 @@ void Scheduler::tick(double now) {
         return;
       }
   }
-  if (options_.every_minutes > 0 && pending_ckpt_ == 0 && now - last_commit_unix_s_ >= options_.every_minutes * 60)
-    plan_checkpoint(str("every ", options_.every_minutes, " minutes"), now);
+  plan_cadence(now);
 }
 
 const CheckpointRecord* Scheduler::latest_committed() const {

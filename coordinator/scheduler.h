@@ -49,7 +49,12 @@
 // Checkpoint protocol
 //   The coordinator plans a checkpoint (every_steps, every_minutes, operator
 //   request, preemption or drain) at a step S ahead of every rank's last
-//   reported step, in folder <root>/<job>/ckpt-<id>-step-<S>. Heartbeat
+//   reported step, in folder <root>/<job>/ckpt-<id>-step-<S>. Cadence:
+//   with every_steps N, S is a multiple of N (in the attempt's step
+//   numbering), planned when it is one to two margins ahead of the fastest
+//   rank (margin: two heartbeat intervals at its rate, plus one step); with
+//   every_minutes, S is the step the fastest rank reaches when the interval
+//   since the last commit ends, planned likewise. Heartbeat
 //   replies carry the plan. Each rank writes its files there at the same
 //   step (>= S, agreed among the workers), fsyncs, and reports the files'
 //   sha256s and its progress; the W-th part commits the checkpoint. Only
@@ -188,8 +193,14 @@ class Scheduler {
   void fail_attempt(const std::string& reason);
   void set_state(JobState s, const std::string& reason);
   std::optional<CheckpointPlan> pending_plan() const;
-  // at_step > 0: exactly there (the final checkpoint); else ahead of every rank.
+  // at_step > 0: exactly there (cadence, final checkpoint); else a margin
+  // ahead of every rank.
   CheckpointPlan plan_checkpoint(const std::string& why, double now, int64_t at_step = 0);
+  // Steps a plan must lead the fastest rank by (plan_checkpoint).
+  int64_t plan_margin() const;
+  // every_steps / every_minutes: plans the next cadence checkpoint once it
+  // is within reach (see the checkpoint protocol above).
+  void plan_cadence(double now);
   void plan_final_checkpoint(int rank, int64_t final_step, double now);
   void commit(CheckpointRecord& rec, double now);
   void validate_part(int rank, const RankState& rs, const RankPart& part);

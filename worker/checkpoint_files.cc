@@ -46,12 +46,13 @@ FileDigest digest_file(const std::string& path) {
   return d;
 }
 
-FileDigest write_file_durable(const std::string& path, const std::string& data) {
+FileDigest write_file_durable(const std::string& path, const void* bytes, size_t size) {
+  const char* data = static_cast<const char*>(bytes);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) io_error("cannot create", path);
   size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+  while (done < size) {
+    const ssize_t n = ::write(fd, data + done, size - done);
     if (n < 0) {
       if (errno == EINTR) continue;
       const int saved = errno;
@@ -68,7 +69,11 @@ FileDigest write_file_durable(const std::string& path, const std::string& data) 
     io_error("cannot fsync", path);
   }
   if (::close(fd) != 0) io_error("cannot close", path);
-  return FileDigest{sha256_hex(data), static_cast<int64_t>(data.size())};
+  return FileDigest{sha256_hex(data, size), static_cast<int64_t>(size)};
+}
+
+FileDigest write_file_durable(const std::string& path, const std::string& data) {
+  return write_file_durable(path, data.data(), data.size());
 }
 
 std::string read_file(const std::string& path) {

@@ -45,6 +45,7 @@ FileDigest digest_file(const std::string& path);
 
 // Writes `data` to `path` (truncating), fsyncs and closes it. Returns its digest.
 FileDigest write_file_durable(const std::string& path, const std::string& data);
+FileDigest write_file_durable(const std::string& path, const void* data, size_t size);
 std::string read_file(const std::string& path);
 void fsync_dir(const std::string& path);
 

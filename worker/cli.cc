@@ -2,7 +2,6 @@
 
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
-#include <mpi.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -11,6 +10,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -76,7 +76,10 @@ struct RankMetrics {
     *last = sync;
     if (std::isfinite(r.grad_norm)) m.grad_norm.Set(r.grad_norm);
     if (r.skipped) m.nonfinite_steps.Increment();
-    if (r.checkpointed) m.checkpoint_write_seconds.Observe(r.checkpoint_seconds);
+    if (r.checkpoint_seconds > 0) m.checkpoint_stall_seconds.Observe(r.checkpoint_seconds);
+    if (r.checkpoint_wait_seconds > 0) m.checkpoint_wait_seconds.Increment(r.checkpoint_wait_seconds);
+    if (r.checkpoint_write_seconds > 0) m.checkpoint_write_seconds.Observe(r.checkpoint_write_seconds);
+    if (r.checkpoint_snapshot_bytes > 0) m.checkpoint_snapshot_bytes.Set(static_cast<double>(r.checkpoint_snapshot_bytes));
     for (const auto& [reason, count] : t.data().skipped_by_reason()) {
       int64_t& seen = skipped_seen[reason];
       if (count > seen) m.corrupt_samples(reason).Increment(static_cast<double>(count - seen));
@@ -85,13 +88,18 @@ struct RankMetrics {
   }
 };
 
-// The coordinator as the trainer's control plane.
+// The coordinator as the trainer's control plane. report_part runs on the
+// checkpoint writer thread, the rest on the training thread: `known_` is
+// guarded.
 class CoordinatorControl final : public ControlPlane {
  public:
   explicit CoordinatorControl(CoordinatorLink& link) : link_(link) {}
   int64_t due_plan_id(int64_t next_step) override {
     const CoordinatorPlan p = link_.due_plan(next_step);
-    if (p.id > 0) known_[p.id] = p;
+    if (p.id > 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      known_[p.id] = p;
+    }
     return p.id;
   }
   bool abort_requested() override { return link_.abort_requested(); }
@@ -100,19 +108,24 @@ class CoordinatorControl final : public ControlPlane {
     link_.set_progress(step, epoch, loss, images_per_s, preempted);
   }
   void finishing(int64_t final_step) override { link_.set_final_step(final_step); }
-  std::string plan_dir(int64_t id) override {
-    auto it = known_.find(id);
-    CNX_CHECK(it != known_.end(), "checkpoint plan ", id, " is unknown to this rank");
-    return it->second.dir;
-  }
+  std::string plan_dir(int64_t id) override { return plan(id).dir; }
   void report_part(int64_t id, int64_t step, const Manifest& files, int64_t epoch, const std::string& cursor) override {
-    const bool committed = link_.report_part(known_.at(id), step, files, epoch, cursor);
+    const bool committed = link_.report_part(plan(id), step, files, epoch, cursor);
     if (committed) CNX_LOG_INFO("checkpoint plan {} (step {}) committed by the coordinator", id, step);
+    std::lock_guard<std::mutex> lock(mu_);
     known_.erase(id);
   }
 
  private:
+  CoordinatorPlan plan(int64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = known_.find(id);
+    CNX_CHECK(it != known_.end(), "checkpoint plan ", id, " is unknown to this rank");
+    return it->second;
+  }
+
   CoordinatorLink& link_;
+  std::mutex mu_;
   std::map<int64_t, CoordinatorPlan> known_;
 };
 
@@ -128,14 +141,12 @@ std::string launch_id(comm::Communicator& comm) {
   return comm.allgather(mine)[0];
 }
 
-int fail(int code, int world, const std::string& msg) {
+// Reports `msg`; with peers, ends the whole job with `code` (they may be
+// waiting for this rank in a collective).
+int fail(int code, comm::Communicator& comm, const std::string& msg) {
   CNX_LOG_ERROR("{}", msg);
   std::cerr << "cnx-worker: " << msg << "\n";
-  if (world > 1) {
-    int finalized = 0;
-    MPI_Finalized(&finalized);
-    if (!finalized) MPI_Abort(MPI_COMM_WORLD, code);
-  }
+  if (comm.size() > 1) comm.abort(code);
   return code;
 }
 
@@ -181,26 +192,131 @@ int parse_worker_args(int argc, char** argv, WorkerArgs* args) {
   return -1;
 }
 
-int run_worker(const WorkerArgs& args) {
-  Config config;
+namespace {
+
+// The job config with the command line's overrides, and the coordinator's
+// link options. Returns -1 to go on, else the exit code (message printed).
+int load_worker_config(const WorkerArgs& args, Config* config, LinkOptions* link_options) {
   try {
     std::vector<std::string> overrides = args.overrides;
     if (args.max_steps >= 0) overrides.push_back("schedule.max_steps=" + std::to_string(args.max_steps));
     if (args.threads >= 0) overrides.push_back("train.threads=" + std::to_string(args.threads));
-    config = load_config(args.config, overrides);
+    *config = load_config(args.config, overrides);
+    if (!args.coordinator.empty()) *link_options = link_options_from_config(*config, args.coordinator);
   } catch (const ConfigError& e) {
     std::cerr << "cnx-worker: " << e.what() << "\n";
     return kExitConfig;
   }
-  LinkOptions link_options;
-  if (!args.coordinator.empty()) {
-    try {
-      link_options = link_options_from_config(config, args.coordinator);
-    } catch (const ConfigError& e) {
-      std::cerr << "cnx-worker: " << e.what() << "\n";
-      return kExitConfig;
-    }
+  return -1;
+}
+
+// The coordinator connection of a rank that has one.
+struct CoordinatorSession {
+  std::unique_ptr<CoordinatorLink> link;
+  std::unique_ptr<CoordinatorControl> control;
+  std::string resume_how;   // what --resume resolves to under the coordinator
+  bool lease_mode = false;  // shard data from the coordinator's leases
+};
+
+// Registers with the coordinator, resolves --resume against its last
+// committed checkpoint, arms the abort watchdog and starts heartbeats.
+// Returns -1 to go on, else the exit code.
+int join_coordinator(const WorkerArgs& args, const Config& config, const LinkOptions& link_options,
+                     comm::Communicator& comm, CoordinatorSession* s) {
+  const int rank = comm.rank(), world = comm.size();
+  s->link = std::make_unique<CoordinatorLink>(link_options, config.job.id, rank, world, launch_id(comm));
+  const CoordinatorRegistration reg = s->link->register_and_wait();
+  if (rank == 0) {
+    CNX_LOG_INFO("registered with coordinator {} (attempt {}); last committed checkpoint: {}", args.coordinator,
+                 reg.attempt, reg.resume_dir.empty() ? "none" : reg.resume_dir);
   }
+  // With a coordinator, "auto" means its last committed checkpoint. With
+  // leased data nothing else is consistent: the coordinator's sequences
+  // start after the data that checkpoint recorded as used.
+  const std::string committed = reg.resume_dir.empty() ? "none" : reg.resume_dir;
+  if (s->resume_how == "auto") s->resume_how = committed;
+  if (!args.synthetic && s->resume_how != committed) {
+    return fail(kExitConfig, comm,
+                reg.resume_dir.empty()
+                    ? str("--resume ", s->resume_how, ": job '", config.job.id,
+                          "' has no committed checkpoint at the coordinator, whose shard leases start from "
+                          "scratch; use --resume auto (or another job.id)")
+                    : str("--resume ", s->resume_how, ": with --coordinator a job resumes from its last committed "
+                          "checkpoint ", reg.resume_dir, " (the shard leases continue from there); use --resume "
+                          "auto, or a new job.id to start over"));
+  }
+  if (rank == 0 && !reg.resume_dir.empty() && reg.resume_world_size != world) {
+    CNX_LOG_WARN("resuming a checkpoint written by {} ranks with {}: the epoch's unused samples are re-dealt "
+                 "(none is used twice), the step count is rescaled to the new global batch; not bit-exact",
+                 reg.resume_world_size, world);
+  }
+  s->lease_mode = !args.synthetic;
+  // A rank blocked in an all-reduce with a stalled peer cannot reach the
+  // step boundary where ABORT is handled: end the whole job instead.
+  s->link->set_abort_watchdog(std::max(10.0, 5.0 * reg.heartbeat_s), [&comm](const std::string& why) {
+    fail(kExitAborted, comm, "aborted by the coordinator: " + why);
+    std::_Exit(kExitAborted);
+  });
+  s->link->start_heartbeats(reg.heartbeat_s);
+  s->control = std::make_unique<CoordinatorControl>(*s->link);
+  return -1;
+}
+
+// The rank's data: synthetic, the coordinator's leases, or a static split.
+std::unique_ptr<BatchSource> make_batch_source(const WorkerArgs& args, const Config& config,
+                                               const comm::Communicator& comm, CoordinatorSession& session) {
+  if (args.synthetic) {
+    SyntheticOptions so;
+    so.samples = args.synthetic_samples;
+    so.image_size = config.data.input_size;
+    so.batch_size = config.data.batch_size;
+    so.seed = static_cast<uint64_t>(config.job.seed);
+    so.rank = comm.rank();
+    so.world = comm.size();
+    return std::make_unique<SyntheticSource>(so);
+  }
+  if (config.data.index.empty())
+    throw ConfigError("data.index is empty: set it (--set data.index=PATH) or pass --synthetic");
+  const data::DataOptions dopt = data::data_options(config.data, config.job.seed, true);
+  if (session.lease_mode) return std::make_unique<LeaseSource>(dopt, *session.link);
+  return std::make_unique<ShardSource>(dopt, comm.rank(), comm.size());
+}
+
+// Builds the trainer, resumes, trains; returns the exit code of the outcome.
+int train(const WorkerArgs& args, const Config& config, comm::Communicator& comm, CoordinatorSession& session,
+          RankMetrics* metrics) {
+  TrainerOptions topt = trainer_options(config);
+  // Leased data may resume at another world size (the coordinator re-deals).
+  topt.allow_world_change = session.lease_mode;
+  topt.device = comm.device();
+  Trainer trainer(topt, comm, make_fcmae_model(config), make_batch_source(args, config, comm, session));
+  if (session.control) trainer.set_control_plane(session.control.get());
+  trainer.resume(session.resume_how);
+
+  comm::GradSyncStats last_sync;
+  const RunOutcome outcome = trainer.run([&](const StepResult& r) {
+    if (metrics) metrics->observe(r, trainer, trainer.grad_sync().stats(), &last_sync);
+  });
+  comm.barrier();
+  switch (outcome) {
+    case RunOutcome::kPreempted: return kExitPreempted;
+    case RunOutcome::kAborted:
+      if (comm.rank() == 0) CNX_LOG_ERROR("coordinator: {}", session.link ? session.link->reason() : "abort");
+      return kExitAborted;
+    case RunOutcome::kDrained: return kExitOk;
+    case RunOutcome::kCompleted: break;
+  }
+  if (session.link) session.link->report_finished();
+  if (comm.rank() == 0) CNX_LOG_INFO("training completed: {} steps", trainer.steps_done());
+  return kExitOk;
+}
+
+}  // namespace
+
+int run_worker(const WorkerArgs& args) {
+  Config config;
+  LinkOptions link_options;
+  if (const int rc = load_worker_config(args, &config, &link_options); rc >= 0) return rc;
 
   if (!config.distributed.interface.empty()) {
     try {
@@ -244,49 +360,14 @@ int run_worker(const WorkerArgs& args) {
                  comm->backend_name(), config.model.name, args.synthetic ? "synthetic" : "shard");
   }
 
-  std::unique_ptr<CoordinatorLink> link;
-  std::unique_ptr<CoordinatorControl> control;
-  std::string resume_how = args.resume.empty() ? config.checkpoint.resume : args.resume;
-  bool lease_mode = false;  // shard data from the coordinator's leases
-  try {
-    if (!args.coordinator.empty()) {
-      link = std::make_unique<CoordinatorLink>(link_options, config.job.id, rank, world, launch_id(*comm));
-      const CoordinatorRegistration reg = link->register_and_wait();
-      if (rank == 0) {
-        CNX_LOG_INFO("registered with coordinator {} (attempt {}); last committed checkpoint: {}", args.coordinator,
-                     reg.attempt, reg.resume_dir.empty() ? "none" : reg.resume_dir);
-      }
-      // With a coordinator, "auto" means its last committed checkpoint. With
-      // leased data nothing else is consistent: the coordinator's sequences
-      // start after the data that checkpoint recorded as used.
-      if (resume_how == "auto") resume_how = reg.resume_dir.empty() ? "none" : reg.resume_dir;
-      if (!args.synthetic && resume_how != (reg.resume_dir.empty() ? "none" : reg.resume_dir)) {
-        return fail(kExitConfig, world,
-                    reg.resume_dir.empty()
-                        ? str("--resume ", resume_how, ": job '", config.job.id,
-                              "' has no committed checkpoint at the coordinator, whose shard leases start from "
-                              "scratch; use --resume auto (or another job.id)")
-                        : str("--resume ", resume_how, ": with --coordinator a job resumes from its last committed "
-                              "checkpoint ", reg.resume_dir, " (the shard leases continue from there); use --resume "
-                              "auto, or a new job.id to start over"));
-      }
-      if (rank == 0 && !reg.resume_dir.empty() && reg.resume_world_size != world) {
-        CNX_LOG_WARN("resuming a checkpoint written by {} ranks with {}: the epoch's unused samples are re-dealt "
-                     "(none is used twice), the step count is rescaled to the new global batch; not bit-exact",
-                     reg.resume_world_size, world);
-      }
-      lease_mode = !args.synthetic;
-      // A rank blocked in an all-reduce with a stalled peer cannot reach the
-      // step boundary where ABORT is handled: end the whole job instead.
-      link->set_abort_watchdog(std::max(10.0, 5.0 * reg.heartbeat_s), [world](const std::string& why) {
-        fail(kExitAborted, world, "aborted by the coordinator: " + why);
-        std::_Exit(kExitAborted);
-      });
-      link->start_heartbeats(reg.heartbeat_s);
-      control = std::make_unique<CoordinatorControl>(*link);
+  CoordinatorSession session;
+  session.resume_how = args.resume.empty() ? config.checkpoint.resume : args.resume;
+  if (!args.coordinator.empty()) {
+    try {
+      if (const int rc = join_coordinator(args, config, link_options, *comm, &session); rc >= 0) return rc;
+    } catch (const std::exception& e) {
+      return fail(kExitError, *comm, std::string("coordinator: ") + e.what());
     }
-  } catch (const std::exception& e) {
-    return fail(kExitError, world, std::string("coordinator: ") + e.what());
   }
 
   // Metrics are an observer: a rank whose exporter cannot start logs it and
@@ -298,64 +379,23 @@ int run_worker(const WorkerArgs& args) {
     CNX_LOG_ERROR("metrics exporter not started, training continues without /metrics: {}", e.what());
   }
 
+  CoordinatorLink* link = session.link.get();
   try {
-    std::unique_ptr<BatchSource> data;
-    if (args.synthetic) {
-      SyntheticOptions so;
-      so.samples = args.synthetic_samples;
-      so.image_size = config.data.input_size;
-      so.batch_size = config.data.batch_size;
-      so.seed = static_cast<uint64_t>(config.job.seed);
-      so.rank = rank;
-      so.world = world;
-      data = std::make_unique<SyntheticSource>(so);
-    } else {
-      if (config.data.index.empty()) {
-        return fail(kExitConfig, world, "data.index is empty: set it (--set data.index=PATH) or pass --synthetic");
-      }
-      const data::DataOptions dopt = data::data_options(config.data, config.job.seed, true);
-      if (lease_mode) {
-        data = std::make_unique<LeaseSource>(dopt, *link);
-      } else {
-        data = std::make_unique<ShardSource>(dopt, rank, world);
-      }
-    }
-    TrainerOptions topt = trainer_options(config);
-    // Leased data may resume at another world size (the coordinator re-deals).
-    topt.allow_world_change = lease_mode;
-    topt.device = comm->device();
-    Trainer trainer(topt, *comm, make_fcmae_model(config), std::move(data));
-    if (control) trainer.set_control_plane(control.get());
-    trainer.resume(resume_how);
-
-    comm::GradSyncStats last_sync;
-    const RunOutcome outcome = trainer.run([&](const StepResult& r) {
-      if (metrics) metrics->observe(r, trainer, trainer.grad_sync().stats(), &last_sync);
-    });
-    comm->barrier();
-    if (outcome == RunOutcome::kPreempted) return kExitPreempted;
-    if (outcome == RunOutcome::kAborted) {
-      if (rank == 0) CNX_LOG_ERROR("coordinator: {}", link ? link->reason() : "abort");
-      return kExitAborted;
-    }
-    if (outcome == RunOutcome::kDrained) return kExitOk;
-    if (link) link->report_finished();
-    if (rank == 0) CNX_LOG_INFO("training completed: {} steps", trainer.steps_done());
-    return kExitOk;
+    return train(args, config, *comm, session, metrics.get());
   } catch (const CoordinatorUnreachable& e) {
-    return fail(kExitAborted, world, std::string("stopped: ") + e.what());
+    return fail(kExitAborted, *comm, std::string("stopped: ") + e.what());
   } catch (const NonFiniteLossError& e) {
     if (link) link->report_failed(e.what());
-    return fail(kExitNonFinite, world, std::string("stopped: ") + e.what());
+    return fail(kExitNonFinite, *comm, std::string("stopped: ") + e.what());
   } catch (const ConfigError& e) {
-    return fail(kExitConfig, world, e.what());
+    return fail(kExitConfig, *comm, e.what());
   } catch (const CheckpointError& e) {
-    return fail(kExitError, world, std::string("checkpoint: ") + e.what());
+    return fail(kExitError, *comm, std::string("checkpoint: ") + e.what());
   } catch (const data::DataError& e) {
-    return fail(kExitError, world, std::string("data: ") + e.what());
+    return fail(kExitError, *comm, std::string("data: ") + e.what());
   } catch (const std::exception& e) {
     if (link) link->report_failed(e.what());
-    return fail(kExitError, world, e.what());
+    return fail(kExitError, *comm, e.what());
   }
 }
 

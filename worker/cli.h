@@ -16,8 +16,8 @@
 //   5  stopped on non-finite loss (train.nonfinite = stop, or too many skipped steps)
 //   6  a peer rank was lost: a collective did not complete within
 //      distributed.peer_timeout_s (host down or unreachable); resume with --resume auto
-// With more than one rank an error on one rank calls MPI_Abort with its code
-// so that mpirun tears the job down instead of hanging in a collective.
+// With more than one rank an error on one rank ends the whole job with its code
+// (Communicator::abort) instead of leaving the others hanging in a collective.
 #include <cstdint>
 #include <string>
 #include <vector>

@@ -99,7 +99,7 @@ class CoordinatorLink final : public LeaseClient {
   // Abort watchdog. The training thread acts on an ABORT at its next step
   // boundary; a rank blocked in a collective with a stalled peer never gets
   // there. If the step has not advanced `grace_s` seconds after the ABORT was
-  // heard, the heartbeat thread calls `on_stuck` (cnx-worker: MPI_Abort with
+  // heard, the heartbeat thread calls `on_stuck` (cnx-worker: Communicator::abort with
   // exit code 4, so mpirun tears the job down instead of hanging). Set before
   // start_heartbeats.
   void set_abort_watchdog(double grace_s, std::function<void(const std::string& reason)> on_stuck);

@@ -1,9 +1,7 @@
 #include "worker/trainer.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/autograd/grad_mode.h>
-#include <torch/csrc/jit/serialization/pickle.h>
 
 #include <cerrno>
 #include <cmath>
@@ -19,119 +17,20 @@
 #include "common/check.h"
 #include "common/config.h"
 #include "common/logging.h"
+#include "worker/checkpoint.h"
 #include "worker/checkpoint_files.h"
 #include "common/rng.h"
 #include "worker/signals.h"
+#include "worker/step_control.h"
 
 namespace fs = std::filesystem;
 
 namespace cnx::worker {
 namespace {
 
-// Control slots reduced (summed) with each step's last gradient bucket.
-// kPlanSum/kPlanKnown: the sum of the due coordinator plan ids and how many
-// ranks know one; a plan runs when every rank knows the same one.
-enum ControlSlot {
-  kCheckpointNow = 0,
-  kPreempted,
-  kNonFinite,
-  kLossSum,
-  kPlanSum,
-  kPlanKnown,
-  kAbort,
-  kDrain,
-  kNumSlots
-};
-
-constexpr const char* kModelFile = "model.pt";
-constexpr const char* kOptimizerFile = "optimizer.pt";
-constexpr const char* kTrainerFile = "trainer.json";
-
-std::string rank_file(int rank) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "rank-%05d.json", rank);
-  return buf;
-}
-
-std::string tensors_to_bytes(const NamedTensors& tensors) {
-  c10::Dict<std::string, at::Tensor> dict;
-  for (const auto& [name, t] : tensors) dict.insert(name, t.detach().contiguous());
-  const std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
-  return std::string(bytes.begin(), bytes.end());
-}
-
-NamedTensors tensors_from_file(const std::string& path) {
-  const std::string data = read_file(path);
-  c10::IValue v;
-  try {
-    v = torch::jit::pickle_load(std::vector<char>(data.begin(), data.end()));
-  } catch (const std::exception& e) {
-    throw CheckpointError("'" + path + "' is not a tensor dictionary: " + e.what());
-  }
-  if (!v.isGenericDict()) throw CheckpointError("'" + path + "' does not hold a dictionary of tensors");
-  NamedTensors out;
-  for (const auto& item : v.toGenericDict()) {
-    if (!item.key().isString() || !item.value().isTensor())
-      throw CheckpointError("'" + path + "' holds a non-tensor entry");
-    out.emplace_back(item.key().toStringRef(), item.value().toTensor());
-  }
-  return out;
-}
-
-std::string to_hex(const at::Tensor& bytes) {
-  at::Tensor b = bytes.contiguous();
-  const auto* p = b.data_ptr<uint8_t>();
-  static const char* digits = "0123456789abcdef";
-  std::string s;
-  for (int64_t i = 0; i < b.numel(); ++i) {
-    s += digits[p[i] >> 4];
-    s += digits[p[i] & 15];
-  }
-  return s;
-}
-
-at::Tensor from_hex(const std::string& s, const std::string& origin) {
-  if (s.size() % 2) throw CheckpointError(origin + ": RNG state has an odd number of hex digits");
-  at::Tensor t = at::empty({static_cast<int64_t>(s.size() / 2)}, at::kByte);
-  auto* p = t.data_ptr<uint8_t>();
-  auto nibble = [&](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    throw CheckpointError(origin + ": RNG state is not hex");
-  };
-  for (size_t i = 0; i < s.size() / 2; ++i) p[i] = static_cast<uint8_t>(nibble(s[2 * i]) * 16 + nibble(s[2 * i + 1]));
-  return t;
-}
-
-at::Tensor cpu_rng_state() {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  return gen.get_state();
-}
-
-void set_cpu_rng_state(const at::Tensor& state) {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(state);
-}
-
-void seed_cpu_rng(uint64_t seed) {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_current_seed(seed);
-}
-
 // The seed of rank `rank`'s generator stream (drop path etc.).
 uint64_t rank_stream_seed(uint64_t seed, int rank) {
   return mix_seed(seed, 0x72616e6bULL + static_cast<uint64_t>(rank));
-}
-
-nlohmann::json parse_json_file(const std::string& path) {
-  try {
-    return nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    throw CheckpointError("'" + path + "' is not valid JSON: " + e.what());
-  }
 }
 
 }  // namespace
@@ -208,6 +107,7 @@ TrainerOptions trainer_options(const Config& c) {
   o.checkpoint_every_steps = c.checkpoint.every_steps;
   o.checkpoint_every_minutes = c.checkpoint.every_minutes;
   o.checkpoint_keep = c.checkpoint.keep;
+  o.checkpoint_async = c.checkpoint.async;
   o.log_every = c.schedule.log_every;
   o.sample_log = c.train.sample_log;
   return o;
@@ -243,7 +143,7 @@ Trainer::Trainer(TrainerOptions options, comm::Communicator& comm, std::unique_p
 
   optimizer_ = std::make_unique<AdamW>(params_, options_.adamw);
   comm::GradSyncOptions sync_options = options_.sync;
-  sync_options.control_slots = kNumSlots;
+  sync_options.control_slots = control_slot_count();
   sync_options.prescaled = true;  // step() scales the loss by gradient_scale()
   std::vector<at::Tensor> plist;
   for (const auto& [name, p] : params_) plist.push_back(p);
@@ -271,6 +171,7 @@ Trainer::Trainer(TrainerOptions options, comm::Communicator& comm, std::unique_p
   data_->start_epoch(0);
   last_checkpoint_time_ = std::chrono::steady_clock::now();
   if (!options_.sample_log.empty()) sample_log_ = std::make_unique<SampleLog>(options_.sample_log, comm_.rank());
+  writer_ = std::make_unique<CheckpointWriter>();
 }
 
 Trainer::~Trainer() = default;
@@ -324,16 +225,7 @@ StepResult Trainer::step() {
 
     std::optional<comm::GradSync::NoSyncScope> no_sync;
     if (!last) no_sync.emplace(*sync_);
-    if (last) {
-      const bool ckpt_timer = options_.checkpoint_every_minutes > 0 && comm_.rank() == 0 &&
-                              std::chrono::steady_clock::now() - last_checkpoint_time_ >
-                                  std::chrono::duration<double>(60.0 * options_.checkpoint_every_minutes);
-      const int64_t plan = plane_ ? plane_->due_plan_id(step_ + 1) : 0;
-      sync_->set_control({ckpt_timer && !plane_ ? 1.0 : 0.0, termination_requested() ? 1.0 : 0.0,
-                          nonfinite ? 1.0 : 0.0, nonfinite ? 0.0 : loss_sum, static_cast<double>(plan),
-                          plan > 0 ? 1.0 : 0.0, plane_ && plane_->abort_requested() ? 1.0 : 0.0,
-                          plane_ && plane_->drain_requested() ? 1.0 : 0.0});
-    }
+    if (last) sync_->set_control(encode_signals(local_signals(nonfinite, loss_sum)));
     // The 1 / world of the gradient average is folded into the loss
     // (GradSyncOptions::prescaled): the all-reduce then sums, and no pass
     // divides the gradients afterwards.
@@ -345,23 +237,13 @@ StepResult Trainer::step() {
   if (sample_log_) sample_log_->flush();  // before this step's checkpoint
 
   // Everything below depends only on values identical across ranks.
-  const std::vector<double>& control = sync_->control_result();
+  const StepDecision d = decide(sync_->control_result(), comm_.size());
   r.lr = schedule_->lr_at(step_);
-  r.loss = control[kNonFinite] > 0 ? std::nan("") : control[kLossSum] / comm_.size();
+  r.loss = d.mean_loss;
   r.grad_norm = clip_grad_norm(params_, options_.clip_grad);
-  if (control[kNonFinite] > 0 || !std::isfinite(r.grad_norm)) {
+  if (d.nonfinite_ranks > 0 || !std::isfinite(r.grad_norm)) {
     r.skipped = true;
-    ++skipped_total_;
-    ++skipped_consecutive_;
-    const std::string what = cnx::str("non-finite ", control[kNonFinite] > 0 ? "loss" : "gradient norm",
-                                      " at step ", step_ + 1, " (", control[kNonFinite], " of ", comm_.size(),
-                                      " ranks reported a non-finite loss)");
-    if (options_.nonfinite == "stop") throw NonFiniteLossError(what + "; train.nonfinite = stop");
-    if (skipped_consecutive_ > options_.max_skipped)
-      throw NonFiniteLossError(what + "; " + std::to_string(skipped_consecutive_) +
-                               " consecutive steps skipped, more than train.max_skipped = " +
-                               std::to_string(options_.max_skipped));
-    if (comm_.rank() == 0) CNX_LOG_WARN("{}; update skipped ({} skipped so far)", what, skipped_total_);
+    skip_update(d.nonfinite_ranks);
   } else {
     skipped_consecutive_ = 0;
     optimizer_->step(r.lr);
@@ -373,36 +255,89 @@ StepResult Trainer::step() {
   // Every-N blocks.
   progress_.add(r.times);
   if (options_.log_every > 0 && (step_ % options_.log_every == 0 || step_ == total_steps_)) log_progress(r);
-  r.preempted = control[kPreempted] > 0;
-  r.aborted = control[kAbort] > 0;
-  r.drained = control[kDrain] > 0;
-  const auto world = static_cast<double>(comm_.size());
-  const double plan = control[kPlanKnown] == world ? control[kPlanSum] / world : 0.0;
-  const bool plan_agreed = plane_ && plan >= 1 && plan == std::floor(plan);
-  const auto t0 = std::chrono::steady_clock::now();
-  if (plane_) {
-    // Checkpoints go through the coordinator's plans; preemption is reported
-    // by heartbeat, and training continues until the plan it causes has run.
-    preempt_pending_ = preempt_pending_ || r.preempted;
-    if (plan_agreed && !r.aborted) {
-      save_checkpoint(static_cast<int64_t>(plan));
-      r.checkpointed = true;
-    }
-    r.preempted = preempt_pending_ && r.checkpointed;
+  r.preempted = d.preempted;
+  r.aborted = d.abort;
+  r.drained = d.drain;
+  checkpoint_block(d, &r);
+  if (plane_)
     plane_->on_step(step_, epoch_, r.loss, r.times.total() > 0 ? global_batch_ / r.times.total() : 0.0,
                     preempt_pending_);
+  return r;
+}
+
+StepSignals Trainer::local_signals(bool nonfinite, double loss) {
+  StepSignals s;
+  s.checkpoint_now = !plane_ && options_.checkpoint_every_minutes > 0 && comm_.rank() == 0 &&
+                     std::chrono::steady_clock::now() - last_checkpoint_time_ >
+                         std::chrono::duration<double>(60.0 * options_.checkpoint_every_minutes);
+  s.preempted = termination_requested();
+  s.nonfinite = nonfinite;
+  s.loss = loss;
+  s.plan = due_plan(step_ + 1);
+  s.abort = plane_ && plane_->abort_requested();
+  s.drain = plane_ && plane_->drain_requested();
+  s.checkpoint_written = inflight_ && inflight_->phase == InFlight::kWriting && !writer_->busy();
+  return s;
+}
+
+int64_t Trainer::due_plan(int64_t next_step) {
+  if (!plane_) return 0;
+  const int64_t id = plane_->due_plan_id(next_step);
+  return id > last_plan_taken_ ? id : 0;  // plan ids grow; a taken plan is not due again
+}
+
+void Trainer::skip_update(int nonfinite_ranks) {
+  ++skipped_total_;
+  ++skipped_consecutive_;
+  const std::string what = cnx::str("non-finite ", nonfinite_ranks > 0 ? "loss" : "gradient norm", " at step ",
+                                    step_ + 1, " (", nonfinite_ranks, " of ", comm_.size(),
+                                    " ranks reported a non-finite loss)");
+  if (options_.nonfinite == "stop") throw NonFiniteLossError(what + "; train.nonfinite = stop");
+  if (skipped_consecutive_ > options_.max_skipped)
+    throw NonFiniteLossError(what + "; " + std::to_string(skipped_consecutive_) +
+                             " consecutive steps skipped, more than train.max_skipped = " +
+                             std::to_string(options_.max_skipped));
+  if (comm_.rank() == 0) CNX_LOG_WARN("{}; update skipped ({} skipped so far)", what, skipped_total_);
+}
+
+void Trainer::checkpoint_block(const StepDecision& d, StepResult* r) {
+  const auto t0 = std::chrono::steady_clock::now();
+  bool worked = false;
+  // The write in flight: publish once every rank's files are durable (an
+  // agreed value, so every rank takes this collective branch together),
+  // retire once the publication (commit or report) is done (local).
+  if (inflight_ && !d.abort) {
+    if (inflight_->phase == InFlight::kWriting && d.checkpoint_written) {
+      publish_checkpoint();
+      worked = true;
+    }
+    if (inflight_->phase == InFlight::kPublishing && !writer_->busy()) retire_checkpoint(r);
+  }
+  bool due = false, wait_now = false;
+  int64_t plan = 0;
+  if (plane_) {
+    // Checkpoints go through the coordinator's plans; preemption is reported
+    // by heartbeat, and training continues until the plan it causes has run
+    // (then written to the end before the step returns).
+    preempt_pending_ = preempt_pending_ || r->preempted;
+    due = d.plan > 0 && !r->aborted;
+    plan = d.plan;
+    wait_now = preempt_pending_;
+    r->preempted = preempt_pending_ && due;
   } else {
     // Also at the last step, so a completed run always leaves its final state.
-    const bool due = (options_.checkpoint_every_steps > 0 && step_ % options_.checkpoint_every_steps == 0) ||
-                     control[kCheckpointNow] > 0 || r.preempted || step_ == total_steps_;
-    if (due && !options_.checkpoint_root.empty()) {
-      save_checkpoint();
-      r.checkpointed = true;
-    }
+    due = !options_.checkpoint_root.empty() &&
+          ((options_.checkpoint_every_steps > 0 && step_ % options_.checkpoint_every_steps == 0) ||
+           d.checkpoint_now || r->preempted || step_ == total_steps_);
+    wait_now = r->preempted || step_ == total_steps_;
   }
-  if (r.checkpointed)
-    r.checkpoint_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return r;
+  if (due) {
+    begin_checkpoint(plan, r);
+    if (wait_now || !options_.checkpoint_async) wait_for_checkpoint(r);
+    r->checkpointed = true;
+    worked = true;
+  }
+  if (worked) r->checkpoint_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void Trainer::log_progress(const StepResult& r) {
@@ -423,10 +358,14 @@ RunOutcome Trainer::run(const std::function<void(const StepResult&)>& observer) 
     if (observer) observer(r);
     if (r.aborted) {
       if (comm_.rank() == 0) CNX_LOG_ERROR("aborted by the coordinator at step {}", step_);
+      abandon_checkpoint();
       return RunOutcome::kAborted;
     }
     if (r.drained) {
+      // The coordinator stops after the drain checkpoint committed: a write
+      // still in flight belongs to no pending plan.
       if (comm_.rank() == 0) CNX_LOG_WARN("drained by the coordinator at step {}", step_);
+      abandon_checkpoint();
       return RunOutcome::kDrained;
     }
     if (r.preempted) {
@@ -437,6 +376,7 @@ RunOutcome Trainer::run(const std::function<void(const StepResult&)>& observer) 
       return RunOutcome::kPreempted;
     }
   }
+  wait_for_checkpoint();  // the coordinator plans the final one after this commit
   if (plane_ && step_ == total_steps_ && last_checkpoint_step_ != step_ && !final_checkpoint()) {
     if (comm_.rank() == 0) CNX_LOG_ERROR("aborted by the coordinator while waiting for the final checkpoint");
     return RunOutcome::kAborted;
@@ -448,7 +388,7 @@ bool Trainer::final_checkpoint() {
   plane_->finishing(step_);
   const auto t0 = std::chrono::steady_clock::now();
   for (;;) {
-    const int64_t id = plane_->due_plan_id(step_);
+    const int64_t id = due_plan(step_);
     const bool late = comm_.rank() == 0 && std::chrono::steady_clock::now() - t0 >
                                                std::chrono::duration<double>(options_.final_checkpoint_wait_s);
     // Max-reduced: [no plan here, id, -id, rank 0 gave up, abort]: every rank
@@ -474,108 +414,157 @@ bool Trainer::final_checkpoint() {
   }
 }
 
-std::string Trainer::save_checkpoint(int64_t plan_id) {
+TrainerRecord Trainer::trainer_record() const {
+  TrainerRecord t;
+  t.step = step_;
+  t.epoch = epoch_;
+  t.world_size = comm_.size();
+  t.global_batch = global_batch_;
+  t.peak_lr = schedule_->options().peak_lr;
+  t.steps_per_epoch = schedule_->options().steps_per_epoch;
+  t.skipped_total = skipped_total_;
+  t.skipped_consecutive = skipped_consecutive_;
+  return t;
+}
+
+void Trainer::begin_checkpoint(int64_t plan_id, StepResult* r) {
   const bool planned = plan_id > 0;
   CNX_CHECK(!planned || plane_, "a checkpoint plan needs a control plane");
-  const std::string root = options_.checkpoint_root;
-  CNX_CHECK(planned || !root.empty(), "checkpoint.root is empty");
-  const auto t0 = std::chrono::steady_clock::now();
+  CNX_CHECK(planned || !options_.checkpoint_root.empty(), "checkpoint.root is empty");
+  if (inflight_) {
+    // At most one checkpoint in flight: the step waits for the previous one.
+    const auto t0 = std::chrono::steady_clock::now();
+    wait_for_checkpoint(r);
+    r->checkpoint_wait_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  auto flight = std::make_unique<InFlight>();
+  flight->plan_id = plan_id;
+  flight->step = step_;
+  flight->epoch = epoch_;
+  flight->cursor = data_->cursor();
   // Local: a temp folder renamed on commit. Planned: the coordinator's folder.
-  const std::string dir = planned ? confined_to_root(root, plane_->plan_dir(plan_id), "the coordinator's checkpoint folder")
-                                   : root + "/" + temp_checkpoint_name(step_);
-  if (comm_.rank() == 0) {
-    std::error_code ec;
-    if (!planned) fs::create_directories(root, ec);
-    fs::remove_all(dir, ec);  // leftover of a crashed attempt at the same step
-    if (!fs::create_directories(dir, ec) || ec)
-      throw CheckpointError("cannot create checkpoint folder '" + dir + "': " + ec.message());
-  }
-  comm_.barrier();
+  flight->dir = planned ? confined_to_root(options_.checkpoint_root, plane_->plan_dir(plan_id),
+                                           "the coordinator's checkpoint folder")
+                        : options_.checkpoint_root + "/" + temp_checkpoint_name(step_);
+  flight->final_dir = planned ? flight->dir : options_.checkpoint_root + "/" + checkpoint_name(step_);
+  flight->started = std::chrono::steady_clock::now();
+  // A deep copy when training goes on during the write; references when the
+  // step waits for the write (nothing changes them meanwhile).
+  auto snapshot = std::make_shared<const CheckpointSnapshot>(
+      take_snapshot(comm_.rank(), comm_.rank() == 0, model_state(), optimizer_->state_dict(), trainer_record(),
+                    flight->cursor, /*deep=*/options_.checkpoint_async));
+  flight->snapshot_bytes = snapshot->bytes();
+  flight->snapshot_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - flight->started).count();
+  r->checkpoint_snapshot_bytes = flight->snapshot_bytes;
+  if (planned) last_plan_taken_ = plan_id;
+  last_checkpoint_time_ = std::chrono::steady_clock::now();
+  last_checkpoint_step_ = step_;
+  inflight_ = std::move(flight);
+  Manifest* files = &inflight_->files;
+  const std::string dir = inflight_->dir;
+  writer_->start([snapshot, dir, files] { *files = write_snapshot(dir, *snapshot); });
+}
 
-  Manifest mine;
+void Trainer::publish_checkpoint() {
+  CNX_CHECK(inflight_ && inflight_->phase == InFlight::kWriting, "no checkpoint write to publish");
+  writer_->wait();  // rethrows a write error
+  InFlight& f = *inflight_;
+  const std::vector<std::string> parts = comm_.allgather(manifest_to_json(f.step, f.files));
+  Manifest all;
   if (comm_.rank() == 0) {
-    mine[kModelFile] = write_file_durable(dir + "/" + kModelFile, tensors_to_bytes(model_state()));
-    mine[kOptimizerFile] = write_file_durable(dir + "/" + kOptimizerFile, tensors_to_bytes(optimizer_->state_dict()));
-    nlohmann::json t{{"step", step_},
-                     {"epoch", epoch_},
-                     {"world_size", comm_.size()},
-                     {"global_batch", global_batch_},
-                     {"peak_lr", schedule_->options().peak_lr},
-                     {"steps_per_epoch", schedule_->options().steps_per_epoch},
-                     {"skipped_total", skipped_total_},
-                     {"skipped_consecutive", skipped_consecutive_}};
-    mine[kTrainerFile] = write_file_durable(dir + "/" + kTrainerFile, t.dump(2) + "\n");
-  }
-  const std::string cursor = data_->cursor();
-  nlohmann::json rj{{"rank", comm_.rank()}, {"cursor", cursor}, {"cpu_rng", to_hex(cpu_rng_state())}};
-  mine[rank_file(comm_.rank())] = write_file_durable(dir + "/" + rank_file(comm_.rank()), rj.dump(2) + "\n");
-
-  const std::vector<std::string> parts = comm_.allgather(manifest_to_json(step_, mine));
-  std::string final_dir = planned ? dir : root + "/" + checkpoint_name(step_);
-  if (comm_.rank() == 0) {
-    Manifest all;
     for (size_t r = 0; r < parts.size(); ++r) {
       for (auto& [name, d] : manifest_from_json(parts[r], "checkpoint part of rank " + std::to_string(r), nullptr))
         all[name] = d;
     }
-    if (planned) {
-      mine["MANIFEST.json"] = write_file_durable(dir + "/MANIFEST.json", manifest_to_json(step_, all));
-      fsync_dir(dir);
-    } else {
-      final_dir = commit_local(root, dir, step_, all);
-      for (const auto& gone : apply_retention(root, options_.checkpoint_keep))
-        CNX_LOG_INFO("retention: deleted checkpoint {}", gone);
+  }
+  f.phase = InFlight::kPublishing;
+  // Rank 0 makes the manifest durable before it reports its own part (which
+  // lists MANIFEST.json), so the coordinator, which commits on the last of
+  // all parts, never commits a folder without a durable manifest.
+  const bool rank0 = comm_.rank() == 0;
+  const int64_t keep = options_.checkpoint_keep;
+  const std::string root = options_.checkpoint_root;
+  ControlPlane* plane = f.plan_id > 0 ? plane_ : nullptr;
+  writer_->start([&f, all, rank0, keep, root, plane] {
+    if (plane) {
+      if (rank0) {
+        f.files["MANIFEST.json"] = write_file_durable(f.dir + "/MANIFEST.json", manifest_to_json(f.step, all));
+        fsync_dir(f.dir);
+      }
+      plane->report_part(f.plan_id, f.step, f.files, f.epoch, f.cursor);
+    } else if (rank0) {
+      commit_local(root, f.dir, f.step, all);
+      for (const auto& gone : apply_retention(root, keep)) CNX_LOG_INFO("retention: deleted checkpoint {}", gone);
     }
-  }
-  if (planned) {
-    comm_.barrier();  // the manifest is durable before any part is reported
-    plane_->report_part(plan_id, step_, mine, epoch_, cursor);
-  }
-  comm_.barrier();
+  });
+}
+
+void Trainer::retire_checkpoint(StepResult* r) {
+  writer_->wait();  // rethrows a commit or report error
+  const InFlight& f = *inflight_;
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - f.started).count();
+  r->checkpoint_write_seconds = total - f.snapshot_seconds;
   if (comm_.rank() == 0) {
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    CNX_LOG_INFO("checkpoint {} {} ({:.2f} s)", final_dir, planned ? "reported to the coordinator" : "committed", secs);
+    CNX_LOG_INFO("checkpoint {} {} (snapshot {:.3f} s, {:.1f} MB; written in the background {:.2f} s)", f.final_dir,
+                 f.plan_id > 0 ? "reported to the coordinator" : "committed", f.snapshot_seconds,
+                 static_cast<double>(f.snapshot_bytes) / 1e6, total - f.snapshot_seconds);
   }
-  last_checkpoint_time_ = std::chrono::steady_clock::now();
-  last_checkpoint_step_ = step_;
-  return final_dir;
+  inflight_.reset();
+}
+
+void Trainer::wait_for_checkpoint(StepResult* r) {
+  if (!inflight_) return;
+  StepResult ignored;
+  if (!r) r = &ignored;
+  if (inflight_->phase == InFlight::kWriting) publish_checkpoint();
+  retire_checkpoint(r);
+  comm_.barrier();  // rank 0's commit is done on every rank's return
+}
+
+void Trainer::abandon_checkpoint() {
+  if (!inflight_) return;
+  try {
+    writer_->wait();
+  } catch (const std::exception& e) {
+    CNX_LOG_WARN("checkpoint of step {} abandoned: {}", inflight_->step, e.what());
+  }
+  inflight_.reset();
+}
+
+std::string Trainer::save_checkpoint(int64_t plan_id) {
+  StepResult r;
+  begin_checkpoint(plan_id, &r);
+  const std::string dir = inflight_->final_dir;
+  wait_for_checkpoint(&r);
+  return dir;
 }
 
 void Trainer::load_checkpoint(const std::string& dir) {
-  const std::string mine = rank_file(comm_.rank());
-  int64_t ck_step = -1;
-  const Manifest manifest = verify_checkpoint(dir, {kModelFile, kOptimizerFile, kTrainerFile}, &ck_step);
-
-  const nlohmann::json t = parse_json_file(dir + "/" + kTrainerFile);
-  auto get_int = [&](const char* key) -> int64_t {
-    if (!t.contains(key) || !t[key].is_number_integer())
-      throw CheckpointError(dir + "/" + kTrainerFile + ": missing integer \"" + key + "\"");
-    return t[key].get<int64_t>();
-  };
-  const int64_t world = get_int("world_size");
-  const bool same_world = world == comm_.size();
+  const LoadedCheckpoint ck = read_checkpoint(dir, comm_.rank());
+  const TrainerRecord& t = ck.trainer;
+  const std::string tfile = dir + "/" + kTrainerFile;
+  const bool same_world = t.world_size == comm_.size();
   if (!same_world && !options_.allow_world_change)
-    throw CheckpointError(cnx::str("checkpoint '", dir, "' was written by ", world, " ranks; this run has ",
+    throw CheckpointError(cnx::str("checkpoint '", dir, "' was written by ", t.world_size, " ranks; this run has ",
                                    comm_.size(), ". Resuming with another world size needs the coordinator, which "
                                    "re-partitions the epoch's remaining samples"));
-  const int64_t saved_global_batch = get_int("global_batch");
-  if (saved_global_batch < 1) throw CheckpointError(dir + "/" + kTrainerFile + ": global_batch must be >= 1");
+  if (t.global_batch < 1) throw CheckpointError(tfile + ": global_batch must be >= 1");
   if (!same_world) {
-    if (saved_global_batch % world != 0)
-      throw CheckpointError(cnx::str(dir, "/", kTrainerFile, ": global_batch ", saved_global_batch,
-                                     " is not a multiple of world_size ", world));
-    if (saved_global_batch / world != global_batch_ / comm_.size())
-      throw CheckpointError(cnx::str("checkpoint '", dir, "' used ", saved_global_batch / world,
+    if (t.world_size < 1 || t.global_batch % t.world_size != 0)
+      throw CheckpointError(cnx::str(tfile, ": global_batch ", t.global_batch, " is not a multiple of world_size ",
+                                     t.world_size));
+    if (t.global_batch / t.world_size != global_batch_ / comm_.size())
+      throw CheckpointError(cnx::str("checkpoint '", dir, "' used ", t.global_batch / t.world_size,
                                      " samples per rank and step, this run uses ", global_batch_ / comm_.size(),
                                      " (data.batch_size x accum_steps)"));
-  } else if (saved_global_batch != global_batch_)
-    throw CheckpointError(cnx::str("checkpoint '", dir, "' used a global batch of ", get_int("global_batch"),
+  } else if (t.global_batch != global_batch_) {
+    throw CheckpointError(cnx::str("checkpoint '", dir, "' used a global batch of ", t.global_batch,
                                    ", this run uses ", global_batch_, " (data.batch_size x ranks x accum_steps)"));
-  if (get_int("step") != ck_step) throw CheckpointError(dir + ": trainer.json and MANIFEST.json disagree on the step");
+  }
 
   // Model: strict, every name and shape.
-  const NamedTensors saved = tensors_from_file(dir + "/" + kModelFile);
-  std::map<std::string, at::Tensor> by_name(saved.begin(), saved.end());
+  std::map<std::string, at::Tensor> by_name(ck.model.begin(), ck.model.end());
   std::vector<std::string> problems;
   NamedTensors current = model_state();
   for (const auto& [name, t2] : current) {
@@ -589,7 +578,7 @@ void Trainer::load_checkpoint(const std::string& dir) {
   }
   std::set<std::string> known;
   for (const auto& [name, t2] : current) known.insert(name);
-  for (const auto& [name, t2] : saved)
+  for (const auto& [name, t2] : ck.model)
     if (!known.count(name)) problems.push_back("unexpected '" + name + "'");
   if (!problems.empty()) {
     std::string msg = "checkpoint '" + dir + "/" + kModelFile + "' does not match the model:";
@@ -601,39 +590,37 @@ void Trainer::load_checkpoint(const std::string& dir) {
     for (auto& [name, t2] : current) t2.copy_(by_name.at(name));
   }
   try {
-    optimizer_->load_state_dict(tensors_from_file(dir + "/" + kOptimizerFile));
+    optimizer_->load_state_dict(ck.optimizer);
   } catch (const CheckError& e) {
     throw CheckpointError(dir + "/" + kOptimizerFile + ": " + e.what());
   }
 
-  epoch_ = get_int("epoch");
+  epoch_ = t.epoch;
   if (same_world) {
-    if (!manifest.count(mine))
-      throw CheckpointError(dir + ": MANIFEST.json lists no " + mine + " for this rank");
-    const nlohmann::json rj = parse_json_file(dir + "/" + mine);
-    if (!rj.contains("cursor") || !rj["cursor"].is_string() || !rj.contains("cpu_rng") || !rj["cpu_rng"].is_string())
-      throw CheckpointError(dir + "/" + mine + ": needs string fields \"cursor\" and \"cpu_rng\"");
+    const std::string mine = dir + "/" + rank_file_name(comm_.rank());
+    if (!ck.rank_state)
+      throw CheckpointError(dir + ": MANIFEST.json lists no " + rank_file_name(comm_.rank()) + " for this rank");
     try {
-      data_->restore(rj["cursor"].get<std::string>());
+      data_->restore(ck.rank_state->cursor);
     } catch (const std::exception& e) {
-      throw CheckpointError(dir + "/" + mine + ": cannot restore the data cursor: " + e.what());
+      throw CheckpointError(mine + ": cannot restore the data cursor: " + e.what());
     }
-    set_cpu_rng_state(from_hex(rj["cpu_rng"].get<std::string>(), dir + "/" + mine));
-    step_ = ck_step;
+    set_cpu_rng_state(ck.rank_state->cpu_rng);
+    step_ = t.step;
   } else {
     // The coordinator hands this rank its share of the epoch's unused
     // samples; the old ranks' cursors and generators do not apply.
     data_->start_epoch(epoch_);
-    step_ = (ck_step * saved_global_batch + global_batch_ / 2) / global_batch_;
-    seed_cpu_rng(mix_seed(rank_stream_seed(options_.seed, comm_.rank()), static_cast<uint64_t>(ck_step)));
+    step_ = (t.step * t.global_batch + global_batch_ / 2) / global_batch_;
+    seed_cpu_rng(mix_seed(rank_stream_seed(options_.seed, comm_.rank()), static_cast<uint64_t>(t.step)));
     if (comm_.rank() == 0)
       CNX_LOG_WARN("checkpoint {} was written by {} ranks (global batch {}); this run has {} (global batch {}): "
                    "step {} becomes step {} of the rescaled schedule",
-                   dir, world, saved_global_batch, comm_.size(), global_batch_, ck_step, step_);
+                   dir, t.world_size, t.global_batch, comm_.size(), global_batch_, t.step, step_);
   }
   last_checkpoint_step_ = step_;
-  skipped_total_ = get_int("skipped_total");
-  skipped_consecutive_ = get_int("skipped_consecutive");
+  skipped_total_ = t.skipped_total;
+  skipped_consecutive_ = t.skipped_consecutive;
   if (comm_.rank() == 0) CNX_LOG_INFO("resumed from {} at step {} (epoch {})", dir, step_, epoch_);
 }
 

@@ -7,22 +7,40 @@
 //    element all-reduce; otherwise every rank starts the next epoch), build
 //    its masks from (seed, epoch, sample keys), forward, and backward. The
 //    last micro-step runs with gradient sync enabled: GradSync all-reduces
-//    buckets during backward (overlap) and carries the control values
-//    [checkpoint-now, preempted, non-finite loss, loss] in its last bucket.
+//    buckets during backward (overlap) and carries this rank's control
+//    values (step_control.h: checkpoint-now, preempted, non-finite loss,
+//    loss, due plan, abort, drain, checkpoint written) in its last bucket.
 // 2. GradSync::finish(): averaged gradients on every rank and the summed
-//    control values. From here on every decision is a function of data that
-//    is bit-identical across ranks, so all ranks decide alike:
-//    non-finite loss anywhere (or a non-finite averaged gradient norm)
-//    -> skip the update (count it) or stop, per train.nonfinite;
-//    else clip (optional) and AdamW at the scheduled lr.
+//    control values, turned into a StepDecision. From here on every decision
+//    is a function of data that is bit-identical across ranks, so all ranks
+//    decide alike: non-finite loss anywhere (or a non-finite averaged
+//    gradient norm) -> skip the update (count it) or stop, per
+//    train.nonfinite; else clip (optional) and AdamW at the scheduled lr.
 // 3. Every-N blocks: progress line (rank 0), checkpoint (every_steps, a
-//    checkpoint-now flag from rank 0's timer, or preemption).
+//    checkpoint-now flag from rank 0's timer, a coordinator plan, preemption,
+//    the last step).
 //
-// Checkpoint protocol (local commit, no coordinator): rank 0 creates
-// <root>/.tmp-step-N; barrier; rank 0 writes model.pt, optimizer.pt,
-// trainer.json; every rank writes rank-<r>.json (data cursor + CPU RNG
-// state); digests are allgathered; rank 0 writes the manifest and commits
-// (checkpoint_files.h); barrier. A checkpoint holds the state after step N.
+// Checkpoint protocol. A checkpoint holds the state after step N
+// (checkpoint.h lists its files). At the step it is due every rank:
+//   a. waits for the previous checkpoint if one is still in flight (at most
+//      one per rank; the wait is StepResult::checkpoint_wait_seconds);
+//   b. takes a snapshot: with checkpoint.async a deep copy of model and
+//      optimizer state (rank 0) plus its data cursor and CPU generator;
+//   c. hands it to its writer thread (checkpoint_writer.h), which writes and
+//      fsyncs this rank's files into the folder (local: <root>/.tmp-step-N;
+//      planned: the coordinator's folder) and records their digests;
+//   and training continues. Each step's control values carry "my write has
+//   finished"; in the first step where every rank's has, every rank
+//   allgathers the digests (publish) and its writer thread finishes the
+//   checkpoint: locally rank 0 writes MANIFEST.json and commits (rename +
+//   `latest`, checkpoint_files.h); under a coordinator rank 0 writes
+//   MANIFEST.json durably and then every rank reports its part, rank 0's
+//   listing the manifest, so the coordinator's commit (on the last part)
+//   always finds a durable manifest. A kill at any point leaves the previous
+//   committed checkpoint as the one a resume uses.
+// Preemption, the final checkpoint and checkpoint.async = false wait in the
+// step until the checkpoint is committed (reported); the step then holds
+// references instead of a copy.
 //
 // Sample log (options.sample_log, config train.sample_log): when set, every
 // rank appends one line "step<TAB>epoch<TAB>key\n" per sample of each of its
@@ -42,6 +60,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -49,10 +68,13 @@
 #include "comm/communicator.h"
 #include "comm/grad_sync.h"
 #include "worker/batch_source.h"
+#include "worker/checkpoint.h"
 #include "worker/checkpoint_files.h"
+#include "worker/checkpoint_writer.h"
 #include "worker/lr_schedule.h"
 #include "worker/optimizer.h"
 #include "worker/progress.h"
+#include "worker/step_control.h"
 #include "worker/train_model.h"
 
 namespace cnx {
@@ -89,6 +111,7 @@ struct TrainerOptions {
   int64_t checkpoint_every_steps = 0;
   double checkpoint_every_minutes = 0.0;
   int64_t checkpoint_keep = 3;
+  bool checkpoint_async = true;  // write in the background (see the protocol above)
   int64_t log_every = 10;  // 0 = no progress lines
   // Resume a checkpoint written by another number of ranks (leased data
   // only: the coordinator re-deals the epoch's unused samples). The step
@@ -117,7 +140,13 @@ struct StepResult {
   bool preempted = false;   // a rank got SIGTERM; checkpoint written if enabled
   bool aborted = false;     // the control plane aborted this attempt
   bool drained = false;     // the control plane asked to stop cleanly
-  double checkpoint_seconds = 0;  // when checkpointed
+  // Checkpoint work on the training thread in this step (the stall): waiting
+  // for the previous checkpoint, the snapshot, publishing, and the whole write
+  // when the step waits for it.
+  double checkpoint_seconds = 0;
+  double checkpoint_wait_seconds = 0;   // part of the stall spent waiting for the previous write
+  double checkpoint_write_seconds = 0;  // a checkpoint finished in this step: its time after the snapshot
+  int64_t checkpoint_snapshot_bytes = 0;  // bytes copied by this step's snapshot
   StepTimes times;
 };
 
@@ -140,7 +169,8 @@ class ControlPlane {
   virtual void finishing(int64_t final_step) = 0;
   // The folder that plan `id` is written into.
   virtual std::string plan_dir(int64_t id) = 0;
-  // This rank's files of plan `id`, written and fsynced at `step`.
+  // This rank's files of plan `id`, written and fsynced at `step`. Called
+  // on the checkpoint writer thread (concurrently with the calls above).
   virtual void report_part(int64_t id, int64_t step, const Manifest& files, int64_t epoch,
                            const std::string& cursor) = 0;
 };
@@ -162,10 +192,15 @@ class Trainer {
   // logger; `observer` (if set) sees every step's result (metrics).
   RunOutcome run(const std::function<void(const StepResult&)>& observer = {});
 
-  // Writes and commits the checkpoint of the current step (collective):
-  // locally (atomic rename + `latest`) without a control plane, else into
-  // plan `plan_id`'s folder, committed by the coordinator.
+  // Writes and commits the checkpoint of the current step and waits for it
+  // (collective): locally (atomic rename + `latest`) without a control
+  // plane, else into plan `plan_id`'s folder, committed by the coordinator.
+  // Returns the committed folder.
   std::string save_checkpoint(int64_t plan_id = 0);
+  // Waits until the checkpoint in flight (if any) is committed or reported
+  // by every rank (collective: every rank calls it at the same point). `r`
+  // (optional) receives its write time.
+  void wait_for_checkpoint(StepResult* r = nullptr);
   // Attaches the coordinator (not owned; must outlive the trainer's use).
   void set_control_plane(ControlPlane* plane) { plane_ = plane; }
   // Restores model, optimizer, schedule/step, data cursor and RNG from a
@@ -191,8 +226,33 @@ class Trainer {
   NamedTensors model_state() const;
 
  private:
+  struct InFlight {
+    enum Phase { kWriting, kPublishing } phase = kWriting;
+    int64_t plan_id = 0;  // 0 = local
+    int64_t step = 0, epoch = 0;
+    std::string cursor, dir, final_dir;
+    Manifest files;  // this rank's files, filled by the writer thread
+    std::chrono::steady_clock::time_point started;
+    double snapshot_seconds = 0;
+    int64_t snapshot_bytes = 0;
+  };
+
   std::optional<TrainBatch> next_batch();
   bool all_ranks_have_batch(bool mine);
+  StepSignals local_signals(bool nonfinite, double loss);
+  // The coordinator's due plan id, 0 when none or already taken.
+  int64_t due_plan(int64_t next_step);
+  void skip_update(int nonfinite_ranks);
+  void checkpoint_block(const StepDecision& d, StepResult* r);
+  TrainerRecord trainer_record() const;
+  // Steps a-c of the protocol above.
+  void begin_checkpoint(int64_t plan_id, StepResult* r);
+  // Collective: allgather the digests; the writer commits or reports.
+  void publish_checkpoint();
+  // Local: waits for the publication, logs, clears the flight.
+  void retire_checkpoint(StepResult* r);
+  // Waits for the writer and drops the flight (abort, drain).
+  void abandon_checkpoint();
   // Under a control plane, after the last step: every rank waits (agreeing
   // by all-reduce) for the coordinator's plan at this step and writes it;
   // false when the coordinator aborted meanwhile. Gives up with an error
@@ -221,6 +281,9 @@ class Trainer {
   std::chrono::steady_clock::time_point last_checkpoint_time_;
   int64_t last_checkpoint_step_ = -1;  // written or loaded
   std::unique_ptr<SampleLog> sample_log_;  // null when options_.sample_log is ""
+  int64_t last_plan_taken_ = 0;            // the newest coordinator plan begun
+  std::unique_ptr<InFlight> inflight_;     // the checkpoint in flight, if any
+  std::unique_ptr<CheckpointWriter> writer_;  // after inflight_: its tasks use the flight
 };
 
 }  // namespace cnx::worker

@@ -1,5 +1,7 @@
 #include "comm/mpi/mpi_communicator.h"
 
+#include <cstdlib>
+
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -302,6 +304,14 @@ double MpiCommunicator::seconds_in_collective() const {
   const int64_t now =
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
   return std::max<int64_t>(0, now - since) * 1e-9;
+}
+
+void MpiCommunicator::abort(int code) {
+  // Not queued: the communication thread may be the one blocked.
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Abort(comm_, code);
+  std::_Exit(code);
 }
 
 void MpiCommunicator::run_on_comm_thread(std::function<void(MPI_Comm)> fn) {

@@ -71,6 +71,7 @@ class MpiCommunicator final : public Communicator {
   std::vector<std::string> allgather(const std::string& mine) override;
   void barrier() override;
   double seconds_in_collective() const override;
+  [[noreturn]] void abort(int code) override;
 
   // Runs `fn(comm)` on the communication thread, in queue order, with the
   // duplicated communicator (e.g. the NCCL unique-id broadcast). Blocking;

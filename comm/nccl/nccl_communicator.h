@@ -73,6 +73,7 @@ class NcclCommunicator final : public Communicator {
   WorkPtr broadcast(at::Tensor tensor, int root) override;
   std::vector<std::string> allgather(const std::string& mine) override;
   void barrier() override;
+  [[noreturn]] void abort(int code) override { mpi_->abort(code); }
 
  private:
   void check_tensor(const at::Tensor& t, const std::string& what) const;

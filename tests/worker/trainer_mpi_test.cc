@@ -149,19 +149,24 @@ TEST(TrainerMpi, OverlappedAndAfterBackwardSyncAreBitIdentical) {
   for (size_t i = 0; i < sa.size(); ++i) EXPECT_TRUE(torch::equal(sa[i].second, sb[i].second)) << sa[i].first;
 }
 
-TEST(TrainerMpi, ResumeIsBitIdenticalToAnUninterruptedRun) {
+// 2k steps == k steps, resume, k steps, bit for bit; with background
+// checkpoints (the snapshot of step k is written while steps k+1.. run) and
+// with synchronous ones.
+void expect_resume_is_bit_identical(bool async) {
   auto& comm = world();
-  const std::string root = temp_root("resume");
+  const std::string root = temp_root(async ? "resume_async" : "resume_sync");
   if (comm.rank() == 0) fs::remove_all(root);
   comm.barrier();
   const int64_t k = 3;
   Config c = tiny_config(2);
   c.checkpoint.root = root;
   c.checkpoint.every_steps = k;
+  c.checkpoint.async = async;
   c.optimizer.accum_steps = 2;  // also exercises accumulation (NoSync micro-steps)
   c.optimizer.clip_grad = 0.5;
   auto full = make_trainer(c, comm);
   for (int64_t i = 0; i < 2 * k; ++i) full->step();
+  full->wait_for_checkpoint();  // what run() does before it returns
 
   // A new trainer with another init resumes from the checkpoint of step k
   // (without checkpointing again: step 2k's checkpoint exists, immutable).
@@ -183,6 +188,10 @@ TEST(TrainerMpi, ResumeIsBitIdenticalToAnUninterruptedRun) {
   comm.barrier();
   if (comm.rank() == 0) fs::remove_all(root);
 }
+
+TEST(TrainerMpi, ResumeIsBitIdenticalToAnUninterruptedRun) { expect_resume_is_bit_identical(/*async=*/true); }
+
+TEST(TrainerMpi, ResumeFromSynchronousCheckpointIsBitIdentical) { expect_resume_is_bit_identical(/*async=*/false); }
 
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream in(path);
@@ -218,6 +227,7 @@ TEST(TrainerMpi, SampleLogListsTheBatchesOfEveryStepAndResumeAppends) {
   {
     auto first = make();
     for (int i = 0; i < 3; ++i) first->step();  // checkpoint at step 2; step 3 is lost
+    first->wait_for_checkpoint();                // step 2's background write is committed
   }
   auto second = make();
   EXPECT_EQ(second->resume("auto"), root + "/ckpt/" + checkpoint_name(2));

@@ -108,8 +108,7 @@ BuiltModel build_model(const EvalJobOptions& o, int64_t num_classes) {
 }  // namespace
 
 std::unique_ptr<comm::Communicator> communicator_from_environment() {
-  const bool under_mpirun = std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMIX_RANK") || std::getenv("PMI_SIZE");
-  if (!under_mpirun) return nullptr;
+  if (!comm::launched_by_mpi()) return nullptr;
   comm::CommOptions co;
   co.backend = "mpi";
   return comm::make_communicator(co);

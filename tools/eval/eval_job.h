@@ -101,8 +101,8 @@ std::string summary_json(const EvalSummary& summary);
 // "linear probe top-1 87.31% (test n=2000) | train n=10000, 50 epochs | atto ... | 83.2 s"
 std::string summary_line(const EvalSummary& summary);
 
-// A communicator when the process was started by mpirun (Open MPI / PMIx
-// environment), else nullptr (a single process needs none).
+// A communicator when an MPI launcher started the process
+// (comm::launched_by_mpi), else nullptr (a single process needs none).
 std::unique_ptr<comm::Communicator> communicator_from_environment();
 
 }  // namespace cnx::eval

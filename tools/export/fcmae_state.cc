@@ -10,6 +10,7 @@
 
 #include "common/check.h"
 #include "model/complexity.h"
+#include "worker/checkpoint.h"
 #include "worker/checkpoint_files.h"
 
 namespace cnx::tools {
@@ -95,9 +96,7 @@ std::string resolve_state_file(const std::string& path) {
                        "' is a folder but neither a checkpoint root (no 'latest' file) nor a checkpoint "
                        "(no MANIFEST.json)");
   }
-  int64_t step = 0;
-  worker::verify_checkpoint(dir, {"model.pt"}, &step);
-  return dir + "/model.pt";
+  return worker::verified_model_file(dir);
 }
 
 NamedTensors read_state_file(const std::string& path) {

@@ -1,0 +1,212 @@
+#include "worker/checkpoint.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/jit/serialization/pickle.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+namespace fs = std::filesystem;
+
+namespace cnx::worker {
+namespace {
+
+std::vector<char> pickle_tensors(const CheckpointTensors& tensors) {
+  c10::Dict<std::string, at::Tensor> dict;
+  for (const auto& [name, t] : tensors) dict.insert(name, t.detach().contiguous());
+  return torch::jit::pickle_save(c10::IValue(dict));
+}
+
+CheckpointTensors unpickle_tensors(const std::string& path) {
+  const std::string data = read_file(path);
+  c10::IValue v;
+  try {
+    v = torch::jit::pickle_load(std::vector<char>(data.begin(), data.end()));
+  } catch (const std::exception& e) {
+    throw CheckpointError("'" + path + "' is not a tensor dictionary: " + e.what());
+  }
+  if (!v.isGenericDict()) throw CheckpointError("'" + path + "' does not hold a dictionary of tensors");
+  CheckpointTensors out;
+  for (const auto& item : v.toGenericDict()) {
+    if (!item.key().isString() || !item.value().isTensor())
+      throw CheckpointError("'" + path + "' holds a non-tensor entry");
+    out.emplace_back(item.key().toStringRef(), item.value().toTensor());
+  }
+  return out;
+}
+
+std::string rng_to_hex(const at::Tensor& bytes) {
+  at::Tensor b = bytes.contiguous();
+  const auto* p = b.data_ptr<uint8_t>();
+  static const char* digits = "0123456789abcdef";
+  std::string s;
+  s.reserve(static_cast<size_t>(b.numel()) * 2);
+  for (int64_t i = 0; i < b.numel(); ++i) {
+    s += digits[p[i] >> 4];
+    s += digits[p[i] & 15];
+  }
+  return s;
+}
+
+at::Tensor rng_from_hex(const std::string& s, const std::string& origin) {
+  if (s.size() % 2) throw CheckpointError(origin + ": RNG state has an odd number of hex digits");
+  at::Tensor t = at::empty({static_cast<int64_t>(s.size() / 2)}, at::kByte);
+  auto* p = t.data_ptr<uint8_t>();
+  auto nibble = [&](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    throw CheckpointError(origin + ": RNG state is not hex");
+  };
+  for (size_t i = 0; i < s.size() / 2; ++i) p[i] = static_cast<uint8_t>(nibble(s[2 * i]) * 16 + nibble(s[2 * i + 1]));
+  return t;
+}
+
+nlohmann::json parse_json_file(const std::string& path) {
+  try {
+    return nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError("'" + path + "' is not valid JSON: " + e.what());
+  }
+}
+
+TrainerRecord parse_trainer(const std::string& path) {
+  const nlohmann::json t = parse_json_file(path);
+  auto get_int = [&](const char* key) -> int64_t {
+    if (!t.is_object() || !t.contains(key) || !t[key].is_number_integer())
+      throw CheckpointError(path + ": missing integer \"" + key + "\"");
+    return t[key].get<int64_t>();
+  };
+  TrainerRecord r;
+  r.step = get_int("step");
+  r.epoch = get_int("epoch");
+  r.world_size = get_int("world_size");
+  r.global_batch = get_int("global_batch");
+  r.skipped_total = get_int("skipped_total");
+  r.skipped_consecutive = get_int("skipped_consecutive");
+  if (t.contains("peak_lr") && t["peak_lr"].is_number()) r.peak_lr = t["peak_lr"].get<double>();
+  if (t.contains("steps_per_epoch") && t["steps_per_epoch"].is_number_integer())
+    r.steps_per_epoch = t["steps_per_epoch"].get<int64_t>();
+  return r;
+}
+
+CheckpointTensors copy_tensors(const CheckpointTensors& tensors, bool deep) {
+  CheckpointTensors out;
+  out.reserve(tensors.size());
+  for (const auto& [name, t] : tensors) out.emplace_back(name, deep ? t.detach().clone() : t.detach());
+  return out;
+}
+
+}  // namespace
+
+std::string rank_file_name(int rank) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "rank-%05d.json", rank);
+  return buf;
+}
+
+int64_t CheckpointSnapshot::bytes() const {
+  int64_t n = rank_state.cpu_rng.defined() ? rank_state.cpu_rng.nbytes() : 0;
+  for (const auto& [name, t] : model) n += static_cast<int64_t>(t.nbytes());
+  for (const auto& [name, t] : optimizer) n += static_cast<int64_t>(t.nbytes());
+  return n;
+}
+
+CheckpointSnapshot take_snapshot(int rank, bool shared, const CheckpointTensors& model,
+                                 const CheckpointTensors& optimizer, const TrainerRecord& trainer,
+                                 const std::string& cursor, bool deep) {
+  CheckpointSnapshot s;
+  s.rank = rank;
+  s.step = trainer.step;
+  s.shared = shared;
+  s.trainer = trainer;
+  if (shared) {
+    s.model = copy_tensors(model, deep);
+    s.optimizer = copy_tensors(optimizer, deep);
+  }
+  s.rank_state.cursor = cursor;
+  s.rank_state.cpu_rng = cpu_rng_state();  // get_state returns a new tensor
+  return s;
+}
+
+Manifest write_snapshot(const std::string& dir, const CheckpointSnapshot& s) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw CheckpointError("cannot create checkpoint folder '" + dir + "': " + ec.message());
+  Manifest files;
+  if (s.shared) {
+    {
+      const std::vector<char> bytes = pickle_tensors(s.model);
+      files[kModelFile] = write_file_durable(dir + "/" + kModelFile, bytes.data(), bytes.size());
+    }
+    {
+      const std::vector<char> bytes = pickle_tensors(s.optimizer);
+      files[kOptimizerFile] = write_file_durable(dir + "/" + kOptimizerFile, bytes.data(), bytes.size());
+    }
+    const TrainerRecord& r = s.trainer;
+    const nlohmann::json t{{"step", r.step},
+                           {"epoch", r.epoch},
+                           {"world_size", r.world_size},
+                           {"global_batch", r.global_batch},
+                           {"peak_lr", r.peak_lr},
+                           {"steps_per_epoch", r.steps_per_epoch},
+                           {"skipped_total", r.skipped_total},
+                           {"skipped_consecutive", r.skipped_consecutive}};
+    files[kTrainerFile] = write_file_durable(dir + "/" + kTrainerFile, t.dump(2) + "\n");
+  }
+  const nlohmann::json rj{
+      {"rank", s.rank}, {"cursor", s.rank_state.cursor}, {"cpu_rng", rng_to_hex(s.rank_state.cpu_rng)}};
+  const std::string mine = rank_file_name(s.rank);
+  files[mine] = write_file_durable(dir + "/" + mine, rj.dump(2) + "\n");
+  return files;
+}
+
+LoadedCheckpoint read_checkpoint(const std::string& dir, int rank) {
+  int64_t step = -1;
+  const Manifest manifest = verify_checkpoint(dir, {kModelFile, kOptimizerFile, kTrainerFile}, &step);
+  LoadedCheckpoint c;
+  c.dir = dir;
+  c.trainer = parse_trainer(dir + "/" + kTrainerFile);
+  if (c.trainer.step != step)
+    throw CheckpointError(dir + ": " + kTrainerFile + " and MANIFEST.json disagree on the step");
+  c.model = unpickle_tensors(dir + "/" + kModelFile);
+  c.optimizer = unpickle_tensors(dir + "/" + kOptimizerFile);
+  const std::string mine = rank_file_name(rank);
+  if (manifest.count(mine)) {
+    const std::string path = dir + "/" + mine;
+    const nlohmann::json rj = parse_json_file(path);
+    if (!rj.is_object() || !rj.contains("cursor") || !rj["cursor"].is_string() || !rj.contains("cpu_rng") ||
+        !rj["cpu_rng"].is_string())
+      throw CheckpointError(path + ": needs string fields \"cursor\" and \"cpu_rng\"");
+    c.rank_state = RankRecord{rj["cursor"].get<std::string>(), rng_from_hex(rj["cpu_rng"].get<std::string>(), path)};
+  }
+  return c;
+}
+
+std::string verified_model_file(const std::string& dir) {
+  int64_t step = 0;
+  verify_checkpoint(dir, {kModelFile}, &step);
+  return dir + "/" + kModelFile;
+}
+
+at::Tensor cpu_rng_state() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void set_cpu_rng_state(const at::Tensor& state) {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+void seed_cpu_rng(uint64_t seed) {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_current_seed(seed);
+}
+
+}  // namespace cnx::worker
