@@ -5,9 +5,12 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
+
+#include "common/hash.h"
 
 namespace fs = std::filesystem;
 
@@ -39,28 +42,15 @@ CheckpointTensors unpickle_tensors(const std::string& path) {
 }
 
 std::string rng_to_hex(const at::Tensor& bytes) {
-  at::Tensor b = bytes.contiguous();
-  const auto* p = b.data_ptr<uint8_t>();
-  static const char* digits = "0123456789abcdef";
-  std::string s;
-  s.reserve(static_cast<size_t>(b.numel()) * 2);
-  for (int64_t i = 0; i < b.numel(); ++i) {
-    s += digits[p[i] >> 4];
-    s += digits[p[i] & 15];
-  }
-  return s;
+  const at::Tensor b = bytes.contiguous();
+  return to_hex(b.data_ptr<uint8_t>(), static_cast<size_t>(b.numel()));
 }
 
 at::Tensor rng_from_hex(const std::string& s, const std::string& origin) {
-  if (s.size() % 2) throw CheckpointError(origin + ": RNG state has an odd number of hex digits");
-  at::Tensor t = at::empty({static_cast<int64_t>(s.size() / 2)}, at::kByte);
-  auto* p = t.data_ptr<uint8_t>();
-  auto nibble = [&](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    throw CheckpointError(origin + ": RNG state is not hex");
-  };
-  for (size_t i = 0; i < s.size() / 2; ++i) p[i] = static_cast<uint8_t>(nibble(s[2 * i]) * 16 + nibble(s[2 * i + 1]));
+  std::string raw;
+  if (!from_hex(s, &raw)) throw CheckpointError(origin + ": RNG state is not an even-length hex string");
+  at::Tensor t = at::empty({static_cast<int64_t>(raw.size())}, at::kByte);
+  std::memcpy(t.data_ptr<uint8_t>(), raw.data(), raw.size());
   return t;
 }
 
