@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -321,6 +322,11 @@ void NcclCommunicator::barrier() {
   const cudaStream_t own = stream_->stream();
   wait_or_abort(*state_, options_.timeout_s, "barrier", [own] { return cudaStreamQuery(own); });
   boot_->barrier();
+}
+
+void NcclCommunicator::abort(int code) {
+  if (state_) state_->abort("abort(" + std::to_string(code) + ") requested on rank " + std::to_string(rank()));
+  std::_Exit(code);
 }
 
 }  // namespace cnx::comm

@@ -73,7 +73,10 @@ class NcclCommunicator final : public Communicator {
   WorkPtr broadcast(at::Tensor tensor, int root) override;
   std::vector<std::string> allgather(const std::string& mine) override;
   void barrier() override;
-  [[noreturn]] void abort(int code) override { mpi_->abort(code); }
+  // Aborts the NCCL communicator (peers blocked with this rank fail at their
+  // deadline instead of hanging) and ends the process with `code`; under a
+  // launcher (mpirun, a Kubernetes job) that ends the attempt.
+  [[noreturn]] void abort(int code) override;
 
  private:
   void check_tensor(const at::Tensor& t, const std::string& what) const;
