@@ -33,7 +33,7 @@ inline constexpr const char kWorkerCorruptSamplesTotal[] = "cnx_worker_corrupt_s
 // histogram
 inline constexpr const char kWorkerCheckpointWriteSeconds[] = "cnx_worker_checkpoint_write_seconds";
 inline constexpr const char kWorkerCheckpointStallSeconds[] = "cnx_worker_checkpoint_stall_seconds";
-inline constexpr const char kWorkerCheckpointWaitSeconds[] = "cnx_worker_checkpoint_wait_seconds";
+inline constexpr const char kWorkerCheckpointWaitSecondsTotal[] = "cnx_worker_checkpoint_wait_seconds_total";
 inline constexpr const char kWorkerCheckpointSnapshotBytes[] = "cnx_worker_checkpoint_snapshot_bytes";
 
 // ---- coordinator (label: job) ----------------------------------------------

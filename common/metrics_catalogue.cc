@@ -42,7 +42,7 @@ const std::vector<MetricSpec>& metric_catalogue() {
        "Time a checkpoint held up a training step on this rank in seconds: waiting for the previous write, the "
        "snapshot, publishing (and the whole write when the step waits for it).",
        w},
-      {n::kWorkerCheckpointWaitSeconds, T::Counter,
+      {n::kWorkerCheckpointWaitSecondsTotal, T::Counter,
        "Seconds training steps waited for the previous checkpoint write to finish (part of the stall).", w},
       {n::kWorkerCheckpointSnapshotBytes, T::Gauge,
        "Bytes of state copied by the last checkpoint snapshot on this rank (the memory a background write holds).",
@@ -164,7 +164,7 @@ WorkerMetrics::WorkerMetrics(Registry& r, const std::string& job, int64_t rank, 
           series<Histogram>(r, n::kWorkerCheckpointWriteSeconds, labels_, checkpoint_write_buckets())),
       checkpoint_stall_seconds(
           series<Histogram>(r, n::kWorkerCheckpointStallSeconds, labels_, step_phase_buckets())),
-      checkpoint_wait_seconds(series<Counter>(r, n::kWorkerCheckpointWaitSeconds, labels_)),
+      checkpoint_wait_seconds(series<Counter>(r, n::kWorkerCheckpointWaitSecondsTotal, labels_)),
       checkpoint_snapshot_bytes(series<Gauge>(r, n::kWorkerCheckpointSnapshotBytes, labels_)) {
   auto& phases = family<Histogram>(r, n::kWorkerStepPhaseSeconds);
   for (int p = 0; p < kNumStepPhases; ++p) {
