@@ -433,8 +433,14 @@ void Trainer::begin_checkpoint(int64_t plan_id, StepResult* r) {
   CNX_CHECK(planned || !options_.checkpoint_root.empty(), "checkpoint.root is empty");
   if (inflight_) {
     // At most one checkpoint in flight: the step waits for the previous one.
+    // Only this rank's own write matters here, so no barrier: whether a rank
+    // has already retired the previous checkpoint is its own business (rank
+    // 0 commits, the others retire at once), and a collective entered on
+    // that condition would deadlock. A write not yet published is in that
+    // phase on every rank (publication is agreed), so the publish is joint.
     const auto t0 = std::chrono::steady_clock::now();
-    wait_for_checkpoint(r);
+    if (inflight_->phase == InFlight::kWriting) publish_checkpoint();
+    retire_checkpoint(r);
     r->checkpoint_wait_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   auto flight = std::make_unique<InFlight>();
@@ -514,11 +520,14 @@ void Trainer::retire_checkpoint(StepResult* r) {
 }
 
 void Trainer::wait_for_checkpoint(StepResult* r) {
-  if (!inflight_) return;
+  // Collective: every rank calls this at the same point. A write not yet
+  // published is in that phase on every rank, but one rank may have retired
+  // a published checkpoint while rank 0 still commits it, so the barrier
+  // does not depend on what this rank still holds.
   StepResult ignored;
   if (!r) r = &ignored;
-  if (inflight_->phase == InFlight::kWriting) publish_checkpoint();
-  retire_checkpoint(r);
+  if (inflight_ && inflight_->phase == InFlight::kWriting) publish_checkpoint();
+  if (inflight_) retire_checkpoint(r);
   comm_.barrier();  // rank 0's commit is done on every rank's return
 }
 

@@ -68,7 +68,7 @@ TEST_F(Cli, ExportVisualizeEvalFinetune) {
   EXPECT_FALSE(model::read_pt(dir_.file("enc.pt")).empty());
 
   ASSERT_EQ(run(tool("visualize/cnx-visualize") + " --checkpoint " + dir_.file("ckpt") + " --index " + train_ +
-                " --count 2 --input-size 64 --gap 4 --mask-seed 3 --out-dir " + dir_.file("viz")),
+                " --count 2 --input-size 64 --gap 4 --mask-seed 3 --no-labels --out-dir " + dir_.file("viz")),
             0);
   std::ifstream in(dir_.file("viz/grid.png"), std::ios::binary);
   const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
