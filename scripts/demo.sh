@@ -20,7 +20,7 @@ ROOT=$PWD
 # Only the programs the demo runs are built (the tests and benchmarks are
 # built by scripts/test.sh). CNX_DEMO_SKIP_SETUP=1: already built.
 [ "${CNX_DEMO_SKIP_SETUP:-0}" = 1 ] ||
-  CNX_BUILD_TARGETS="cnx-make-shards cnx-coordinator cnx-ctl cnx-worker cnx-export cnx-visualize cnx-eval cnx-finetune" \
+  CNX_BUILD_TARGETS="cnx-make-shards cnx-coordinator cnx-ctl cnx-worker cnx-export cnx-visualize cnx-plot-log cnx-eval cnx-finetune" \
     scripts/setup.sh
 
 say() { printf '\n\033[1m[demo]\033[0m %s\n' "$*" >&2; }
