@@ -17,6 +17,7 @@
 #include "coordinator/auth.h"
 #include "coordinator/client.h"
 #include "coordinator/service.h"
+#include "tests/coordinator/loopback_util.h"
 
 namespace cnx::coordinator {
 namespace {
@@ -92,17 +93,7 @@ TEST(OperatorToken, RolesAreTold) {
   EXPECT_EQ(bearer_role("Bearer ", kJobToken, ""), TokenRole::kNone);
 }
 
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
+using test::free_port;
 
 // A coordinator with a job token and (when `with_operator`) an operator token.
 struct Job {
