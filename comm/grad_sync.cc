@@ -25,12 +25,12 @@ struct GradSync::State {
   GradSyncOptions options;
   std::vector<at::Tensor> params;  // trainable, registration order
   std::vector<Bucket> buckets;
-  std::vector<size_t> bucket_of;   // param index -> bucket index
-  std::vector<at::Tensor> flats;   // one flat buffer per bucket (+ control slots in the last)
+  std::vector<size_t> bucket_of;  // param index -> bucket index
+  std::vector<at::Tensor> flats;  // one flat buffer per bucket (+ control slots in the last)
   // Per param: a tensor sharing the flat buffer's storage at the param's slot
   // (options.grad_views and contiguous param), else undefined.
   std::vector<at::Tensor> aliases;
-  at::Tensor control_only;         // float64 buffer when there are no buckets but control slots
+  at::Tensor control_only;  // float64 buffer when there are no buckets but control slots
 
   // Hooks, removed in ~GradSync. The accumulators are held strongly: the
   // parameters only hold them weakly (LibTorch 1.13 and 2.x alike).
@@ -41,11 +41,11 @@ struct GradSync::State {
   bool alive = true;
   bool sync_enabled = true;
   // Per-step state (guarded by mu).
-  std::vector<char> ready;          // per param: hook fired this step
-  std::vector<int64_t> pending;     // per bucket: params not ready yet
-  size_t next_launch = 0;           // buckets [0, next_launch) are launched
-  std::vector<WorkPtr> works;       // per bucket
-  std::vector<double> control;      // this rank's control values
+  std::vector<char> ready;       // per param: hook fired this step
+  std::vector<int64_t> pending;  // per bucket: params not ready yet
+  size_t next_launch = 0;        // buckets [0, next_launch) are launched
+  std::vector<WorkPtr> works;    // per bucket
+  std::vector<double> control;   // this rank's control values
   GradSyncStats stats;
 
   bool step_in_progress() const { return next_launch > 0; }
@@ -100,8 +100,7 @@ struct GradSync::State {
       }
       if (b + 1 == buckets.size() && !control.empty()) {
         at::Tensor values = at::tensor(control, at::TensorOptions().dtype(at::kDouble));
-        flat.narrow(0, bucket.numel, static_cast<int64_t>(control.size()))
-            .copy_(values.to(flat.options()));
+        flat.narrow(0, bucket.numel, static_cast<int64_t>(control.size())).copy_(values.to(flat.options()));
       }
     }
     works[b] = comm->allreduce({flat}, summed(b) || prescaled ? ReduceOp::kSum : ReduceOp::kAverage);
@@ -115,11 +114,11 @@ struct GradSync::State {
       return;
     }
     if (ready[i]) {
-      throw CommError(cnx::str(
-          "GradSync on rank ", comm->rank(), ": the gradient of parameter ", i,
-          " (shape ", params[i].sizes(), ") was accumulated twice in one synchronised step; "
-          "disable sync (NoSyncScope / set_sync_enabled(false)) for the micro-steps of gradient "
-          "accumulation and call finish() after each synchronised backward"));
+      throw CommError(cnx::str("GradSync on rank ", comm->rank(), ": the gradient of parameter ", i, " (shape ",
+                               params[i].sizes(),
+                               ") was accumulated twice in one synchronised step; "
+                               "disable sync (NoSyncScope / set_sync_enabled(false)) for the micro-steps of gradient "
+                               "accumulation and call finish() after each synchronised backward"));
     }
     ready[i] = 1;
     const size_t b = bucket_of[i];
@@ -139,8 +138,7 @@ namespace {
 // Post-accumulation hook: runs after AccumulateGrad stored the final .grad.
 class ReadyHook final : public torch::autograd::FunctionPostHook {
  public:
-  ReadyHook(std::weak_ptr<GradSync::State> state, size_t index)
-      : state_(std::move(state)), index_(index) {}
+  ReadyHook(std::weak_ptr<GradSync::State> state, size_t index) : state_(std::move(state)), index_(index) {}
   torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
                                             const torch::autograd::variable_list& /*inputs*/) override {
     if (auto state = state_.lock()) {
@@ -165,8 +163,7 @@ GradSync::GradSync(Communicator& comm, std::vector<at::Tensor> params, GradSyncO
   const int64_t first_bytes = mib_to_bytes(options.first_bucket_mb, "GradSyncOptions.first_bucket_mb");
   const int64_t cap_bytes = mib_to_bytes(options.bucket_cap_mb, "GradSyncOptions.bucket_cap_mb");
   if (options.control_slots < 0) {
-    throw std::invalid_argument(cnx::str("GradSyncOptions.control_slots must be >= 0, got ",
-                                         options.control_slots));
+    throw std::invalid_argument(cnx::str("GradSyncOptions.control_slots must be >= 0, got ", options.control_slots));
   }
 
   std::unordered_set<const void*> seen;
@@ -185,8 +182,8 @@ GradSync::GradSync(Communicator& comm, std::vector<at::Tensor> params, GradSyncO
                                ") is not a leaf tensor; pass the module's parameters"));
     }
     if (p.device().type() != comm.device_type()) {
-      throw CommError(cnx::str("GradSync: parameter ", k, " (shape ", p.sizes(), ") is on ",
-                               p.device(), " but backend ", comm.backend_name(), " reduces ",
+      throw CommError(cnx::str("GradSync: parameter ", k, " (shape ", p.sizes(), ") is on ", p.device(),
+                               " but backend ", comm.backend_name(), " reduces ",
                                c10::DeviceTypeName(comm.device_type()), " tensors"));
     }
     if (p.device().type() != at::kCPU && p.device() != comm.device()) {
@@ -195,13 +192,12 @@ GradSync::GradSync(Communicator& comm, std::vector<at::Tensor> params, GradSyncO
                                "; put the model on the communicator's device"));
     }
     if (!comm.supports_dtype(p.scalar_type())) {
-      throw CommError(cnx::str("GradSync: parameter ", k, " (shape ", p.sizes(), ") has dtype ",
-                               p.scalar_type(), ", which backend ", comm.backend_name(),
-                               " cannot all-reduce"));
+      throw CommError(cnx::str("GradSync: parameter ", k, " (shape ", p.sizes(), ") has dtype ", p.scalar_type(),
+                               ", which backend ", comm.backend_name(), " cannot all-reduce"));
     }
     if (!seen.insert(p.unsafeGetTensorImpl()).second) {
-      throw CommError(cnx::str("GradSync: parameter ", k, " (shape ", p.sizes(),
-                               ") appears twice in the parameter list"));
+      throw CommError(
+          cnx::str("GradSync: parameter ", k, " (shape ", p.sizes(), ") appears twice in the parameter list"));
     }
     const auto key = std::make_pair(static_cast<int>(p.scalar_type()), static_cast<int>(p.device().index()));
     auto it = group_ids.emplace(key, static_cast<int>(group_ids.size())).first;
@@ -240,8 +236,7 @@ GradSync::GradSync(Communicator& comm, std::vector<at::Tensor> params, GradSyncO
         }
         const at::Tensor& flat = s.flats[b];
         at::Tensor alias = at::empty({0}, flat.options());
-        alias.set_(flat.storage(), flat.storage_offset() + bucket.offsets[j], p.sizes(),
-                   p.strides());
+        alias.set_(flat.storage(), flat.storage_offset() + bucket.offsets[j], p.sizes(), p.strides());
         if (p.grad().defined()) {
           alias.copy_(p.grad());
         }
@@ -324,8 +319,9 @@ void GradSync::finish() {
   const auto start = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(s.mu);
   if (!s.sync_enabled) {
-    throw CommError("GradSync::finish() called while sync is disabled; enable it for the last "
-                    "micro-step before its backward");
+    throw CommError(
+        "GradSync::finish() called while sync is disabled; enable it for the last "
+        "micro-step before its backward");
   }
   while (s.next_launch < s.buckets.size()) {
     s.launch(s.next_launch);
@@ -392,10 +388,10 @@ void GradSync::finish() {
       }
     }
     if (!control_result_.empty()) {
-      at::Tensor values = s.control_only.defined()
-                              ? s.control_only
-                              : s.flats.back().narrow(0, s.buckets.back().numel,
-                                                      static_cast<int64_t>(control_result_.size()));
+      at::Tensor values =
+          s.control_only.defined()
+              ? s.control_only
+              : s.flats.back().narrow(0, s.buckets.back().numel, static_cast<int64_t>(control_result_.size()));
       at::Tensor host = values.to(at::TensorOptions().dtype(at::kDouble).device(at::kCPU)).contiguous();
       const double* data = host.data_ptr<double>();
       control_result_.assign(data, data + host.numel());
@@ -408,9 +404,13 @@ void GradSync::finish() {
   s.stats.finish_seconds += seconds_since(start);
 }
 
-const std::vector<Bucket>& GradSync::buckets() const { return state_->buckets; }
+const std::vector<Bucket>& GradSync::buckets() const {
+  return state_->buckets;
+}
 
-size_t GradSync::num_params() const { return state_->params.size(); }
+size_t GradSync::num_params() const {
+  return state_->params.size();
+}
 
 double GradSync::gradient_scale() const {
   return state_->prescaled ? 1.0 / static_cast<double>(state_->comm->size()) : 1.0;

@@ -94,13 +94,13 @@ struct GradSyncOptions {
 // Cumulative counters since construction or reset_stats(). Seconds are wall
 // time measured on this rank.
 struct GradSyncStats {
-  int64_t steps = 0;                    // finish() calls
+  int64_t steps = 0;  // finish() calls
   int64_t buckets_reduced = 0;
   int64_t buckets_launched_in_backward = 0;  // launched from a hook (overlapped)
-  int64_t bytes_reduced = 0;            // payload bytes this rank all-reduced (grads + control)
-  double allreduce_seconds = 0.0;       // sum of the collectives' execution times
-  double wait_seconds = 0.0;            // time finish() blocked on outstanding collectives
-  double finish_seconds = 0.0;          // all of finish(): launches, wait, copy-back
+  int64_t bytes_reduced = 0;                 // payload bytes this rank all-reduced (grads + control)
+  double allreduce_seconds = 0.0;            // sum of the collectives' execution times
+  double wait_seconds = 0.0;                 // time finish() blocked on outstanding collectives
+  double finish_seconds = 0.0;               // all of finish(): launches, wait, copy-back
 };
 
 class GradSync {

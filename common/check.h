@@ -46,9 +46,9 @@ std::string str(const Args&... args) {
 
 }  // namespace cnx
 
-#define CNX_CHECK(cond, ...)                                                  \
-  do {                                                                        \
-    if (!(cond)) {                                                            \
-      ::cnx::detail::check_failed(__FILE__, __LINE__, #cond, ##__VA_ARGS__);  \
-    }                                                                         \
+#define CNX_CHECK(cond, ...)                                                 \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
+      ::cnx::detail::check_failed(__FILE__, __LINE__, #cond, ##__VA_ARGS__); \
+    }                                                                        \
   } while (0)

@@ -70,7 +70,8 @@ Check<std::string> host_port() {
   };
 }
 
-template <class V> void describe(V& v, JobConfig& c) {
+template <class V>
+void describe(V& v, JobConfig& c) {
   v("id", c.id, Check<std::string>([](const std::string& s) {
       if (s.empty() || s.size() > 128) return std::string("a non-empty id of at most 128 characters");
       for (char ch : s)
@@ -81,7 +82,8 @@ template <class V> void describe(V& v, JobConfig& c) {
   v("seed", c.seed, at_least(0));
   v("log_level", c.log_level, one_of({"trace", "debug", "info", "warn", "error", "off"}));
 }
-template <class V> void describe(V& v, ModelConfig& c) {
+template <class V>
+void describe(V& v, ModelConfig& c) {
   v("name", c.name, one_of({"atto", "femto", "pico", "nano", "tiny", "base", "large", "huge", "custom"}));
   v("depths", c.depths, at_least(1));
   v("dims", c.dims, at_least(1));
@@ -95,8 +97,12 @@ template <class V> void describe(V& v, ModelConfig& c) {
   v("init", c.init, one_of({"reference", "std02"}));
   v("norm_pix_loss", c.norm_pix_loss, any<bool>());
 }
-template <class V> void describe(V& v, MaskConfig& c) { v("ratio", c.ratio, range(0, 1)); }
-template <class V> void describe(V& v, OptimizerConfig& c) {
+template <class V>
+void describe(V& v, MaskConfig& c) {
+  v("ratio", c.ratio, range(0, 1));
+}
+template <class V>
+void describe(V& v, OptimizerConfig& c) {
   v("name", c.name, one_of({"adamw"}));
   v("blr", c.blr, non_negative());
   v("lr", c.lr, non_negative());
@@ -108,13 +114,15 @@ template <class V> void describe(V& v, OptimizerConfig& c) {
   v("clip_grad", c.clip_grad, non_negative());
   v("accum_steps", c.accum_steps, int_range(1, 1 << 20));
 }
-template <class V> void describe(V& v, ScheduleConfig& c) {
+template <class V>
+void describe(V& v, ScheduleConfig& c) {
   v("epochs", c.epochs, range(0, 1e6));
   v("warmup_epochs", c.warmup_epochs, range(0, 1e6));
   v("max_steps", c.max_steps, at_least(0));
   v("log_every", c.log_every, at_least(1));
 }
-template <class V> void describe(V& v, DataConfig& c) {
+template <class V>
+void describe(V& v, DataConfig& c) {
   v("index", c.index, any<std::string>());
   v("shard_root", c.shard_root, any<std::string>());
   v("input_size", c.input_size, Check<int64_t>([](const int64_t& s) {
@@ -122,9 +130,8 @@ template <class V> void describe(V& v, DataConfig& c) {
     }));
   v("crop_scale", c.crop_scale, range(0, 1));
   v("crop_ratio", c.crop_ratio, range(0.01, 100));
-  v("eval_crop_pct", c.eval_crop_pct, Check<double>([](const double& p) {
-      return p > 0.0 && p <= 1.0 ? "" : "a number in (0, 1]";
-    }));
+  v("eval_crop_pct", c.eval_crop_pct,
+    Check<double>([](const double& p) { return p > 0.0 && p <= 1.0 ? "" : "a number in (0, 1]"; }));
   v("hflip", c.hflip, any<bool>());
   v("mean", c.mean, range(-10, 10));
   v("std", c.std, range(1e-6, 10));
@@ -135,7 +142,8 @@ template <class V> void describe(V& v, DataConfig& c) {
   v("bad_shard", c.bad_shard, one_of({"fail", "skip"}));
   v("drop_last", c.drop_last, any<bool>());
 }
-template <class V> void describe(V& v, TrainConfig& c) {
+template <class V>
+void describe(V& v, TrainConfig& c) {
   v("threads", c.threads, int_range(0, 1024));
   v("nonfinite", c.nonfinite, one_of({"skip", "stop"}));
   v("max_skipped", c.max_skipped, at_least(1));
@@ -144,7 +152,8 @@ template <class V> void describe(V& v, TrainConfig& c) {
       return s.find_first_of("\n\r") == std::string::npos ? "" : "a folder path without line breaks (\"\" = off)";
     }));
 }
-template <class V> void describe(V& v, DistributedConfig& c) {
+template <class V>
+void describe(V& v, DistributedConfig& c) {
   v("backend", c.backend, one_of({"auto", "mpi", "nccl"}));
   v("bucket_cap_mb", c.bucket_cap_mb, range(0.001, 4096));
   v("first_bucket_mb", c.first_bucket_mb, range(0.001, 4096));
@@ -152,19 +161,19 @@ template <class V> void describe(V& v, DistributedConfig& c) {
   v("interface", c.interface, any<std::string>());
   v("peer_timeout_s", c.peer_timeout_s, range(0, 86400));
 }
-template <class V> void describe(V& v, CheckpointConfig& c) {
-  v("root", c.root, Check<std::string>([](const std::string& s) {
-      return s.empty() ? "a non-empty folder path" : "";
-    }));
+template <class V>
+void describe(V& v, CheckpointConfig& c) {
+  v("root", c.root,
+    Check<std::string>([](const std::string& s) { return s.empty() ? "a non-empty folder path" : ""; }));
   v("every_steps", c.every_steps, at_least(0));
   v("every_minutes", c.every_minutes, non_negative());
   v("keep", c.keep, int_range(1, 1000));
   v("async", c.async, any<bool>());
-  v("resume", c.resume, Check<std::string>([](const std::string& s) {
-      return s.empty() ? "auto, none or a checkpoint path" : "";
-    }));
+  v("resume", c.resume,
+    Check<std::string>([](const std::string& s) { return s.empty() ? "auto, none or a checkpoint path" : ""; }));
 }
-template <class V> void describe(V& v, CoordinatorConfig& c) {
+template <class V>
+void describe(V& v, CoordinatorConfig& c) {
   v("listen", c.listen, host_port());
   v("token_file", c.token_file, any<std::string>());
   v("token_env", c.token_env, any<std::string>());
@@ -186,13 +195,15 @@ template <class V> void describe(V& v, CoordinatorConfig& c) {
   v("world_size", c.world_size, int_range(0, 1 << 16));
   v("max_world_size", c.max_world_size, int_range(1, 1 << 16));
 }
-template <class V> void describe(V& v, MetricsConfig& c) {
+template <class V>
+void describe(V& v, MetricsConfig& c) {
   v("enabled", c.enabled, any<bool>());
   v("listen_host", c.listen_host, any<std::string>());
   v("worker_port", c.worker_port, int_range(1, 65535));
   v("coordinator_port", c.coordinator_port, int_range(1, 65535));
 }
-template <class V> void describe(V& v, Config& c) {
+template <class V>
+void describe(V& v, Config& c) {
   v.section("job", c.job);
   v.section("model", c.model);
   v.section("mask", c.mask);
@@ -280,8 +291,7 @@ class Reader {
     }
     if (!n.IsSequence()) fail(path(key), show(n), "a list");
     std::vector<T> out(n.size());
-    for (size_t i = 0; i < n.size(); ++i)
-      read_scalar(n[i], path(key) + "[" + std::to_string(i) + "]", out[i], check);
+    for (size_t i = 0; i < n.size(); ++i) read_scalar(n[i], path(key) + "[" + std::to_string(i) + "]", out[i], check);
     value = std::move(out);
   }
   template <class S>
@@ -321,9 +331,12 @@ class Reader {
     T v{};
     if constexpr (std::is_same_v<T, bool>) {
       const std::string& s = n.Scalar();
-      if (s == "true" || s == "True" || s == "TRUE") v = true;
-      else if (s == "false" || s == "False" || s == "FALSE") v = false;
-      else fail(p, show(n), "true or false");
+      if (s == "true" || s == "True" || s == "TRUE")
+        v = true;
+      else if (s == "false" || s == "False" || s == "FALSE")
+        v = false;
+      else
+        fail(p, show(n), "true or false");
     } else if constexpr (std::is_same_v<T, std::string>) {
       v = n.Scalar();
     } else {
@@ -339,10 +352,14 @@ class Reader {
   }
   template <class T>
   static std::string type_name() {
-    if constexpr (std::is_same_v<T, bool>) return "true or false";
-    else if constexpr (std::is_same_v<T, int64_t>) return "an integer";
-    else if constexpr (std::is_same_v<T, double>) return "a number";
-    else return "a string";
+    if constexpr (std::is_same_v<T, bool>)
+      return "true or false";
+    else if constexpr (std::is_same_v<T, int64_t>)
+      return "an integer";
+    else if constexpr (std::is_same_v<T, double>)
+      return "a number";
+    else
+      return "a string";
   }
 
   YAML::Node node_;
@@ -397,8 +414,7 @@ class Writer {
 // numbers, booleans and flow lists ("[0.9, 0.95]") work.
 void apply_override(YAML::Node& root, const std::string& spec) {
   auto eq = spec.find('=');
-  if (eq == std::string::npos || eq == 0)
-    throw ConfigError("--set '" + spec + "': expected key.path=value");
+  if (eq == std::string::npos || eq == 0) throw ConfigError("--set '" + spec + "': expected key.path=value");
   std::string key = spec.substr(0, eq);
   std::string text = spec.substr(eq + 1);
   std::vector<std::string> parts;
@@ -435,17 +451,22 @@ void validate(Config& c, const std::string& origin) {
   auto fail = [&](const std::string& p, const std::string& msg) { throw ConfigError(origin + ": " + p + ": " + msg); };
   auto& m = c.model;
   if (m.name == "custom") {
-    if (m.depths.size() != 4) fail("model.depths", "expected 4 stage depths for a custom model, got " + std::to_string(m.depths.size()));
-    if (m.dims.size() != 4) fail("model.dims", "expected 4 stage widths for a custom model, got " + std::to_string(m.dims.size()));
+    if (m.depths.size() != 4)
+      fail("model.depths", "expected 4 stage depths for a custom model, got " + std::to_string(m.depths.size()));
+    if (m.dims.size() != 4)
+      fail("model.dims", "expected 4 stage widths for a custom model, got " + std::to_string(m.dims.size()));
   } else {
     std::vector<int64_t> d, w;
     variant_shape(m.name, &d, &w);
-    if (!m.depths.empty() && m.depths != d) fail("model.depths", "does not match variant '" + m.name + "' (use name: custom to change it)");
-    if (!m.dims.empty() && m.dims != w) fail("model.dims", "does not match variant '" + m.name + "' (use name: custom to change it)");
+    if (!m.depths.empty() && m.depths != d)
+      fail("model.depths", "does not match variant '" + m.name + "' (use name: custom to change it)");
+    if (!m.dims.empty() && m.dims != w)
+      fail("model.dims", "does not match variant '" + m.name + "' (use name: custom to change it)");
     m.depths = d;
     m.dims = w;
   }
-  if (c.optimizer.betas.size() != 2) fail("optimizer.betas", "expected 2 values, got " + std::to_string(c.optimizer.betas.size()));
+  if (c.optimizer.betas.size() != 2)
+    fail("optimizer.betas", "expected 2 values, got " + std::to_string(c.optimizer.betas.size()));
   if (c.data.crop_scale.size() != 2 || c.data.crop_scale[0] > c.data.crop_scale[1] || c.data.crop_scale[0] <= 0)
     fail("data.crop_scale", "expected [lo, hi] with 0 < lo <= hi <= 1");
   if (c.data.crop_ratio.size() != 2 || c.data.crop_ratio[0] > c.data.crop_ratio[1])
@@ -460,8 +481,8 @@ void validate(Config& c, const std::string& origin) {
   if (!c.coordinator.tls_cert.empty() != !c.coordinator.tls_key.empty())
     fail("coordinator.tls_key", "tls_cert and tls_key must be given together");
   if (c.coordinator.world_size > c.coordinator.max_world_size)
-    fail("coordinator.world_size", "expected <= coordinator.max_world_size (" +
-                                       std::to_string(c.coordinator.max_world_size) + ")");
+    fail("coordinator.world_size",
+         "expected <= coordinator.max_world_size (" + std::to_string(c.coordinator.max_world_size) + ")");
   if (c.metrics.worker_port == c.metrics.coordinator_port)
     fail("metrics.worker_port", "must differ from metrics.coordinator_port");
 }

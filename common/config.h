@@ -23,17 +23,17 @@ class ConfigError : public std::runtime_error {
 };
 
 struct JobConfig {
-  std::string id = "cnx-job";      // job identity; part of every RPC and metric label
-  int64_t seed = 0;                // master seed: data order, augmentation, masks, init
+  std::string id = "cnx-job";  // job identity; part of every RPC and metric label
+  int64_t seed = 0;            // master seed: data order, augmentation, masks, init
   std::string log_level = "info";
 };
 
 struct ModelConfig {
-  std::string name = "atto";       // atto|femto|pico|nano|tiny|base|large|huge|custom
-  std::vector<int64_t> depths;     // required when name == custom, else must be empty or match
-  std::vector<int64_t> dims;       // required when name == custom
+  std::string name = "atto";    // atto|femto|pico|nano|tiny|base|large|huge|custom
+  std::vector<int64_t> depths;  // required when name == custom, else must be empty or match
+  std::vector<int64_t> dims;    // required when name == custom
   int64_t in_chans = 3;
-  int64_t num_classes = 1000;      // head size for the dense model (fine-tuning)
+  int64_t num_classes = 1000;  // head size for the dense model (fine-tuning)
   double drop_path_rate = 0.0;
   double head_init_scale = 1.0;
   int64_t decoder_dim = 512;
@@ -44,13 +44,13 @@ struct ModelConfig {
 };
 
 struct MaskConfig {
-  double ratio = 0.6;              // fraction of patches removed, in [0, 1]
+  double ratio = 0.6;  // fraction of patches removed, in [0, 1]
 };
 
 struct OptimizerConfig {
   std::string name = "adamw";
-  double blr = 1.5e-4;             // lr = blr * global_batch / 256 unless lr > 0
-  double lr = 0.0;                 // absolute lr; 0 means derive from blr
+  double blr = 1.5e-4;  // lr = blr * global_batch / 256 unless lr > 0
+  double lr = 0.0;      // absolute lr; 0 means derive from blr
   double min_lr = 0.0;
   double weight_decay = 0.05;
   std::vector<double> betas = {0.9, 0.95};
@@ -59,20 +59,20 @@ struct OptimizerConfig {
   // tensors named "*.bias". Pretraining default: none (GRN and mask token are
   // decayed, as the reference does).
   std::vector<std::string> no_decay;
-  double clip_grad = 0.0;          // max global grad norm; 0 = off
+  double clip_grad = 0.0;  // max global grad norm; 0 = off
   int64_t accum_steps = 1;
 };
 
 struct ScheduleConfig {
-  double epochs = 800;             // length of the cosine schedule in epochs
+  double epochs = 800;  // length of the cosine schedule in epochs
   double warmup_epochs = 40;
-  int64_t max_steps = 0;           // stop after this many steps (0 = run all epochs)
-  int64_t log_every = 10;          // progress line every N steps on rank 0
+  int64_t max_steps = 0;   // stop after this many steps (0 = run all epochs)
+  int64_t log_every = 10;  // progress line every N steps on rank 0
 };
 
 struct DataConfig {
-  std::string index;               // shard index JSON (from cnx-make-shards)
-  std::string shard_root;          // folder of the shards; default: the index's folder
+  std::string index;       // shard index JSON (from cnx-make-shards)
+  std::string shard_root;  // folder of the shards; default: the index's folder
   int64_t input_size = 224;
   std::vector<double> crop_scale = {0.2, 1.0};
   std::vector<double> crop_ratio = {0.75, 4.0 / 3.0};
@@ -83,9 +83,9 @@ struct DataConfig {
   bool hflip = true;
   std::vector<double> mean = {0.485, 0.456, 0.406};
   std::vector<double> std = {0.229, 0.224, 0.225};
-  int64_t batch_size = 32;         // per rank
-  int64_t num_threads = 2;         // decode threads per rank
-  int64_t queue_mb = 256;          // memory bound of the decoded-ahead queue
+  int64_t batch_size = 32;  // per rank
+  int64_t num_threads = 2;  // decode threads per rank
+  int64_t queue_mb = 256;   // memory bound of the decoded-ahead queue
   int64_t shuffle_buffer = 1000;
   std::string bad_shard = "fail";  // fail|skip when a shard's sha256 mismatches
   bool drop_last = true;
@@ -103,26 +103,26 @@ struct TrainConfig {
 };
 
 struct DistributedConfig {
-  std::string backend = "auto";    // auto|mpi|nccl
+  std::string backend = "auto";  // auto|mpi|nccl
   double bucket_cap_mb = 25.0;
   double first_bucket_mb = 1.0;
-  bool overlap = true;             // all-reduce buckets during backward
-  std::string interface;           // NIC name or IPv4 CIDR for rank-to-rank TCP; "" = Open MPI's choice
-  double peer_timeout_s = 60.0;    // a collective not done after this: a peer is lost, exit 6; 0 = off
+  bool overlap = true;           // all-reduce buckets during backward
+  std::string interface;         // NIC name or IPv4 CIDR for rank-to-rank TCP; "" = Open MPI's choice
+  double peer_timeout_s = 60.0;  // a collective not done after this: a peer is lost, exit 6; 0 = off
 };
 
 struct CheckpointConfig {
   std::string root = "runs/checkpoints";
-  int64_t every_steps = 0;         // 0 = off
-  double every_minutes = 0.0;      // 0 = off
-  int64_t keep = 3;                // committed checkpoints retained
-  bool async = true;               // write in the background (one in-memory copy of the state)
-  std::string resume = "auto";     // auto|none|<path>
+  int64_t every_steps = 0;      // 0 = off
+  double every_minutes = 0.0;   // 0 = off
+  int64_t keep = 3;             // committed checkpoints retained
+  bool async = true;            // write in the background (one in-memory copy of the state)
+  std::string resume = "auto";  // auto|none|<path>
 };
 
 struct CoordinatorConfig {
   std::string listen = "127.0.0.1:50051";
-  std::string token_file;          // bearer token file; or token_env
+  std::string token_file;  // bearer token file; or token_env
   std::string token_env = "CNX_JOB_TOKEN";
   // Operator token (cnx-ctl): when one is configured at the coordinator,
   // Drain and RequestCheckpoint need it and refuse the job token, so a rank's
@@ -134,24 +134,24 @@ struct CoordinatorConfig {
   bool allow_plaintext = false;
   std::string tls_cert;
   std::string tls_key;
-  std::string tls_client_ca;       // set for mutual TLS
-  std::string tls_ca;              // clients (worker, cnx-ctl): CA that verifies the coordinator; enables TLS
-  std::string tls_client_cert;     // clients: certificate for mutual TLS
-  std::string tls_client_key;      // clients: key for mutual TLS
+  std::string tls_client_ca;    // set for mutual TLS
+  std::string tls_ca;           // clients (worker, cnx-ctl): CA that verifies the coordinator; enables TLS
+  std::string tls_client_cert;  // clients: certificate for mutual TLS
+  std::string tls_client_key;   // clients: key for mutual TLS
   std::string state_db = "runs/coordinator.sqlite";
   double heartbeat_s = 2.0;
   double heartbeat_timeout_s = 30.0;
   double lease_s = 600.0;
   double stall_s = 120.0;
-  double unreachable_s = 120.0;    // clients: give up on a coordinator unreachable this long
-  int64_t world_size = 0;          // 0 = learn from the first registration
-  int64_t max_world_size = 4096;   // registrations announcing more ranks are refused
+  double unreachable_s = 120.0;   // clients: give up on a coordinator unreachable this long
+  int64_t world_size = 0;         // 0 = learn from the first registration
+  int64_t max_world_size = 4096;  // registrations announcing more ranks are refused
 };
 
 struct MetricsConfig {
   bool enabled = true;
   std::string listen_host = "127.0.0.1";
-  int64_t worker_port = 9400;      // rank r listens on worker_port + local rank
+  int64_t worker_port = 9400;  // rank r listens on worker_port + local rank
   int64_t coordinator_port = 9399;
 };
 

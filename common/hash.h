@@ -20,7 +20,9 @@ class HashError : public std::runtime_error {
 
 // Lowercase hex of `size` bytes.
 std::string to_hex(const void* data, size_t size);
-inline std::string to_hex(std::string_view bytes) { return to_hex(bytes.data(), bytes.size()); }
+inline std::string to_hex(std::string_view bytes) {
+  return to_hex(bytes.data(), bytes.size());
+}
 // Decodes lowercase or uppercase hex; false (and *bytes untouched) on an odd
 // length or a non-hex digit.
 bool from_hex(std::string_view hex, std::string* bytes);
@@ -44,7 +46,9 @@ class Sha256 {
 };
 
 std::string sha256_hex(const void* data, size_t size);
-inline std::string sha256_hex(std::string_view data) { return sha256_hex(data.data(), data.size()); }
+inline std::string sha256_hex(std::string_view data) {
+  return sha256_hex(data.data(), data.size());
+}
 // Digest of a whole file, read in 1 MiB blocks.
 std::string sha256_file(const std::string& path);
 

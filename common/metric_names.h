@@ -51,8 +51,7 @@ inline constexpr const char kCoordinatorSecondsSinceLastCommit[] = "cnx_coordina
 // histogram; extra labels method (RPC name), code (gRPC status name)
 inline constexpr const char kCoordinatorRpcSeconds[] = "cnx_coordinator_rpc_seconds";
 inline constexpr const char kCoordinatorAuthFailuresTotal[] = "cnx_coordinator_auth_failures_total";
-inline constexpr const char kCoordinatorRefusalLogsSuppressedTotal[] =
-    "cnx_coordinator_refusal_logs_suppressed_total";
+inline constexpr const char kCoordinatorRefusalLogsSuppressedTotal[] = "cnx_coordinator_refusal_logs_suppressed_total";
 
 // ---- every process (ProcessCollector, common/metrics_process.h) -------------
 inline constexpr const char kProcessCpuSecondsTotal[] = "process_cpu_seconds_total";

@@ -45,8 +45,7 @@ const std::vector<MetricSpec>& metric_catalogue() {
       {n::kWorkerCheckpointWaitSecondsTotal, T::Counter,
        "Seconds training steps waited for the previous checkpoint write to finish (part of the stall).", w},
       {n::kWorkerCheckpointSnapshotBytes, T::Gauge,
-       "Bytes of state copied by the last checkpoint snapshot on this rank (the memory a background write holds).",
-       w},
+       "Bytes of state copied by the last checkpoint snapshot on this rank (the memory a background write holds).", w},
       {n::kCoordinatorWorkersRegistered, T::Gauge, "Workers registered in the current attempt.", {"job"}},
       {n::kCoordinatorWorkersAlive, T::Gauge, "Registered workers whose heartbeat is current.", {"job"}},
       {n::kCoordinatorAttempt, T::Gauge, "Current attempt number of the job.", {"job"}},
@@ -162,8 +161,7 @@ WorkerMetrics::WorkerMetrics(Registry& r, const std::string& job, int64_t rank, 
       nonfinite_steps(series<Counter>(r, n::kWorkerNonfiniteStepsTotal, labels_)),
       checkpoint_write_seconds(
           series<Histogram>(r, n::kWorkerCheckpointWriteSeconds, labels_, checkpoint_write_buckets())),
-      checkpoint_stall_seconds(
-          series<Histogram>(r, n::kWorkerCheckpointStallSeconds, labels_, step_phase_buckets())),
+      checkpoint_stall_seconds(series<Histogram>(r, n::kWorkerCheckpointStallSeconds, labels_, step_phase_buckets())),
       checkpoint_wait_seconds(series<Counter>(r, n::kWorkerCheckpointWaitSecondsTotal, labels_)),
       checkpoint_snapshot_bytes(series<Gauge>(r, n::kWorkerCheckpointSnapshotBytes, labels_)) {
   auto& phases = family<Histogram>(r, n::kWorkerStepPhaseSeconds);

@@ -29,7 +29,9 @@ inline uint64_t splitmix64_mix(uint64_t z) {
 }
 
 // One SplitMix64 step on an external state (advances it).
-inline uint64_t splitmix64(uint64_t& state) { return splitmix64_mix(state += 0x9e3779b97f4a7c15ULL); }
+inline uint64_t splitmix64(uint64_t& state) {
+  return splitmix64_mix(state += 0x9e3779b97f4a7c15ULL);
+}
 
 // Combines values into one seed (order matters).
 inline uint64_t mix_seed(uint64_t a, uint64_t b) {

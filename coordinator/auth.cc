@@ -6,8 +6,8 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
-#include <map>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "common/check.h"
@@ -34,7 +34,8 @@ std::string load_token(const std::string& token_file, const std::string& token_e
     token = v;
     source = "$" + token_env;
   }
-  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' || token.back() == '\t'))
+  while (!token.empty() &&
+         (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' || token.back() == '\t'))
     token.pop_back();
   check_token_strength(token, source);
   return token;
@@ -51,7 +52,8 @@ std::string load_operator_token(const std::string& token_file, const std::string
     token = v;
     source = "$" + token_env;
   }
-  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' || token.back() == '\t'))
+  while (!token.empty() &&
+         (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' || token.back() == '\t'))
     token.pop_back();
   check_token_strength(token, source);
   return token;
@@ -75,7 +77,8 @@ void check_token_strength(const std::string& token, const std::string& source) {
   for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   for (const char* placeholder : {"replace-with", "replace_with", "changeme", "change-me", "change_me", "placeholder",
                                   "example", "your-token", "your_token", "<token>"})
-    if (lower.find(placeholder) != std::string::npos) refuse(str("the token is a placeholder ('", placeholder, "...')"));
+    if (lower.find(placeholder) != std::string::npos)
+      refuse(str("the token is a placeholder ('", placeholder, "...')"));
   std::map<char, int> counts;
   for (char c : token) ++counts[c];
   double bits = 0;
@@ -96,8 +99,10 @@ bool is_loopback_address(const std::string& address) {
   if (host.rfind("127.", 0) != 0) return false;
   int dots = 0;
   for (char c : host) {
-    if (c == '.') ++dots;
-    else if (c < '0' || c > '9') return false;
+    if (c == '.')
+      ++dots;
+    else if (c < '0' || c > '9')
+      return false;
   }
   return dots == 3;
 }

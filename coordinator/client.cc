@@ -45,14 +45,13 @@ Rep CoordinatorClient::call(const char* method, const Req& req, Fn fn) {
     grpc::ClientContext ctx;
     ctx.AddMetadata("authorization", "Bearer " + options_.token);
     ctx.set_wait_for_ready(true);  // ride out a restart: wait for the channel to reconnect
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                         std::chrono::duration<double>(options_.deadline_s)));
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                                            std::chrono::duration<double>(options_.deadline_s)));
     Rep rep;
     grpc::Status st = fn(&ctx, req, &rep);
     if (st.ok()) return rep;
-    const bool transient = st.error_code() == grpc::StatusCode::UNAVAILABLE ||
-                           st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+    const bool transient =
+        st.error_code() == grpc::StatusCode::UNAVAILABLE || st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
     if (!transient || clock::now() >= give_up) throw RpcError(st.error_code(), method, st.error_message());
     ++retries_;
     std::uniform_real_distribution<double> jitter(0.5, 1.0);
@@ -133,8 +132,9 @@ pb::StatusReply CoordinatorClient::status(const std::string& job_id) {
   pb::StatusRequest req;
   req.set_job_id(job_id);
   return call<pb::StatusRequest, pb::StatusReply>(
-      "GetStatus", req,
-      [&](grpc::ClientContext* c, const pb::StatusRequest& q, pb::StatusReply* r) { return stub_->GetStatus(c, q, r); });
+      "GetStatus", req, [&](grpc::ClientContext* c, const pb::StatusRequest& q, pb::StatusReply* r) {
+        return stub_->GetStatus(c, q, r);
+      });
 }
 
 pb::RequestCheckpointReply CoordinatorClient::request_checkpoint(const std::string& job_id) {
@@ -152,7 +152,8 @@ pb::DrainReply CoordinatorClient::drain(const std::string& job_id, bool checkpoi
   req.set_job_id(job_id);
   req.set_checkpoint(checkpoint);
   return call<pb::DrainRequest, pb::DrainReply>(
-      "Drain", req, [&](grpc::ClientContext* c, const pb::DrainRequest& q, pb::DrainReply* r) { return stub_->Drain(c, q, r); });
+      "Drain", req,
+      [&](grpc::ClientContext* c, const pb::DrainRequest& q, pb::DrainReply* r) { return stub_->Drain(c, q, r); });
 }
 
 }  // namespace cnx::coordinator

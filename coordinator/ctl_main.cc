@@ -2,8 +2,8 @@
 //   cnx-ctl --config job.yaml status [--json]
 //   cnx-ctl --config job.yaml checkpoint
 //   cnx-ctl --config job.yaml drain [--now]
-#include <CLI/CLI.hpp>
 #include <google/protobuf/util/json_util.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <iostream>
@@ -36,13 +36,15 @@ void print_table(const pb::StatusReply& s) {
   if (s.checkpoint_pending())
     std::printf("; pending %lld at step %lld", static_cast<long long>(s.pending().id()),
                 static_cast<long long>(s.pending().step()));
-  std::printf("\n\n%5s  %-20s  %-5s  %10s  %6s  %10s  %10s  %8s  %6s\n", "rank", "host", "alive", "step", "epoch", "loss",
-              "samples/s", "last hb", "leases");
+  std::printf("\n\n%5s  %-20s  %-5s  %10s  %6s  %10s  %10s  %8s  %6s\n", "rank", "host", "alive", "step", "epoch",
+              "loss", "samples/s", "last hb", "leases");
   for (const auto& r : s.ranks())
     std::printf("%5d  %-20s  %-5s  %10lld  %6lld  %10.4f  %10.1f  %7.1fs  %6lld\n", r.rank(), r.host().c_str(),
-                !r.registered() ? "-" : r.alive() ? "yes" : "NO", static_cast<long long>(r.step()),
-                static_cast<long long>(r.epoch()), r.loss(), r.samples_per_s(), r.seconds_since_heartbeat(),
-                static_cast<long long>(r.leases_held()));
+                !r.registered() ? "-"
+                : r.alive()     ? "yes"
+                                : "NO",
+                static_cast<long long>(r.step()), static_cast<long long>(r.epoch()), r.loss(), r.samples_per_s(),
+                r.seconds_since_heartbeat(), static_cast<long long>(r.leases_held()));
 }
 
 }  // namespace
@@ -124,8 +126,9 @@ int main(int argc, char** argv) {
     } else if (cmd == "drain") {
       pb::DrainReply r = client.drain(job_id, !now);
       if (r.has_plan())
-        std::printf("draining after checkpoint %lld at step %lld; job state %s\n", static_cast<long long>(r.plan().id()),
-                    static_cast<long long>(r.plan().step()), state_name(r.state()).c_str());
+        std::printf("draining after checkpoint %lld at step %lld; job state %s\n",
+                    static_cast<long long>(r.plan().id()), static_cast<long long>(r.plan().step()),
+                    state_name(r.state()).c_str());
       else
         std::printf("job state %s\n", state_name(r.state()).c_str());
     }

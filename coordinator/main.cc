@@ -50,8 +50,8 @@ int main(int argc, char** argv) {
     std::shared_ptr<cnx::metrics::ProcessCollector> process;
     if (config.metrics.enabled) {
       process = std::make_shared<cnx::metrics::ProcessCollector>(binding.metrics().labels());
-      metrics_server = std::make_unique<cnx::metrics::MetricsServer>(
-          config.metrics.listen_host, static_cast<int>(config.metrics.coordinator_port));
+      metrics_server = std::make_unique<cnx::metrics::MetricsServer>(config.metrics.listen_host,
+                                                                     static_cast<int>(config.metrics.coordinator_port));
       metrics_server->RegisterCollectable(registry);
       metrics_server->RegisterCollectable(process);
       metrics_server->add_scrape_hook([&binding] { binding.refresh(); });

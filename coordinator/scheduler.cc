@@ -22,7 +22,9 @@ uint64_t uniform_below(uint64_t& state, uint64_t n) {
   return r % n;
 }
 
-[[noreturn]] void fail(ErrorCode code, const std::string& msg) { throw SchedulerError(code, msg); }
+[[noreturn]] void fail(ErrorCode code, const std::string& msg) {
+  throw SchedulerError(code, msg);
+}
 
 // A relative path with no "." / ".." components: it stays inside the folder.
 bool confined_relative(const std::string& p) {
@@ -117,7 +119,9 @@ Scheduler::Scheduler(SchedulerOptions options, ShardIndex index)
   mark_job();
 }
 
-void Scheduler::event(const std::string& line) { events_.push_back(line); }
+void Scheduler::event(const std::string& line) {
+  events_.push_back(line);
+}
 
 void Scheduler::set_state(JobState s, const std::string& reason) {
   if (s != state_ || reason != reason_)
@@ -155,7 +159,8 @@ const EpochPlan& Scheduler::plan(int64_t epoch) {
 
 void Scheduler::check_job(const std::string& job_id) const {
   if (job_id != options_.job_id)
-    fail(ErrorCode::kInvalidArgument, str("job_id: '", job_id, "' is not this coordinator's job ('", options_.job_id, "')"));
+    fail(ErrorCode::kInvalidArgument,
+         str("job_id: '", job_id, "' is not this coordinator's job ('", options_.job_id, "')"));
 }
 
 RankState& Scheduler::check_ref(const WorkerRef& ref) {
@@ -165,7 +170,8 @@ RankState& Scheduler::check_ref(const WorkerRef& ref) {
   if (ref.rank < 0 || ref.rank >= world_size_)
     fail(ErrorCode::kInvalidArgument, str("rank: ", ref.rank, " out of range [0, ", world_size_, ")"));
   RankState& rs = ranks_[ref.rank];
-  if (!rs.registered) fail(ErrorCode::kFailedPrecondition, str("rank ", ref.rank, " has not registered in attempt ", attempt_));
+  if (!rs.registered)
+    fail(ErrorCode::kFailedPrecondition, str("rank ", ref.rank, " has not registered in attempt ", attempt_));
   return rs;
 }
 
@@ -215,8 +221,10 @@ void Scheduler::open_attempt(int world, const std::string& launch_id, double now
       fresh.ranks.resize(world);
       std::vector<std::vector<WorkItem>> left(last->world_size);
       for (const auto& [r, part] : last->parts) {
-        if (part.progress.epoch < e) left[r] = old.ranks[r];
-        else if (first_epoch(part.progress) <= e) left[r] = remaining_items(old.ranks[r], part.progress, e);
+        if (part.progress.epoch < e)
+          left[r] = old.ranks[r];
+        else if (first_epoch(part.progress) <= e)
+          left[r] = remaining_items(old.ranks[r], part.progress, e);
       }
       if (world == last->world_size) {
         fresh.ranks = std::move(left);
@@ -250,22 +258,30 @@ RegisterResult Scheduler::register_worker(const std::string& job_id, int rank, i
     fail(ErrorCode::kInvalidArgument,
          str("world_size: ", world, " out of range [1, ", options_.max_world_size, "] (coordinator.max_world_size)"));
   if (options_.world_size > 0 && world != options_.world_size)
-    fail(ErrorCode::kInvalidArgument, str("world_size: ", world, " differs from coordinator.world_size ", options_.world_size));
-  if (rank < 0 || rank >= world) fail(ErrorCode::kInvalidArgument, str("rank: ", rank, " out of range [0, ", world, ")"));
-  if (launch_id.empty() || launch_id.size() > 128) fail(ErrorCode::kInvalidArgument, "launch_id: expected 1..128 characters");
+    fail(ErrorCode::kInvalidArgument,
+         str("world_size: ", world, " differs from coordinator.world_size ", options_.world_size));
+  if (rank < 0 || rank >= world)
+    fail(ErrorCode::kInvalidArgument, str("rank: ", rank, " out of range [0, ", world, ")"));
+  if (launch_id.empty() || launch_id.size() > 128)
+    fail(ErrorCode::kInvalidArgument, "launch_id: expected 1..128 characters");
   if (host.size() > 256) fail(ErrorCode::kInvalidArgument, "host: longer than 256 characters");
-  if (state_ == JobState::kCompleted) fail(ErrorCode::kFailedPrecondition, str("job ", options_.job_id, " is completed"));
-  if (state_ == JobState::kFailed) fail(ErrorCode::kFailedPrecondition, str("job ", options_.job_id, " has failed: ", reason_));
+  if (state_ == JobState::kCompleted)
+    fail(ErrorCode::kFailedPrecondition, str("job ", options_.job_id, " is completed"));
+  if (state_ == JobState::kFailed)
+    fail(ErrorCode::kFailedPrecondition, str("job ", options_.job_id, " has failed: ", reason_));
 
   if (std::find(past_launches_.begin(), past_launches_.end(), launch_id) != past_launches_.end())
-    fail(ErrorCode::kStale, str("launch '", launch_id, "' belongs to an earlier attempt (current attempt is ", attempt_, ")"));
+    fail(ErrorCode::kStale,
+         str("launch '", launch_id, "' belongs to an earlier attempt (current attempt is ", attempt_, ")"));
   if (attempt_ == 0 || launch_id != launch_id_) {
     open_attempt(world, launch_id, now);
   } else {
     if (world != world_size_)
-      fail(ErrorCode::kInvalidArgument, str("world_size: ", world, " differs from attempt ", attempt_, "'s world size ", world_size_));
+      fail(ErrorCode::kInvalidArgument,
+           str("world_size: ", world, " differs from attempt ", attempt_, "'s world size ", world_size_));
     if (state_ == JobState::kRestarting)
-      fail(ErrorCode::kFailedPrecondition, str("attempt ", attempt_, " has failed (", reason_, "); relaunch the workers"));
+      fail(ErrorCode::kFailedPrecondition,
+           str("attempt ", attempt_, " has failed (", reason_, "); relaunch the workers"));
   }
   RankState& rs = ranks_[rank];
   if (!rs.registered || rs.host != host) {
@@ -397,8 +413,10 @@ HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& 
   Liveness& l = live_[ref.rank];
   if (info.step != l.step) {
     // max_step() is asked on every heartbeat: keep it O(1) unless the top rank goes back.
-    if (!top_step_stale_ && info.step >= top_step_) top_step_ = info.step;
-    else top_step_stale_ = true;
+    if (!top_step_stale_ && info.step >= top_step_)
+      top_step_ = info.step;
+    else
+      top_step_stale_ = true;
     if (l.step >= 0 && info.step > l.step && now > l.step_changed && l.rate_baseline)
       l.steps_per_s = static_cast<double>(info.step - l.step) / (now - l.step_changed);
     l.rate_baseline = true;
@@ -441,12 +459,20 @@ HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& 
   res.state = state_;
   res.reason = reason_;
   switch (state_) {
-    case JobState::kWaiting: res.action = Action::kWait; break;
-    case JobState::kRunning: res.action = Action::kContinue; break;
+    case JobState::kWaiting:
+      res.action = Action::kWait;
+      break;
+    case JobState::kRunning:
+      res.action = Action::kContinue;
+      break;
     case JobState::kRestarting:
-    case JobState::kFailed: res.action = Action::kAbort; break;
+    case JobState::kFailed:
+      res.action = Action::kAbort;
+      break;
     case JobState::kStopped:
-    case JobState::kCompleted: res.action = Action::kDrain; break;
+    case JobState::kCompleted:
+      res.action = Action::kDrain;
+      break;
   }
   if (auto p = pending_plan(); p && state_ == JobState::kRunning) {
     res.action = Action::kCheckpoint;
@@ -460,8 +486,8 @@ AcquireResult Scheduler::acquire(const WorkerRef& ref, int64_t epoch, int64_t po
   RankState& rs = check_ref(ref);
   const int64_t max_epochs = options_.max_epochs > 0 ? std::min(options_.max_epochs, kMaxEpoch) : kMaxEpoch;
   if (epoch < 0 || epoch >= max_epochs)
-    fail(ErrorCode::kInvalidArgument, str("epoch: ", epoch, " out of range [0, ", max_epochs,
-                                          ") (the schedule's epochs plus two of slack)"));
+    fail(ErrorCode::kInvalidArgument,
+         str("epoch: ", epoch, " out of range [0, ", max_epochs, ") (the schedule's epochs plus two of slack)"));
   if (state_ != JobState::kRunning)
     fail(ErrorCode::kFailedPrecondition, str("job is ", job_state_name(state_), ", not running; no shards are leased"));
   if (auto again = rs.leases.find({epoch, position}); again != rs.leases.end()) {
@@ -485,8 +511,8 @@ AcquireResult Scheduler::acquire(const WorkerRef& ref, int64_t epoch, int64_t po
     mark_job();
   }
   if (position != rs.next_position)
-    fail(ErrorCode::kInvalidArgument, str("position: ", position, " but rank ", ref.rank, "'s next position in epoch ", epoch,
-                                          " is ", rs.next_position));
+    fail(ErrorCode::kInvalidArgument, str("position: ", position, " but rank ", ref.rank, "'s next position in epoch ",
+                                          epoch, " is ", rs.next_position));
   const EpochPlan& p = plan(epoch);
   const auto& items = p.ranks[ref.rank];
   AcquireResult res;
@@ -516,7 +542,8 @@ void Scheduler::shard_done(const WorkerRef& ref, int64_t epoch, int64_t position
                                 (epoch >= 0 && epoch < rs.epoch && position >= 0)))
     return;  // already reported (a retry)
   if (it == rs.leases.end())
-    fail(ErrorCode::kInvalidArgument, str("no active lease at epoch ", epoch, " position ", position, " for rank ", ref.rank));
+    fail(ErrorCode::kInvalidArgument,
+         str("no active lease at epoch ", epoch, " position ", position, " for rank ", ref.rank));
   if (consumed < 0 || consumed > it->second.item.size())
     fail(ErrorCode::kInvalidArgument, str("consumed: ", consumed, " out of range [0, ", it->second.item.size(), "]"));
   unused_samples_ += it->second.item.size() - consumed;
@@ -535,8 +562,10 @@ void Scheduler::validate_part(int rank, const RankState& rs, const RankPart& par
     if (!confined_relative(f.path))
       fail(ErrorCode::kInvalidArgument,
            str("files[", i, "].path: '", f.path, "' is not a relative path inside the checkpoint folder"));
-    if (!seen.insert(f.path).second) fail(ErrorCode::kInvalidArgument, str("files[", i, "].path: '", f.path, "' repeated"));
-    if (!is_hex64(f.sha256)) fail(ErrorCode::kInvalidArgument, str("files[", i, "].sha256: expected 64 lowercase hex digits"));
+    if (!seen.insert(f.path).second)
+      fail(ErrorCode::kInvalidArgument, str("files[", i, "].path: '", f.path, "' repeated"));
+    if (!is_hex64(f.sha256))
+      fail(ErrorCode::kInvalidArgument, str("files[", i, "].sha256: expected 64 lowercase hex digits"));
     if (f.bytes < 0) fail(ErrorCode::kInvalidArgument, str("files[", i, "].bytes: must be >= 0"));
   }
   if (part.data_cursor.size() > (1 << 20)) fail(ErrorCode::kInvalidArgument, "data_cursor: larger than 1 MiB");
@@ -587,7 +616,8 @@ bool Scheduler::report_part(const WorkerRef& ref, int64_t plan_id, int64_t step,
   check_range(step, rec.step, kMaxStep, "step");
   for (const auto& [r, other] : rec.parts)
     if (r != ref.rank && other.step != step)
-      fail(ErrorCode::kInvalidArgument, str("step: ", step, " differs from rank ", r, "'s step ", other.step, " for plan ", plan_id));
+      fail(ErrorCode::kInvalidArgument,
+           str("step: ", step, " differs from rank ", r, "'s step ", other.step, " for plan ", plan_id));
   validate_part(ref.rank, rs, part);
   part.rank = ref.rank;
   part.step = step;
@@ -655,7 +685,8 @@ void Scheduler::commit(CheckpointRecord& rec, double now) {
 CheckpointPlan Scheduler::request_checkpoint(const std::string& job_id, double now) {
   check_job(job_id);
   if (state_ != JobState::kRunning)
-    fail(ErrorCode::kFailedPrecondition, str("job is ", job_state_name(state_), "; checkpoints are planned only while running"));
+    fail(ErrorCode::kFailedPrecondition,
+         str("job is ", job_state_name(state_), "; checkpoints are planned only while running"));
   return plan_checkpoint("operator request", now);
 }
 
@@ -766,8 +797,12 @@ SchedulerStatus Scheduler::status(double now) const {
   return s;
 }
 
-std::vector<std::string> Scheduler::take_deletions() { return std::exchange(deletions_, {}); }
-std::vector<std::string> Scheduler::take_events() { return std::exchange(events_, {}); }
+std::vector<std::string> Scheduler::take_deletions() {
+  return std::exchange(deletions_, {});
+}
+std::vector<std::string> Scheduler::take_events() {
+  return std::exchange(events_, {});
+}
 
 std::map<std::string, std::optional<std::string>> Scheduler::take_changes() {
   std::map<std::string, std::optional<std::string>> out;
@@ -775,22 +810,35 @@ std::map<std::string, std::optional<std::string>> Scheduler::take_changes() {
     const auto slash = key.find('/');
     const std::string kind = key.substr(0, slash);
     if (kind == "job") {
-      nlohmann::json j = {{"attempt", attempt_}, {"launch", launch_id_}, {"past_launches", past_launches_}, {"state", static_cast<int>(state_)},
-                          {"reason", reason_}, {"world", world_size_}, {"next_ckpt", next_ckpt_id_},
-                          {"pending", pending_ckpt_}, {"drain", drain_after_commit_}, {"unused", unused_samples_},
-                          {"done", shards_done_}, {"last_commit", last_commit_unix_s_},
-                          {"index_shards", index_.shards.size()}, {"seed", options_.seed}};
+      nlohmann::json j = {{"attempt", attempt_},
+                          {"launch", launch_id_},
+                          {"past_launches", past_launches_},
+                          {"state", static_cast<int>(state_)},
+                          {"reason", reason_},
+                          {"world", world_size_},
+                          {"next_ckpt", next_ckpt_id_},
+                          {"pending", pending_ckpt_},
+                          {"drain", drain_after_commit_},
+                          {"unused", unused_samples_},
+                          {"done", shards_done_},
+                          {"last_commit", last_commit_unix_s_},
+                          {"index_shards", index_.shards.size()},
+                          {"seed", options_.seed}};
       out[key] = j.dump();
       continue;
     }
     const int64_t id = std::stoll(key.substr(slash + 1));
     if (kind == "rank") {
-      if (id < world_size_) out[key] = nlohmann::json(ranks_[id]).dump();
-      else out[key] = std::nullopt;
+      if (id < world_size_)
+        out[key] = nlohmann::json(ranks_[id]).dump();
+      else
+        out[key] = std::nullopt;
     } else if (kind == "plan") {
       auto p = plans_.find(id);
-      if (p != plans_.end()) out[key] = nlohmann::json(p->second).dump();
-      else out[key] = std::nullopt;
+      if (p != plans_.end())
+        out[key] = nlohmann::json(p->second).dump();
+      else
+        out[key] = std::nullopt;
     } else if (kind == "ckpt") {
       out[key] = nlohmann::json(ckpts_.at(id)).dump();
     } else if (kind == "part") {
@@ -826,10 +874,11 @@ Scheduler Scheduler::restore(SchedulerOptions options, ShardIndex index, const s
     const auto seed = j.at("seed").get<int64_t>();
     const auto shards = j.at("index_shards").get<size_t>();
     if (seed != s.options_.seed)
-      throw CheckError(str("the state database was written with job.seed ", seed, ", the config says ", s.options_.seed));
+      throw CheckError(
+          str("the state database was written with job.seed ", seed, ", the config says ", s.options_.seed));
     if (shards != s.index_.shards.size())
-      throw CheckError(str("the state database was written for ", shards, " shards, the shard index has ",
-                           s.index_.shards.size()));
+      throw CheckError(
+          str("the state database was written for ", shards, " shards, the shard index has ", s.index_.shards.size()));
     s.attempt_ = j.at("attempt").get<int64_t>();
     s.launch_id_ = j.at("launch").get<std::string>();
     s.past_launches_ = j.at("past_launches").get<std::vector<std::string>>();
@@ -907,8 +956,8 @@ void Scheduler::validate_restored() const {
   };
   auto check_plan = [&](const std::string& key, const EpochPlan& p, int world) {
     if (p.world_size != world || static_cast<int>(p.ranks.size()) != world)
-      corrupt_row(key, str("plan for world size ", p.world_size, " with ", p.ranks.size(), " rank lists, expected ",
-                           world));
+      corrupt_row(key,
+                  str("plan for world size ", p.world_size, " with ", p.ranks.size(), " rank lists, expected ", world));
     for (size_t r = 0; r < p.ranks.size(); ++r)
       for (size_t i = 0; i < p.ranks[r].size(); ++i) check_item(key, p.ranks[r][i], str("rank ", r, " item ", i));
   };
@@ -922,13 +971,14 @@ void Scheduler::validate_restored() const {
   };
 
   const std::string job = "job";
-  if (attempt_ < 0 || next_ckpt_id_ < 1 || pending_ckpt_ < 0 || pending_ckpt_ >= next_ckpt_id_ ||
-      unused_samples_ < 0 || shards_done_ < 0 || !std::isfinite(last_commit_unix_s_) || past_launches_.size() > 1000)
+  if (attempt_ < 0 || next_ckpt_id_ < 1 || pending_ckpt_ < 0 || pending_ckpt_ >= next_ckpt_id_ || unused_samples_ < 0 ||
+      shards_done_ < 0 || !std::isfinite(last_commit_unix_s_) || past_launches_.size() > 1000)
     corrupt_row(job, str("attempt ", attempt_, ", next checkpoint id ", next_ckpt_id_, ", pending ", pending_ckpt_,
                          ", unused ", unused_samples_, ", done ", shards_done_));
   if (pending_ckpt_ > 0) {
     auto it = ckpts_.find(pending_ckpt_);
-    if (it == ckpts_.end()) corrupt_row(job, str("pending checkpoint ", pending_ckpt_, " has no row 'ckpt/", pending_ckpt_, "'"));
+    if (it == ckpts_.end())
+      corrupt_row(job, str("pending checkpoint ", pending_ckpt_, " has no row 'ckpt/", pending_ckpt_, "'"));
     if (it->second.state != CheckpointRecord::State::kPending)
       corrupt_row(str("ckpt/", pending_ckpt_), "the job's pending checkpoint is not in state pending");
   }

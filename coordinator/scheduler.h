@@ -102,7 +102,7 @@ constexpr int64_t kMaxEpoch = 1'000'000;  // schedule.epochs' own upper bound
 struct SchedulerOptions {
   std::string job_id = "cnx-job";
   int64_t seed = 0;
-  int world_size = 0;  // 0: learned from the first registration of each attempt
+  int world_size = 0;         // 0: learned from the first registration of each attempt
   int max_world_size = 4096;  // registrations announcing more ranks are refused
   // AcquireShard asks for epochs below this (ceil(schedule.epochs) plus two
   // of read-ahead and rounding slack; see epoch_limit()); 0 = kMaxEpoch.
@@ -131,8 +131,8 @@ class Scheduler {
   // plans, checkpoints and shards that exist); a damaged or tampered row
   // throws cnx::CheckError naming it, so the coordinator refuses to start
   // rather than crash or misbehave later.
-  static Scheduler restore(SchedulerOptions options, ShardIndex index,
-                           const std::map<std::string, std::string>& rows, double now);
+  static Scheduler restore(SchedulerOptions options, ShardIndex index, const std::map<std::string, std::string>& rows,
+                           double now);
 
   RegisterResult register_worker(const std::string& job_id, int rank, int world_size, const std::string& host,
                                  const std::string& launch_id, double now);

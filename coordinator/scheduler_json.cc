@@ -19,12 +19,18 @@ std::string cursor_from_hex(const std::string& hex) {
 
 const char* job_state_name(JobState s) {
   switch (s) {
-    case JobState::kWaiting: return "waiting";
-    case JobState::kRunning: return "running";
-    case JobState::kRestarting: return "restarting";
-    case JobState::kStopped: return "stopped";
-    case JobState::kCompleted: return "completed";
-    case JobState::kFailed: return "failed";
+    case JobState::kWaiting:
+      return "waiting";
+    case JobState::kRunning:
+      return "running";
+    case JobState::kRestarting:
+      return "restarting";
+    case JobState::kStopped:
+      return "stopped";
+    case JobState::kCompleted:
+      return "completed";
+    case JobState::kFailed:
+      return "failed";
   }
   return "unknown";
 }
@@ -46,7 +52,9 @@ int64_t EpochPlan::min_rank_samples() const {
   return min_rank_samples_cache;
 }
 
-void to_json(nlohmann::json& j, const WorkItem& v) { j = nlohmann::json::array({v.shard, v.start, v.end, v.order}); }
+void to_json(nlohmann::json& j, const WorkItem& v) {
+  j = nlohmann::json::array({v.shard, v.start, v.end, v.order});
+}
 void from_json(const nlohmann::json& j, WorkItem& v) {
   v.shard = j.at(0).get<int64_t>();
   v.start = j.at(1).get<int64_t>();
@@ -54,7 +62,9 @@ void from_json(const nlohmann::json& j, WorkItem& v) {
   v.order = j.at(3).get<int64_t>();
 }
 
-void to_json(nlohmann::json& j, const EpochPlan& v) { j = {{"world", v.world_size}, {"ranks", v.ranks}}; }
+void to_json(nlohmann::json& j, const EpochPlan& v) {
+  j = {{"world", v.world_size}, {"ranks", v.ranks}};
+}
 void from_json(const nlohmann::json& j, EpochPlan& v) {
   v.world_size = j.at("world").get<int>();
   v.ranks = j.at("ranks").get<std::vector<std::vector<WorkItem>>>();
@@ -63,10 +73,13 @@ void from_json(const nlohmann::json& j, EpochPlan& v) {
 void to_json(nlohmann::json& j, const RankState& v) {
   nlohmann::json leases = nlohmann::json::array();
   for (const auto& [key, l] : v.leases)
-    leases.push_back({{"epoch", l.epoch}, {"pos", l.position}, {"item", l.item},
-                      {"acquired", l.acquired_unix_s}, {"deadline", l.deadline_unix_s}});
-  j = {{"registered", v.registered}, {"host", v.host}, {"epoch", v.epoch},
-       {"next", v.next_position},   {"finished", v.finished}, {"leases", leases}};
+    leases.push_back({{"epoch", l.epoch},
+                      {"pos", l.position},
+                      {"item", l.item},
+                      {"acquired", l.acquired_unix_s},
+                      {"deadline", l.deadline_unix_s}});
+  j = {{"registered", v.registered}, {"host", v.host},         {"epoch", v.epoch},
+       {"next", v.next_position},    {"finished", v.finished}, {"leases", leases}};
 }
 void from_json(const nlohmann::json& j, RankState& v) {
   v.registered = j.at("registered").get<bool>();
@@ -103,11 +116,13 @@ void from_json(const nlohmann::json& j, RankPart& v) {
   v.rank = j.at("rank").get<int>();
   v.step = j.at("step").get<int64_t>();
   v.files.clear();
-  for (const auto& f : j.at("files")) v.files.push_back({f.at(0).get<std::string>(), f.at(1).get<std::string>(), f.at(2).get<int64_t>()});
+  for (const auto& f : j.at("files"))
+    v.files.push_back({f.at(0).get<std::string>(), f.at(1).get<std::string>(), f.at(2).get<int64_t>()});
   v.progress.epoch = j.at("epoch").get<int64_t>();
   v.progress.next_position = j.at("next").get<int64_t>();
   v.progress.partial.clear();
-  for (const auto& p : j.at("partial")) v.progress.partial.push_back({p.at(0).get<int64_t>(), p.at(1).get<int64_t>(), p.at(2).get<int64_t>()});
+  for (const auto& p : j.at("partial"))
+    v.progress.partial.push_back({p.at(0).get<int64_t>(), p.at(1).get<int64_t>(), p.at(2).get<int64_t>()});
   v.data_cursor = cursor_from_hex(j.at("cursor").get<std::string>());
 }
 
@@ -116,12 +131,18 @@ void to_json(nlohmann::json& j, const CheckpointRecord& v) {
   for (const auto& [r, p] : v.parts) parts.push_back(p);
   nlohmann::json plans = nlohmann::json::object();
   for (const auto& [e, p] : v.plans) plans[std::to_string(e)] = p;
-  j = {{"id", v.id},         {"step", v.step},
-       {"dir", v.dir},       {"world", v.world_size},
-       {"attempt", v.attempt}, {"state", static_cast<int>(v.state)},
-       {"planned", v.planned_unix_s}, {"committed", v.committed_unix_s},
-       {"parts", parts},     {"plans", plans},
-       {"unused", v.unused_samples}, {"done", v.shards_done}};
+  j = {{"id", v.id},
+       {"step", v.step},
+       {"dir", v.dir},
+       {"world", v.world_size},
+       {"attempt", v.attempt},
+       {"state", static_cast<int>(v.state)},
+       {"planned", v.planned_unix_s},
+       {"committed", v.committed_unix_s},
+       {"parts", parts},
+       {"plans", plans},
+       {"unused", v.unused_samples},
+       {"done", v.shards_done}};
 }
 void from_json(const nlohmann::json& j, CheckpointRecord& v) {
   v.id = j.at("id").get<int64_t>();

@@ -56,8 +56,8 @@ struct Lease {
 struct RankState {
   bool registered = false;
   std::string host;
-  int64_t epoch = 0;          // the epoch the rank is in
-  int64_t next_position = 0;  // next item of its sequence in `epoch`
+  int64_t epoch = 0;                                    // the epoch the rank is in
+  int64_t next_position = 0;                            // next item of its sequence in `epoch`
   std::map<std::pair<int64_t, int64_t>, Lease> leases;  // (epoch, position) -> active lease
   bool finished = false;
 };

@@ -47,8 +47,8 @@ class CallReactor final : public grpc::ServerGenericBidiReactor {
     method_ = &m->second;
     const auto& md = ctx->client_metadata();
     auto auth = md.find("authorization");
-    const grpc::Status access = service_.authenticate(method_->name, auth == md.end() ? nullptr : &auth->second,
-                                                      ctx->peer());
+    const grpc::Status access =
+        service_.authenticate(method_->name, auth == md.end() ? nullptr : &auth->second, ctx->peer());
     if (!access.ok()) {
       service_.record(method_->name, access.error_code(), started_);
       Finish(access);

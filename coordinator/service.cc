@@ -18,7 +18,9 @@ double system_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-WorkerRef to_ref(const pb::WorkerRef& r) { return {r.job_id(), r.attempt(), r.rank()}; }
+WorkerRef to_ref(const pb::WorkerRef& r) {
+  return {r.job_id(), r.attempt(), r.rank()};
+}
 
 void fill_plan(const CheckpointPlan& p, pb::CheckpointPlan* out) {
   out->set_id(p.id);
@@ -67,10 +69,14 @@ void fill_checkpoint(const CheckpointRecord& c, pb::Checkpoint* out, int only_ra
 
 grpc::StatusCode to_code(ErrorCode c) {
   switch (c) {
-    case ErrorCode::kInvalidArgument: return grpc::StatusCode::INVALID_ARGUMENT;
-    case ErrorCode::kStale: return grpc::StatusCode::FAILED_PRECONDITION;
-    case ErrorCode::kNotFound: return grpc::StatusCode::NOT_FOUND;
-    case ErrorCode::kFailedPrecondition: return grpc::StatusCode::FAILED_PRECONDITION;
+    case ErrorCode::kInvalidArgument:
+      return grpc::StatusCode::INVALID_ARGUMENT;
+    case ErrorCode::kStale:
+      return grpc::StatusCode::FAILED_PRECONDITION;
+    case ErrorCode::kNotFound:
+      return grpc::StatusCode::NOT_FOUND;
+    case ErrorCode::kFailedPrecondition:
+      return grpc::StatusCode::FAILED_PRECONDITION;
   }
   return grpc::StatusCode::UNKNOWN;
 }
@@ -102,8 +108,6 @@ bool inside_root(const std::string& dir, const std::string& root) {
 }
 
 }  // namespace
-
-
 
 std::string log_escape(std::string_view s, size_t max_bytes) {
   std::string out;
@@ -218,8 +222,10 @@ void CoordinatorService::delete_garbage(std::vector<std::string> dirs) {
     }
     std::error_code ec;
     auto n = std::filesystem::remove_all(d, ec);
-    if (ec) CNX_LOG_WARN("could not delete old checkpoint folder '{}': {}", log_escape(d, 4096), ec.message());
-    else if (n > 0) CNX_LOG_INFO("deleted old checkpoint folder '{}'", log_escape(d, 4096));
+    if (ec)
+      CNX_LOG_WARN("could not delete old checkpoint folder '{}': {}", log_escape(d, 4096), ec.message());
+    else if (n > 0)
+      CNX_LOG_INFO("deleted old checkpoint folder '{}'", log_escape(d, 4096));
   }
 }
 
@@ -267,15 +273,16 @@ grpc::Status CoordinatorService::authenticate(std::string_view method, const grp
                                        : TokenRole::kNone;
   const bool operator_call = method == "Drain" || method == "RequestCheckpoint";
   const bool read_call = method == "GetStatus" || method == "LatestCheckpoint";
-  const bool allowed = read_call       ? role != TokenRole::kNone
-                       : operator_call ? role == TokenRole::kOperator ||
-                                             (operator_token_.empty() && role == TokenRole::kJob)
-                                       : role == TokenRole::kJob;
+  const bool allowed = read_call ? role != TokenRole::kNone
+                       : operator_call
+                           ? role == TokenRole::kOperator || (operator_token_.empty() && role == TokenRole::kJob)
+                           : role == TokenRole::kJob;
   if (allowed) return grpc::Status::OK;
   ++auth_failures_;
   if (role == TokenRole::kNone) {
     refuse(method, peer, authorization ? "wrong job token" : "missing job token");
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or wrong job token (authorization: Bearer <token>)");
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "missing or wrong job token (authorization: Bearer <token>)");
   }
   refuse(method, peer, role == TokenRole::kJob ? "job token on an operator call" : "operator token on a worker call");
   return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
@@ -302,14 +309,15 @@ void CoordinatorService::run(std::string_view method, std::chrono::steady_clock:
     finish(grpc::Status(grpc::StatusCode::INTERNAL, log_escape(e.what(), 1024)));
     return;
   }
-  writer_.when_durable(seq, [this, finish = std::move(finish), after = std::move(after_durable)](const std::string& err) {
-    if (!err.empty()) {
-      finish(grpc::Status(grpc::StatusCode::INTERNAL, "coordinator state database failed: " + err));
-      return;
-    }
-    finish(grpc::Status::OK);
-    if (after) after();
-  });
+  writer_.when_durable(
+      seq, [this, finish = std::move(finish), after = std::move(after_durable)](const std::string& err) {
+        if (!err.empty()) {
+          finish(grpc::Status(grpc::StatusCode::INTERNAL, "coordinator state database failed: " + err));
+          return;
+        }
+        finish(grpc::Status::OK);
+        if (after) after();
+      });
 }
 
 uint64_t CoordinatorService::Register(const pb::RegisterRequest& req, pb::RegisterReply* rep) {

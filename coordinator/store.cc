@@ -14,7 +14,8 @@ Store::Store(const std::string& path) : path_(path) {
     std::filesystem::create_directories(p.parent_path(), ec);
     CNX_CHECK(!ec, path, ": cannot create the folder of coordinator.state_db: ", ec.message());
   }
-  int rc = sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
     sqlite3_close(db_);
@@ -59,7 +60,8 @@ void Store::apply(const Changes& changes) {
   sqlite3_stmt* up = nullptr;
   sqlite3_stmt* del = nullptr;
   try {
-    CNX_CHECK(sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO state (key, value) VALUES (?1, ?2)", -1, &up, nullptr) == SQLITE_OK &&
+    CNX_CHECK(sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO state (key, value) VALUES (?1, ?2)", -1, &up, nullptr) ==
+                      SQLITE_OK &&
                   sqlite3_prepare_v2(db_, "DELETE FROM state WHERE key = ?1", -1, &del, nullptr) == SQLITE_OK,
               path_, ": sqlite prepare failed: ", sqlite3_errmsg(db_));
     for (const auto& [key, value] : changes) {
@@ -150,7 +152,8 @@ void DurableWriter::run() {
       err = e.what();
     }
     lock.lock();
-    if (!err.empty()) error_ = err;
+    if (!err.empty())
+      error_ = err;
     else {
       committed_ = upto;
       ++transactions_;

@@ -12,8 +12,8 @@
 
 #include "common/check.h"
 #include "common/logging.h"
-#include "data/image_codec.h"
 #include "common/rng.h"
+#include "data/image_codec.h"
 #include "data/tar_io.h"
 
 namespace fs = std::filesystem;

@@ -15,8 +15,8 @@
 #include "common/check.h"
 #include "common/config.h"
 #include "common/logging.h"
-#include "data/epoch_order.h"
 #include "common/rng.h"
+#include "data/epoch_order.h"
 #include "data/tar_io.h"
 #include "data/transform.h"
 
@@ -564,8 +564,8 @@ void Pipeline::start_pieces(int64_t epoch, std::vector<ShardPiece> pieces) {
     }
     const int64_t n = d.index.shards[p.shard].samples;
     if (p.start < 0 || p.start > p.end || p.end > n) {
-      throw DataError(str("piece ", i, ": samples [", p.start, ", ", p.end, ") of shard ",
-                          d.index.shards[p.shard].name, " are outside its ", n, " samples"));
+      throw DataError(str("piece ", i, ": samples [", p.start, ", ", p.end, ") of shard ", d.index.shards[p.shard].name,
+                          " are outside its ", n, " samples"));
     }
   }
   d.epoch = epoch;

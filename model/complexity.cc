@@ -7,15 +7,17 @@ namespace cnx::model {
 namespace {
 
 // Output size of a convolution with kernel == stride (no padding).
-int64_t patch_out(int64_t in, int64_t k) { return (in - k) / k + 1; }
+int64_t patch_out(int64_t in, int64_t k) {
+  return (in - k) / k + 1;
+}
 
 }  // namespace
 
 ComplexityBreakdown complexity(const ConvNeXtV2Options& o, int64_t height, int64_t width) {
   validate(o);
   if (height < 32 || width < 32) {
-    throw std::invalid_argument("complexity: image must be at least 32x32, got " +
-                                std::to_string(height) + "x" + std::to_string(width));
+    throw std::invalid_argument("complexity: image must be at least 32x32, got " + std::to_string(height) + "x" +
+                                std::to_string(width));
   }
   ComplexityBreakdown r;
   const auto& c = o.dims;
@@ -47,7 +49,9 @@ ComplexityBreakdown complexity(const ConvNeXtV2Options& o, int64_t height, int64
   return r;
 }
 
-int64_t count_params(const ConvNeXtV2Options& o) { return complexity(o, 224, 224).params; }
+int64_t count_params(const ConvNeXtV2Options& o) {
+  return complexity(o, 224, 224).params;
+}
 
 int64_t count_macs(const ConvNeXtV2Options& o, int64_t height, int64_t width) {
   return complexity(o, height, width).macs;

@@ -13,8 +13,8 @@
 namespace cnx::model {
 
 struct ComplexityBreakdown {
-  int64_t params = 0;             // all learnable scalars, head included
-  int64_t macs = 0;               // convs + linears, multiply-adds ("FLOPs")
+  int64_t params = 0;               // all learnable scalars, head included
+  int64_t macs = 0;                 // convs + linears, multiply-adds ("FLOPs")
   std::vector<int64_t> stage_macs;  // per stage, its downsample included (stem in stage 0)
   int64_t head_macs = 0;
 };

@@ -31,10 +31,8 @@ void init_dense(nn::Linear& linear) {
 
 BlockImpl::BlockImpl(int64_t dim, double drop_path_rate) : dim_(dim), drop_path_rate_(drop_path_rate) {
   CNX_CHECK(dim > 0, "Block: dim must be positive, got ", dim);
-  CNX_CHECK(drop_path_rate >= 0 && drop_path_rate < 1, "Block: drop_path_rate must be in [0,1), got ",
-            drop_path_rate);
-  dwconv = register_module("dwconv",
-                           nn::Conv2d(nn::Conv2dOptions(dim, dim, 7).padding(3).groups(dim).bias(true)));
+  CNX_CHECK(drop_path_rate >= 0 && drop_path_rate < 1, "Block: drop_path_rate must be in [0,1), got ", drop_path_rate);
+  dwconv = register_module("dwconv", nn::Conv2d(nn::Conv2dOptions(dim, dim, 7).padding(3).groups(dim).bias(true)));
   norm = register_module("norm", LayerNorm(dim, DataFormat::kChannelsLast, 1e-6));
   pwconv1 = register_module("pwconv1", nn::Linear(dim, 4 * dim));
   grn = register_module("grn", GRN(4 * dim));
@@ -50,8 +48,8 @@ torch::Tensor BlockImpl::pointwise(const torch::Tensor& x_nhwc) {
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& input) {
-  CNX_CHECK(input.dim() == 4 && input.size(1) == dim_, "Block(", dim_, "): expected input N,", dim_,
-            ",H,W, got shape ", input.sizes());
+  CNX_CHECK(input.dim() == 4 && input.size(1) == dim_, "Block(", dim_, "): expected input N,", dim_, ",H,W, got shape ",
+            input.sizes());
   auto x = dwconv->forward(input);
   x = pointwise(x.permute({0, 2, 3, 1})).permute({0, 3, 1, 2});
   return input + drop_path(x, drop_path_rate_, is_training());
@@ -119,8 +117,8 @@ torch::Tensor ConvNeXtV2Impl::forward_stage(int64_t s, const torch::Tensor& inpu
   if (s == 0) {
     CNX_CHECK(input.dim() == 4 && input.size(1) == options_.in_chans, "ConvNeXtV2: expected input N,",
               options_.in_chans, ",H,W, got shape ", input.sizes());
-    CNX_CHECK(input.size(2) >= 32 && input.size(3) >= 32,
-              "ConvNeXtV2: input must be at least 32x32, got shape ", input.sizes());
+    CNX_CHECK(input.size(2) >= 32 && input.size(3) >= 32, "ConvNeXtV2: input must be at least 32x32, got shape ",
+              input.sizes());
     x = stem_norm_->forward(stem_conv_->forward(input));
   } else {
     x = ds_convs_[s - 1]->forward(ds_norms_[s - 1]->forward(input));
@@ -161,8 +159,8 @@ const std::vector<Block>& ConvNeXtV2Impl::stage_blocks(int64_t stage) const {
 
 Block ConvNeXtV2Impl::block(int64_t stage, int64_t index) const {
   const auto& blocks = stage_blocks(stage);
-  CNX_CHECK(index >= 0 && index < static_cast<int64_t>(blocks.size()), "block: stage ", stage, " has ",
-            blocks.size(), " blocks, asked for ", index);
+  CNX_CHECK(index >= 0 && index < static_cast<int64_t>(blocks.size()), "block: stage ", stage, " has ", blocks.size(),
+            " blocks, asked for ", index);
   return blocks[index];
 }
 

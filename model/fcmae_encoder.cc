@@ -13,8 +13,8 @@ using namespace cnx::sparse_ops;  // NOLINT: the sparse op vocabulary
 
 namespace {
 
-void check_inputs(const ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask,
-                  int64_t* h_patches, int64_t* w_patches) {
+void check_inputs(const ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask, int64_t* h_patches,
+                  int64_t* w_patches) {
   const int64_t p = encoder_patch_size(net);
   CNX_CHECK(images.defined() && images.dim() == 4, "FCMAE encoder: images must be (N, C, H, W), got ",
             images.defined() ? images.sizes() : at::IntArrayRef{});

@@ -27,9 +27,9 @@ namespace cnx::model {
 // Per-batch sparse geometry: built once per batch, shared by every block of
 // a stage (neighbour map) and by the downsample into it (cell map).
 struct StageGeometry {
-  sparse_ops::SparseLayout layout;    // visible sites at this stage's resolution
-  at::Tensor neighbours;  // neighbour_map(layout, dwconv kernel)
-  at::Tensor cells;       // cell_map(previous stage, this stage, 2); undefined at stage 0
+  sparse_ops::SparseLayout layout;  // visible sites at this stage's resolution
+  at::Tensor neighbours;            // neighbour_map(layout, dwconv kernel)
+  at::Tensor cells;                 // cell_map(previous stage, this stage, 2); undefined at stage 0
 };
 
 struct EncoderGeometry {

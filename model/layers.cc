@@ -11,10 +11,8 @@ namespace cnx::model {
 
 void trunc_normal_(torch::Tensor tensor, double std, double a, double b) {
   CNX_CHECK(tensor.defined(), "trunc_normal_: undefined tensor");
-  CNX_CHECK(tensor.is_floating_point(), "trunc_normal_: needs a floating tensor, got ",
-            tensor.scalar_type());
-  CNX_CHECK(std > 0 && a < b, "trunc_normal_: need std > 0 and a < b, got std=", std, " a=", a,
-            " b=", b);
+  CNX_CHECK(tensor.is_floating_point(), "trunc_normal_: needs a floating tensor, got ", tensor.scalar_type());
+  CNX_CHECK(std > 0 && a < b, "trunc_normal_: need std > 0 and a < b, got std=", std, " a=", a, " b=", b);
   torch::NoGradGuard no_grad;
   auto norm_cdf = [](double x) { return (1.0 + std::erf(x / std::sqrt(2.0))) / 2.0; };
   const double l = norm_cdf(a / std);
@@ -52,8 +50,8 @@ torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) {
               "): input's last dimension must be ", channels_, ", got shape ", x.sizes());
     return at::layer_norm(x, {channels_}, weight, bias, eps_);
   }
-  CNX_CHECK(x.dim() == 4 && x.size(1) == channels_, "LayerNorm(channels_first, ", channels_,
-            "): expected input N,", channels_, ",H,W, got shape ", x.sizes());
+  CNX_CHECK(x.dim() == 4 && x.size(1) == channels_, "LayerNorm(channels_first, ", channels_, "): expected input N,",
+            channels_, ",H,W, got shape ", x.sizes());
   // Same statistics as the reference's explicit mean/var over dim 1 (biased
   // variance), computed by the fused kernel on an N,H,W,C view.
   auto y = at::layer_norm(x.permute({0, 2, 3, 1}), {channels_}, weight, bias, eps_);
@@ -73,8 +71,8 @@ torch::Tensor grn_apply(const torch::Tensor& x, const torch::Tensor& gx, const t
 }
 
 torch::Tensor GRNImpl::forward(const torch::Tensor& x) {
-  CNX_CHECK(x.dim() == 4 && x.size(3) == channels_, "GRN(", channels_,
-            "): expected channels-last input N,H,W,", channels_, ", got shape ", x.sizes());
+  CNX_CHECK(x.dim() == 4 && x.size(3) == channels_, "GRN(", channels_, "): expected channels-last input N,H,W,",
+            channels_, ", got shape ", x.sizes());
   auto gx = at::linalg_vector_norm(x, 2, at::IntArrayRef{1, 2}, /*keepdim=*/true, c10::nullopt);
   return grn_apply(x, gx, gamma, beta);
 }

@@ -36,8 +36,7 @@ ConvNeXtV2Options variant_options(const std::string& name) {
   }
   std::string accepted;
   for (const auto& n : variant_names()) accepted += (accepted.empty() ? "" : ", ") + n;
-  throw std::invalid_argument("unknown ConvNeXt V2 variant '" + name + "' (expected one of: " +
-                              accepted + ")");
+  throw std::invalid_argument("unknown ConvNeXt V2 variant '" + name + "' (expected one of: " + accepted + ")");
 }
 
 void validate(const ConvNeXtV2Options& o) {

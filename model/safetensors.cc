@@ -200,8 +200,8 @@ SafetensorsEntry parse_entry(const std::string& name, const json& v, const std::
   e.end = as_u64(off[1], source, where + ": data_offsets end");
   if (e.end < e.begin) fail(source, where + ": data_offsets end < begin");
   if (e.end - e.begin != nbytes) {
-    fail(source, where + ": data_offsets span " + std::to_string(e.end - e.begin) + " bytes but dtype " +
-                     e.dtype + " x shape " + shape_str(e.shape) + " needs " + std::to_string(nbytes));
+    fail(source, where + ": data_offsets span " + std::to_string(e.end - e.begin) + " bytes but dtype " + e.dtype +
+                     " x shape " + shape_str(e.shape) + " needs " + std::to_string(nbytes));
   }
   return e;
 }
@@ -209,8 +209,7 @@ SafetensorsEntry parse_entry(const std::string& name, const json& v, const std::
 // Reads [offset, offset + n) of the source into dst; the caller has checked the range.
 using ReadAt = std::function<void(uint64_t offset, uint64_t n, void* dst)>;
 
-SafetensorsData load_tensors(const SafetensorsHeader& header, const ReadAt& read_at,
-                             const std::string& source) {
+SafetensorsData load_tensors(const SafetensorsHeader& header, const ReadAt& read_at, const std::string& source) {
   if (!host_is_little_endian()) fail(source, "big-endian hosts are not supported");
   SafetensorsData out;
   out.metadata = header.metadata;
@@ -247,16 +246,15 @@ const std::vector<std::string>& safetensors_dtypes() {
   return kNames;
 }
 
-SafetensorsHeader parse_safetensors_header(const std::string& prefix, uint64_t file_size,
-                                           const std::string& source) {
+SafetensorsHeader parse_safetensors_header(const std::string& prefix, uint64_t file_size, const std::string& source) {
   if (file_size < 8 || prefix.size() < 8) {
     fail(source, "truncated: " + std::to_string(file_size) + " bytes, the header length alone needs 8");
   }
   const uint64_t n = read_u64_le(prefix);
   if (n > kMaxHeaderBytes) fail(source, "header length " + std::to_string(n) + " exceeds the 100 MB limit");
   if (n > file_size - 8) {
-    fail(source, "header length " + std::to_string(n) + " runs past the end of the file (" +
-                     std::to_string(file_size) + " bytes)");
+    fail(source, "header length " + std::to_string(n) + " runs past the end of the file (" + std::to_string(file_size) +
+                     " bytes)");
   }
   if (prefix.size() < 8 + n) fail(source, "truncated header");
   if (n < 2 || prefix[8] != '{') fail(source, "header must be a JSON object starting with '{'");
@@ -278,9 +276,8 @@ SafetensorsHeader parse_safetensors_header(const std::string& prefix, uint64_t f
     h.entries.push_back(parse_entry(it.key(), it.value(), source));
     const auto& e = h.entries.back();
     if (e.end > data_size) {
-      fail(source, "tensor '" + e.name + "': data_offsets [" + std::to_string(e.begin) + ", " +
-                       std::to_string(e.end) + ") out of range: the data block has " + std::to_string(data_size) +
-                       " bytes (file truncated?)");
+      fail(source, "tensor '" + e.name + "': data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
+                       ") out of range: the data block has " + std::to_string(data_size) + " bytes (file truncated?)");
     }
   }
   std::sort(h.entries.begin(), h.entries.end(), [](const SafetensorsEntry& a, const SafetensorsEntry& b) {
@@ -315,7 +312,8 @@ SafetensorsData parse_safetensors(const void* bytes, size_t size, const std::str
     if (n <= size - 8) prefix.assign(p, 8 + n);
   }
   const SafetensorsHeader h = parse_safetensors_header(prefix, size, source);
-  return load_tensors(h, [&](uint64_t off, uint64_t n, void* dst) { std::memcpy(dst, p + off, n); }, source);
+  return load_tensors(
+      h, [&](uint64_t off, uint64_t n, void* dst) { std::memcpy(dst, p + off, n); }, source);
 }
 
 SafetensorsData read_safetensors(const std::string& path) {

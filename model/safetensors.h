@@ -58,8 +58,7 @@ const std::vector<std::string>& safetensors_dtypes();
 
 // Validates the header of a file of file_size bytes whose first
 // min(file_size, 8 + N) bytes are `prefix`. `source` names the file in errors.
-SafetensorsHeader parse_safetensors_header(const std::string& prefix, uint64_t file_size,
-                                           const std::string& source);
+SafetensorsHeader parse_safetensors_header(const std::string& prefix, uint64_t file_size, const std::string& source);
 
 // Parses a whole file held in memory.
 SafetensorsData parse_safetensors(const void* bytes, size_t size, const std::string& source);
@@ -70,8 +69,7 @@ SafetensorsData read_safetensors(const std::string& path);
 // Serialises tensors (any device/layout; copied to contiguous CPU) in the
 // given order. Names must be unique and non-empty; dtypes among the readable
 // ones. The header is padded with spaces to a multiple of 8 bytes.
-std::string serialize_safetensors(const NamedTensors& tensors,
-                                  const std::map<std::string, std::string>& metadata = {});
+std::string serialize_safetensors(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata = {});
 
 // Writes serialize_safetensors() to path via a temporary file and rename.
 void write_safetensors(const std::string& path, const NamedTensors& tensors,

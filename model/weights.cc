@@ -33,9 +33,13 @@ bool is_index(const std::string& s) {
          (s == "0" || s[0] != '0');
 }
 
-bool is_wb(const std::string& s) { return s == "weight" || s == "bias"; }
+bool is_wb(const std::string& s) {
+  return s == "weight" || s == "bias";
+}
 
-bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+bool starts_with(const std::string& s, const std::string& p) {
+  return s.compare(0, p.size(), p) == 0;
+}
 
 std::string shape_str(at::IntArrayRef shape) {
   std::ostringstream os;
@@ -60,8 +64,12 @@ bool grn_compatible(at::IntArrayRef file, at::IntArrayRef model) {
   return file.back() == model.back();
 }
 
-bool is_head_name(const std::string& ref) { return starts_with(ref, "head."); }
-bool is_final_norm_name(const std::string& ref) { return starts_with(ref, "norm."); }
+bool is_head_name(const std::string& ref) {
+  return starts_with(ref, "head.");
+}
+bool is_final_norm_name(const std::string& ref) {
+  return starts_with(ref, "norm.");
+}
 
 std::vector<char> read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -96,8 +104,7 @@ Naming parse_naming(const std::string& text) {
 
 std::optional<std::string> reference_to_timm(const std::string& name) {
   const auto p = split(name);
-  if (p.size() == 4 && p[0] == "downsample_layers" && is_index(p[1]) && (p[2] == "0" || p[2] == "1") &&
-      is_wb(p[3])) {
+  if (p.size() == 4 && p[0] == "downsample_layers" && is_index(p[1]) && (p[2] == "0" || p[2] == "1") && is_wb(p[3])) {
     if (p[1] == "0") return "stem." + p[2] + "." + p[3];
     return "stages." + p[1] + ".downsample." + p[2] + "." + p[3];
   }
@@ -173,9 +180,8 @@ LoadReport load_state_dict(ConvNeXtV2Impl& model, const NamedTensors& tensors, c
   for (const auto& kv : candidates) stripped.push_back(kv.first);
   const std::string where = "'" + source + "'" + (options.prefix.empty() ? "" : " (prefix '" + options.prefix + "')");
   if (candidates.empty()) {
-    throw WeightsError("cannot load " + where + ": no keys" +
-                       (options.prefix.empty() ? "" : " start with the prefix") + " (" + std::to_string(tensors.size()) +
-                       " keys in file)");
+    throw WeightsError("cannot load " + where + ": no keys" + (options.prefix.empty() ? "" : " start with the prefix") +
+                       " (" + std::to_string(tensors.size()) + " keys in file)");
   }
   report.naming = options.naming == Naming::kAuto ? detect_naming(stripped, where) : options.naming;
 
@@ -233,8 +239,8 @@ LoadReport load_state_dict(ConvNeXtV2Impl& model, const NamedTensors& tensors, c
   const size_t problems = missing.size() + unexpected.size() + wrong_shape.size() + wrong_dtype.size();
   if (problems > 0) {
     std::ostringstream os;
-    os << "cannot load " << where << " into ConvNeXtV2 (" << describe(model.options())
-       << "; file naming " << to_string(report.naming) << "): " << problems << " problem(s)";
+    os << "cannot load " << where << " into ConvNeXtV2 (" << describe(model.options()) << "; file naming "
+       << to_string(report.naming) << "): " << problems << " problem(s)";
     auto list = [&os](const char* title, const std::vector<std::string>& v) {
       if (v.empty()) return;
       os << "\n  " << title << " (" << v.size() << "):";
@@ -245,9 +251,9 @@ LoadReport load_state_dict(ConvNeXtV2Impl& model, const NamedTensors& tensors, c
     list("wrong shape", wrong_shape);
     list("wrong dtype", wrong_dtype);
     if (!missing.empty() && !options.allow_missing_head &&
-        std::all_of(missing.begin(), missing.end(),
-                    [](const std::string& m) { return is_head_name(m) || is_final_norm_name(m) ||
-                                                      starts_with(m, "head.fc.") || starts_with(m, "head.norm."); })) {
+        std::all_of(missing.begin(), missing.end(), [](const std::string& m) {
+          return is_head_name(m) || is_final_norm_name(m) || starts_with(m, "head.fc.") || starts_with(m, "head.norm.");
+        })) {
       os << "\n  (an encoder-only file? set allow_missing_head to keep the head at init)";
     }
     throw WeightsError(os.str());
@@ -311,7 +317,8 @@ NamedTensors read_pt(const std::string& path) {
   try {
     value = torch::pickle_load(bytes);
   } catch (const std::exception& e) {
-    throw WeightsError("'" + path + "' is not a .pt written by torch::pickle_save (" + std::string(e.what()).substr(0, 200) +
+    throw WeightsError("'" + path + "' is not a .pt written by torch::pickle_save (" +
+                       std::string(e.what()).substr(0, 200) +
                        "); Python torch.save files are not supported: convert them to safetensors");
   }
   if (!value.isGenericDict()) {

@@ -6,9 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/check.h"
-#include "model/fcmae.h"
-#include "data/epoch_order.h"
 #include "common/rng.h"
+#include "data/epoch_order.h"
+#include "model/fcmae.h"
 
 namespace cnx::worker {
 namespace {
@@ -130,11 +130,17 @@ void ShardSource::restore(const std::string& cursor) {
   pipeline_.start_epoch(c.epoch, c.shard_ids, &c);
 }
 
-int64_t ShardSource::epoch_samples_total() const { return pipeline_.index().total_samples; }
+int64_t ShardSource::epoch_samples_total() const {
+  return pipeline_.index().total_samples;
+}
 
-int64_t ShardSource::samples_skipped() const { return pipeline_.counters().skipped_total(); }
+int64_t ShardSource::samples_skipped() const {
+  return pipeline_.counters().skipped_total();
+}
 
-std::map<std::string, int64_t> ShardSource::skipped_by_reason() const { return pipeline_.counters().skipped; }
+std::map<std::string, int64_t> ShardSource::skipped_by_reason() const {
+  return pipeline_.counters().skipped;
+}
 
 // ---------------------------------------------------------------------------
 // Masks

@@ -112,7 +112,9 @@ std::optional<int64_t> parse_checkpoint_name(const std::string& name) {
   return v;
 }
 
-std::string temp_checkpoint_name(int64_t step) { return ".tmp-" + checkpoint_name(step); }
+std::string temp_checkpoint_name(int64_t step) {
+  return ".tmp-" + checkpoint_name(step);
+}
 
 std::string manifest_to_json(int64_t step, const Manifest& manifest) {
   nlohmann::json j;
@@ -142,8 +144,9 @@ Manifest manifest_from_json(const std::string& text, const std::string& origin, 
     const std::string& name = it.key();
     if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
       throw bad("file name '" + name + "' must be a plain name");
-    if (!v.is_object() || !v.contains("sha256") || !v["sha256"].is_string() || v["sha256"].get<std::string>().size() != 64 ||
-        !v.contains("bytes") || !v["bytes"].is_number_integer() || v["bytes"].get<int64_t>() < 0)
+    if (!v.is_object() || !v.contains("sha256") || !v["sha256"].is_string() ||
+        v["sha256"].get<std::string>().size() != 64 || !v.contains("bytes") || !v["bytes"].is_number_integer() ||
+        v["bytes"].get<int64_t>() < 0)
       throw bad("entry '" + name + "' needs \"sha256\" (64 hex digits) and \"bytes\" (>= 0)");
     m[name] = FileDigest{v["sha256"].get<std::string>(), v["bytes"].get<int64_t>()};
   }
@@ -160,7 +163,8 @@ void write_latest(const std::string& root, const std::string& name) {
 
 std::string commit_local(const std::string& root, const std::string& temp_dir, int64_t step, const Manifest& manifest) {
   const std::string final_dir = root + "/" + checkpoint_name(step);
-  if (fs::exists(final_dir)) throw CheckpointError("checkpoint '" + final_dir + "' already exists; checkpoints are immutable");
+  if (fs::exists(final_dir))
+    throw CheckpointError("checkpoint '" + final_dir + "' already exists; checkpoints are immutable");
   write_file_durable(temp_dir + "/" + kManifest, manifest_to_json(step, manifest));
   fsync_dir(temp_dir);
   if (::rename(temp_dir.c_str(), final_dir.c_str()) != 0) io_error("cannot rename '" + temp_dir + "' to", final_dir);
@@ -249,7 +253,8 @@ std::vector<std::string> apply_retention(const std::string& root, int64_t keep) 
   for (size_t i = 0; i + static_cast<size_t>(keep) < found.size(); ++i) {
     if (found[i].second == latest_name) continue;
     fs::remove_all(root + "/" + found[i].second, ec);
-    if (ec) throw CheckpointError("cannot delete old checkpoint '" + root + "/" + found[i].second + "': " + ec.message());
+    if (ec)
+      throw CheckpointError("cannot delete old checkpoint '" + root + "/" + found[i].second + "': " + ec.message());
     deleted.push_back(found[i].second);
   }
   return deleted;

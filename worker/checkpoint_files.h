@@ -62,8 +62,7 @@ Manifest manifest_from_json(const std::string& text, const std::string& origin, 
 // folder to <root>/step-N, fsyncs root, then atomically points `latest` at it.
 // Returns the final path. An existing committed folder of the same step is
 // an error (checkpoints are immutable).
-std::string commit_local(const std::string& root, const std::string& temp_dir, int64_t step,
-                         const Manifest& manifest);
+std::string commit_local(const std::string& root, const std::string& temp_dir, int64_t step, const Manifest& manifest);
 
 // Replaces <root>/latest with `name` atomically.
 void write_latest(const std::string& root, const std::string& name);

@@ -21,10 +21,10 @@
 #include "common/metrics_catalogue.h"
 #include "common/metrics_process.h"
 #include "common/metrics_server.h"
+#include "data/shard_index.h"
 #include "worker/checkpoint_files.h"
 #include "worker/coordinator_link.h"
 #include "worker/device.h"
-#include "data/shard_index.h"
 #include "worker/fcmae_model.h"
 #include "worker/host_network.h"
 #include "worker/lease_source.h"
@@ -79,7 +79,8 @@ struct RankMetrics {
     if (r.checkpoint_seconds > 0) m.checkpoint_stall_seconds.Observe(r.checkpoint_seconds);
     if (r.checkpoint_wait_seconds > 0) m.checkpoint_wait_seconds.Increment(r.checkpoint_wait_seconds);
     if (r.checkpoint_write_seconds > 0) m.checkpoint_write_seconds.Observe(r.checkpoint_write_seconds);
-    if (r.checkpoint_snapshot_bytes > 0) m.checkpoint_snapshot_bytes.Set(static_cast<double>(r.checkpoint_snapshot_bytes));
+    if (r.checkpoint_snapshot_bytes > 0)
+      m.checkpoint_snapshot_bytes.Set(static_cast<double>(r.checkpoint_snapshot_bytes));
     for (const auto& [reason, count] : t.data().skipped_by_reason()) {
       int64_t& seen = skipped_seen[reason];
       if (count > seen) m.corrupt_samples(reason).Increment(static_cast<double>(count - seen));
@@ -175,8 +176,10 @@ int parse_worker_args(int argc, char** argv, WorkerArgs* args) {
   app.add_option("--config", args->config, "job config (YAML)")->required();
   app.add_option("--set", args->overrides, "override a config key: --set optimizer.blr=1e-4 (repeatable)");
   app.add_option("--coordinator", args->coordinator, "coordinator HOST:PORT (shard leases, checkpoint commits)");
-  app.add_option("--resume", args->resume, "auto (latest committed checkpoint) | none | PATH (default: checkpoint.resume)");
-  app.add_option("--threads", args->threads, "intra-op threads per rank (default: train.threads; 0 = cores / local ranks)")
+  app.add_option("--resume", args->resume,
+                 "auto (latest committed checkpoint) | none | PATH (default: checkpoint.resume)");
+  app.add_option("--threads", args->threads,
+                 "intra-op threads per rank (default: train.threads; 0 = cores / local ranks)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--max-steps", args->max_steps, "stop after this many steps (default: schedule.max_steps)")
       ->check(CLI::NonNegativeNumber);
@@ -241,14 +244,18 @@ int join_coordinator(const WorkerArgs& args, const Config& config, const LinkOpt
                     ? str("--resume ", s->resume_how, ": job '", config.job.id,
                           "' has no committed checkpoint at the coordinator, whose shard leases start from "
                           "scratch; use --resume auto (or another job.id)")
-                    : str("--resume ", s->resume_how, ": with --coordinator a job resumes from its last committed "
-                          "checkpoint ", reg.resume_dir, " (the shard leases continue from there); use --resume "
+                    : str("--resume ", s->resume_how,
+                          ": with --coordinator a job resumes from its last committed "
+                          "checkpoint ",
+                          reg.resume_dir,
+                          " (the shard leases continue from there); use --resume "
                           "auto, or a new job.id to start over"));
   }
   if (rank == 0 && !reg.resume_dir.empty() && reg.resume_world_size != world) {
-    CNX_LOG_WARN("resuming a checkpoint written by {} ranks with {}: the epoch's unused samples are re-dealt "
-                 "(none is used twice), the step count is rescaled to the new global batch; not bit-exact",
-                 reg.resume_world_size, world);
+    CNX_LOG_WARN(
+        "resuming a checkpoint written by {} ranks with {}: the epoch's unused samples are re-dealt "
+        "(none is used twice), the step count is rescaled to the new global batch; not bit-exact",
+        reg.resume_world_size, world);
   }
   s->lease_mode = !args.synthetic;
   // A rank blocked in an all-reduce with a stalled peer cannot reach the
@@ -299,12 +306,15 @@ int train(const WorkerArgs& args, const Config& config, comm::Communicator& comm
   });
   comm.barrier();
   switch (outcome) {
-    case RunOutcome::kPreempted: return kExitPreempted;
+    case RunOutcome::kPreempted:
+      return kExitPreempted;
     case RunOutcome::kAborted:
       if (comm.rank() == 0) CNX_LOG_ERROR("coordinator: {}", session.link ? session.link->reason() : "abort");
       return kExitAborted;
-    case RunOutcome::kDrained: return kExitOk;
-    case RunOutcome::kCompleted: break;
+    case RunOutcome::kDrained:
+      return kExitOk;
+    case RunOutcome::kCompleted:
+      break;
   }
   if (session.link) session.link->report_finished();
   if (comm.rank() == 0) CNX_LOG_INFO("training completed: {} steps", trainer.steps_done());

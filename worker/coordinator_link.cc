@@ -203,8 +203,7 @@ void CoordinatorLink::loop(double period_s) {
       if (!abort_seen) {
         abort_seen = now;
         step_at_abort = step_;
-      } else if (step_ == step_at_abort &&
-                 now - *abort_seen > std::chrono::duration<double>(abort_grace_s_)) {
+      } else if (step_ == step_at_abort && now - *abort_seen > std::chrono::duration<double>(abort_grace_s_)) {
         const std::string why = "no step completed " + std::to_string(abort_grace_s_) +
                                 " s after the coordinator's abort (" + reason_ + "): stuck in a collective";
         auto on_stuck = on_stuck_abort_;
@@ -292,8 +291,7 @@ auto CoordinatorLink::reach(const char* what, Fn fn) -> decltype(fn()) {
 }
 
 LeaseGrant CoordinatorLink::acquire(int64_t epoch, int64_t position) {
-  const cnx::v1::AcquireShardReply r =
-      reach("shard lease", [&] { return client_->acquire_shard(epoch, position); });
+  const cnx::v1::AcquireShardReply r = reach("shard lease", [&] { return client_->acquire_shard(epoch, position); });
   LeaseGrant g;
   g.end_of_epoch = r.end_of_epoch();
   if (g.end_of_epoch) return g;

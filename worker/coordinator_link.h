@@ -18,8 +18,8 @@
 // No LibTorch here (gRPC and torch stay in separate translation units).
 #include <atomic>
 #include <condition_variable>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -78,7 +78,7 @@ struct CoordinatorPlan {
 struct CoordinatorRegistration {
   int64_t attempt = 0;
   double heartbeat_s = 2.0;
-  std::string resume_dir;   // "" = nothing committed yet
+  std::string resume_dir;  // "" = nothing committed yet
   int64_t resume_step = 0;
   int resume_world_size = 0;  // ranks that wrote the checkpoint
   int64_t start_epoch = 0;    // the epoch this rank's leases start in

@@ -39,7 +39,7 @@ LeaseProgress LeaseCursor::progress() const {
 std::string LeaseCursor::to_string() const {
   nlohmann::json items_json = nlohmann::json::array();
   for (const Item& it : items) items_json.push_back({it.shard, it.start, it.end});
-  nlohmann::json j{{"kind", "leases"},  {"epoch", epoch},         {"items", items_json},
+  nlohmann::json j{{"kind", "leases"},     {"epoch", epoch},         {"items", items_json},
                    {"consumed", consumed}, {"delivered", delivered}, {"batches", batches}};
   return j.dump();
 }

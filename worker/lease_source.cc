@@ -56,8 +56,7 @@ void LeaseSource::acquire_epoch() {
                                  " '", g.shard_name, "') ", what,
                                  ": the coordinator and this worker must use the same shard index (data.index)"));
     };
-    if (g.epoch != epoch || g.position != position)
-      throw bad(str("answers epoch ", g.epoch, " position ", g.position));
+    if (g.epoch != epoch || g.position != position) throw bad(str("answers epoch ", g.epoch, " position ", g.position));
     if (g.shard_id < 0 || g.shard_id >= static_cast<int64_t>(index.shards.size()))
       throw bad(str("names a shard id outside this worker's ", index.shards.size(), " shards"));
     const data::ShardInfo& s = index.shards[g.shard_id];
@@ -88,10 +87,16 @@ std::optional<TrainBatch> LeaseSource::next() {
   return TrainBatch{b->images, std::move(b->keys), cur_.epoch};
 }
 
-int64_t LeaseSource::epoch_samples_total() const { return pipeline_.index().total_samples; }
+int64_t LeaseSource::epoch_samples_total() const {
+  return pipeline_.index().total_samples;
+}
 
-int64_t LeaseSource::samples_skipped() const { return pipeline_.counters().skipped_total(); }
+int64_t LeaseSource::samples_skipped() const {
+  return pipeline_.counters().skipped_total();
+}
 
-std::map<std::string, int64_t> LeaseSource::skipped_by_reason() const { return pipeline_.counters().skipped; }
+std::map<std::string, int64_t> LeaseSource::skipped_by_reason() const {
+  return pipeline_.counters().skipped;
+}
 
 }  // namespace cnx::worker

@@ -21,8 +21,8 @@
 #include <map>
 #include <string>
 
-#include "worker/batch_source.h"
 #include "data/pipeline.h"
+#include "worker/batch_source.h"
 #include "worker/lease_protocol.h"
 
 namespace cnx::worker {
@@ -59,10 +59,10 @@ class LeaseSource final : public BatchSource {
   LeaseClient& client_;
   void report_used_up(int64_t consumed);
 
-  LeaseCursor cur_;         // consumed: through the last batch returned
-  int64_t confirmed_ = 0;   // consumed through the last batch known to be trained on
+  LeaseCursor cur_;        // consumed: through the last batch returned
+  int64_t confirmed_ = 0;  // consumed through the last batch known to be trained on
   bool acquired_ = false;
-  size_t reported_ = 0;     // items [0, reported_) reported done
+  size_t reported_ = 0;  // items [0, reported_) reported done
 };
 
 }  // namespace cnx::worker

@@ -8,8 +8,8 @@ namespace cnx::worker {
 
 int64_t global_batch_size(int64_t batch_per_rank, int64_t world_size, int64_t accum_steps) {
   CNX_CHECK(batch_per_rank > 0 && world_size > 0 && accum_steps > 0,
-            "global batch needs positive batch_per_rank, world_size and accum_steps; got ", batch_per_rank,
-            ", ", world_size, ", ", accum_steps);
+            "global batch needs positive batch_per_rank, world_size and accum_steps; got ", batch_per_rank, ", ",
+            world_size, ", ", accum_steps);
   return batch_per_rank * world_size * accum_steps;
 }
 

@@ -57,8 +57,7 @@ bool is_decayed(const std::string& name, const std::vector<std::string>& extra_n
   return true;
 }
 
-AdamW::AdamW(NamedTensors params, const AdamWOptions& options)
-    : params_(std::move(params)), options_(options) {
+AdamW::AdamW(NamedTensors params, const AdamWOptions& options) : params_(std::move(params)), options_(options) {
   CNX_CHECK(options.beta1 >= 0 && options.beta1 < 1, "optimizer.betas[0] must be in [0, 1), got ", options.beta1);
   CNX_CHECK(options.beta2 >= 0 && options.beta2 < 1, "optimizer.betas[1] must be in [0, 1), got ", options.beta2);
   CNX_CHECK(options.eps > 0, "optimizer.eps must be > 0, got ", options.eps);
@@ -138,8 +137,8 @@ void AdamW::load_state_dict(const NamedTensors& state) {
       const at::Tensor& t = it->second;
       if (t.sizes() != p.sizes() || t.scalar_type() != p.scalar_type()) {
         std::ostringstream os;
-        os << "'" << key << "' has shape " << t.sizes() << " " << t.scalar_type() << ", parameter has "
-           << p.sizes() << " " << p.scalar_type();
+        os << "'" << key << "' has shape " << t.sizes() << " " << t.scalar_type() << ", parameter has " << p.sizes()
+           << " " << p.scalar_type();
         problems.push_back(os.str());
       } else {
         (std::string(kind) == "exp_avg/" ? st.exp_avg : st.exp_avg_sq) = t.detach().clone().to(p.device());

@@ -41,16 +41,18 @@ std::string ProgressMeter::line(const ProgressPoint& p) {
   char head[160];
   if (p.total_steps > 0) {
     std::snprintf(head, sizeof(head), "step %lld/%lld (%.1f%%)", static_cast<long long>(p.step),
-                  static_cast<long long>(p.total_steps), 100.0 * static_cast<double>(p.step) / static_cast<double>(p.total_steps));
+                  static_cast<long long>(p.total_steps),
+                  100.0 * static_cast<double>(p.step) / static_cast<double>(p.total_steps));
   } else {
     std::snprintf(head, sizeof(head), "step %lld", static_cast<long long>(p.step));
   }
   char body[320];
-  std::snprintf(body, sizeof(body),
-                " epoch %.2f | loss %.4f | lr %.2e | %.1f img/s | data %.0f%% fwd %.0f%% bwd %.0f%% comm %.0f%% opt %.0f%% | "
-                "%.3f s/step",
-                p.epoch, p.loss, p.lr, last_ips_, pct(window_.data_wait), pct(window_.forward), pct(window_.backward),
-                pct(window_.comm_wait), pct(window_.optimizer), per_step);
+  std::snprintf(
+      body, sizeof(body),
+      " epoch %.2f | loss %.4f | lr %.2e | %.1f img/s | data %.0f%% fwd %.0f%% bwd %.0f%% comm %.0f%% opt %.0f%% | "
+      "%.3f s/step",
+      p.epoch, p.loss, p.lr, last_ips_, pct(window_.data_wait), pct(window_.forward), pct(window_.backward),
+      pct(window_.comm_wait), pct(window_.optimizer), per_step);
   std::string out = std::string(head) + body;
   if (p.total_steps > 0 && per_step > 0) {
     out += " | ETA " + format_duration(per_step * static_cast<double>(p.total_steps - p.step));

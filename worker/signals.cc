@@ -27,7 +27,11 @@ void install_termination_handler() {
   sigaction(SIGINT, &sa, nullptr);
 }
 
-bool termination_requested() { return g_terminate.load(); }
-void set_termination_requested(bool value) { g_terminate.store(value); }
+bool termination_requested() {
+  return g_terminate.load();
+}
+void set_termination_requested(bool value) {
+  g_terminate.store(value);
+}
 
 }  // namespace cnx::worker

@@ -17,9 +17,9 @@
 #include "common/check.h"
 #include "common/config.h"
 #include "common/logging.h"
+#include "common/rng.h"
 #include "worker/checkpoint.h"
 #include "worker/checkpoint_files.h"
-#include "common/rng.h"
 #include "worker/signals.h"
 #include "worker/step_control.h"
 
@@ -117,8 +117,8 @@ Trainer::Trainer(TrainerOptions options, comm::Communicator& comm, std::unique_p
                  std::unique_ptr<BatchSource> data)
     : options_(std::move(options)), comm_(comm), model_(std::move(model)), data_(std::move(data)) {
   CNX_CHECK(model_ && data_, "trainer needs a model and a data source");
-  CNX_CHECK(options_.nonfinite == "skip" || options_.nonfinite == "stop",
-            "train.nonfinite must be skip|stop, got '", options_.nonfinite, "'");
+  CNX_CHECK(options_.nonfinite == "skip" || options_.nonfinite == "stop", "train.nonfinite must be skip|stop, got '",
+            options_.nonfinite, "'");
   model_->module().to(options_.device);
   for (const auto& item : model_->module().named_parameters(/*recurse=*/true)) {
     if (item.value().requires_grad()) params_.emplace_back(item.key(), item.value());
@@ -289,14 +289,14 @@ int64_t Trainer::due_plan(int64_t next_step) {
 void Trainer::skip_update(int nonfinite_ranks) {
   ++skipped_total_;
   ++skipped_consecutive_;
-  const std::string what = cnx::str("non-finite ", nonfinite_ranks > 0 ? "loss" : "gradient norm", " at step ",
-                                    step_ + 1, " (", nonfinite_ranks, " of ", comm_.size(),
-                                    " ranks reported a non-finite loss)");
+  const std::string what =
+      cnx::str("non-finite ", nonfinite_ranks > 0 ? "loss" : "gradient norm", " at step ", step_ + 1, " (",
+               nonfinite_ranks, " of ", comm_.size(), " ranks reported a non-finite loss)");
   if (options_.nonfinite == "stop") throw NonFiniteLossError(what + "; train.nonfinite = stop");
   if (skipped_consecutive_ > options_.max_skipped)
-    throw NonFiniteLossError(what + "; " + std::to_string(skipped_consecutive_) +
-                             " consecutive steps skipped, more than train.max_skipped = " +
-                             std::to_string(options_.max_skipped));
+    throw NonFiniteLossError(
+        what + "; " + std::to_string(skipped_consecutive_) +
+        " consecutive steps skipped, more than train.max_skipped = " + std::to_string(options_.max_skipped));
   if (comm_.rank() == 0) CNX_LOG_WARN("{}; update skipped ({} skipped so far)", what, skipped_total_);
 }
 
@@ -327,8 +327,8 @@ void Trainer::checkpoint_block(const StepDecision& d, StepResult* r) {
   } else {
     // Also at the last step, so a completed run always leaves its final state.
     due = !options_.checkpoint_root.empty() &&
-          ((options_.checkpoint_every_steps > 0 && step_ % options_.checkpoint_every_steps == 0) ||
-           d.checkpoint_now || r->preempted || step_ == total_steps_);
+          ((options_.checkpoint_every_steps > 0 && step_ % options_.checkpoint_every_steps == 0) || d.checkpoint_now ||
+           r->preempted || step_ == total_steps_);
     wait_now = r->preempted || step_ == total_steps_;
   }
   if (due) {
@@ -393,8 +393,8 @@ bool Trainer::final_checkpoint() {
                                                std::chrono::duration<double>(options_.final_checkpoint_wait_s);
     // Max-reduced: [no plan here, id, -id, rank 0 gave up, abort]: every rank
     // holds the same plan iff no one lacks one and max id == min id.
-    at::Tensor v = at::tensor({id > 0 ? 0.0 : 1.0, static_cast<double>(id), -static_cast<double>(id),
-                               late ? 1.0 : 0.0, plane_->abort_requested() ? 1.0 : 0.0},
+    at::Tensor v = at::tensor({id > 0 ? 0.0 : 1.0, static_cast<double>(id), -static_cast<double>(id), late ? 1.0 : 0.0,
+                               plane_->abort_requested() ? 1.0 : 0.0},
                               at::kDouble);
     comm_.allreduce({v}, comm::ReduceOp::kMax)->wait();
     const double* x = v.data_ptr<double>();
@@ -405,9 +405,10 @@ bool Trainer::final_checkpoint() {
     }
     if (x[3] > 0) {
       if (comm_.rank() == 0)
-        CNX_LOG_ERROR("training completed at step {}, but the coordinator planned no final checkpoint within {} s; "
-                      "the last committed checkpoint is the one to use",
-                      step_, options_.final_checkpoint_wait_s);
+        CNX_LOG_ERROR(
+            "training completed at step {}, but the coordinator planned no final checkpoint within {} s; "
+            "the last committed checkpoint is the one to use",
+            step_, options_.final_checkpoint_wait_s);
       return true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -460,8 +461,7 @@ void Trainer::begin_checkpoint(int64_t plan_id, StepResult* r) {
       take_snapshot(comm_.rank(), comm_.rank() == 0, model_state(), optimizer_->state_dict(), trainer_record(),
                     flight->cursor, /*deep=*/options_.checkpoint_async));
   flight->snapshot_bytes = snapshot->bytes();
-  flight->snapshot_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - flight->started).count();
+  flight->snapshot_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - flight->started).count();
   r->checkpoint_snapshot_bytes = flight->snapshot_bytes;
   if (planned) last_plan_taken_ = plan_id;
   last_checkpoint_time_ = std::chrono::steady_clock::now();
@@ -556,20 +556,21 @@ void Trainer::load_checkpoint(const std::string& dir) {
   const bool same_world = t.world_size == comm_.size();
   if (!same_world && !options_.allow_world_change)
     throw CheckpointError(cnx::str("checkpoint '", dir, "' was written by ", t.world_size, " ranks; this run has ",
-                                   comm_.size(), ". Resuming with another world size needs the coordinator, which "
+                                   comm_.size(),
+                                   ". Resuming with another world size needs the coordinator, which "
                                    "re-partitions the epoch's remaining samples"));
   if (t.global_batch < 1) throw CheckpointError(tfile + ": global_batch must be >= 1");
   if (!same_world) {
     if (t.world_size < 1 || t.global_batch % t.world_size != 0)
-      throw CheckpointError(cnx::str(tfile, ": global_batch ", t.global_batch, " is not a multiple of world_size ",
-                                     t.world_size));
+      throw CheckpointError(
+          cnx::str(tfile, ": global_batch ", t.global_batch, " is not a multiple of world_size ", t.world_size));
     if (t.global_batch / t.world_size != global_batch_ / comm_.size())
       throw CheckpointError(cnx::str("checkpoint '", dir, "' used ", t.global_batch / t.world_size,
                                      " samples per rank and step, this run uses ", global_batch_ / comm_.size(),
                                      " (data.batch_size x accum_steps)"));
   } else if (t.global_batch != global_batch_) {
-    throw CheckpointError(cnx::str("checkpoint '", dir, "' used a global batch of ", t.global_batch,
-                                   ", this run uses ", global_batch_, " (data.batch_size x ranks x accum_steps)"));
+    throw CheckpointError(cnx::str("checkpoint '", dir, "' used a global batch of ", t.global_batch, ", this run uses ",
+                                   global_batch_, " (data.batch_size x ranks x accum_steps)"));
   }
 
   // Model: strict, every name and shape.
@@ -581,8 +582,8 @@ void Trainer::load_checkpoint(const std::string& dir) {
     if (it == by_name.end()) {
       problems.push_back("missing '" + name + "'");
     } else if (it->second.sizes() != t2.sizes() || it->second.scalar_type() != t2.scalar_type()) {
-      problems.push_back(cnx::str("'", name, "' has shape ", it->second.sizes(), " in the checkpoint, ", t2.sizes(),
-                                  " in the model"));
+      problems.push_back(
+          cnx::str("'", name, "' has shape ", it->second.sizes(), " in the checkpoint, ", t2.sizes(), " in the model"));
     }
   }
   std::set<std::string> known;
@@ -623,9 +624,10 @@ void Trainer::load_checkpoint(const std::string& dir) {
     step_ = (t.step * t.global_batch + global_batch_ / 2) / global_batch_;
     seed_cpu_rng(mix_seed(rank_stream_seed(options_.seed, comm_.rank()), static_cast<uint64_t>(t.step)));
     if (comm_.rank() == 0)
-      CNX_LOG_WARN("checkpoint {} was written by {} ranks (global batch {}); this run has {} (global batch {}): "
-                   "step {} becomes step {} of the rescaled schedule",
-                   dir, t.world_size, t.global_batch, comm_.size(), global_batch_, t.step, step_);
+      CNX_LOG_WARN(
+          "checkpoint {} was written by {} ranks (global batch {}); this run has {} (global batch {}): "
+          "step {} becomes step {} of the rescaled schedule",
+          dir, t.world_size, t.global_batch, comm_.size(), global_batch_, t.step, step_);
   }
   last_checkpoint_step_ = step_;
   skipped_total_ = t.skipped_total;

@@ -107,12 +107,12 @@ struct TrainerOptions {
   // Where the model and the batches live: the communicator's device (the
   // constructor moves the model there before the initial broadcast).
   at::Device device = at::kCPU;
-  std::string checkpoint_root;     // "" = checkpoints disabled
+  std::string checkpoint_root;  // "" = checkpoints disabled
   int64_t checkpoint_every_steps = 0;
   double checkpoint_every_minutes = 0.0;
   int64_t checkpoint_keep = 3;
   bool checkpoint_async = true;  // write in the background (see the protocol above)
-  int64_t log_every = 10;  // 0 = no progress lines
+  int64_t log_every = 10;        // 0 = no progress lines
   // Resume a checkpoint written by another number of ranks (leased data
   // only: the coordinator re-deals the epoch's unused samples). The step
   // count is rescaled to the new global batch (same samples seen, same point
@@ -120,7 +120,7 @@ struct TrainerOptions {
   // step). Not bit-exact, by nature.
   bool allow_world_change = false;
   double final_checkpoint_wait_s = 120.0;  // see Trainer::final_checkpoint
-  std::string sample_log;  // "" = off; else the folder of samples-rank<R>.tsv (see above)
+  std::string sample_log;                  // "" = off; else the folder of samples-rank<R>.tsv (see above)
   // Test hook: may replace the loss of (step, micro-step) before the
   // non-finite check (e.g. inject NaN on one rank).
   std::function<void(int64_t step, int64_t micro, at::Tensor& loss)> loss_hook;
@@ -131,21 +131,21 @@ struct TrainerOptions {
 TrainerOptions trainer_options(const Config& config);
 
 struct StepResult {
-  int64_t step = 0;     // steps done after this one
-  double loss = 0;      // mean loss over ranks (NaN if non-finite somewhere)
+  int64_t step = 0;  // steps done after this one
+  double loss = 0;   // mean loss over ranks (NaN if non-finite somewhere)
   double lr = 0;
   double grad_norm = 0;
-  bool skipped = false;     // non-finite: no update
+  bool skipped = false;  // non-finite: no update
   bool checkpointed = false;
-  bool preempted = false;   // a rank got SIGTERM; checkpoint written if enabled
-  bool aborted = false;     // the control plane aborted this attempt
-  bool drained = false;     // the control plane asked to stop cleanly
+  bool preempted = false;  // a rank got SIGTERM; checkpoint written if enabled
+  bool aborted = false;    // the control plane aborted this attempt
+  bool drained = false;    // the control plane asked to stop cleanly
   // Checkpoint work on the training thread in this step (the stall): waiting
   // for the previous checkpoint, the snapshot, publishing, and the whole write
   // when the step waits for it.
   double checkpoint_seconds = 0;
-  double checkpoint_wait_seconds = 0;   // part of the stall spent waiting for the previous write
-  double checkpoint_write_seconds = 0;  // a checkpoint finished in this step: its time after the snapshot
+  double checkpoint_wait_seconds = 0;     // part of the stall spent waiting for the previous write
+  double checkpoint_write_seconds = 0;    // a checkpoint finished in this step: its time after the snapshot
   int64_t checkpoint_snapshot_bytes = 0;  // bytes copied by this step's snapshot
   StepTimes times;
 };
@@ -279,10 +279,10 @@ class Trainer {
   ControlPlane* plane_ = nullptr;
   bool preempt_pending_ = false;  // preempted under a control plane: waiting for its checkpoint plan
   std::chrono::steady_clock::time_point last_checkpoint_time_;
-  int64_t last_checkpoint_step_ = -1;  // written or loaded
-  std::unique_ptr<SampleLog> sample_log_;  // null when options_.sample_log is ""
-  int64_t last_plan_taken_ = 0;            // the newest coordinator plan begun
-  std::unique_ptr<InFlight> inflight_;     // the checkpoint in flight, if any
+  int64_t last_checkpoint_step_ = -1;         // written or loaded
+  std::unique_ptr<SampleLog> sample_log_;     // null when options_.sample_log is ""
+  int64_t last_plan_taken_ = 0;               // the newest coordinator plan begun
+  std::unique_ptr<InFlight> inflight_;        // the checkpoint in flight, if any
   std::unique_ptr<CheckpointWriter> writer_;  // after inflight_: its tasks use the flight
 };
 

@@ -109,7 +109,9 @@ int64_t total_numel(const std::vector<std::vector<int64_t>>& shapes) {
   return n;
 }
 
-double bus_factor(int n) { return n > 1 ? 2.0 * (n - 1) / n : 1.0; }
+double bus_factor(int n) {
+  return n > 1 ? 2.0 * (n - 1) / n : 1.0;
+}
 
 // (a) Paired measurement, so that load drift on a shared machine hits both
 // sides alike: each iteration times one raw in-place MPI_Allreduce of all
@@ -141,8 +143,7 @@ void BM_SyncVsRaw(benchmark::State& state) {
   for (auto _ : state) {
     MPI_Barrier(MPI_COMM_WORLD);
     auto t0 = std::chrono::steady_clock::now();
-    MPI_Allreduce(MPI_IN_PLACE, raw.data_ptr<float>(), static_cast<int>(n), MPI_FLOAT, MPI_SUM,
-                  MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, raw.data_ptr<float>(), static_cast<int>(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     const double raw_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     MPI_Barrier(MPI_COMM_WORLD);
     t0 = std::chrono::steady_clock::now();
@@ -251,14 +252,12 @@ void BM_Step(benchmark::State& state) {
     auto st = sync->stats();
     state.counters["allreduce_ms"] = 1e3 * st.allreduce_seconds / static_cast<double>(st.steps);
     state.counters["wait_ms"] = 1e3 * st.wait_seconds / static_cast<double>(st.steps);
-    state.counters["gs_hidden"] =
-        st.allreduce_seconds > 0 ? 1.0 - st.wait_seconds / st.allreduce_seconds : 0.0;
+    state.counters["gs_hidden"] = st.allreduce_seconds > 0 ? 1.0 - st.wait_seconds / st.allreduce_seconds : 0.0;
     state.counters["buckets"] = static_cast<double>(sync->buckets().size());
   }
   if (mode == kOverlapped && g_seconds.count("step0") && g_seconds.count("step1")) {
     const double exposed_after = g_seconds["step1"] - g_seconds["step0"];
-    state.counters["hidden_share"] =
-        exposed_after > 0 ? (g_seconds["step1"] - mean) / exposed_after : 0.0;
+    state.counters["hidden_share"] = exposed_after > 0 ? (g_seconds["step1"] - mean) / exposed_after : 0.0;
     state.counters["vs_after"] = g_seconds["step1"] / mean;
   }
 }

@@ -18,9 +18,9 @@
 #include <map>
 #include <mutex>
 
+#include "common/rng.h"
 #include "data/image_codec.h"
 #include "data/pipeline.h"
-#include "common/rng.h"
 #include "data/shard_index.h"
 #include "data/tar_io.h"
 #include "data/transform.h"

@@ -55,8 +55,8 @@ double g_ips[5] = {0, 0, 0, 0, 0};
 double g_hidden = 0;  // GradSync: share of the all-reduce time behind backward (BM_Train/2)
 
 std::unique_ptr<cnx::worker::Trainer> make_trainer(cnx::comm::Communicator& comm) {
-  cnx::Config c = cnx::load_config_text("job: {seed: 1}\nschedule: {log_every: 100000, epochs: 100, warmup_epochs: 1}\n",
-                                        "bench config");
+  cnx::Config c = cnx::load_config_text(
+      "job: {seed: 1}\nschedule: {log_every: 100000, epochs: 100, warmup_epochs: 1}\n", "bench config");
   c.model.name = g_args.model;
   c.data.input_size = g_args.size;
   c.data.batch_size = g_args.batch;
@@ -66,8 +66,7 @@ std::unique_ptr<cnx::worker::Trainer> make_trainer(cnx::comm::Communicator& comm
   so.batch_size = g_args.batch;
   so.rank = comm.rank();
   so.world = comm.size();
-  return std::make_unique<cnx::worker::Trainer>(cnx::worker::trainer_options(c), comm,
-                                                cnx::worker::make_fcmae_model(c),
+  return std::make_unique<cnx::worker::Trainer>(cnx::worker::trainer_options(c), comm, cnx::worker::make_fcmae_model(c),
                                                 std::make_unique<cnx::worker::SyntheticSource>(so));
 }
 

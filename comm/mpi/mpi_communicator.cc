@@ -6,11 +6,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <thread>
 #include <chrono>
 #include <climits>
 #include <cstring>
 #include <exception>
+#include <thread>
 
 #include "common/check.h"
 
@@ -144,8 +144,7 @@ MpiCommunicator::~MpiCommunicator() {
   }
 }
 
-std::shared_ptr<MpiWork> MpiCommunicator::enqueue(std::function<void()> fn,
-                                                  std::vector<at::Tensor> keep) {
+std::shared_ptr<MpiWork> MpiCommunicator::enqueue(std::function<void()> fn, std::vector<at::Tensor> keep) {
   auto work = std::make_shared<MpiWork>(std::move(keep), waiters_);
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -169,8 +168,8 @@ void MpiCommunicator::loop() {
       queue_.pop_front();
     }
     auto start = std::chrono::steady_clock::now();
-    busy_since_ns_.store(std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                  start.time_since_epoch()).count()));
+    busy_since_ns_.store(
+        std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count()));
     std::exception_ptr error;
     try {
       item.fn();
@@ -186,13 +185,10 @@ void MpiCommunicator::loop() {
 WorkPtr MpiCommunicator::allreduce(std::vector<at::Tensor> tensors, ReduceOp op) {
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
-    check_cpu_dense(t, cnx::str("allreduce (", reduce_op_name(op), ") of tensor ", i, " of ",
-                                tensors.size()),
-                    rank_);
+    check_cpu_dense(t, cnx::str("allreduce (", reduce_op_name(op), ") of tensor ", i, " of ", tensors.size()), rank_);
     if (mpi_float_type(t.scalar_type()) == MPI_DATATYPE_NULL) {
-      throw CommError(cnx::str("MPI allreduce on rank ", rank_, ": tensor ", i, " of ",
-                               tensors.size(), " has dtype ", t.scalar_type(),
-                               "; the MPI backend reduces only Float (float32) and Double (float64)"));
+      throw CommError(cnx::str("MPI allreduce on rank ", rank_, ": tensor ", i, " of ", tensors.size(), " has dtype ",
+                               t.scalar_type(), "; the MPI backend reduces only Float (float32) and Double (float64)"));
     }
   }
   const MPI_Comm comm = comm_;
@@ -279,12 +275,12 @@ std::vector<std::string> MpiCommunicator::allgather(const std::string& mine) {
       total += lens[r];
     }
     if (total > INT_MAX) {
-      throw CommError(cnx::str("MPI allgather: ", total,
-                               " bytes in total is too large; allgather is meant for small metadata"));
+      throw CommError(
+          cnx::str("MPI allgather: ", total, " bytes in total is too large; allgather is meant for small metadata"));
     }
     std::vector<char> all(static_cast<size_t>(std::max<int64_t>(total, 1)));
-    CNX_MPI_CHECK(MPI_Allgatherv(mine.data(), my_len, MPI_CHAR, all.data(), lens.data(),
-                                 displs.data(), MPI_CHAR, comm));
+    CNX_MPI_CHECK(
+        MPI_Allgatherv(mine.data(), my_len, MPI_CHAR, all.data(), lens.data(), displs.data(), MPI_CHAR, comm));
     for (int r = 0; r < size; ++r) {
       result[r].assign(all.data() + displs[r], static_cast<size_t>(lens[r]));
     }

@@ -62,9 +62,7 @@ class MpiCommunicator final : public Communicator {
   std::string backend_name() const override { return "mpi"; }
   at::DeviceType device_type() const override { return at::kCPU; }
   at::Device device() const override { return at::Device(at::kCPU); }
-  bool supports_dtype(at::ScalarType dtype) const override {
-    return dtype == at::kFloat || dtype == at::kDouble;
-  }
+  bool supports_dtype(at::ScalarType dtype) const override { return dtype == at::kFloat || dtype == at::kDouble; }
 
   WorkPtr allreduce(std::vector<at::Tensor> tensors, ReduceOp op) override;
   WorkPtr broadcast(at::Tensor tensor, int root) override;

@@ -55,12 +55,11 @@ std::shared_ptr<MpiRuntime> MpiRuntime::acquire() {
       MPI_Finalize();
       g_finalized_by_us = true;
     }
-    throw CommError(cnx::str(
-        "MpiRuntime: the MPI library provides thread level ", provided,
-        " but MPI_THREAD_MULTIPLE (", MPI_THREAD_MULTIPLE,
-        ") is required (one communication thread issues collectives while other threads may call "
-        "MPI); initialise with MPI_Init_thread(..., MPI_THREAD_MULTIPLE, ...) or use an MPI built "
-        "with thread support"));
+    throw CommError(cnx::str("MpiRuntime: the MPI library provides thread level ", provided,
+                             " but MPI_THREAD_MULTIPLE (", MPI_THREAD_MULTIPLE,
+                             ") is required (one communication thread issues collectives while other threads may call "
+                             "MPI); initialise with MPI_Init_thread(..., MPI_THREAD_MULTIPLE, ...) or use an MPI built "
+                             "with thread support"));
   }
   int rank = 0;
   CNX_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));

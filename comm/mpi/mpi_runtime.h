@@ -52,10 +52,10 @@ class MpiRuntime {
 
 // Checks an MPI return code; on failure throws cnx::comm::CommError with the
 // call's text, file, line, rank and MPI's error string.
-#define CNX_MPI_CHECK(call)                                              \
-  do {                                                                   \
-    int cnx_mpi_rc_ = (call);                                            \
-    if (cnx_mpi_rc_ != MPI_SUCCESS) {                                    \
+#define CNX_MPI_CHECK(call)                                                 \
+  do {                                                                      \
+    int cnx_mpi_rc_ = (call);                                               \
+    if (cnx_mpi_rc_ != MPI_SUCCESS) {                                       \
       ::cnx::comm::throw_mpi_error(cnx_mpi_rc_, #call, __FILE__, __LINE__); \
-    }                                                                    \
+    }                                                                       \
   } while (0)

@@ -107,8 +107,9 @@ void wait_or_abort(NcclCommState& state, double timeout_s, const char* what, con
     }
     const double waited = std::chrono::duration<double>(Clock::now() - start).count();
     if (timeout_s > 0 && waited > timeout_s) {
-      const std::string why = cnx::str("NCCL ", what, " on rank ", state.rank, " did not finish within ", timeout_s,
-                                       " s (distributed.peer_timeout_s): a peer rank is stuck, died, or never issued it");
+      const std::string why =
+          cnx::str("NCCL ", what, " on rank ", state.rank, " did not finish within ", timeout_s,
+                   " s (distributed.peer_timeout_s): a peer rank is stuck, died, or never issued it");
       state.abort(why);
       throw CommError(why + "; the communicator was aborted");
     }

@@ -29,8 +29,7 @@ std::string bytes_of(const at::Tensor& t) {
 void expect_identical_across_ranks(Communicator& comm, const at::Tensor& t, const std::string& what) {
   auto all = comm.allgather(bytes_of(t));
   for (int r = 1; r < comm.size(); ++r) {
-    EXPECT_EQ(all[r], all[0]) << what << ": rank " << r << " differs from rank 0 (seen on rank "
-                              << comm.rank() << ")";
+    EXPECT_EQ(all[r], all[0]) << what << ": rank " << r << " differs from rank 0 (seen on rank " << comm.rank() << ")";
   }
 }
 
@@ -62,11 +61,9 @@ TEST(MpiCollectives, BroadcastFromEachRoot) {
   for (int root = 0; root < comm->size(); ++root) {
     for (auto dtype : {at::kFloat, at::kDouble, at::kLong}) {
       at::Tensor expected = seeded(100 + root, 1001, at::kDouble).mul(1000).to(dtype);
-      at::Tensor t = comm->rank() == root ? expected.clone()
-                                          : seeded(7 + comm->rank(), 1001, at::kDouble).to(dtype);
+      at::Tensor t = comm->rank() == root ? expected.clone() : seeded(7 + comm->rank(), 1001, at::kDouble).to(dtype);
       comm->broadcast(t, root)->wait();
-      EXPECT_TRUE(at::equal(t, expected)) << "root " << root << " dtype " << dtype << " rank "
-                                          << comm->rank();
+      EXPECT_TRUE(at::equal(t, expected)) << "root " << root << " dtype " << dtype << " rank " << comm->rank();
     }
   }
 }
@@ -113,8 +110,8 @@ TEST_P(MpiWaitModes, AllreduceMatchesLocalSums) {
       w2->wait();
       EXPECT_TRUE(w1->is_completed() && w2->is_completed() && w3->is_completed());
       EXPECT_GE(w1->seconds(), 0.0);
-      EXPECT_TRUE(at::equal(s, sum)) << "sum dtype " << dtype << " n " << n << " rank " << comm->rank()
-                                     << " max diff " << (n ? (s - sum).abs().max().item<double>() : 0.0);
+      EXPECT_TRUE(at::equal(s, sum)) << "sum dtype " << dtype << " n " << n << " rank " << comm->rank() << " max diff "
+                                     << (n ? (s - sum).abs().max().item<double>() : 0.0);
       EXPECT_TRUE(at::equal(a, avg)) << "average dtype " << dtype << " n " << n;
       EXPECT_TRUE(at::equal(m, mx)) << "max dtype " << dtype << " n " << n;
       expect_identical_across_ranks(*comm, a, "average");
@@ -216,17 +213,13 @@ TEST(MpiCollectives, BadInputGivesClearErrors) {
   auto comm = make_mpi();
   expect_comm_error([&] { comm->allreduce({at::ones({3}, at::kLong)}, ReduceOp::kSum); },
                     {"dtype Long", "Float", "Double", "rank"});
-  expect_comm_error([&] { comm->allreduce({at::ones({3}, at::kHalf)}, ReduceOp::kAverage); },
-                    {"dtype Half"});
-  expect_comm_error([&] { comm->allreduce({at::ones({4, 3}).t()}, ReduceOp::kSum); },
-                    {"not contiguous"});
+  expect_comm_error([&] { comm->allreduce({at::ones({3}, at::kHalf)}, ReduceOp::kAverage); }, {"dtype Half"});
+  expect_comm_error([&] { comm->allreduce({at::ones({4, 3}).t()}, ReduceOp::kSum); }, {"not contiguous"});
   expect_comm_error([&] { comm->allreduce({at::Tensor()}, ReduceOp::kSum); }, {"undefined"});
   expect_comm_error([&] { comm->broadcast(at::ones({2}), 5); }, {"root 5", "size 2"});
-  expect_comm_error([&] { make_communicator(CommOptions{"gloo", -1}); },
-                    {"'gloo'", "auto, mpi, nccl"});
+  expect_comm_error([&] { make_communicator(CommOptions{"gloo", -1}); }, {"'gloo'", "auto, mpi, nccl"});
 #if !CNX_COMM_HAVE_NCCL
-  expect_comm_error([&] { make_communicator(CommOptions{"nccl", -1}); },
-                    {"'nccl' is not built in", "CNX_WITH_NCCL"});
+  expect_comm_error([&] { make_communicator(CommOptions{"nccl", -1}); }, {"'nccl' is not built in", "CNX_WITH_NCCL"});
 #endif
   EXPECT_FALSE(comm->supports_dtype(at::kHalf));
   EXPECT_TRUE(comm->supports_dtype(at::kDouble));

@@ -67,8 +67,8 @@ std::vector<torch::Tensor> grads_of(Net& net) {
   return out;
 }
 
-void expect_close(const std::vector<torch::Tensor>& got, const std::vector<torch::Tensor>& want,
-                  double rel, int rank, const std::string& what) {
+void expect_close(const std::vector<torch::Tensor>& got, const std::vector<torch::Tensor>& want, double rel, int rank,
+                  const std::string& what) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) {
     ASSERT_TRUE(got[i].defined()) << what << ": grad " << i << " undefined on rank " << rank;
@@ -76,8 +76,8 @@ void expect_close(const std::vector<torch::Tensor>& got, const std::vector<torch
     const double scale = want[i].abs().max().item<double>();
     const double diff = (got[i] - want[i]).abs().max().item<double>();
     EXPECT_LE(diff, rel * std::max(scale, 1e-12))
-        << what << ": parameter " << i << " shape " << want[i].sizes() << " rank " << rank
-        << " max |got - want| " << diff << " max |want| " << scale;
+        << what << ": parameter " << i << " shape " << want[i].sizes() << " rank " << rank << " max |got - want| "
+        << diff << " max |want| " << scale;
   }
 }
 
@@ -168,8 +168,8 @@ TEST(GradSync, OverlappedAndAfterBackwardAreBitIdentical) {
   auto a = train(*comm, true, 3, &s_overlap);
   auto b = train(*comm, false, 3, &s_after);
   for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i << " rank " << comm->rank()
-                                          << " max diff " << (a[i] - b[i]).abs().max().item<double>();
+    EXPECT_TRUE(torch::equal(a[i], b[i]))
+        << "parameter " << i << " rank " << comm->rank() << " max diff " << (a[i] - b[i]).abs().max().item<double>();
     auto all = comm->allgather(bytes_of(a[i]));
     EXPECT_EQ(all[0], all[1]) << "parameter " << i << " differs across ranks after 3 steps";
   }
@@ -244,7 +244,8 @@ TEST(GradSync, PrescaledLossGivesTheAverageBitForBit) {
       const auto ga = grads_of(a), gb = grads_of(b);
       ASSERT_EQ(ga.size(), gb.size());
       for (size_t i = 0; i < ga.size(); ++i)
-        EXPECT_TRUE(torch::equal(ga[i], gb[i])) << "parameter " << i << " overlap " << overlap << " control " << control;
+        EXPECT_TRUE(torch::equal(ga[i], gb[i]))
+            << "parameter " << i << " overlap " << overlap << " control " << control;
       if (control) EXPECT_EQ(pre.control_result(), (std::vector<double>{2, 4}));
     }
   }

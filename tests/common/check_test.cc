@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
-TEST(Check, PassesSilently) { EXPECT_NO_THROW(CNX_CHECK(1 + 1 == 2, "math")); }
+TEST(Check, PassesSilently) {
+  EXPECT_NO_THROW(CNX_CHECK(1 + 1 == 2, "math"));
+}
 
 TEST(Check, ThrowsWithFileLineAndMessage) {
   try {

@@ -133,9 +133,9 @@ TEST(Config, MissingFile) {
 }
 
 TEST(Config, SetOverrides) {
-  cnx::Config c = cnx::load_config_text("mask: {ratio: 0.5}", "t.yaml",
-                                        {"mask.ratio=0.9", "optimizer.betas=[0.5, 0.6]", "data.index=/x/index.json",
-                                         "distributed.overlap=false"});
+  cnx::Config c = cnx::load_config_text(
+      "mask: {ratio: 0.5}", "t.yaml",
+      {"mask.ratio=0.9", "optimizer.betas=[0.5, 0.6]", "data.index=/x/index.json", "distributed.overlap=false"});
   EXPECT_DOUBLE_EQ(c.mask.ratio, 0.9);
   EXPECT_EQ(c.optimizer.betas, (std::vector<double>{0.5, 0.6}));
   EXPECT_EQ(c.data.index, "/x/index.json");
@@ -153,10 +153,10 @@ TEST(Config, BadSetOverrides) {
 }
 
 TEST(Config, YamlRoundTrip) {
-  cnx::Config c = cnx::load_config_text("", "t.yaml",
-                                        {"model.name=custom", "model.depths=[1,1,1,1]", "model.dims=[4,8,16,32]",
-                                         "optimizer.blr=0.000123456789", "job.id=abc", "optimizer.no_decay=[a, b]",
-                                         "train.sample_log=/tmp/cnx run/samples"});
+  cnx::Config c = cnx::load_config_text(
+      "", "t.yaml",
+      {"model.name=custom", "model.depths=[1,1,1,1]", "model.dims=[4,8,16,32]", "optimizer.blr=0.000123456789",
+       "job.id=abc", "optimizer.no_decay=[a, b]", "train.sample_log=/tmp/cnx run/samples"});
   std::string y = cnx::to_yaml(c);
   cnx::Config d = cnx::load_config_text(y, "roundtrip.yaml");
   EXPECT_EQ(cnx::to_yaml(d), y);

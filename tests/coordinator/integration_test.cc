@@ -242,7 +242,9 @@ TEST_F(InProcess, MalformedAndOutOfRangeAreInvalidArgument) {
   EXPECT_TRUE(s.checkpoint_pending());
 }
 
-bool run(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
+bool run(const std::string& cmd) {
+  return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0;
+}
 
 std::string capture(const std::string& cmd, int* rc) {
   std::string out;
@@ -256,7 +258,8 @@ std::string capture(const std::string& cmd, int* rc) {
 TEST_F(InProcess, CnxCtlStatusCheckpointDrain) {
   const char* build = std::getenv("CNX_BINARY_DIR");
   ASSERT_NE(build, nullptr) << "run through ctest (CNX_BINARY_DIR names the build folder)";
-  const std::string ctl = std::string(build) + "/coordinator/cnx-ctl --config " + (job_->dir / "job.yaml").string() + " ";
+  const std::string ctl =
+      std::string(build) + "/coordinator/cnx-ctl --config " + (job_->dir / "job.yaml").string() + " ";
   CoordinatorClient w(client_options(job_->target()));
   w.register_worker("itest", 0, 1, "worker-host", "L");
   int rc = -1;
@@ -282,13 +285,15 @@ TEST_F(InProcess, CnxCtlStatusCheckpointDrain) {
 TEST(Tls, MutualTlsRoundTripWithATestCa) {
   JobDir job("tls");
   const std::string d = job.dir.string();
-  ASSERT_TRUE(run("cd " + d + " && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=cnx-test-ca"));
+  ASSERT_TRUE(
+      run("cd " + d +
+          " && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=cnx-test-ca"));
   write_file(job.dir / "san.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
   for (const char* who : {"server", "client"}) {
     ASSERT_TRUE(run("cd " + d + " && openssl req -newkey rsa:2048 -nodes -keyout " + who + ".key -out " + who +
                     ".csr -subj /CN=" + who));
-    ASSERT_TRUE(run("cd " + d + " && openssl x509 -req -in " + who + ".csr -CA ca.pem -CAkey ca.key -CAcreateserial -out " +
-                    who + ".pem -days 1 -extfile san.ext"));
+    ASSERT_TRUE(run("cd " + d + " && openssl x509 -req -in " + who +
+                    ".csr -CA ca.pem -CAkey ca.key -CAcreateserial -out " + who + ".pem -days 1 -extfile san.ext"));
   }
   ServerOptions o = job.options();
   o.tls_cert = d + "/server.pem";

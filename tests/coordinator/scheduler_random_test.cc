@@ -68,10 +68,14 @@ class Sim {
     for (int iter = 0; iter < 400 && !all_finished(); ++iter) {
       now_ += 1;
       int64_t dice = pick(0, 99);
-      if (dice < 84) step();
-      else if (dice < 91) checkpoint();
-      else if (dice < 95) failure();
-      else restart();
+      if (dice < 84)
+        step();
+      else if (dice < 91)
+        checkpoint();
+      else if (dice < 95)
+        failure();
+      else
+        restart();
       if (::testing::Test::HasFatalFailure()) return;
       sched_->tick(now_);
       ASSERT_EQ(sched_->state(), JobState::kRunning) << sched_->status(now_).reason;
@@ -93,8 +97,10 @@ class Sim {
   }
   void flush() {
     for (auto& [k, v] : sched_->take_changes()) {
-      if (v) rows_[k] = *v;
-      else rows_.erase(k);
+      if (v)
+        rows_[k] = *v;
+      else
+        rows_.erase(k);
     }
     sched_->take_deletions();
     for (auto& e : sched_->take_events())

@@ -26,7 +26,9 @@ SchedulerOptions opts(int64_t seed = 7) {
   return o;
 }
 
-WorkerRef ref(const Scheduler& s, int rank) { return {"job", s.attempt(), rank}; }
+WorkerRef ref(const Scheduler& s, int rank) {
+  return {"job", s.attempt(), rank};
+}
 
 void start(Scheduler& s, int world, const std::string& launch, double now = 100) {
   for (int r = 0; r < world; ++r) s.register_worker("job", r, world, "h" + std::to_string(r), launch, now);
@@ -316,8 +318,10 @@ TEST(SchedulerPersistence, RestoreReproducesStateAndLeases) {
   std::map<std::string, std::string> rows;
   auto flush = [&] {
     for (auto& [k, v] : s.take_changes()) {
-      if (v) rows[k] = *v;
-      else rows.erase(k);
+      if (v)
+        rows[k] = *v;
+      else
+        rows.erase(k);
     }
   };
   start(s, 2, "L");

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "data/image_codec.h"
 #include "common/rng.h"
+#include "data/image_codec.h"
 #include "data/shard_index.h"
 #include "data/tar_io.h"
 

@@ -6,9 +6,9 @@
 #include <cstdio>
 #include <set>
 
-#include "tests/data/data_fixtures.h"
 #include "data/pipeline.h"
 #include "data/shard_index.h"
+#include "tests/data/data_fixtures.h"
 
 namespace fs = std::filesystem;
 

@@ -8,10 +8,10 @@
 #include <fstream>
 #include <set>
 
-#include "tests/data/data_fixtures.h"
 #include "data/epoch_order.h"
 #include "data/make_shards.h"
 #include "data/pipeline.h"
+#include "tests/data/data_fixtures.h"
 
 namespace fs = std::filesystem;
 

@@ -7,10 +7,10 @@
 #include <map>
 #include <set>
 
-#include "tests/data/data_fixtures.h"
 #include "data/make_shards.h"
 #include "data/shard_index.h"
 #include "data/tar_io.h"
+#include "tests/data/data_fixtures.h"
 
 namespace fs = std::filesystem;
 

@@ -9,9 +9,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "tests/data/data_fixtures.h"
 #include "data/image_codec.h"
 #include "data/transform.h"
+#include "tests/data/data_fixtures.h"
 
 namespace cnx::data {
 namespace {

@@ -23,8 +23,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -257,22 +257,23 @@ TEST(MetricsE2E, PrometheusScrapesWorkersAndCoordinator) {
         60.0, {&coordinator, &workers});
     ASSERT_FALSE(body.empty()) << "rank " << local_rank << " /metrics never showed cnx_worker_loss{" << rank_label
                                << "}\nworkers:\n"
-                               << workers.log_tail() << "\ncoordinator:\n" << coordinator.log_tail();
+                               << workers.log_tail() << "\ncoordinator:\n"
+                               << coordinator.log_tail();
     const auto check = promtool_check_metrics(body);
     EXPECT_EQ(check.exit_code, 0) << "promtool on rank " << local_rank << ":\n" << check.output;
     EXPECT_EQ(http_get("127.0.0.1", worker_port + local_rank, "/healthz").status, 200);
   }
 
   // Once both ranks registered, the coordinator reports them alive.
-  const std::string coord_alive = scrape_when(
-      coord_metrics_port,
-      [](const std::string& b) {
-        return b.find("\ncnx_coordinator_workers_alive{job=\"metrics-e2e\"} 2\n") != std::string::npos;
-      },
-      30.0, {&coordinator, &workers});
-  ASSERT_FALSE(coord_alive.empty())
-      << "coordinator never reported 2 workers alive:\n" << coordinator.log_tail() << "\nworkers:\n"
-      << workers.log_tail();
+  const std::string coord_alive =
+      scrape_when(coord_metrics_port,
+                  [](const std::string& b) {
+                    return b.find("\ncnx_coordinator_workers_alive{job=\"metrics-e2e\"} 2\n") != std::string::npos;
+                  },
+                  30.0, {&coordinator, &workers});
+  ASSERT_FALSE(coord_alive.empty()) << "coordinator never reported 2 workers alive:\n"
+                                    << coordinator.log_tail() << "\nworkers:\n"
+                                    << workers.log_tail();
   const auto coord_check = promtool_check_metrics(coord_alive);
   EXPECT_EQ(coord_check.exit_code, 0) << "promtool on the coordinator:\n" << coord_check.output;
 

@@ -25,7 +25,12 @@ TEST(MetricsServerWithTorch, StartsAndServesMetrics) {
 
   const at::Tensor t = at::arange(4, at::kFloat).sum();
   auto registry = std::make_shared<Registry>();
-  BuildGauge().Name("cnx_test_tensor_total_value").Help("Sum of arange(4) computed by LibTorch.").Register(*registry).Add({}).Set(t.item<float>());
+  BuildGauge()
+      .Name("cnx_test_tensor_total_value")
+      .Help("Sum of arange(4) computed by LibTorch.")
+      .Register(*registry)
+      .Add({})
+      .Set(t.item<float>());
 
   MetricsServer server("127.0.0.1", 0, 4);
   ASSERT_GT(server.port(), 0);
@@ -33,8 +38,10 @@ TEST(MetricsServerWithTorch, StartsAndServesMetrics) {
   for (int i = 0; i < 3; ++i) {
     const auto r = cnx::testing::http_get("127.0.0.1", server.port(), "/metrics");
     ASSERT_EQ(r.status, 200);
-    EXPECT_EQ(r.body, "# HELP cnx_test_tensor_total_value Sum of arange(4) computed by LibTorch.\n# TYPE cnx_test_tensor_total_value gauge\n"
-                      "cnx_test_tensor_total_value 6\n");
+    EXPECT_EQ(r.body,
+              "# HELP cnx_test_tensor_total_value Sum of arange(4) computed by LibTorch.\n# TYPE "
+              "cnx_test_tensor_total_value gauge\n"
+              "cnx_test_tensor_total_value 6\n");
     const auto check = cnx::testing::promtool_check_metrics(r.body);
     EXPECT_EQ(check.exit_code, 0) << check.output;
   }

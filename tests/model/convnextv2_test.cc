@@ -21,13 +21,13 @@ using testing::fixture_path;
 
 struct TableRow {
   const char* name;
-  double params_m;   // millions, as in the table of docs/model.md
-  int digits;        // decimals shown
+  double params_m;  // millions, as in the table of docs/model.md
+  int digits;       // decimals shown
   double gflops;
 };
 
 const TableRow kTable[] = {
-    {"atto", 3.7, 1, 0.55},  {"femto", 5.2, 1, 0.78}, {"pico", 9.1, 1, 1.37}, {"nano", 15.6, 1, 2.45},
+    {"atto", 3.7, 1, 0.55},  {"femto", 5.2, 1, 0.78}, {"pico", 9.1, 1, 1.37},  {"nano", 15.6, 1, 2.45},
     {"tiny", 28.6, 1, 4.47}, {"base", 89, 0, 15.4},   {"large", 198, 0, 34.4}, {"huge", 660, 0, 115},
 };
 

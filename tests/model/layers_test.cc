@@ -76,7 +76,8 @@ TEST(GRN, GradientMatchesFiniteDifferences) {
     auto xp = x.detach().clone(), xm = x.detach().clone();
     xp.view(-1)[i] += h;
     xm.view(-1)[i] -= h;
-    const double fd = ((grn->forward(xp) * w).sum().item<double>() - (grn->forward(xm) * w).sum().item<double>()) / (2 * h);
+    const double fd =
+        ((grn->forward(xp) * w).sum().item<double>() - (grn->forward(xm) * w).sum().item<double>()) / (2 * h);
     EXPECT_NEAR(grad.view(-1)[i].item<double>(), fd, 1e-6) << "element " << i;
   }
 }

@@ -102,11 +102,12 @@ std::vector<BadCase> bad_cases() {
       {"data offsets past the data (truncated file)",
        make_file(one(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8]})"), "1234"), "out of range"},
       {"overlapping tensors",
-       make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
-                 f32x2),
+       make_file(
+           R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+           f32x2),
        "overlaps"},
-      {"gap between tensors",
-       make_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", f32x2), "gap of 4 bytes"},
+      {"gap between tensors", make_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", f32x2),
+       "gap of 4 bytes"},
       {"trailing bytes", make_file(one(R"({"dtype":"F32","shape":[1],"data_offsets":[0,4]})"), f32x2),
        "4 bytes after the last tensor"},
       {"size does not match shape", make_file(one(R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})"), f32x2),
@@ -114,8 +115,9 @@ std::vector<BadCase> bad_cases() {
       {"unsupported dtype", make_file(one(R"({"dtype":"F8_E4M3","shape":[8],"data_offsets":[0,8]})"), f32x2),
        "unsupported dtype 'F8_E4M3'"},
       {"duplicate key",
-       make_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
-                 f32x2),
+       make_file(
+           R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+           f32x2),
        "duplicate key 'a'"},
       {"duplicate field", make_file(one(R"({"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]})"), f32x2),
        "duplicate key 'dtype'"},
@@ -127,16 +129,15 @@ std::vector<BadCase> bad_cases() {
        make_file(one(R"({"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]})"), f32x2),
        "overflows"},
       {"zero-size tensor with overflowing dims",
-       make_file(one(R"({"dtype":"F32","shape":[0,4294967296,4294967296],"data_offsets":[0,0]})"), ""),
-       "overflows"},
-      {"end before begin", make_file(one(R"({"dtype":"F32","shape":[0],"data_offsets":[8,0]})"), f32x2),
-       "end < begin"},
+       make_file(one(R"({"dtype":"F32","shape":[0,4294967296,4294967296],"data_offsets":[0,0]})"), ""), "overflows"},
+      {"end before begin", make_file(one(R"({"dtype":"F32","shape":[0],"data_offsets":[8,0]})"), f32x2), "end < begin"},
       {"unknown field", make_file(one(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1})"), f32x2),
        "unknown field 'x'"},
       {"missing field", make_file(one(R"({"dtype":"F32","shape":[2]})"), f32x2), "needs dtype, shape and data_offsets"},
       {"deep nesting", make_file("{\"a\":" + deep, ""), "nests deeper"},
       {"metadata not strings", make_file(R"({"__metadata__":{"a":1}})", ""), "__metadata__['a'] must be a string"},
-      {"bool byte not 0/1", make_file(one(R"({"dtype":"BOOL","shape":[2],"data_offsets":[0,2]})"), std::string("\x01\x02", 2)),
+      {"bool byte not 0/1",
+       make_file(one(R"({"dtype":"BOOL","shape":[2],"data_offsets":[0,2]})"), std::string("\x01\x02", 2)),
        "is not 0/1"},
       {"empty name", make_file(R"({"":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", f32x2), "empty tensor name"},
   };
@@ -161,8 +162,8 @@ TEST(Safetensors, HundredThousandEmptyEntriesParseAndDuplicatesAreFound) {
   ASSERT_EQ(d.tensors.size(), static_cast<size_t>(kEntries));
   EXPECT_EQ(d.tensors.front().second.numel(), 0);
 
-  const std::string dup = make_file(
-      many_empty_entries(kEntries, R"(,"t7":{"dtype":"F32","shape":[0],"data_offsets":[0,0]})"), "");
+  const std::string dup =
+      make_file(many_empty_entries(kEntries, R"(,"t7":{"dtype":"F32","shape":[0],"data_offsets":[0,0]})"), "");
   EXPECT_NE(error_of(dup).find("duplicate key 't7'"), std::string::npos) << error_of(dup);
 }
 
@@ -171,7 +172,8 @@ TEST(Safetensors, RejectsCorruptFilesWithClearMessages) {
     const std::string err = error_of(c.bytes);
     EXPECT_NE(err, "<no error>") << c.what;
     EXPECT_NE(err.find("test.safetensors"), std::string::npos) << c.what << ": " << err;
-    EXPECT_NE(err.find(c.message), std::string::npos) << c.what << ": got '" << err << "', expected '" << c.message << "'";
+    EXPECT_NE(err.find(c.message), std::string::npos)
+        << c.what << ": got '" << err << "', expected '" << c.message << "'";
   }
 }
 
@@ -212,12 +214,34 @@ TEST(Safetensors, TruncatingAValidFileAnywhereIsRejected) {
 // with -DCNX_ASAN=ON this also runs under AddressSanitizer.
 TEST(Safetensors, FuzzedHeadersNeverCrash) {
   std::mt19937_64 rng(20231127);
-  const std::string base = serialize_safetensors(
-      {{"a", at::randn({3, 2})}, {"b", at::ones({2}, at::kHalf)}, {"c", at::zeros({0})}, {"d", at::arange(3, at::kLong)}},
-      {{"format", "pt"}});
-  const char* tokens[] = {"{", "}", "[", "]", ",", ":", "\"", "\"dtype\"", "\"F32\"", "\"BOOL\"", "\"shape\"",
-                          "\"data_offsets\"", "0", "4", "18446744073709551615", "-1", "1e9", "null", "true",
-                          "\"__metadata__\"", "\\u0000", "\xff", " "};
+  const std::string base = serialize_safetensors({{"a", at::randn({3, 2})},
+                                                  {"b", at::ones({2}, at::kHalf)},
+                                                  {"c", at::zeros({0})},
+                                                  {"d", at::arange(3, at::kLong)}},
+                                                 {{"format", "pt"}});
+  const char* tokens[] = {"{",
+                          "}",
+                          "[",
+                          "]",
+                          ",",
+                          ":",
+                          "\"",
+                          "\"dtype\"",
+                          "\"F32\"",
+                          "\"BOOL\"",
+                          "\"shape\"",
+                          "\"data_offsets\"",
+                          "0",
+                          "4",
+                          "18446744073709551615",
+                          "-1",
+                          "1e9",
+                          "null",
+                          "true",
+                          "\"__metadata__\"",
+                          "\\u0000",
+                          "\xff",
+                          " "};
   int parsed = 0, rejected = 0;
   for (int iter = 0; iter < 4000; ++iter) {
     std::string bytes = base;

@@ -25,7 +25,9 @@ ConvNeXtV2Options custom_options(int64_t classes = 10) {
   return o;
 }
 
-NamedTensors fixture_tensors() { return read_safetensors(fixture_path("custom_ref.safetensors")).tensors; }
+NamedTensors fixture_tensors() {
+  return read_safetensors(fixture_path("custom_ref.safetensors")).tensors;
+}
 
 void expect_same_params(ConvNeXtV2Impl& a, ConvNeXtV2Impl& b) {
   auto pa = a.named_parameters();
@@ -43,7 +45,9 @@ std::string load_error(ConvNeXtV2Impl& model, const NamedTensors& t, const LoadO
   return "<no error>";
 }
 
-bool has(const std::string& s, const std::string& sub) { return s.find(sub) != std::string::npos; }
+bool has(const std::string& s, const std::string& sub) {
+  return s.find(sub) != std::string::npos;
+}
 
 TEST(Naming, TranslatesBothWaysForEveryParameter) {
   ConvNeXtV2 model(variant_options("atto"));
@@ -124,8 +128,8 @@ TEST(Weights, PtFileIsReadByPythonTorchLoad) {
   TempDir dir;
   save_weights(*model, dir.file("w.pt"));
   save_weights(*model, dir.file("w.safetensors"));
-  const std::string cmd = std::string(py) + " " + fixture_path("check_pt.py") + " " + dir.file("w.pt") + " " +
-                          dir.file("w.safetensors");
+  const std::string cmd =
+      std::string(py) + " " + fixture_path("check_pt.py") + " " + dir.file("w.pt") + " " + dir.file("w.safetensors");
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   // Nested as the reference's checkpoints: torch.load(path)["model"].
   save_weights(*model, dir.file("nested.pt"), Naming::kReference, {}, "model");
@@ -141,12 +145,12 @@ TEST(Weights, StrictLoadListsMissingUnexpectedAndWrongShapeTogether) {
   auto t = fixture_tensors();
   NamedTensors edited;
   for (auto& [n, v] : t) {
-    if (n == "stages.2.1.grn.beta") continue;  // missing
+    if (n == "stages.2.1.grn.beta") continue;                    // missing
     if (n == "stages.0.0.dwconv.weight") v = v.narrow(2, 0, 5);  // wrong shape
     edited.emplace_back(n, v);
   }
   edited.emplace_back("stages.9.0.norm.weight", torch::zeros({4}));  // unexpected
-  edited.emplace_back("extra_thing", torch::zeros({4}));            // unexpected
+  edited.emplace_back("extra_thing", torch::zeros({4}));             // unexpected
   ConvNeXtV2 model(custom_options());
   auto before = export_state_dict(*model);
   const std::string err = load_error(*model, edited);
@@ -206,8 +210,9 @@ TEST(Weights, EncoderOnlyFileUnderPrefixNeedsExplicitPermission) {
   EXPECT_EQ(report.left_at_init.size(), 4u);
   EXPECT_EQ(report.ignored.size(), 2u);
   EXPECT_TRUE(torch::equal(model->head()->weight, head_before));
-  EXPECT_TRUE(torch::equal(model->block(2, 1)->grn->gamma.flatten(),
-                           read_safetensors(fixture_path("custom_ref.safetensors")).at("stages.2.1.grn.gamma").flatten()));
+  EXPECT_TRUE(
+      torch::equal(model->block(2, 1)->grn->gamma.flatten(),
+                   read_safetensors(fixture_path("custom_ref.safetensors")).at("stages.2.1.grn.gamma").flatten()));
 }
 
 TEST(Weights, TimmNamesInErrorsAndWrongDtype) {

@@ -313,10 +313,10 @@ TEST_P(GenericVsKernels, DepthwiseConvC40) {
   mask[2].fill_(1);  // an empty sample
   auto lay = layout_from_patch_mask(mask, 3, 4, 4);
   auto map = neighbour_map(lay, 7);
-  expect_generic_matches_kernels([&](std::vector<at::Tensor>& in) { return sparse_depthwise_conv(in[0], map, in[1], in[2]); },
-                                 {seeded_randn({lay.num_sites, 40}, 1, dt), seeded_randn({40, 1, 7, 7}, 2, dt),
-                                  seeded_randn({40}, 3, dt)},
-                                 "dwconv");
+  expect_generic_matches_kernels(
+      [&](std::vector<at::Tensor>& in) { return sparse_depthwise_conv(in[0], map, in[1], in[2]); },
+      {seeded_randn({lay.num_sites, 40}, 1, dt), seeded_randn({40, 1, 7, 7}, 2, dt), seeded_randn({40}, 3, dt)},
+      "dwconv");
 }
 
 TEST_P(GenericVsKernels, Grn) {
@@ -326,7 +326,8 @@ TEST_P(GenericVsKernels, Grn) {
   auto lay = layout_from_patch_mask(mask, 2, 3, 4);
   expect_generic_matches_kernels(
       [&](std::vector<at::Tensor>& in) { return sparse_grn(in[0], lay.offsets, in[1], in[2]); },
-      {seeded_randn({lay.num_sites, 24}, 4, dt), seeded_randn({1, 1, 1, 24}, 5, dt), seeded_randn({1, 1, 1, 24}, 6, dt)},
+      {seeded_randn({lay.num_sites, 24}, 4, dt), seeded_randn({1, 1, 1, 24}, 5, dt),
+       seeded_randn({1, 1, 1, 24}, 6, dt)},
       "grn");
 }
 
@@ -464,8 +465,8 @@ TEST(SparseOps, ReducedPrecisionActivationsWithFloatParameters) {
     auto got = run(act);
     const double tol = 4e-2;
     for (size_t q = 0; q < ref.size(); ++q) {
-      CNX_EXPECT_CLOSE(got[q], ref[q], tol, std::string(q == 0 ? "output" : "gradient ") + std::to_string(q) + " " +
-                                                c10::toString(act));
+      CNX_EXPECT_CLOSE(got[q], ref[q], tol,
+                       std::string(q == 0 ? "output" : "gradient ") + std::to_string(q) + " " + c10::toString(act));
     }
   }
 }

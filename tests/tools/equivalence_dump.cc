@@ -37,13 +37,13 @@
 #include <nlohmann/json.hpp>
 
 #include "comm/communicator.h"
+#include "data/image_codec.h"
 #include "model/convnextv2.h"
 #include "tests/tools/tools_test_util.h"
 #include "tools/eval/eval_job.h"
 #include "tools/eval/finetune.h"
 #include "tools/eval/labelled_data.h"
 #include "tools/eval/linear_probe.h"
-#include "data/image_codec.h"
 
 namespace {
 

@@ -166,7 +166,8 @@ model::NamedTensors crafted_encoder(const std::vector<int64_t>& d, const model::
   model::NamedTensors s;
   s.emplace_back("downsample_layers.0.0.weight", at::zeros({d[0], 3, 4, 4}, at::kByte));
   for (int i = 1; i < 4; ++i)
-    s.emplace_back("downsample_layers." + std::to_string(i) + ".1.weight", at::zeros({d[i], d[i - 1], 2, 2}, at::kByte));
+    s.emplace_back("downsample_layers." + std::to_string(i) + ".1.weight",
+                   at::zeros({d[i], d[i - 1], 2, 2}, at::kByte));
   for (int i = 0; i < 4; ++i) s.emplace_back("stages." + std::to_string(i) + ".0.dwconv.weight", at::zeros({0}));
   s.insert(s.end(), extra.begin(), extra.end());
   return s;

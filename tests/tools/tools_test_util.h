@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "model/fcmae.h"
-#include "data/image_codec.h"
 #include "common/rng.h"
+#include "data/image_codec.h"
 #include "data/shard_index.h"
 #include "data/tar_io.h"
+#include "model/fcmae.h"
 
 namespace cnx::tools::testing {
 

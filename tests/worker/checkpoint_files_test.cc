@@ -87,9 +87,10 @@ TEST_F(CheckpointFilesTest, CorruptionIsDetectedAndNamed) {
   EXPECT_THROW(verify_checkpoint(dir, {}, nullptr), CheckpointError);
   // A manifest that is not JSON, or lacks fields.
   EXPECT_THROW(manifest_from_json("{", "m", nullptr), CheckpointError);
-  EXPECT_THROW(manifest_from_json(R"({"format":"cnx-checkpoint-v1","step":1,"files":{"../x":{"sha256":"a","bytes":1}}})",
-                                  "m", nullptr),
-               CheckpointError);
+  EXPECT_THROW(
+      manifest_from_json(R"({"format":"cnx-checkpoint-v1","step":1,"files":{"../x":{"sha256":"a","bytes":1}}})", "m",
+                         nullptr),
+      CheckpointError);
 }
 
 TEST_F(CheckpointFilesTest, LatestPointingNowhereIsAClearError) {

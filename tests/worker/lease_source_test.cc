@@ -13,9 +13,9 @@
 #include <set>
 
 #include "coordinator/scheduler.h"
-#include "tests/data/data_fixtures.h"
 #include "data/make_shards.h"
 #include "data/shard_index.h"
+#include "tests/data/data_fixtures.h"
 #include "worker/lease_source.h"
 
 namespace fs = std::filesystem;

@@ -30,11 +30,11 @@ TEST(LrSchedule, WarmupIsLinearPerIterationThenHalfCosine) {
   LrSchedule s(o);
   EXPECT_EQ(s.total_steps(), 1000);
   EXPECT_DOUBLE_EQ(s.lr_at(0), 0.0);
-  EXPECT_DOUBLE_EQ(s.lr_at(1), 1.0 / 200);     // per iteration, not per epoch
+  EXPECT_DOUBLE_EQ(s.lr_at(1), 1.0 / 200);  // per iteration, not per epoch
   EXPECT_DOUBLE_EQ(s.lr_at(50), 0.25);
   EXPECT_DOUBLE_EQ(s.lr_at(199), 199.0 / 200);
-  EXPECT_DOUBLE_EQ(s.lr_at(200), 1.0);          // end of warmup = peak
-  EXPECT_NEAR(s.lr_at(600), 0.55, 1e-12);       // half of the cosine: (peak + min) / 2
+  EXPECT_DOUBLE_EQ(s.lr_at(200), 1.0);     // end of warmup = peak
+  EXPECT_NEAR(s.lr_at(600), 0.55, 1e-12);  // half of the cosine: (peak + min) / 2
   // A quarter into the cosine: min + (peak-min) * 0.5 * (1 + cos(pi/4)).
   EXPECT_NEAR(s.lr_at(400), 0.1 + 0.9 * 0.5 * (1 + std::sqrt(0.5)), 1e-12);
   EXPECT_NEAR(s.lr_at(999), 0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * 799.0 / 800.0)), 1e-12);

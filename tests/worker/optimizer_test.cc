@@ -95,8 +95,8 @@ TEST(AdamW, StateDictRoundTripAndStrictLoad) {
 
   // Missing, unexpected and wrong-shape entries are all listed.
   NamedTensors bad = sd;
-  bad.erase(bad.begin());                                    // missing exp_avg/w
-  bad.emplace_back("exp_avg/nope", torch::zeros({1}));       // unexpected
+  bad.erase(bad.begin());                               // missing exp_avg/w
+  bad.emplace_back("exp_avg/nope", torch::zeros({1}));  // unexpected
   for (auto& [k, t] : bad)
     if (k == "exp_avg_sq/grn.gamma") t = torch::zeros({3});  // wrong shape
   try {

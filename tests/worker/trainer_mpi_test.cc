@@ -40,7 +40,8 @@ model: {name: custom, depths: [1, 1, 1, 1], dims: [8, 16, 32, 64], decoder_dim: 
 mask: {ratio: 0.5}
 optimizer: {blr: 1.0e-2, weight_decay: 0.05}
 schedule: {epochs: 4, warmup_epochs: 1, log_every: 100000}
-data: {input_size: 64, batch_size: )" + std::to_string(batch) + R"(}
+data: {input_size: 64, batch_size: )" +
+                           std::to_string(batch) + R"(}
 distributed: {bucket_cap_mb: 0.05, first_bucket_mb: 0.01}
 checkpoint: {every_steps: 0, keep: 5}
 )" + extra;
@@ -126,7 +127,7 @@ TEST(TrainerMpi, TwoRanksEqualOneRankWithDoubleBatch) {
     const double ref = g1.norm().item<double>();
     const double diff = (g2 - g1).norm().item<double>();
     EXPECT_LE(diff, 1e-5 * ref + 1e-12) << "rank " << comm.rank() << " '" << p1[i].first << "': |g2-g1| " << diff
-                                         << " vs |g1| " << ref;
+                                        << " vs |g1| " << ref;
     ++checked;
   }
   EXPECT_GT(checked, 20);
@@ -189,9 +190,13 @@ void expect_resume_is_bit_identical(bool async) {
   if (comm.rank() == 0) fs::remove_all(root);
 }
 
-TEST(TrainerMpi, ResumeIsBitIdenticalToAnUninterruptedRun) { expect_resume_is_bit_identical(/*async=*/true); }
+TEST(TrainerMpi, ResumeIsBitIdenticalToAnUninterruptedRun) {
+  expect_resume_is_bit_identical(/*async=*/true);
+}
 
-TEST(TrainerMpi, ResumeFromSynchronousCheckpointIsBitIdentical) { expect_resume_is_bit_identical(/*async=*/false); }
+TEST(TrainerMpi, ResumeFromSynchronousCheckpointIsBitIdentical) {
+  expect_resume_is_bit_identical(/*async=*/false);
+}
 
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream in(path);
@@ -227,7 +232,7 @@ TEST(TrainerMpi, SampleLogListsTheBatchesOfEveryStepAndResumeAppends) {
   {
     auto first = make();
     for (int i = 0; i < 3; ++i) first->step();  // checkpoint at step 2; step 3 is lost
-    first->wait_for_checkpoint();                // step 2's background write is committed
+    first->wait_for_checkpoint();               // step 2's background write is committed
   }
   auto second = make();
   EXPECT_EQ(second->resume("auto"), root + "/ckpt/" + checkpoint_name(2));

@@ -25,7 +25,8 @@ data::Image finetune_curves(const EvalSummary& s) {
   std::vector<double> epoch_end, epoch_loss = s.epoch_loss;
   const double per_epoch = s.epoch_loss.empty() ? 0.0 : static_cast<double>(steps.size()) / s.epoch_loss.size();
   for (size_t i = 0; i < s.epoch_loss.size(); ++i) epoch_end.push_back(per_epoch * static_cast<double>(i + 1));
-  viz::Chart loss{"training loss", "step",
+  viz::Chart loss{"training loss",
+                  "step",
                   {viz::Series{"per step", steps, s.step_loss, {214, 39, 40}},
                    viz::Series{"epoch mean", epoch_end, epoch_loss, {40, 40, 40}, true}}};
   viz::Chart lr{"learning rate", "step", {viz::Series{"", steps, s.step_lr, {31, 119, 180}}}, true};
@@ -80,8 +81,12 @@ int eval_main(int argc, char** argv, EvalMode mode) {
                  "image)")
       ->check(CLI::Range(1e-3, 1.0))
       ->capture_default_str();
-  app.add_option("--mean", mean, "normalisation mean per channel (as in pretraining)")->expected(3)->capture_default_str();
-  app.add_option("--std", stdv, "normalisation std per channel (as in pretraining)")->expected(3)->capture_default_str();
+  app.add_option("--mean", mean, "normalisation mean per channel (as in pretraining)")
+      ->expected(3)
+      ->capture_default_str();
+  app.add_option("--std", stdv, "normalisation std per channel (as in pretraining)")
+      ->expected(3)
+      ->capture_default_str();
   app.add_option("--batch-size", o.batch_size, probe ? "feature-extraction batch" : "batch per rank")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -13,8 +13,8 @@
 #include "comm/grad_sync.h"
 #include "common/check.h"
 #include "common/logging.h"
-#include "tools/eval/layer_decay.h"
 #include "common/rng.h"
+#include "tools/eval/layer_decay.h"
 #include "worker/lr_schedule.h"
 #include "worker/optimizer.h"
 
@@ -148,8 +148,8 @@ FinetuneResult finetune(model::ConvNeXtV2Impl& net, const LabelledSet& train, co
     r.epoch_loss.push_back(loss_sum / static_cast<double>(steps_per_epoch));
     if (holdout) {
       int64_t failed_holdout = 0;
-      r.epoch_holdout.push_back(evaluate_top1(net, *holdout, o.eval_transform, o.eval_batch_size, comm,
-                                              &r.n_holdout, &failed_holdout));
+      r.epoch_holdout.push_back(
+          evaluate_top1(net, *holdout, o.eval_transform, o.eval_batch_size, comm, &r.n_holdout, &failed_holdout));
     }
     r.epoch_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     if (rank == 0) {

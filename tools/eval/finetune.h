@@ -38,10 +38,10 @@ namespace cnx::eval {
 // What one training step did, as on_step sees it.
 struct StepRecord {
   int64_t epoch = 0;
-  int64_t step = 0;         // global step, from 0
-  double lr = 0;            // lr of this step (each layer group uses lr * its scale)
-  double loss = 0;          // this rank's batch loss
-  double mean_loss = 0;     // averaged over ranks
+  int64_t step = 0;                     // global step, from 0
+  double lr = 0;                        // lr of this step (each layer group uses lr * its scale)
+  double loss = 0;                      // this rank's batch loss
+  double mean_loss = 0;                 // averaged over ranks
   const DecodedBatch* batch = nullptr;  // this rank's decoded batch (valid during the call)
 };
 
@@ -89,7 +89,6 @@ double evaluate_top1(model::ConvNeXtV2Impl& net, const LabelledSet& test, const 
 
 // `holdout` may be nullptr (no per-epoch held-out evaluation).
 FinetuneResult finetune(model::ConvNeXtV2Impl& net, const LabelledSet& train, const LabelledSet& test,
-                        const FinetuneOptions& options, comm::Communicator* comm,
-                        const LabelledSet* holdout = nullptr);
+                        const FinetuneOptions& options, comm::Communicator* comm, const LabelledSet* holdout = nullptr);
 
 }  // namespace cnx::eval

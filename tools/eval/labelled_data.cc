@@ -16,7 +16,6 @@ namespace cnx::eval {
 
 namespace fs = std::filesystem;
 
-
 LabelledSet read_labelled_shards(const ReadOptions& o) {
   if (o.world < 1 || o.rank < 0 || o.rank >= o.world)
     throw data::DataError("read_labelled_shards: rank " + std::to_string(o.rank) + " of world " +
@@ -87,8 +86,8 @@ DecodedBatch decode_samples(const LabelledSet& set, const std::vector<int64_t>& 
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const EncodedSample& s = set.samples.at(indices[i]);
-      results[i] = data::decode_and_transform(s.bytes.data(), s.bytes.size(), s.format,
-                                              sample_rng(seed, epoch, s.key), transform);
+      results[i] = data::decode_and_transform(s.bytes.data(), s.bytes.size(), s.format, sample_rng(seed, epoch, s.key),
+                                              transform);
     }
   });
   DecodedBatch out;

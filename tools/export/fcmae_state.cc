@@ -147,8 +147,8 @@ model::ConvNeXtV2Options infer_encoder_options(const NamedTensors& state, const 
     o.dims.push_back(w.size(0));
   }
   for (int s = 0; s < 4; ++s) {
-    const int64_t depth = count_blocks(m, prefix + "stages." + std::to_string(s) + ".", ".dwconv.weight",
-                                       kMaxFileDepth, "blocks in stage " + std::to_string(s), source);
+    const int64_t depth = count_blocks(m, prefix + "stages." + std::to_string(s) + ".", ".dwconv.weight", kMaxFileDepth,
+                                       "blocks in stage " + std::to_string(s), source);
     if (depth == 0)
       throw WeightsError("'" + source + "' has no block in stage " + std::to_string(s) + " (no '" + prefix + "stages." +
                          std::to_string(s) + ".0.dwconv.weight')");

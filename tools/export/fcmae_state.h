@@ -47,9 +47,9 @@ std::string encoder_prefix(const model::NamedTensors& state);
 // values as the inferred model has parameters, inference throws WeightsError
 // before any model is built, so a small crafted file cannot make a loader
 // allocate gigabytes or thousands of blocks.
-constexpr int64_t kMaxFileDim = 4096;      // stage widths and decoder width
-constexpr int64_t kMaxFileDepth = 64;      // blocks per stage, decoder blocks
-constexpr int64_t kMaxFileInChans = 64;    // as model.in_chans in the config
+constexpr int64_t kMaxFileDim = 4096;    // stage widths and decoder width
+constexpr int64_t kMaxFileDepth = 64;    // blocks per stage, decoder blocks
+constexpr int64_t kMaxFileInChans = 64;  // as model.in_chans in the config
 
 // Parameters of the dense encoder `options` describes, without head and final
 // norm (what an encoder-only file must hold at least).

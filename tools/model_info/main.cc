@@ -33,8 +33,7 @@ std::string join(const std::vector<int64_t>& v) {
 void print_row(const std::string& name, const ConvNeXtV2Options& o, int64_t size, bool instantiate) {
   const auto c = cnx::model::complexity(o, size, size);
   std::printf("%-8s %-12s %-22s %12lld %9.2f %10.3f\n", name.c_str(), join(o.depths).c_str(), join(o.dims).c_str(),
-              static_cast<long long>(c.params), static_cast<double>(c.params) / 1e6,
-              static_cast<double>(c.macs) / 1e9);
+              static_cast<long long>(c.params), static_cast<double>(c.params) / 1e6, static_cast<double>(c.macs) / 1e9);
   if (instantiate) {
     cnx::model::ConvNeXtV2 model(o);
     const int64_t n = cnx::model::count_parameters(*model);
@@ -55,8 +54,12 @@ int main(int argc, char** argv) {
   bool all = false, instantiate = false;
   std::vector<int64_t> depths, dims;
   app.add_option("--model", model, "variant: atto femto pico nano tiny base large huge")->capture_default_str();
-  app.add_option("--size", size, "input height and width in pixels")->capture_default_str()->check(CLI::Range(32, 1 << 16));
-  app.add_option("--num-classes", num_classes, "classifier outputs (0: no head)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--size", size, "input height and width in pixels")
+      ->capture_default_str()
+      ->check(CLI::Range(32, 1 << 16));
+  app.add_option("--num-classes", num_classes, "classifier outputs (0: no head)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--in-chans", in_chans, "input channels")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--depths", depths, "custom: 4 comma-separated block counts")->delimiter(',')->expected(4);
   app.add_option("--dims", dims, "custom: 4 comma-separated channel counts")->delimiter(',')->expected(4);

@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "tools/visualize/font.h"
 #include "data/image_codec.h"
+#include "tools/visualize/font.h"
 
 namespace cnx::viz {
 

@@ -23,8 +23,8 @@
 #include <string>
 #include <vector>
 
-#include "model/fcmae.h"
 #include "data/image_codec.h"
+#include "model/fcmae.h"
 
 namespace cnx::viz {
 
