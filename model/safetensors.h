@@ -21,15 +21,9 @@
 #include <utility>
 #include <vector>
 
+#include "model/tensor_file.h"
+
 namespace cnx::model {
-
-// Expected failure of a weights file (bad bytes, wrong names or shapes).
-class WeightsError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 struct SafetensorsEntry {
   std::string name;

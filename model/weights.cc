@@ -1,7 +1,6 @@
 #include "model/weights.h"
 
 #include <ATen/ATen.h>
-#include <torch/serialize.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -69,12 +68,6 @@ bool is_head_name(const std::string& ref) {
 }
 bool is_final_norm_name(const std::string& ref) {
   return starts_with(ref, "norm.");
-}
-
-std::vector<char> read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw WeightsError("cannot open '" + path + "' for reading");
-  return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -284,65 +277,7 @@ NamedTensors export_state_dict(const ConvNeXtV2Impl& model, Naming naming) {
   return out;
 }
 
-void save_pt(const std::string& path, const NamedTensors& tensors, const std::string& pt_key) {
-  c10::Dict<std::string, at::Tensor> dict;
-  for (const auto& [name, t] : tensors) {
-    if (dict.contains(name)) throw WeightsError("save_pt: duplicate tensor name '" + name + "'");
-    dict.insert(name, t.detach().to(at::kCPU).contiguous());
-  }
-  c10::IValue value(dict);
-  if (!pt_key.empty()) {
-    c10::impl::GenericDict outer(c10::StringType::get(),
-                                 c10::DictType::create(c10::StringType::get(), c10::TensorType::get()));
-    outer.insert(pt_key, value);
-    value = c10::IValue(outer);
-  }
-  const std::vector<char> bytes = torch::pickle_save(value);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw WeightsError("save_pt: cannot open '" + tmp + "' for writing");
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) throw WeightsError("save_pt: write to '" + tmp + "' failed");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) throw WeightsError("save_pt: cannot rename '" + tmp + "' to '" + path + "': " + ec.message());
-}
-
-NamedTensors read_pt(const std::string& path) {
-  const std::vector<char> bytes = read_all(path);
-  c10::IValue value;
-  try {
-    value = torch::pickle_load(bytes);
-  } catch (const std::exception& e) {
-    throw WeightsError("'" + path + "' is not a .pt written by torch::pickle_save (" +
-                       std::string(e.what()).substr(0, 200) +
-                       "); Python torch.save files are not supported: convert them to safetensors");
-  }
-  if (!value.isGenericDict()) {
-    throw WeightsError("'" + path + "' does not hold a dict of tensors (got " + value.tagKind() +
-                       "); convert Python checkpoints to safetensors");
-  }
-  // {"model": {name: tensor}} as the reference's checkpoints nest it.
-  for (const auto& entry : value.toGenericDict()) {
-    if (entry.key().isString() && entry.key().toStringRef() == "model" && entry.value().isGenericDict()) {
-      value = entry.value();
-      break;
-    }
-  }
-  NamedTensors out;
-  for (const auto& entry : value.toGenericDict()) {
-    if (!entry.key().isString() || !entry.value().isTensor()) {
-      throw WeightsError("'" + path + "' holds a dict that is not str -> Tensor");
-    }
-    out.emplace_back(entry.key().toStringRef(), entry.value().toTensor());
-  }
-  return out;
-}
-
-LoadReport load_weights(ConvNeXtV2Impl& model, const std::string& path, const LoadOptions& options) {
+NamedTensors read_tensor_file(const std::string& path) {
   char magic[4] = {0, 0, 0, 0};
   {
     std::ifstream in(path, std::ios::binary);
@@ -352,8 +287,11 @@ LoadReport load_weights(ConvNeXtV2Impl& model, const std::string& path, const Lo
   // torch::pickle_save writes a zip archive ("PK\3\4"); anything else is
   // parsed (and validated) as safetensors.
   const bool is_zip = magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
-  const NamedTensors tensors = is_zip ? read_pt(path) : read_safetensors(path).tensors;
-  return load_state_dict(model, tensors, options, path);
+  return is_zip ? read_pt(path) : read_safetensors(path).tensors;
+}
+
+LoadReport load_weights(ConvNeXtV2Impl& model, const std::string& path, const LoadOptions& options) {
+  return load_state_dict(model, read_tensor_file(path), options, path);
 }
 
 void save_weights(const ConvNeXtV2Impl& model, const std::string& path, Naming naming,

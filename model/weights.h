@@ -18,6 +18,7 @@
 
 #include "model/convnextv2.h"
 #include "model/safetensors.h"
+#include "model/tensor_file.h"  // save_pt, read_pt
 
 namespace cnx::model {
 
@@ -61,8 +62,11 @@ struct LoadReport {
 LoadReport load_state_dict(ConvNeXtV2Impl& model, const NamedTensors& tensors, const LoadOptions& options = {},
                            const std::string& source = "<memory>");
 
-// Loads a .safetensors file or a .pt written by save_weights (chosen by the
-// file's first bytes, not its name).
+// The tensors of a .pt (model/tensor_file.h) or a .safetensors file, told
+// apart by the file's first bytes, not its name.
+NamedTensors read_tensor_file(const std::string& path);
+
+// Loads read_tensor_file(path) strictly (load_state_dict).
 LoadReport load_weights(ConvNeXtV2Impl& model, const std::string& path, const LoadOptions& options = {});
 
 // The model's parameters in the chosen naming (timm GRN tensors reshaped to
@@ -76,11 +80,5 @@ NamedTensors export_state_dict(const ConvNeXtV2Impl& model, Naming naming = Nami
 // fine-tuning script (torch.load(path)["model"]); ignored for safetensors.
 void save_weights(const ConvNeXtV2Impl& model, const std::string& path, Naming naming = Naming::kReference,
                   const std::map<std::string, std::string>& metadata = {}, const std::string& pt_key = "");
-
-// .pt dict-of-tensors I/O (files written by save_pt / torch::pickle_save of
-// such a dict; Python pickles of OrderedDicts are refused with a hint).
-// read_pt also unwraps {"model": {...}} as written with pt_key "model".
-void save_pt(const std::string& path, const NamedTensors& tensors, const std::string& pt_key = "");
-NamedTensors read_pt(const std::string& path);
 
 }  // namespace cnx::model

@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <torch/csrc/jit/serialization/pickle.h>
 
 #include <cstdio>
 #include <cstring>
@@ -11,34 +10,30 @@
 #include <nlohmann/json.hpp>
 
 #include "common/hash.h"
+#include "model/tensor_file.h"
 
 namespace fs = std::filesystem;
 
 namespace cnx::worker {
 namespace {
 
+// The .pt bytes of a checkpoint's tensors (model/tensor_file.h), and back;
+// its errors become CheckpointError with the same message.
 std::vector<char> pickle_tensors(const CheckpointTensors& tensors) {
-  c10::Dict<std::string, at::Tensor> dict;
-  for (const auto& [name, t] : tensors) dict.insert(name, t.detach().contiguous());
-  return torch::jit::pickle_save(c10::IValue(dict));
+  try {
+    return model::pickle_tensors(tensors);
+  } catch (const model::WeightsError& e) {
+    throw CheckpointError(e.what());
+  }
 }
 
 CheckpointTensors unpickle_tensors(const std::string& path) {
   const std::string data = read_file(path);
-  c10::IValue v;
   try {
-    v = torch::jit::pickle_load(std::vector<char>(data.begin(), data.end()));
-  } catch (const std::exception& e) {
-    throw CheckpointError("'" + path + "' is not a tensor dictionary: " + e.what());
+    return model::unpickle_tensors(std::vector<char>(data.begin(), data.end()), path);
+  } catch (const model::WeightsError& e) {
+    throw CheckpointError(e.what());
   }
-  if (!v.isGenericDict()) throw CheckpointError("'" + path + "' does not hold a dictionary of tensors");
-  CheckpointTensors out;
-  for (const auto& item : v.toGenericDict()) {
-    if (!item.key().isString() || !item.value().isTensor())
-      throw CheckpointError("'" + path + "' holds a non-tensor entry");
-    out.emplace_back(item.key().toStringRef(), item.value().toTensor());
-  }
-  return out;
 }
 
 std::string rng_to_hex(const at::Tensor& bytes) {

@@ -4,8 +4,8 @@
 // checkpoint_files.h; this unit knows the contents.
 //
 // Files of one checkpoint folder:
-//   model.pt        rank 0: parameters and buffers by name (a pickled dict of
-//                   tensors; torch.load in Python gives a dict)
+//   model.pt        rank 0: parameters and buffers by name (a .pt as in
+//                   model/tensor_file.h; torch.load in Python gives a dict)
 //   optimizer.pt    rank 0: AdamW state (AdamW::state_dict names)
 //   trainer.json    rank 0: step, epoch, world size, global batch, schedule,
 //                   skipped-step counters (TrainerRecord)
@@ -18,7 +18,7 @@
 // holds references, valid only while the model and optimizer stand still.
 //
 // Errors: I/O and format problems throw CheckpointError naming the file and
-// what did not match.
+// what did not match (for the .pt files, model/tensor_file.h's message).
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>

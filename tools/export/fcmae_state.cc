@@ -10,6 +10,7 @@
 
 #include "common/check.h"
 #include "model/complexity.h"
+#include "model/weights.h"
 #include "worker/checkpoint.h"
 #include "worker/checkpoint_files.h"
 
@@ -100,14 +101,7 @@ std::string resolve_state_file(const std::string& path) {
 }
 
 NamedTensors read_state_file(const std::string& path) {
-  char magic[4] = {0, 0, 0, 0};
-  {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw WeightsError("cannot open '" + path + "'");
-    in.read(magic, 4);
-  }
-  const bool is_zip = magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
-  return is_zip ? model::read_pt(path) : model::read_safetensors(path).tensors;
+  return model::read_tensor_file(path);
 }
 
 NamedTensors read_state(const std::string& path) {

@@ -5,8 +5,8 @@
 //   * a checkpoint root with a `latest` file (worker/checkpoint_files.h): the
 //     checkpoint it names, verified against its MANIFEST.json;
 //   * a committed checkpoint folder step-N: verified, then its model.pt;
-//   * a state file: .pt (a dict of tensors as the trainer writes model.pt, or
-//     model/weights.h save_pt) or .safetensors, told apart by their bytes.
+//   * a state file: .pt (model/tensor_file.h: the trainer's model.pt, or
+//     save_pt) or .safetensors, told apart by their bytes.
 //
 // The FCMAE state uses the reference FCMAE names (model/fcmae.h):
 // encoder.downsample_layers.*, encoder.stages.*, proj.*, mask_token,
