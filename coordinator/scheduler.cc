@@ -1,14 +1,15 @@
 #include "coordinator/scheduler.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <set>
+#include <utility>
 
 #include "common/check.h"
 #include "common/hash.h"
 #include "common/rng.h"
+#include "coordinator/checkpoint_cadence.h"
 
 namespace cnx::coordinator {
 namespace {
@@ -71,38 +72,8 @@ std::vector<WorkItem> remaining_items(const std::vector<WorkItem>& items, const 
   return out;
 }
 
-// a + b, or kMaxStep when it would pass it (a, b >= 0).
-int64_t add_capped(int64_t a, int64_t b) {
-  int64_t sum = 0;
-  if (__builtin_add_overflow(a, b, &sum) || sum > kMaxStep) return kMaxStep;
-  return sum;
-}
-
-// Steps a rank at `rate` steps/s makes in two heartbeat intervals, plus one.
-int64_t steps_ahead(double rate, double heartbeat_s) {
-  const double m = std::ceil(rate * 2.0 * heartbeat_s) + 1.0;
-  return std::isfinite(m) && m < static_cast<double>(kMaxStep) ? static_cast<int64_t>(m) : kMaxStep;
-}
-
 void check_range(int64_t v, int64_t lo, int64_t hi, const std::string& field) {
   if (v < lo || v > hi) fail(ErrorCode::kInvalidArgument, str(field, ": ", v, " out of range [", lo, ", ", hi, "]"));
-}
-
-}  // namespace
-
-namespace {
-
-[[noreturn]] void corrupt_row(const std::string& key, const std::string& what) {
-  throw CheckError(str("corrupt coordinator state database: row '", key, "': ", what,
-                       " (restore the database from a backup, or move it away to start the job from scratch)"));
-}
-
-// The id of a "kind/<id>" row key: decimal digits only.
-int64_t row_id(const std::string& key, size_t slash) {
-  const std::string digits = key.substr(slash + 1);
-  if (digits.empty() || digits.size() > 18 || digits.find_first_not_of("0123456789") != std::string::npos)
-    corrupt_row(key, "the id after '/' is not a number");
-  return std::stoll(digits);
 }
 
 }  // namespace
@@ -333,47 +304,31 @@ void Scheduler::plan_final_checkpoint(int rank, int64_t final_step, double now) 
   plan_checkpoint(str("final, rank ", rank, " finished at step ", final_step), now, final_step);
 }
 
-int64_t Scheduler::plan_margin() const {
-  // Far enough ahead that every rank hears of a plan before reaching it: two
-  // heartbeat intervals at the fastest observed rate, plus one.
+double Scheduler::top_rate() const {
   double rate = 0;
   for (const auto& l : live_) rate = std::max(rate, l.steps_per_s);
-  return steps_ahead(rate, options_.heartbeat_s);
+  return rate;
+}
+
+int64_t Scheduler::plan_margin() const {
+  return coordinator::plan_margin(top_rate(), options_.heartbeat_s, kMaxStep);
 }
 
 void Scheduler::plan_cadence(double now) {
   if (pending_ckpt_ != 0 || state_ != JobState::kRunning) return;
-  // A plan is made once its step is within two margins of the fastest rank
-  // and at least one margin ahead of it. The window is wider than the steps
-  // between two heartbeats, so a heartbeat always lands in it: a step is
-  // missed only when the rate rises faster than the margin foresaw.
-  const int64_t margin = plan_margin();
-  const int64_t top = std::max<int64_t>(max_step(), 0);
-  if (options_.every_steps > 0) {
-    // Exactly at multiples of every_steps, in this attempt's step numbering
-    // (a world-size change rescales steps), after its last commit.
-    const int64_t n = options_.every_steps;
-    int64_t done = 0;
-    for (const auto& [id, c] : ckpts_)
-      if (c.attempt == attempt_ && c.state == CheckpointRecord::State::kCommitted) done = std::max(done, c.step);
-    const int64_t reach = add_capped(top, margin);
-    const int64_t at = std::max(reach / n + (reach % n != 0 ? 1 : 0), done / n + 1) * n;
-    if (at < kMaxStep && at - top <= 2 * margin) {
-      plan_checkpoint(str("every ", n, " steps"), now, at);
-      return;
-    }
-  }
-  if (options_.every_minutes > 0) {
-    // At the first step after the interval (since the last commit, or the
-    // start of the attempt): the step the fastest rank reaches then.
-    const double due = last_commit_unix_s_ + options_.every_minutes * 60;
-    double rate = 0;
-    for (const auto& l : live_) rate = std::max(rate, l.steps_per_s);
-    const double until = std::min(std::ceil(rate * std::max(0.0, due - now)), static_cast<double>(kMaxStep));
-    const int64_t ahead = std::max<int64_t>(margin, static_cast<int64_t>(until));
-    if (now >= due || (rate > 0 && ahead <= 2 * margin))
-      plan_checkpoint(str("every ", options_.every_minutes, " minutes"), now, add_capped(top, ahead));
-  }
+  CadenceInput in;
+  in.every_steps = options_.every_steps;
+  in.every_minutes = options_.every_minutes;
+  in.top_step = std::max<int64_t>(max_step(), 0);
+  in.rate = top_rate();
+  in.margin = plan_margin();
+  for (const auto& [id, c] : ckpts_)
+    if (c.attempt == attempt_ && c.state == CheckpointRecord::State::kCommitted)
+      in.committed_step = std::max(in.committed_step, c.step);
+  in.last_commit_unix_s = last_commit_unix_s_;
+  in.now = now;
+  in.cap = kMaxStep;
+  if (auto next = next_cadence_checkpoint(in)) plan_checkpoint(next->why, now, next->step);
 }
 
 CheckpointPlan Scheduler::plan_checkpoint(const std::string& why, double now, int64_t at_step) {
@@ -384,7 +339,7 @@ CheckpointPlan Scheduler::plan_checkpoint(const std::string& why, double now, in
   // Never behind the last commit: after a relaunch the ranks resume there.
   int64_t base = std::max<int64_t>(max_step(), 0);
   if (const CheckpointRecord* last = latest_committed()) base = std::max(base, last->step);
-  rec.step = at_step > 0 ? at_step : add_capped(base, margin);
+  rec.step = at_step > 0 ? at_step : add_capped(base, margin, kMaxStep);
   char name[64];
   std::snprintf(name, sizeof(name), "ckpt-%06lld-step-%09lld", static_cast<long long>(rec.id),
                 static_cast<long long>(rec.step));
@@ -802,228 +757,6 @@ std::vector<std::string> Scheduler::take_deletions() {
 }
 std::vector<std::string> Scheduler::take_events() {
   return std::exchange(events_, {});
-}
-
-std::map<std::string, std::optional<std::string>> Scheduler::take_changes() {
-  std::map<std::string, std::optional<std::string>> out;
-  for (const std::string& key : dirty_) {
-    const auto slash = key.find('/');
-    const std::string kind = key.substr(0, slash);
-    if (kind == "job") {
-      nlohmann::json j = {{"attempt", attempt_},
-                          {"launch", launch_id_},
-                          {"past_launches", past_launches_},
-                          {"state", static_cast<int>(state_)},
-                          {"reason", reason_},
-                          {"world", world_size_},
-                          {"next_ckpt", next_ckpt_id_},
-                          {"pending", pending_ckpt_},
-                          {"drain", drain_after_commit_},
-                          {"unused", unused_samples_},
-                          {"done", shards_done_},
-                          {"last_commit", last_commit_unix_s_},
-                          {"index_shards", index_.shards.size()},
-                          {"seed", options_.seed}};
-      out[key] = j.dump();
-      continue;
-    }
-    const int64_t id = std::stoll(key.substr(slash + 1));
-    if (kind == "rank") {
-      if (id < world_size_)
-        out[key] = nlohmann::json(ranks_[id]).dump();
-      else
-        out[key] = std::nullopt;
-    } else if (kind == "plan") {
-      auto p = plans_.find(id);
-      if (p != plans_.end())
-        out[key] = nlohmann::json(p->second).dump();
-      else
-        out[key] = std::nullopt;
-    } else if (kind == "ckpt") {
-      out[key] = nlohmann::json(ckpts_.at(id)).dump();
-    } else if (kind == "part") {
-      const auto& parts = ckpts_.at(id).parts;
-      auto p = parts.find(std::stoi(key.substr(key.rfind('/') + 1)));
-      if (p != parts.end()) out[key] = nlohmann::json(p->second).dump();
-    }
-  }
-  // A checkpoint row written carries its parts: their own rows go.
-  for (const std::string& key : dirty_)
-    if (key.rfind("ckpt/", 0) == 0) {
-      const int64_t id = std::stoll(key.substr(5));
-      for (const auto& [r, part] : ckpts_.at(id).parts)
-        out["part/" + std::to_string(id) + "/" + std::to_string(r)] = std::nullopt;
-    }
-  dirty_.clear();
-  return out;
-}
-
-Scheduler Scheduler::restore(SchedulerOptions options, ShardIndex index, const std::map<std::string, std::string>& rows,
-                             double now) {
-  Scheduler s(std::move(options), std::move(index));
-  s.dirty_.clear();
-  auto job = rows.find("job");
-  if (job == rows.end()) {
-    if (!rows.empty()) corrupt_row(rows.begin()->first, "present, but the 'job' row is missing");
-    s.mark_job();
-    return s;
-  }
-  std::string key = "job";
-  try {
-    const auto j = nlohmann::json::parse(job->second);
-    const auto seed = j.at("seed").get<int64_t>();
-    const auto shards = j.at("index_shards").get<size_t>();
-    if (seed != s.options_.seed)
-      throw CheckError(
-          str("the state database was written with job.seed ", seed, ", the config says ", s.options_.seed));
-    if (shards != s.index_.shards.size())
-      throw CheckError(
-          str("the state database was written for ", shards, " shards, the shard index has ", s.index_.shards.size()));
-    s.attempt_ = j.at("attempt").get<int64_t>();
-    s.launch_id_ = j.at("launch").get<std::string>();
-    s.past_launches_ = j.at("past_launches").get<std::vector<std::string>>();
-    const int state = j.at("state").get<int>();
-    if (state < static_cast<int>(JobState::kWaiting) || state > static_cast<int>(JobState::kFailed))
-      corrupt_row(key, str("unknown job state ", state));
-    s.state_ = static_cast<JobState>(state);
-    s.reason_ = j.at("reason").get<std::string>();
-    s.world_size_ = j.at("world").get<int>();
-    if (s.world_size_ < 0 || s.world_size_ > (1 << 16) || (s.attempt_ > 0) != (s.world_size_ > 0))
-      corrupt_row(key, str("world size ", s.world_size_, " with attempt ", s.attempt_));
-    s.next_ckpt_id_ = j.at("next_ckpt").get<int64_t>();
-    s.pending_ckpt_ = j.at("pending").get<int64_t>();
-    s.drain_after_commit_ = j.at("drain").get<bool>();
-    s.unused_samples_ = j.at("unused").get<int64_t>();
-    s.shards_done_ = j.at("done").get<int64_t>();
-    s.last_commit_unix_s_ = j.at("last_commit").get<double>();
-    s.ranks_.assign(s.world_size_, RankState{});
-    s.live_.assign(s.world_size_, Liveness{});
-    for (const auto& [k, value] : rows) {
-      if (k == "job") continue;
-      key = k;
-      const auto slash = k.find('/');
-      const std::string kind = k.substr(0, slash == std::string::npos ? k.size() : slash);
-      if (slash == std::string::npos || (kind != "rank" && kind != "plan" && kind != "ckpt" && kind != "part"))
-        corrupt_row(k, "unknown kind of row (expected job, rank/<r>, plan/<epoch>, ckpt/<id> or part/<id>/<rank>)");
-      const auto second = kind == "part" ? k.find('/', slash + 1) : std::string::npos;
-      if (kind == "part" && second == std::string::npos) corrupt_row(k, "expected part/<checkpoint id>/<rank>");
-      const int64_t id = row_id(kind == "part" ? k.substr(0, second) : k, slash);
-      const auto v = nlohmann::json::parse(value);
-      if (kind == "rank") {
-        if (id >= s.world_size_) corrupt_row(k, str("rank ", id, " outside the job's world size ", s.world_size_));
-        s.ranks_[id] = v.get<RankState>();
-      } else if (kind == "plan") {
-        s.plans_[id] = v.get<EpochPlan>();
-      } else if (kind == "ckpt") {
-        s.ckpts_[id] = v.get<CheckpointRecord>();
-      } else {
-        // "part/<id>/<rank>" sorts after "ckpt/<id>": the parts of a pending
-        // checkpoint, reported since its row was last written.
-        const int64_t rank = row_id(k, second);
-        RankPart p = v.get<RankPart>();
-        if (p.rank != rank) corrupt_row(k, str("part of rank ", p.rank, " stored under rank ", rank));
-        auto c = s.ckpts_.find(id);
-        if (c == s.ckpts_.end()) corrupt_row(k, str("part of checkpoint ", id, ", which has no row 'ckpt/", id, "'"));
-        c->second.parts[p.rank] = std::move(p);
-      }
-    }
-  } catch (const CheckError&) {
-    throw;
-  } catch (const std::exception& e) {
-    corrupt_row(key, e.what());
-  }
-  s.validate_restored();
-  for (auto& l : s.live_) {
-    l.last_heartbeat = l.step_changed = now;
-    l.rate_baseline = false;
-  }
-  s.restored_unix_s_ = now;
-  if (s.state_ == JobState::kRunning && s.last_commit_unix_s_ < now - 1e9) s.last_commit_unix_s_ = now;
-  s.event(str("restored job ", s.options_.job_id, " attempt ", s.attempt_, " in state ", job_state_name(s.state_)));
-  return s;
-}
-
-// Every invariant the scheduler relies on when it indexes restored data.
-void Scheduler::validate_restored() const {
-  const int64_t n_shards = static_cast<int64_t>(index_.shards.size());
-  auto check_item = [&](const std::string& key, const WorkItem& it, const std::string& where) {
-    if (it.shard < 0 || it.shard >= n_shards)
-      corrupt_row(key, str(where, ": shard ", it.shard, " outside the shard index (", n_shards, " shards)"));
-    const int64_t samples = index_.shards[it.shard].samples;
-    if (it.start < 0 || it.start > it.end || it.end > samples || it.order < 0)
-      corrupt_row(key, str(where, ": samples [", it.start, ", ", it.end, ") of shard ", it.shard, " (", samples,
-                           " samples), order ", it.order));
-  };
-  auto check_plan = [&](const std::string& key, const EpochPlan& p, int world) {
-    if (p.world_size != world || static_cast<int>(p.ranks.size()) != world)
-      corrupt_row(key,
-                  str("plan for world size ", p.world_size, " with ", p.ranks.size(), " rank lists, expected ", world));
-    for (size_t r = 0; r < p.ranks.size(); ++r)
-      for (size_t i = 0; i < p.ranks[r].size(); ++i) check_item(key, p.ranks[r][i], str("rank ", r, " item ", i));
-  };
-  auto check_progress = [&](const std::string& key, const RankProgress& p, const std::string& where) {
-    if (p.epoch < 0 || p.epoch > kMaxEpoch || p.next_position < 0)
-      corrupt_row(key, str(where, ": epoch ", p.epoch, ", next position ", p.next_position));
-    for (const auto& ip : p.partial)
-      if (ip.epoch < 0 || ip.epoch > p.epoch || ip.position < 0 || ip.consumed < 0)
-        corrupt_row(key, str(where, ": partial item (epoch ", ip.epoch, ", position ", ip.position, ", consumed ",
-                             ip.consumed, ")"));
-  };
-
-  const std::string job = "job";
-  if (attempt_ < 0 || next_ckpt_id_ < 1 || pending_ckpt_ < 0 || pending_ckpt_ >= next_ckpt_id_ || unused_samples_ < 0 ||
-      shards_done_ < 0 || !std::isfinite(last_commit_unix_s_) || past_launches_.size() > 1000)
-    corrupt_row(job, str("attempt ", attempt_, ", next checkpoint id ", next_ckpt_id_, ", pending ", pending_ckpt_,
-                         ", unused ", unused_samples_, ", done ", shards_done_));
-  if (pending_ckpt_ > 0) {
-    auto it = ckpts_.find(pending_ckpt_);
-    if (it == ckpts_.end())
-      corrupt_row(job, str("pending checkpoint ", pending_ckpt_, " has no row 'ckpt/", pending_ckpt_, "'"));
-    if (it->second.state != CheckpointRecord::State::kPending)
-      corrupt_row(str("ckpt/", pending_ckpt_), "the job's pending checkpoint is not in state pending");
-  }
-  for (const auto& [e, p] : plans_) {
-    const std::string key = str("plan/", e);
-    if (e < 0 || e > kMaxEpoch) corrupt_row(key, "epoch out of range");
-    check_plan(key, p, world_size_);
-  }
-  for (int r = 0; r < world_size_; ++r) {
-    const std::string key = str("rank/", r);
-    const RankState& rs = ranks_[r];
-    if (rs.epoch < 0 || rs.epoch > kMaxEpoch || rs.next_position < 0)
-      corrupt_row(key, str("epoch ", rs.epoch, ", next position ", rs.next_position));
-    auto plan = plans_.find(rs.epoch);
-    if (plan != plans_.end() && rs.next_position > static_cast<int64_t>(plan->second.ranks[r].size()))
-      corrupt_row(key, str("next position ", rs.next_position, " beyond the ", plan->second.ranks[r].size(),
-                           " items of plan/", rs.epoch));
-    for (const auto& [k, l] : rs.leases) {
-      if (l.epoch < 0 || l.epoch > rs.epoch || l.position < 0 || !std::isfinite(l.deadline_unix_s))
-        corrupt_row(key, str("lease at epoch ", l.epoch, " position ", l.position));
-      check_item(key, l.item, str("lease at epoch ", l.epoch, " position ", l.position));
-    }
-  }
-  for (const auto& [id, c] : ckpts_) {
-    const std::string key = str("ckpt/", id);
-    if (c.id != id || id < 1 || id >= next_ckpt_id_)
-      corrupt_row(key, str("checkpoint id ", c.id, " (next id is ", next_ckpt_id_, ")"));
-    if (c.state < CheckpointRecord::State::kPending || c.state > CheckpointRecord::State::kDeleted)
-      corrupt_row(key, str("unknown checkpoint state ", static_cast<int>(c.state)));
-    if (c.step < 0 || c.step > kMaxStep || c.dir.empty() || c.attempt < 0 || c.attempt > attempt_)
-      corrupt_row(key, str("step ", c.step, ", attempt ", c.attempt, ", folder '", c.dir, "'"));
-    if (c.state == CheckpointRecord::State::kPending && id != pending_ckpt_ && c.attempt == attempt_)
-      corrupt_row(key, str("pending, but the job's pending checkpoint is ", pending_ckpt_));
-    for (const auto& [r, part] : c.parts) {
-      if (r < 0 || r >= c.world_size || part.rank != r)
-        corrupt_row(key, str("part of rank ", part.rank, " stored as rank ", r, " (world size ", c.world_size, ")"));
-      check_progress(key, part.progress, str("rank ", r, "'s progress"));
-    }
-    if (c.state != CheckpointRecord::State::kCommitted) continue;
-    // A committed checkpoint is what a new attempt resumes from: every
-    // rank's part and the plans its progress refers to must be there.
-    if (c.world_size < 1 || static_cast<int>(c.parts.size()) != c.world_size)
-      corrupt_row(key, str("committed with ", c.parts.size(), " parts for world size ", c.world_size));
-    for (const auto& [e, p] : c.plans) check_plan(key, p, c.world_size);
-  }
 }
 
 }  // namespace cnx::coordinator

@@ -125,8 +125,9 @@ class Scheduler {
  public:
   Scheduler(SchedulerOptions options, ShardIndex index);
 
-  // Rebuilds a scheduler from the rows of take_changes() (key -> JSON). The
-  // in-memory liveness of every registered rank restarts at `now`. Every row
+  // Rebuilds a scheduler from the rows of take_changes() (key -> JSON; the
+  // rows and their checks: scheduler_rows.cc). The in-memory liveness of
+  // every registered rank restarts at `now`. Every row
   // is validated (known kind, parseable, values in range, references to
   // plans, checkpoints and shards that exist); a damaged or tampered row
   // throws cnx::CheckError naming it, so the coordinator refuses to start
@@ -196,14 +197,18 @@ class Scheduler {
   // at_step > 0: exactly there (cadence, final checkpoint); else a margin
   // ahead of every rank.
   CheckpointPlan plan_checkpoint(const std::string& why, double now, int64_t at_step = 0);
-  // Steps a plan must lead the fastest rank by (plan_checkpoint).
+  // The fastest observed steps per second of this attempt's ranks.
+  double top_rate() const;
+  // Steps a plan must lead the fastest rank by (checkpoint_cadence.h).
   int64_t plan_margin() const;
   // every_steps / every_minutes: plans the next cadence checkpoint once it
-  // is within reach (see the checkpoint protocol above).
+  // is within reach (checkpoint_cadence.h: next_cadence_checkpoint).
   void plan_cadence(double now);
   void plan_final_checkpoint(int rank, int64_t final_step, double now);
   void commit(CheckpointRecord& rec, double now);
   void validate_part(int rank, const RankState& rs, const RankPart& part);
+  // Every invariant the scheduler relies on when it indexes restored data;
+  // throws cnx::CheckError naming the first row that breaks one.
   void validate_restored() const;
   int64_t max_step() const;
   void event(const std::string& line);
