@@ -22,6 +22,20 @@ std::string read_file(const std::string& path, const std::string& what) {
   return ss.str();
 }
 
+namespace {
+
+// `token` without trailing whitespace (a newline from `echo`), after
+// check_token_strength; `source` names the file or variable in errors.
+std::string checked_token(std::string token, const std::string& source) {
+  while (!token.empty() &&
+         (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' || token.back() == '\t'))
+    token.pop_back();
+  check_token_strength(token, source);
+  return token;
+}
+
+}  // namespace
+
 std::string load_token(const std::string& token_file, const std::string& token_env) {
   std::string token, source;
   if (!token_file.empty()) {
@@ -34,11 +48,7 @@ std::string load_token(const std::string& token_file, const std::string& token_e
     token = v;
     source = "$" + token_env;
   }
-  while (!token.empty() &&
-         (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' || token.back() == '\t'))
-    token.pop_back();
-  check_token_strength(token, source);
-  return token;
+  return checked_token(token, source);
 }
 
 std::string load_operator_token(const std::string& token_file, const std::string& token_env) {
@@ -52,11 +62,7 @@ std::string load_operator_token(const std::string& token_file, const std::string
     token = v;
     source = "$" + token_env;
   }
-  while (!token.empty() &&
-         (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' || token.back() == '\t'))
-    token.pop_back();
-  check_token_strength(token, source);
-  return token;
+  return checked_token(token, source);
 }
 
 TokenRole bearer_role(std::string_view header_value, const std::string& job_token, const std::string& operator_token) {

@@ -9,23 +9,10 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "common/strings.h"
+
 namespace cnx::model {
 namespace {
-
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> parts;
-  std::string cur;
-  for (char c : s) {
-    if (c == '.') {
-      parts.push_back(cur);
-      cur.clear();
-    } else {
-      cur.push_back(c);
-    }
-  }
-  parts.push_back(cur);
-  return parts;
-}
 
 bool is_index(const std::string& s) {
   return !s.empty() && s.size() < 6 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
@@ -34,10 +21,6 @@ bool is_index(const std::string& s) {
 
 bool is_wb(const std::string& s) {
   return s == "weight" || s == "bias";
-}
-
-bool starts_with(const std::string& s, const std::string& p) {
-  return s.compare(0, p.size(), p) == 0;
 }
 
 std::string shape_str(at::IntArrayRef shape) {
@@ -70,10 +53,6 @@ bool is_final_norm_name(const std::string& ref) {
   return starts_with(ref, "norm.");
 }
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 }  // namespace
 
 std::string to_string(Naming naming) {
@@ -96,7 +75,7 @@ Naming parse_naming(const std::string& text) {
 }
 
 std::optional<std::string> reference_to_timm(const std::string& name) {
-  const auto p = split(name);
+  const auto p = split(name, '.');
   if (p.size() == 4 && p[0] == "downsample_layers" && is_index(p[1]) && (p[2] == "0" || p[2] == "1") && is_wb(p[3])) {
     if (p[1] == "0") return "stem." + p[2] + "." + p[3];
     return "stages." + p[1] + ".downsample." + p[2] + "." + p[3];
@@ -116,7 +95,7 @@ std::optional<std::string> reference_to_timm(const std::string& name) {
 }
 
 std::optional<std::string> timm_to_reference(const std::string& name) {
-  const auto p = split(name);
+  const auto p = split(name, '.');
   if (p.size() == 3 && p[0] == "stem" && (p[1] == "0" || p[1] == "1") && is_wb(p[2])) {
     return "downsample_layers.0." + p[1] + "." + p[2];
   }

@@ -7,32 +7,13 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "common/strings.h"
 
 namespace cnx::worker {
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// Splits "a.b.c" into {"a", "b", "c"}.
-std::vector<std::string> split_dots(const std::string& s) {
-  std::vector<std::string> parts;
-  std::string cur;
-  for (char c : s) {
-    if (c == '.') {
-      parts.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  parts.push_back(cur);
-  return parts;
-}
-
 bool is_layernorm_weight(const std::string& name) {
-  const auto parts = split_dots(name);
+  const auto parts = split(name, '.');
   const size_t n = parts.size();
   if (n < 2 || parts[n - 1] != "weight") return false;
   if (parts[n - 2] == "norm" || parts[n - 2] == "ln") return true;

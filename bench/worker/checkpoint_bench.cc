@@ -24,13 +24,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "bench/worker/bench_util.h"
 #include "comm/communicator.h"
 #include "common/config.h"
 #include "common/logging.h"
@@ -64,17 +64,8 @@ struct PhaseResult {
 std::map<int, std::vector<PhaseResult>> g_results;
 
 PhaseResult run_phase(int mode) {
-  cnx::Config c = cnx::load_config_text(
-      "job: {seed: 1}\nschedule: {log_every: 100000, epochs: 100, warmup_epochs: 1}\n", "bench config");
-  c.model.name = g_args.model;
-  c.data.input_size = g_args.size;
-  c.data.batch_size = g_args.batch;
-  cnx::worker::SyntheticOptions so;
-  so.samples = 100000;
-  so.image_size = g_args.size;
-  so.batch_size = g_args.batch;
-  so.rank = g_comm->rank();
-  so.world = g_comm->size();
+  const cnx::Config c = cnx::bench::trainer_config(g_args.model, g_args.size, g_args.batch);
+  const cnx::worker::SyntheticOptions so = cnx::bench::synthetic_options(c, g_comm->rank(), g_comm->size());
   cnx::worker::TrainerOptions o = cnx::worker::trainer_options(c);
   const std::string root = g_args.root + "/" + mode_name(mode);
   std::filesystem::remove_all(root);
@@ -130,27 +121,15 @@ double median(std::vector<double> v) {
 }
 
 void parse(int* argc, char** argv) {
-  int out = 1;
-  for (int i = 1; i < *argc; ++i) {
-    auto take = [&](const char* flag, auto* dst) {
-      if (std::strcmp(argv[i], flag) == 0 && i + 1 < *argc) {
-        using T = std::remove_pointer_t<decltype(dst)>;
-        if constexpr (std::is_same_v<T, std::string>) {
-          *dst = argv[++i];
-        } else {
-          *dst = std::stoll(argv[++i]);
-        }
-        return true;
-      }
-      return false;
-    };
-    if (take("--model", &g_args.model) || take("--size", &g_args.size) || take("--batch", &g_args.batch) ||
-        take("--every", &g_args.every) || take("--checkpoints", &g_args.checkpoints) ||
-        take("--rounds", &g_args.rounds) || take("--threads", &g_args.threads) || take("--root", &g_args.root))
-      continue;
-    argv[out++] = argv[i];
-  }
-  *argc = out;
+  cnx::bench::take_flags(argc, argv,
+                         {{"--model", &g_args.model},
+                          {"--size", &g_args.size},
+                          {"--batch", &g_args.batch},
+                          {"--every", &g_args.every},
+                          {"--checkpoints", &g_args.checkpoints},
+                          {"--rounds", &g_args.rounds},
+                          {"--threads", &g_args.threads},
+                          {"--root", &g_args.root}});
 }
 
 }  // namespace

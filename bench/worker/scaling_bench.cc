@@ -31,10 +31,10 @@
 
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <memory>
 #include <string>
 
+#include "bench/worker/bench_util.h"
 #include "comm/communicator.h"
 #include "comm/mpi/mpi_communicator.h"
 #include "common/config.h"
@@ -55,17 +55,8 @@ double g_ips[5] = {0, 0, 0, 0, 0};
 double g_hidden = 0;  // GradSync: share of the all-reduce time behind backward (BM_Train/2)
 
 std::unique_ptr<cnx::worker::Trainer> make_trainer(cnx::comm::Communicator& comm) {
-  cnx::Config c = cnx::load_config_text(
-      "job: {seed: 1}\nschedule: {log_every: 100000, epochs: 100, warmup_epochs: 1}\n", "bench config");
-  c.model.name = g_args.model;
-  c.data.input_size = g_args.size;
-  c.data.batch_size = g_args.batch;
-  cnx::worker::SyntheticOptions so;
-  so.samples = 100000;
-  so.image_size = g_args.size;
-  so.batch_size = g_args.batch;
-  so.rank = comm.rank();
-  so.world = comm.size();
+  const cnx::Config c = cnx::bench::trainer_config(g_args.model, g_args.size, g_args.batch);
+  const cnx::worker::SyntheticOptions so = cnx::bench::synthetic_options(c, comm.rank(), comm.size());
   return std::make_unique<cnx::worker::Trainer>(cnx::worker::trainer_options(c), comm, cnx::worker::make_fcmae_model(c),
                                                 std::make_unique<cnx::worker::SyntheticSource>(so));
 }
@@ -128,26 +119,9 @@ void follower() {
 }
 
 void parse(int* argc, char** argv) {
-  int out = 1;
-  for (int i = 1; i < *argc; ++i) {
-    auto take = [&](const char* flag, auto* dst) {
-      if (std::strcmp(argv[i], flag) == 0 && i + 1 < *argc) {
-        using T = std::remove_pointer_t<decltype(dst)>;
-        if constexpr (std::is_same_v<T, std::string>) {
-          *dst = argv[++i];
-        } else {
-          *dst = std::stoll(argv[++i]);
-        }
-        return true;
-      }
-      return false;
-    };
-    if (take("--model", &g_args.model) || take("--size", &g_args.size) || take("--batch", &g_args.batch) ||
-        take("--steps", &g_args.steps))
-      continue;
-    argv[out++] = argv[i];
-  }
-  *argc = out;
+  cnx::bench::take_flags(
+      argc, argv,
+      {{"--model", &g_args.model}, {"--size", &g_args.size}, {"--batch", &g_args.batch}, {"--steps", &g_args.steps}});
 }
 
 }  // namespace

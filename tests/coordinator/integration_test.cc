@@ -216,25 +216,8 @@ TEST_F(InProcess, MalformedAndOutOfRangeAreInvalidArgument) {
   bad = part(plan.id(), plan.step() - 1, p);
   expect_invalid([&] { c.report_checkpoint_part(bad); }, "step");
   // Bytes that are not a protobuf message at all.
-  grpc::GenericStub generic(grpc::CreateChannel(job_->target(), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.AddMetadata("authorization", std::string("Bearer ") + kToken);
-  grpc::Slice garbage(std::string("\xff\xff\xff\xff\x0f garbage", 13));
-  grpc::ByteBuffer in(&garbage, 1), out;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status st;
-  generic.UnaryCall(&ctx, "/cnx.v1.Coordinator/Heartbeat", grpc::StubOptions(), &in, &out, [&](grpc::Status s) {
-    std::lock_guard<std::mutex> l(mu);
-    st = s;
-    done = true;
-    cv.notify_all();
-  });
-  {
-    std::unique_lock<std::mutex> l(mu);
-    cv.wait(l, [&] { return done; });
-  }
+  const grpc::Status st =
+      test::raw_call(job_->target(), "Heartbeat", std::string("\xff\xff\xff\xff\x0f garbage", 13), kToken);
   EXPECT_FALSE(st.ok());
   // The server is still up and consistent.
   auto s = c.status("itest");

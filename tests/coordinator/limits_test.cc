@@ -23,6 +23,7 @@ namespace pb = cnx::v1;
 using test::client_options;
 using test::JobDir;
 using test::kToken;
+using test::raw_call;
 
 // Peak resident set of this process (kB), from /proc/self/status.
 int64_t vm_hwm_kb() {
@@ -31,32 +32,6 @@ int64_t vm_hwm_kb() {
   while (std::getline(in, line))
     if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6));
   return -1;
-}
-
-// One raw call with the given body; returns its status.
-grpc::Status raw_call(const std::string& target, const std::string& method, const std::string& body,
-                      const std::string& token) {
-  grpc::ChannelArguments args;
-  args.SetMaxSendMessageSize(64 << 20);
-  grpc::GenericStub stub(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
-  grpc::ClientContext ctx;
-  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  grpc::Slice slice(body);
-  grpc::ByteBuffer in(&slice, 1), out;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status st;
-  stub.UnaryCall(&ctx, "/cnx.v1.Coordinator/" + method, grpc::StubOptions(), &in, &out, [&](grpc::Status s) {
-    std::lock_guard<std::mutex> l(mu);
-    st = s;
-    done = true;
-    cv.notify_all();
-  });
-  std::unique_lock<std::mutex> l(mu);
-  cv.wait(l, [&] { return done; });
-  return st;
 }
 
 // A CheckpointPartRequest of `bytes` bytes made of empty `files` entries

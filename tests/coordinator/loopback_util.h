@@ -1,7 +1,7 @@
 #pragma once
 // Helpers of the coordinator's loopback tests: a job folder with a shard
-// index, token and config; client options; the cnx-coordinator binary as a
-// child process.
+// index, token and config; client options; raw gRPC calls; the
+// cnx-coordinator binary as a child process.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -10,9 +10,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <grpcpp/generic/generic_stub.h>
+
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <string>
 
 #include "common/config.h"
@@ -35,6 +40,34 @@ inline int free_port() {
   getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   close(fd);
   return ntohs(a.sin_port);
+}
+
+// One raw unary call of `method` (e.g. "Heartbeat") with `body` as the
+// request bytes, waited for; returns its status. An empty token sends no
+// authorization.
+inline grpc::Status raw_call(const std::string& target, const std::string& method, const std::string& body,
+                             const std::string& token) {
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(64 << 20);
+  grpc::GenericStub stub(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext ctx;
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  grpc::Slice slice(body);
+  grpc::ByteBuffer in(&slice, 1), out;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status st;
+  stub.UnaryCall(&ctx, "/cnx.v1.Coordinator/" + method, grpc::StubOptions(), &in, &out, [&](grpc::Status s) {
+    std::lock_guard<std::mutex> l(mu);
+    st = s;
+    done = true;
+    cv.notify_all();
+  });
+  std::unique_lock<std::mutex> l(mu);
+  cv.wait(l, [&] { return done; });
+  return st;
 }
 
 inline void write_file(const fs::path& p, const std::string& text) {

@@ -6,19 +6,14 @@
 #include <string>
 
 #include "common/logging.h"
+#include "common/strings.h"
 #include "model/convnextv2.h"
 #include "model/options.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 #include "tools/export/fcmae_state.h"
 
-namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-}  // namespace
+using cnx::ends_with;
 
 int main(int argc, char** argv) {
   CLI::App app{"Export the encoder of an FCMAE checkpoint as dense ConvNeXt V2 weights"};
