@@ -11,7 +11,7 @@
 //   drawn from a generator seeded by (seed, sample index). In epoch e, global
 //   micro-batch g, rank r gets samples [g*W*b + r*b, g*W*b + (r+1)*b) — so
 //   2 ranks x batch b see exactly the samples of 1 rank x batch 2b.
-// * ShardSource: the data pipeline (worker/data) over this rank's shards of
+// * ShardSource: the data pipeline (data/) over this rank's shards of
 //   the epoch: a static per-rank split (data::static_shard_split) without a
 //   coordinator, or a shard list handed in by the coordinator.
 //
