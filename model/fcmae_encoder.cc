@@ -3,6 +3,7 @@
 #include <torch/nn/functional/conv.h>
 
 #include "common/check.h"
+#include "model/sparse_drop_path.h"
 #include "sparse_ops/conv_cells.h"
 #include "sparse_ops/densify.h"
 #include "sparse_ops/dwconv.h"
@@ -74,7 +75,6 @@ at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const at
 }
 
 at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const EncoderGeometry& geo) {
-  check_no_drop_path(net);
   CNX_CHECK(static_cast<int64_t>(geo.stages.size()) == net.num_stages(), "sparse_encode: geometry has ",
             geo.stages.size(), " stages, the model ", net.num_stages());
   auto stem = net.stem_conv();
@@ -96,6 +96,7 @@ at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const En
       y = at::gelu(y);
       y = sparse_grn(y, st.layout.offsets, blk->grn->gamma, blk->grn->beta);
       y = at::linear(y, blk->pwconv2->weight, blk->pwconv2->bias);
+      if (net.is_training()) y = sparse_drop_path(y, st.layout.offsets, blk->drop_path_rate());
       x = x + y;
     }
   }

@@ -48,12 +48,14 @@ EncoderGeometry build_geometry(const at::Tensor& patch_mask, int64_t h_patches, 
 int64_t encoder_patch_size(const ConvNeXtV2Impl& net);
 
 // images: (N, in_chans, H, W), H and W multiples of the patch size;
-// patch_mask: (N, L) with L = (H/p)*(W/p), 1 = masked. The blocks must have
-// drop_path_rate 0 or the module be in eval mode (FCMAE uses none).
+// patch_mask: (N, L) with L = (H/p)*(W/p), 1 = masked. In training mode each
+// block's residual branch gets per-sample drop path at its drop_path_rate
+// (sparse_drop_path.h; FCMAE builds its encoder with rate 0).
 at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask);
 // Same, with a prebuilt geometry (for callers that time or reuse it).
 at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const EncoderGeometry& geometry);
 
+// The blocks must have drop_path_rate 0 or the module be in eval mode.
 // channels_last: run the dense convs in channels-last memory format (the
 // fastest CPU form in LibTorch; numerically the same function).
 at::Tensor dense_masked_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask,
