@@ -382,17 +382,7 @@ std::string serialize_safetensors(const NamedTensors& tensors, const std::map<st
 void write_safetensors(const std::string& path, const NamedTensors& tensors,
                        const std::map<std::string, std::string>& metadata) {
   const std::string bytes = serialize_safetensors(tensors, metadata);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw WeightsError("safetensors: cannot open '" + tmp + "' for writing");
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) throw WeightsError("safetensors: write to '" + tmp + "' failed");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) throw WeightsError("safetensors: cannot rename '" + tmp + "' to '" + path + "': " + ec.message());
+  write_file_replacing(path, bytes.data(), bytes.size());
 }
 
 }  // namespace cnx::model

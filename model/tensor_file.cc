@@ -60,17 +60,21 @@ void save_pt(const std::string& path, const NamedTensors& tensors, const std::st
   cpu.reserve(tensors.size());
   for (const auto& [name, t] : tensors) cpu.emplace_back(name, t.detach().to(at::kCPU));
   const std::vector<char> bytes = pickle_tensors(cpu, pt_key);
+  write_file_replacing(path, bytes.data(), bytes.size());
+}
+
+void write_file_replacing(const std::string& path, const char* data, size_t size) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw WeightsError("save_pt: cannot open '" + tmp + "' for writing");
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out) throw WeightsError("cannot open '" + tmp + "' for writing");
+    out.write(data, static_cast<std::streamsize>(size));
     out.flush();
-    if (!out) throw WeightsError("save_pt: write to '" + tmp + "' failed");
+    if (!out) throw WeightsError("write to '" + tmp + "' failed");
   }
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
-  if (ec) throw WeightsError("save_pt: cannot rename '" + tmp + "' to '" + path + "': " + ec.message());
+  if (ec) throw WeightsError("cannot rename '" + tmp + "' to '" + path + "': " + ec.message());
 }
 
 NamedTensors read_pt(const std::string& path) {

@@ -14,6 +14,7 @@
 // message names the file (or the given origin) and what did not match.
 #include <ATen/core/Tensor.h>
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -42,6 +43,10 @@ NamedTensors unpickle_tensors(const std::vector<char>& bytes, const std::string&
 // Writes pickle_tensors of CPU copies of `tensors` to `path` via a temporary
 // file and a rename (atomic, not fsynced).
 void save_pt(const std::string& path, const NamedTensors& tensors, const std::string& pt_key = "");
+
+// Writes `size` bytes to `path` via `path + ".tmp"` and a rename: readers see
+// the old file or the whole new one (atomic; not fsynced).
+void write_file_replacing(const std::string& path, const char* data, size_t size);
 
 // unpickle_tensors of the file at `path`.
 NamedTensors read_pt(const std::string& path);

@@ -10,15 +10,12 @@
 
 #include "comm/communicator.h"
 #include "comm/mpi/mpi_communicator.h"
+#include "tests/comm/mpi_util.h"
 
 namespace cnx::comm {
 namespace {
 
-std::unique_ptr<Communicator> make_mpi() {
-  CommOptions options;
-  options.backend = "mpi";
-  return make_communicator(options);
-}
+using testing::make_mpi;
 
 std::string bytes_of(const at::Tensor& t) {
   at::Tensor c = t.contiguous();

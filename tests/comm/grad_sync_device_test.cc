@@ -10,6 +10,7 @@
 
 #include "comm/communicator.h"
 #include "comm/grad_sync.h"
+#include "tests/comm/test_util.h"
 
 namespace cnx::comm {
 namespace {
@@ -52,16 +53,7 @@ class RecordingComm final : public Communicator {
   at::Device device_;
 };
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const CommError& e) {
-    return e.what();
-  }
-  return "";
-}
-
-#define EXPECT_HAS(text, needle) EXPECT_NE(std::string(text).find(needle), std::string::npos) << (text)
+using testing::error_of;
 
 TEST(GradSyncDevice, ParameterOnAnotherDeviceIndexIsRefusedUpFront) {
   RecordingComm comm(at::Device(at::kMeta, 1));

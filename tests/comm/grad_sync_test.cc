@@ -6,15 +6,12 @@
 
 #include "comm/communicator.h"
 #include "comm/grad_sync.h"
+#include "tests/comm/mpi_util.h"
 
 namespace cnx::comm {
 namespace {
 
-std::unique_ptr<Communicator> make_mpi() {
-  CommOptions options;
-  options.backend = "mpi";
-  return make_communicator(options);
-}
+using testing::make_mpi;
 
 // A little convnet + MLP with parameters of many sizes; `extra` is used only
 // when asked (unused parameters), `never` (only when with_never) never.

@@ -22,6 +22,7 @@
 
 #include "comm/rendezvous.h"
 #include "comm/store.h"
+#include "tests/comm/test_util.h"
 
 extern char** environ;
 
@@ -44,16 +45,7 @@ int free_port() {
   return ntohs(a.sin_port);
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const CommError& e) {
-    return e.what();
-  }
-  return "";
-}
-
-#define EXPECT_HAS(text, needle) EXPECT_NE(std::string(text).find(needle), std::string::npos) << (text)
+using testing::error_of;
 
 struct TempDir {
   fs::path path;

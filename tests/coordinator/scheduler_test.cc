@@ -92,17 +92,20 @@ TEST(SchedulerLifecycle, WaitingRunningAndFencing) {
   EXPECT_EQ(s.attempt(), 2);
 }
 
+// `fn` is refused with kInvalidArgument and a message containing `needle`.
+template <typename Fn>
+void expect_invalid(Fn fn, const std::string& needle) {
+  try {
+    fn();
+    FAIL() << "accepted; expected an error mentioning " << needle;
+  } catch (const SchedulerError& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
 TEST(SchedulerLifecycle, BadArgumentsNameTheField) {
   Scheduler s(opts(), make_index({4, 4}));
-  auto expect_invalid = [](auto fn, const std::string& needle) {
-    try {
-      fn();
-      FAIL() << "accepted; expected an error mentioning " << needle;
-    } catch (const SchedulerError& e) {
-      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
-  };
   expect_invalid([&] { s.register_worker("other", 0, 1, "h", "L", 1); }, "job_id");
   expect_invalid([&] { s.register_worker("job", 3, 2, "h", "L", 1); }, "rank");
   expect_invalid([&] { s.register_worker("job", 0, 0, "h", "L", 1); }, "world_size");
@@ -383,15 +386,6 @@ TEST(SchedulerBounds, HugeStepsAreRefusedAndPlansNeverOverflow) {
   o.every_steps = 5;
   Scheduler s(o, make_index({4, 4}));
   start(s, 2, "L");
-  auto expect_invalid = [](auto fn, const std::string& needle) {
-    try {
-      fn();
-      FAIL() << "accepted; expected an error mentioning " << needle;
-    } catch (const SchedulerError& e) {
-      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
-  };
   for (int64_t big : {INT64_MAX, INT64_MAX - 1, kMaxStep + 1}) {
     HeartbeatInfo hb;
     hb.step = big;
