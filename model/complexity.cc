@@ -49,6 +49,36 @@ ComplexityBreakdown complexity(const ConvNeXtV2Options& o, int64_t height, int64
   return r;
 }
 
+FcmaeMacs fcmae_forward_macs(const ConvNeXtV2Options& o, int64_t decoder_dim, int64_t decoder_depth, int64_t height,
+                             int64_t width, int64_t visible_patches) {
+  validate(o);
+  constexpr int64_t kPatch = 32, kStem = 4;
+  if (height % kPatch != 0 || width % kPatch != 0 || height <= 0 || width <= 0) {
+    throw std::invalid_argument("fcmae_forward_macs: image must be a positive multiple of 32, got " +
+                                std::to_string(height) + "x" + std::to_string(width));
+  }
+  const int64_t patches = (height / kPatch) * (width / kPatch);
+  if (visible_patches < 0 || visible_patches > patches) {
+    throw std::invalid_argument("fcmae_forward_macs: " + std::to_string(visible_patches) + " visible of " +
+                                std::to_string(patches) + " patches");
+  }
+  const auto& c = o.dims;
+  FcmaeMacs r;
+  for (int s = 0; s < 4; ++s) {
+    const int64_t side = kPatch / (kStem << s);  // stage-s sites along one side of a patch
+    const int64_t sites = visible_patches * side * side;
+    r.encoder += s == 0 ? sites * c[0] * o.in_chans * kStem * kStem : sites * c[s] * c[s - 1] * 4;
+    r.encoder += o.depths[s] * sites * (49 * c[s] + 8 * c[s] * c[s]);
+  }
+  const int64_t d = decoder_dim;
+  r.decoder = patches * (c[3] * d + decoder_depth * (49 * d + 8 * d * d) + d * kPatch * kPatch * o.in_chans);
+  return r;
+}
+
+double fcmae_step_flops(const FcmaeMacs& per_image, int64_t batch) {
+  return 6.0 * static_cast<double>(per_image.total()) * static_cast<double>(batch);
+}
+
 int64_t count_params(const ConvNeXtV2Options& o) {
   return complexity(o, 224, 224).params;
 }

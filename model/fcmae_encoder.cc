@@ -1,5 +1,6 @@
 #include "model/fcmae_encoder.h"
 
+#include <ATen/record_function.h>
 #include <torch/nn/functional/conv.h>
 
 #include "common/check.h"
@@ -69,8 +70,12 @@ at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const at
   int64_t hp = 0, wp = 0;
   check_inputs(net, images, patch_mask, &hp, &wp);
   const int64_t kernel = net.block(0, 0)->dwconv->options.kernel_size()->at(0);
-  auto geo = build_geometry(patch_mask, hp, wp, net.num_stages(), net.stem_conv()->options.stride()->at(0), kernel,
-                            images.device());
+  EncoderGeometry geo;
+  {
+    RECORD_FUNCTION("cnx::build_geometry", std::vector<c10::IValue>());
+    geo = build_geometry(patch_mask, hp, wp, net.num_stages(), net.stem_conv()->options.stride()->at(0), kernel,
+                         images.device());
+  }
   return sparse_encode(net, images, geo);
 }
 
@@ -89,18 +94,21 @@ at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const En
       x = at::layer_norm(x, {ln->channels()}, ln->weight, ln->bias, ln->eps());
       x = sparse_downsample_conv(x, st.cells, conv->weight, conv->bias);
     }
-    for (const auto& blk : net.stage_blocks(s)) {
-      auto y = sparse_depthwise_conv(x, st.neighbours, blk->dwconv->weight, blk->dwconv->bias);
-      y = at::layer_norm(y, {blk->norm->channels()}, blk->norm->weight, blk->norm->bias, blk->norm->eps());
-      y = at::linear(y, blk->pwconv1->weight, blk->pwconv1->bias);
-      y = at::gelu(y);
-      y = sparse_grn(y, st.layout.offsets, blk->grn->gamma, blk->grn->beta);
-      y = at::linear(y, blk->pwconv2->weight, blk->pwconv2->bias);
-      if (net.is_training()) y = sparse_drop_path(y, st.layout.offsets, blk->drop_path_rate());
-      x = x + y;
-    }
+    for (auto blk : net.stage_blocks(s)) x = sparse_block(*blk, x, st.neighbours, st.layout.offsets, net.is_training());
   }
   return densify(x, geo.stages.back().layout);
+}
+
+at::Tensor sparse_block(BlockImpl& blk, const at::Tensor& x, const at::Tensor& neighbours, const at::Tensor& offsets,
+                        bool training) {
+  auto y = sparse_depthwise_conv(x, neighbours, blk.dwconv->weight, blk.dwconv->bias);
+  y = at::layer_norm(y, {blk.norm->channels()}, blk.norm->weight, blk.norm->bias, blk.norm->eps());
+  y = at::linear(y, blk.pwconv1->weight, blk.pwconv1->bias);
+  y = at::gelu(y);
+  y = sparse_grn(y, offsets, blk.grn->gamma, blk.grn->beta);
+  y = at::linear(y, blk.pwconv2->weight, blk.pwconv2->bias);
+  if (training) y = sparse_drop_path(y, offsets, blk.drop_path_rate());
+  return x + y;
 }
 
 at::Tensor dense_masked_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask,

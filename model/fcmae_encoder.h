@@ -55,6 +55,16 @@ at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const at
 // Same, with a prebuilt geometry (for callers that time or reuse it).
 at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const EncoderGeometry& geometry);
 
+// One ConvNeXt V2 block on sparse features x [M, C] (rows = sites):
+// submanifold depthwise conv over `neighbours` (neighbour_map of the sites'
+// layout), LayerNorm, Linear, GELU, GRN with statistics per segment of
+// `offsets` (SparseLayout::offsets: one segment per sample), Linear, residual
+// add. With every site of an image active this is the dense block. With
+// `training`, the residual branch gets per-sample drop path at the block's
+// drop_path_rate (sparse_drop_path.h).
+at::Tensor sparse_block(BlockImpl& block, const at::Tensor& x, const at::Tensor& neighbours, const at::Tensor& offsets,
+                        bool training);
+
 // The blocks must have drop_path_rate 0 or the module be in eval mode.
 // channels_last: run the dense convs in channels-last memory format (the
 // fastest CPU form in LibTorch; numerically the same function).

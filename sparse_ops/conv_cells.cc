@@ -2,6 +2,7 @@
 // kernel dispatch (conv_cells.h).
 #include "sparse_ops/conv_cells.h"
 
+#include <ATen/record_function.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "common/check.h"
@@ -97,6 +98,7 @@ class StemFn : public torch::autograd::Function<StemFn> {
 at::Tensor sparse_downsample_conv(const at::Tensor& features, const at::Tensor& map, const at::Tensor& weight,
                                   const at::Tensor& bias) {
   static const char* op = "sparse_downsample_conv";
+  RECORD_FUNCTION("cnx::sparse_downsample_conv", std::vector<c10::IValue>());
   detail::check_features(op, features);
   CNX_CHECK(weight.defined() && weight.dim() == 4 && weight.size(2) == weight.size(3), op,
             ": weight must be (Cout, Cin, k, k), got ", weight.defined() ? weight.sizes() : at::IntArrayRef{});
@@ -116,6 +118,7 @@ at::Tensor sparse_downsample_conv(const at::Tensor& features, const at::Tensor& 
 at::Tensor sparse_stem_conv(const at::Tensor& image, const SparseLayout& out_layout, const at::Tensor& weight,
                             const at::Tensor& bias) {
   static const char* op = "sparse_stem_conv";
+  RECORD_FUNCTION("cnx::sparse_stem_conv", std::vector<c10::IValue>());
   CNX_CHECK(image.defined() && image.dim() == 4 && detail::is_supported_dtype(image.scalar_type()), op,
             ": image must be a (N, Cin, H, W) tensor of float32, float64, float16 or bfloat16, got ",
             image.defined() ? image.sizes() : at::IntArrayRef{}, " ",

@@ -2,6 +2,7 @@
 // on every device and dtype; there are no device-specific kernels.
 #include "sparse_ops/densify.h"
 
+#include <ATen/record_function.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "common/check.h"
@@ -36,6 +37,7 @@ class DensifyFn : public torch::autograd::Function<DensifyFn> {
 }  // namespace
 
 at::Tensor densify(const at::Tensor& features, const SparseLayout& layout) {
+  RECORD_FUNCTION("cnx::densify", std::vector<c10::IValue>());
   detail::check_features("densify", features);
   CNX_CHECK(features.size(0) == layout.num_sites, "densify: features have ", features.size(0), " rows, layout ",
             layout.num_sites, " sites");

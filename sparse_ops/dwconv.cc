@@ -1,6 +1,7 @@
 // Sparse depthwise conv: input checks, autograd, kernel dispatch (dwconv.h).
 #include "sparse_ops/dwconv.h"
 
+#include <ATen/record_function.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "common/check.h"
@@ -33,14 +34,16 @@ class DwconvFn : public torch::autograd::Function<DwconvFn> {
     const auto& weight = saved[2];
     const int64_t c = weight.size(0), k = weight.size(2);
     auto g = grads[0].contiguous();
+    const bool need_dx = ctx->needs_input_grad(0), need_dwb = ctx->needs_input_grad(2) || ctx->needs_input_grad(3);
+    RECORD_FUNCTION("cnx::sparse_dwconv_backward", std::vector<c10::IValue>({g, map, need_dx, need_dwb}));
     at::Tensor dx, dw, db;
-    if (ctx->needs_input_grad(0)) {
+    if (need_dx) {
       // grad_in[j] = sum_t w[k*k-1-t] * g[map[j, t]]: the forward kernel, mirrored weights, no bias.
       auto wflip = weight.reshape({c, k * k}).flip({1}).t().contiguous();
       const at::Tensor no_bias;
       dx = CNX_SPARSE_DISPATCH(dwconv_forward, g, g, map, wflip, no_bias);
     }
-    if (ctx->needs_input_grad(2) || ctx->needs_input_grad(3)) {
+    if (need_dwb) {
       auto grads_wb = CNX_SPARSE_DISPATCH(dwconv_weight_grad, g, g, x, map);
       dw = std::get<0>(grads_wb).t().reshape(weight.sizes());
       if (ctx->saved_data["has_bias"].toBool()) db = std::get<1>(grads_wb).contiguous();
@@ -54,6 +57,7 @@ class DwconvFn : public torch::autograd::Function<DwconvFn> {
 at::Tensor sparse_depthwise_conv(const at::Tensor& features, const at::Tensor& map, const at::Tensor& weight,
                                  const at::Tensor& bias) {
   static const char* op = "sparse_depthwise_conv";
+  RECORD_FUNCTION("cnx::sparse_dwconv_forward", std::vector<c10::IValue>({features, map}));
   detail::check_features(op, features);
   CNX_CHECK(weight.defined() && weight.dim() == 4 && weight.size(1) == 1 && weight.size(2) == weight.size(3), op,
             ": weight must be (C, 1, k, k), got ", weight.defined() ? weight.sizes() : at::IntArrayRef{});

@@ -1,6 +1,7 @@
 // Sparse GRN: input checks, autograd, kernel dispatch (grn.h).
 #include "sparse_ops/grn.h"
 
+#include <ATen/record_function.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "common/check.h"
@@ -44,6 +45,7 @@ class GrnFn : public torch::autograd::Function<GrnFn> {
     const auto& nx = saved[5];
     const int64_t c = x.size(1);
     const at::Tensor none;
+    RECORD_FUNCTION("cnx::sparse_grn_backward", std::vector<c10::IValue>());
     auto g = grads[0].contiguous();
     auto gm = gamma.reshape({1, c}).to(gx.scalar_type());
     auto gxs = CNX_SPARSE_DISPATCH(segment_dot, g, g, x, offsets);    // sum g*x per sample
@@ -67,6 +69,7 @@ class GrnFn : public torch::autograd::Function<GrnFn> {
 at::Tensor sparse_grn(const at::Tensor& features, const at::Tensor& offsets, const at::Tensor& gamma,
                       const at::Tensor& beta, double eps) {
   static const char* op = "sparse_grn";
+  RECORD_FUNCTION("cnx::sparse_grn_forward", std::vector<c10::IValue>());
   detail::check_features(op, features);
   CNX_CHECK(offsets.defined() && offsets.dim() == 1 && offsets.scalar_type() == at::kLong && offsets.size(0) >= 2, op,
             ": offsets must be int64 [N+1] with N >= 1");

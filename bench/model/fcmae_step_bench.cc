@@ -9,21 +9,49 @@
 //       [--kernels auto|generic] [--precision fp32|bf16] [--warmup 3]
 //       [--steps 10] [--max-seconds 30]
 //
+//       [--threads N] [--ceiling on|off] [--profile-steps 2]
+//
 // Prints one JSON object on stdout. Exit 0; 1 with {"error": ...} in the
 // object when the configuration fails (e.g. a dtype the kernels reject);
 // 2 for bad arguments.
+//
+// Utilization: the step's FLOPs are counted analytically
+// (model::fcmae_step_flops: 6 x the forward's multiply-adds of convs and
+// linears, the encoder at visible sites only, the decoder dense; atto at 224,
+// mask 0.6: 2.41 GFLOP per image). The GEMM ceiling is measured in the same
+// run at the same thread count and dtype: the faster of a square 2048^3 matmul
+// and one the shape of the step's largest GEMM (the decoder's first Linear,
+// batch*L x D times D x 4D), best of several repetitions, once before and
+// once after the timed steps (the higher is the ceiling; both are printed).
+// "ceiling_share" = achieved / ceiling, achieved from the median step time.
+//
+// Breakdown: with --profile-steps K > 0, K more steps run under LibTorch's
+// RecordFunction (bench/model/op_profile.h) and a table of per-op time, share,
+// FLOPs and GFLOP/s (forward and backward apart) goes to stderr. The profiled
+// steps are not part of the timing.
+//
+// --threads N sets LibTorch's intra-op threads (default: leave as is).
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <iostream>
 #include <map>
 #include <sstream>
 #include <string>
+#include <vector>
 
+#include "bench/model/op_profile.h"
 #include "common/torch_compat.h"
+#include "model/complexity.h"
 #include "model/fcmae.h"
 #include "sparse_ops/backend.h"
 
@@ -50,13 +78,39 @@ std::string json_escape(const std::string& s) {
   return out;
 }
 
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Best GFLOP/s of a (m x k) @ (k x n) matmul over `reps` timed calls.
+double matmul_gflops(int64_t m, int64_t k, int64_t n, const torch::TensorOptions& opts, int reps,
+                     const std::function<void()>& sync) {
+  auto a = torch::randn({m, k}, opts), b = torch::randn({k, n}, opts);
+  auto c = torch::mm(a, b);
+  sync();
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    torch::mm_out(c, a, b);
+    sync();
+    best = std::min(best, seconds_since(t0));
+  }
+  return 2.0 * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n) / best * 1e-9;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::map<std::string, std::string> a = {{"device", "cuda"},  {"variant", "atto"},   {"size", "224"},
-                                          {"batch", "64"},     {"mask", "0.6"},       {"encoder", "sparse"},
-                                          {"kernels", "auto"}, {"precision", "fp32"}, {"warmup", "3"},
-                                          {"steps", "10"},     {"max-seconds", "30"}};
+  std::map<std::string, std::string> a = {
+      {"device", "cuda"},    {"variant", "atto"}, {"size", "224"},       {"batch", "64"},       {"mask", "0.6"},
+      {"encoder", "sparse"}, {"kernels", "auto"}, {"precision", "fp32"}, {"warmup", "3"},       {"steps", "10"},
+      {"max-seconds", "30"}, {"threads", "0"},    {"ceiling", "on"},     {"profile-steps", "2"}};
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
     if (k.rfind("--", 0) != 0 || i + 1 >= argc || !a.count(k.substr(2))) {
@@ -71,6 +125,9 @@ int main(int argc, char** argv) {
        << "\", \"device\": \"" << a["device"] << "\", \"precision\": \"" << a["precision"]
        << "\", \"batch\": " << a["batch"] << ", \"size\": " << a["size"] << ", \"mask\": " << a["mask"];
   try {
+    const int threads = std::stoi(a["threads"]);
+    if (threads > 0) at::set_num_threads(threads);
+    head << ", \"threads\": " << at::get_num_threads();
     const torch::Device device(a["device"]);
     const int64_t batch = std::stoll(a["batch"]), size = std::stoll(a["size"]);
     const int warmup = std::stoi(a["warmup"]), steps = std::stoi(a["steps"]);
@@ -89,34 +146,83 @@ int main(int argc, char** argv) {
     const auto images = torch::randn({batch, 3, size, size}).to(device);
     const auto mask = cnx::model::generate_mask(batch, size / 32, size / 32, mask_ratio, 1).to(device);
 
+    const int64_t patches = (size / 32) * (size / 32);
+    const auto macs = cnx::model::fcmae_forward_macs(options.encoder, options.decoder_dim, options.decoder_depth, size,
+                                                     size, cnx::model::num_visible(patches, mask_ratio));
+    const double step_flops = cnx::model::fcmae_step_flops(macs, batch);
+
     double loss = 0.0;
     auto run_step = [&] {
-      opt.zero_grad();
+      {
+        RECORD_USER_SCOPE("optimizer.zero_grad");
+        opt.zero_grad();
+      }
       if (bf16) set_bf16_autocast(device.type(), true);
       auto out = model->forward(images, mask);
       if (bf16) set_bf16_autocast(device.type(), false);
       out.loss.backward();
-      opt.step();
+      {
+        RECORD_USER_SCOPE("optimizer.adamw_step");
+        opt.step();
+      }
       loss = out.loss.item<double>();  // also waits for the step
     };
-    auto sync = [&] {
+    std::function<void()> sync = [&] {
       if (device.is_cuda()) torch::cuda::synchronize();
     };
+    // The ceiling: a square GEMM and the step's largest GEMM shape.
+    const auto mm_opts = torch::TensorOptions().device(device).dtype(bf16 ? torch::kBFloat16 : torch::kFloat);
+    auto ceiling = [&] {
+      const int64_t d = options.decoder_dim;
+      return std::max(matmul_gflops(2048, 2048, 2048, mm_opts, 5, sync),
+                      matmul_gflops(batch * patches, d, 4 * d, mm_opts, 10, sync));
+    };
+    const bool with_ceiling = a["ceiling"] == "on";
+    const double ceiling_before = with_ceiling ? ceiling() : 0.0;
+
     for (int i = 0; i < warmup; ++i) run_step();
     sync();
     const auto start = std::chrono::steady_clock::now();
     int done = 0;
     double elapsed = 0.0;
+    std::vector<double> step_seconds;
     while (done < steps) {
+      const auto t0 = std::chrono::steady_clock::now();
       run_step();
       ++done;
       sync();
-      elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      step_seconds.push_back(seconds_since(t0));
+      elapsed = seconds_since(start);
       if (elapsed > max_seconds) break;
     }
-    std::printf("%s, \"steps\": %d, \"seconds\": %.4f, \"ms_per_step\": %.3f, \"img_per_s\": %.2f, \"loss\": %.6f}\n",
-                head.str().c_str(), done, elapsed, 1000.0 * elapsed / done, static_cast<double>(batch) * done / elapsed,
-                loss);
+    const double ceiling_after = with_ceiling ? ceiling() : 0.0;
+    const double ceiling_gflops = std::max(ceiling_before, ceiling_after);
+    const double med = median(step_seconds);
+    const double achieved = step_flops / med * 1e-9;
+
+    const int profile_steps = std::stoi(a["profile-steps"]);
+    if (profile_steps > 0) {
+      cnx::bench::OpProfile profile;
+      profile.start();
+      for (int i = 0; i < profile_steps; ++i) run_step();
+      sync();
+      profile.stop();
+      std::cerr << "per-op breakdown (" << a["variant"] << ", batch " << batch << ", " << at::get_num_threads()
+                << " thread(s), " << profile_steps << " profiled steps; the unprofiled median step is " << 1e3 * med
+                << " ms; " << step_flops * 1e-9 << " GFLOP/step analytic)\n"
+                << cnx::bench::format_breakdown(profile.rows(), profile_steps, "op (top level)") << "\n"
+                << cnx::bench::format_breakdown(profile.flop_rows(), profile_steps, "FLOP-counted op [input shapes]",
+                                                0.0);
+    }
+    std::printf(
+        "%s, \"steps\": %d, \"seconds\": %.4f, \"ms_per_step\": %.3f, \"ms_per_step_median\": %.3f, "
+        "\"img_per_s\": %.2f, \"img_per_s_median\": %.2f, \"loss\": %.6f, \"gflop_per_img\": %.4f, "
+        "\"gflop_per_s\": %.2f, \"ceiling_gflop_per_s\": %.2f, \"ceiling_before\": %.2f, \"ceiling_after\": %.2f, "
+        "\"ceiling_share\": %.4f}\n",
+        head.str().c_str(), done, elapsed, 1000.0 * elapsed / done, 1000.0 * med,
+        static_cast<double>(batch) * done / elapsed, static_cast<double>(batch) / med, loss,
+        step_flops / static_cast<double>(batch) * 1e-9, achieved, ceiling_gflops, ceiling_before, ceiling_after,
+        ceiling_gflops > 0 ? achieved / ceiling_gflops : 0.0);
     return 0;
   } catch (const std::exception& e) {
     std::string msg = e.what();
