@@ -4,7 +4,8 @@
 // Contract shared by the cpu/, cuda/ and generic/ implementations: contiguous
 // tensors on one device; `map` int32 [M, K] (neighbour_map, -1 = no site);
 // `w` [K, C]. The cpu and cuda versions take float or double only and need no
-// atomics; every version's result is independent of the thread count.
+// atomics; every version's result is independent of the thread count. The
+// cpu weight gradient sums blocks of rows in the dtype and the blocks in double.
 #include <ATen/ATen.h>
 
 #include <tuple>

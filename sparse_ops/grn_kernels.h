@@ -5,7 +5,9 @@
 // Contract shared by the cpu/, cuda/ and generic/ implementations: contiguous
 // tensors on one device. The cpu and cuda versions take float or double only
 // (where the statistics dtype equals the dtype) and need no atomics; every
-// version's result is independent of the thread count.
+// version's result is independent of the thread count. The cpu segment sums
+// accumulate in double (float features too), so their only rounding is the
+// final one; the generic version sums with ATen's (pairwise) reductions.
 #include <ATen/ATen.h>
 
 namespace cnx::sparse_ops::detail {

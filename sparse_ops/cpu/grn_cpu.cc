@@ -11,19 +11,27 @@ namespace {
 
 constexpr int64_t kChannelBlock = 64;
 
+// Column sums over rows [r0, r1) of channels [c0, c1) (at most kChannelBlock),
+// accumulated in double: a segment holds up to thousands of rows, and a float
+// running sum would lose ~log2(rows) bits to the rounding of each addition.
+// The product of two floats is exact in double, so the only rounding left is
+// the final conversion to T.
 template <typename T>
 CNX_INLINE void segment_dot_impl(const T* __restrict a, const T* __restrict b, T* __restrict out, int64_t r0,
                                  int64_t r1, int64_t c, int64_t c0, int64_t c1) {
-  for (int64_t ch = c0; ch < c1; ++ch) out[ch] = T(0);
+  double acc[kChannelBlock];
+  const int64_t w = c1 - c0;
+  for (int64_t ch = 0; ch < w; ++ch) acc[ch] = 0.0;
   for (int64_t i = r0; i < r1; ++i) {
-    const T* __restrict ai = a + i * c;
+    const T* __restrict ai = a + i * c + c0;
     if (b != nullptr) {
-      const T* __restrict bi = b + i * c;
-      for (int64_t ch = c0; ch < c1; ++ch) out[ch] += ai[ch] * bi[ch];
+      const T* __restrict bi = b + i * c + c0;
+      for (int64_t ch = 0; ch < w; ++ch) acc[ch] += static_cast<double>(ai[ch]) * static_cast<double>(bi[ch]);
     } else {
-      for (int64_t ch = c0; ch < c1; ++ch) out[ch] += ai[ch];
+      for (int64_t ch = 0; ch < w; ++ch) acc[ch] += static_cast<double>(ai[ch]);
     }
   }
+  for (int64_t ch = 0; ch < w; ++ch) out[c0 + ch] = static_cast<T>(acc[ch]);
 }
 
 template <typename T>
