@@ -1,5 +1,6 @@
 #include "model/fcmae.h"
 
+#include <ATen/record_function.h>
 #include <torch/nn/init.h>
 
 #include <cmath>
@@ -8,6 +9,7 @@
 #include "common/check.h"
 #include "common/rng.h"
 #include "model/fcmae_encoder.h"
+#include "sparse_ops/layout.h"
 
 namespace cnx::model {
 namespace {
@@ -118,6 +120,7 @@ torch::Tensor unpatchify(const torch::Tensor& patches, int64_t p, int64_t h, int
 
 torch::Tensor fcmae_loss(const torch::Tensor& images, const torch::Tensor& pred, const torch::Tensor& mask, int64_t p,
                          bool norm_pix_loss) {
+  RECORD_FUNCTION("cnx::fcmae_loss", std::vector<c10::IValue>());
   auto target = patchify(images, p);
   const int64_t n = target.size(0), l = target.size(1), d = target.size(2);
   CNX_CHECK(pred.dim() == 4 && pred.size(0) == n && pred.size(1) == d && pred.size(2) * pred.size(3) == l,
@@ -131,7 +134,9 @@ torch::Tensor fcmae_loss(const torch::Tensor& images, const torch::Tensor& pred,
     auto var = target.var(-1, /*unbiased=*/true, /*keepdim=*/true);
     target = (target - mean) / (var + 1e-6).sqrt();
   }
-  auto pr = pred.reshape({n, d, l}).permute({0, 2, 1});
+  // (N, L, D) view of the prediction, without a copy for either memory format.
+  auto pr = pred.permute({0, 2, 3, 1}).is_contiguous() ? pred.permute({0, 2, 3, 1}).reshape({n, l, d})
+                                                       : pred.reshape({n, d, l}).permute({0, 2, 1});
   auto per_patch = (pr - target).pow(2).mean(-1);
   return (per_patch * m).sum() / m.sum();
 }
@@ -198,14 +203,46 @@ torch::Tensor FcmaeImpl::forward_encoder(const torch::Tensor& images, const torc
 }
 
 torch::Tensor FcmaeImpl::forward_decoder(const torch::Tensor& latent, const torch::Tensor& mask) {
+  if (options_.encoder_type == "sparse") return sparse_decoder(latent, mask);
   auto x = proj->forward(latent);
   const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
   CNX_CHECK(mask.numel() == n * h * w, "FCMAE decoder: mask ", mask.sizes(), " does not hold ", h, "x", w,
             " patches for each of ", n, " images");
-  auto m = mask.reshape({n, 1, h, w}).to(x.scalar_type());
-  x = x * (1 - m) + mask_token * m;
+  at::Tensor m;
+  {
+    RECORD_FUNCTION("cnx::fcmae_mask_tokens", std::vector<c10::IValue>());
+    m = mask.reshape({n, 1, h, w}).to(x.scalar_type());
+    x = x * (1 - m) + mask_token * m;
+  }
   x = decoder->forward(x);
   return pred->forward(x);
+}
+
+torch::Tensor FcmaeImpl::sparse_decoder(const torch::Tensor& latent, const torch::Tensor& mask) {
+  CNX_CHECK(latent.dim() == 4, "FCMAE decoder: latent must be (N, C, h, w), got ", latent.sizes());
+  const int64_t n = latent.size(0), c = latent.size(1), h = latent.size(2), w = latent.size(3);
+  const int64_t d = options_.decoder_dim, out = pred->options.out_channels();
+  CNX_CHECK(mask.numel() == n * h * w, "FCMAE decoder: mask ", mask.sizes(), " does not hold ", h, "x", w,
+            " patches for each of ", n, " images");
+  // Rows (n, y, x), channels contiguous: a view of the sparse encoder's output.
+  auto x = at::linear(latent.permute({0, 2, 3, 1}).reshape({n * h * w, c}), proj->weight.reshape({d, c}), proj->bias);
+  {
+    RECORD_FUNCTION("cnx::fcmae_mask_tokens", std::vector<c10::IValue>());
+    auto m = mask.reshape({n * h * w, 1}).to(x.scalar_type());
+    x = x * (1 - m) + mask_token.reshape({1, d}) * m;
+  }
+  auto layout =
+      sparse_ops::layout_from_patch_mask(at::zeros({n, h * w}, mask.options().dtype(at::kFloat)), h, w, 1, x.device());
+  at::Tensor neighbours;
+  for (auto& m : *decoder) {
+    auto blk = m.ptr<BlockImpl>();
+    CNX_CHECK(blk != nullptr, "FCMAE decoder holds a module that is not a Block");
+    if (!neighbours.defined())
+      neighbours = sparse_ops::neighbour_map(layout, blk->dwconv->options.kernel_size()->at(0));
+    x = sparse_block(*blk, x, neighbours, layout.offsets, is_training());
+  }
+  auto p = at::linear(x, pred->weight.reshape({out, d}), pred->bias);
+  return p.view({n, h, w, out}).permute({0, 3, 1, 2});
 }
 
 FcmaeOutput FcmaeImpl::forward(const torch::Tensor& images, const torch::Tensor& mask) {

@@ -86,7 +86,11 @@ class FcmaeImpl : public torch::nn::Module {
 
   // (N, C3, H/32, W/32), zeros at masked patches, by the selected encoder.
   torch::Tensor forward_encoder(const torch::Tensor& images, const torch::Tensor& mask);
-  // (N, p*p*C, H/32, W/32).
+  // (N, p*p*C, H/32, W/32). With the sparse encoder the decoder runs on the
+  // sparse ops too (every patch an active site: proj and pred as Linears on
+  // channels-last rows, the blocks as sparse_block), and the result is a
+  // channels-last tensor viewed as NCHW; with the dense-masked encoder it is
+  // the LibTorch modules (the oracle). Both compute the same function.
   torch::Tensor forward_decoder(const torch::Tensor& latent, const torch::Tensor& mask);
 
   // "sparse" | "dense_masked"; both run the same parameters.
@@ -106,6 +110,7 @@ class FcmaeImpl : public torch::nn::Module {
 
  private:
   void init_weights();
+  torch::Tensor sparse_decoder(const torch::Tensor& latent, const torch::Tensor& mask);
 
   FcmaeOptions options_;
   int64_t patch_size_ = 32;
