@@ -80,7 +80,7 @@ class SparseOpsVsDense : public ::testing::TestWithParam<at::ScalarType> {};
 
 TEST_P(SparseOpsVsDense, DepthwiseConv) {
   const auto dt = GetParam();
-  const double tol = dt == at::kDouble ? 1e-10 : 1e-5;
+  const double tol = dt == at::kDouble ? 1e-10 : 1e-6;
   const int64_t c = 5;
   auto mask = random_mask(2, 3, 4, 0.5, 11);
   auto lay = layout_from_patch_mask(mask, 3, 4, 4);  // 12 x 16
@@ -107,7 +107,7 @@ TEST_P(SparseOpsVsDense, DepthwiseConv) {
 
 TEST_P(SparseOpsVsDense, GrnPerSampleOverActiveSites) {
   const auto dt = GetParam();
-  const double tol = dt == at::kDouble ? 1e-10 : 1e-5;
+  const double tol = dt == at::kDouble ? 1e-10 : 1e-6;
   const int64_t c = 6;
   auto mask = random_mask(3, 2, 2, 0.5, 21);
   mask[2].fill_(1);  // empty sample
@@ -137,7 +137,7 @@ TEST_P(SparseOpsVsDense, GrnPerSampleOverActiveSites) {
 
 TEST_P(SparseOpsVsDense, DownsampleConv) {
   const auto dt = GetParam();
-  const double tol = dt == at::kDouble ? 1e-10 : 1e-5;
+  const double tol = dt == at::kDouble ? 1e-10 : 1e-6;
   auto mask = random_mask(2, 2, 3, 0.5, 31);
   auto fine = layout_from_patch_mask(mask, 2, 3, 4);
   auto coarse = layout_from_patch_mask(mask, 2, 3, 2);
@@ -162,7 +162,7 @@ TEST_P(SparseOpsVsDense, DownsampleConv) {
 
 TEST_P(SparseOpsVsDense, StemConvOnVisiblePatches) {
   const auto dt = GetParam();
-  const double tol = dt == at::kDouble ? 1e-10 : 1e-5;
+  const double tol = dt == at::kDouble ? 1e-10 : 1e-6;
   auto mask = random_mask(2, 2, 3, 0.5, 41);
   auto lay = layout_from_patch_mask(mask, 2, 3, 2);  // stem output 4 x 6, image 16 x 24
   auto img = seeded_randn({2, 3, 16, 24}, 13, dt);
