@@ -1,6 +1,7 @@
 #include "model/fcmae.h"
 
 #include <ATen/record_function.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/init.h>
 
 #include <cmath>
@@ -56,6 +57,36 @@ ConvNeXtV2Options encoder_net_options(const FcmaeOptions& options) {
   o.drop_path_rate = 0.0;
   return o;
 }
+
+// Masked mean of per-patch mean squared errors with a hand-written backward:
+// loss = sum_{n,l} m[n,l] * mean_d (pr - target)^2 / sum m, gradient for pr
+// only (target is a constant). One pass forward (difference; its per-patch
+// sum of squares is read through a norm, no squared copy) and one backward,
+// instead of autograd's chain of full-size temporaries (sub, pow, mean and
+// their backwards) over the N x L x D prediction.
+class MaskedMseFn : public torch::autograd::Function<MaskedMseFn> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& pr,
+                               const torch::Tensor& target, const torch::Tensor& m) {
+    auto diff = pr - target;
+    auto norm = at::linalg_vector_norm(diff, 2, at::IntArrayRef{-1}, /*keepdim=*/false, c10::nullopt);
+    const double d = static_cast<double>(pr.size(-1));
+    auto msum = m.sum();
+    ctx->save_for_backward({diff, m, msum});
+    ctx->saved_data["d"] = d;
+    ctx->saved_data["dtype"] = static_cast<int64_t>(pr.scalar_type());
+    return (norm * norm / d * m).sum() / msum;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const double d = ctx->saved_data["d"].toDouble();
+    const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    auto scale = (saved[1] * (grads[0] * (2.0 / d) / saved[2])).unsqueeze(-1);
+    return {(saved[0] * scale).to(dtype), torch::Tensor(), torch::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -137,8 +168,11 @@ torch::Tensor fcmae_loss(const torch::Tensor& images, const torch::Tensor& pred,
   // (N, L, D) view of the prediction, without a copy for either memory format.
   auto pr = pred.permute({0, 2, 3, 1}).is_contiguous() ? pred.permute({0, 2, 3, 1}).reshape({n, l, d})
                                                        : pred.reshape({n, d, l}).permute({0, 2, 1});
-  auto per_patch = (pr - target).pow(2).mean(-1);
-  return (per_patch * m).sum() / m.sum();
+  if (images.requires_grad()) {
+    auto per_patch = (pr - target).pow(2).mean(-1);
+    return (per_patch * m).sum() / m.sum();
+  }
+  return MaskedMseFn::apply(pr, target, m);
 }
 
 FcmaeEncoderImpl::FcmaeEncoderImpl(ConvNeXtV2 model) : net(std::move(model)) {

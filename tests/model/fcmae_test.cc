@@ -300,6 +300,20 @@ TEST(FcmaeLoss, IgnoresVisiblePatchesAndMatchesReferenceFormula) {
     }
   }
   EXPECT_NEAR(base, num / den, 1e-12);
+
+  // Gradient for the prediction (NCHW and channels-last memory) equals
+  // autograd's through the same formula written with plain ops.
+  for (bool channels_last : {false, true}) {
+    auto leaf = (channels_last ? pred.permute({0, 2, 3, 1}).contiguous().permute({0, 3, 1, 2}) : pred.clone())
+                    .requires_grad_(true);
+    fcmae_loss(images, leaf, mask, p, true).backward();
+    auto ref_leaf = pred.clone().requires_grad_(true);
+    auto tgt = patchify(images, p);
+    tgt = (tgt - tgt.mean(-1, true)) / (tgt.var(-1, true, true) + 1e-6).sqrt();
+    auto per_patch = (ref_leaf.reshape({2, p * p * 3, 6}).permute({0, 2, 1}) - tgt).pow(2).mean(-1);
+    ((per_patch * mask).sum() / mask.sum()).backward();
+    EXPECT_TRUE(torch::allclose(leaf.grad(), ref_leaf.grad(), 1e-12, 1e-14)) << "channels_last " << channels_last;
+  }
 }
 
 TEST(FcmaePatchify, ChannelFastestNonSquareRoundTrip) {
