@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include <cstdlib>
 #include <functional>
 #include <string>
@@ -184,6 +186,59 @@ TEST_P(SparseOpsVsDense, StemConvOnVisiblePatches) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, SparseOpsVsDense, ::testing::Values(at::kFloat, at::kDouble));
+
+// Long float sums do not drift: one sample with ~20k active sites (a GRN
+// statistic and each depthwise weight-gradient tap sum over all of them),
+// features with a non-zero mean so that the sums grow. Each float result is
+// compared with its float64 value; the sparse CPU kernels' error must be no
+// larger than that of the dense LibTorch ops (pairwise/blocked reductions) on
+// the same data.
+TEST(SparseOps, LongFloatSumsNoWorseThanLibTorch) {
+  using testing::rel_err;
+  ScopedKernelMode scoped(KernelMode::kAuto);
+  const int64_t c = 16, side = 180;
+  auto mask = random_mask(1, side / 4, side / 4, 0.4, 91);
+  auto lay = layout_from_patch_mask(mask, side / 4, side / 4, 4);
+  ASSERT_GT(lay.num_sites, 15000);
+  auto map = neighbour_map(lay, 7);
+  auto x64 = seeded_randn({lay.num_sites, c}, 1, at::kDouble) + 1.0;
+  auto w64 = seeded_randn({c, 1, 7, 7}, 2, at::kDouble) * 0.1;
+  auto b64 = seeded_randn({c}, 3, at::kDouble);
+  auto gm64 = seeded_randn({1, 1, 1, c}, 4, at::kDouble), bt64 = seeded_randn({1, 1, 1, c}, 5, at::kDouble);
+  auto r64 = seeded_randn({lay.num_sites, c}, 6, at::kDouble) + 0.5;
+
+  // Sparse ops: dwconv then GRN; returns output and the parameter gradients.
+  auto sparse_run = [&](at::ScalarType dt) {
+    auto x = leaf(x64.to(dt)), w = leaf(w64.to(dt)), b = leaf(b64.to(dt));
+    auto gm = leaf(gm64.to(dt)), bt = leaf(bt64.to(dt));
+    auto y = sparse_grn(sparse_depthwise_conv(x, map, w, b), lay.offsets, gm, bt);
+    (y * r64.to(dt)).sum().backward();
+    return std::vector<at::Tensor>{y.detach(), w.grad(), b.grad(), gm.grad(), bt.grad(), x.grad()};
+  };
+  // The same function with dense LibTorch ops on the densified input.
+  auto dense_run = [&](at::ScalarType dt) {
+    auto x = leaf(x64.to(dt)), w = leaf(w64.to(dt)), b = leaf(b64.to(dt));
+    auto gm = leaf(gm64.to(dt)), bt = leaf(bt64.to(dt));
+    auto act = active_f(lay, dt);
+    auto conv = at::conv2d(densify(x, lay), w, b, 1, 3, 1, c) * act;
+    auto nhwc = conv.permute({0, 2, 3, 1});
+    auto gx = at::norm(nhwc, 2, {1, 2}, true);
+    auto nx = gx / (gx.mean(-1, true) + 1e-6);
+    auto y = sparsify((gm * (nhwc * nx) + bt + nhwc).permute({0, 3, 1, 2}), lay);
+    (y * r64.to(dt)).sum().backward();
+    return std::vector<at::Tensor>{y.detach(), w.grad(), b.grad(), gm.grad(), bt.grad(), x.grad()};
+  };
+  const auto oracle = sparse_run(at::kDouble);
+  const auto sparse = sparse_run(at::kFloat);
+  const auto dense = dense_run(at::kFloat);
+  const char* names[] = {"output",         "dwconv weight grad", "dwconv bias grad",
+                         "grn gamma grad", "grn beta grad",      "input grad"};
+  for (size_t q = 0; q < oracle.size(); ++q) {
+    const double es = rel_err(sparse[q], oracle[q]), ed = rel_err(dense[q], oracle[q]);
+    std::printf("%s: float32 vs float64 sparse %.3g dense %.3g\n", names[q], es, ed);
+    EXPECT_LE(es, ed) << names[q];
+  }
+}
 
 class SparseOpsGradcheck : public ::testing::TestWithParam<KernelMode> {};
 
