@@ -7,9 +7,8 @@
 //   cnx-fcmae-step-bench [--device cuda|cpu] [--variant atto] [--size 224]
 //       [--batch 64] [--mask 0.6] [--encoder sparse|dense_masked]
 //       [--kernels auto|generic] [--precision fp32|bf16] [--warmup 3]
-//       [--steps 10] [--max-seconds 30]
-//
-//       [--threads N] [--ceiling on|off] [--profile-steps 2]
+//       [--steps 10] [--max-seconds 30] [--threads N] [--ceiling on|off]
+//       [--profile-steps 2]
 //
 // Prints one JSON object on stdout. Exit 0; 1 with {"error": ...} in the
 // object when the configuration fails (e.g. a dtype the kernels reject);
@@ -26,9 +25,10 @@
 // "ceiling_share" = achieved / ceiling, achieved from the median step time.
 //
 // Breakdown: with --profile-steps K > 0, K more steps run under LibTorch's
-// RecordFunction (bench/model/op_profile.h) and a table of per-op time, share,
-// FLOPs and GFLOP/s (forward and backward apart) goes to stderr. The profiled
-// steps are not part of the timing.
+// RecordFunction (bench/model/op_profile.h) and two tables go to stderr: per
+// top-level op (forward and backward apart) and per GEMM/conv input shape,
+// each with time, share, FLOPs and GFLOP/s. The profiled steps are not part
+// of the timing.
 //
 // --threads N sets LibTorch's intra-op threads (default: leave as is).
 #include <ATen/autocast_mode.h>

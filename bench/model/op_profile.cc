@@ -268,10 +268,10 @@ std::string format_breakdown(const std::vector<OpRow>& rows, int steps, const st
   out << line;
   OpRow rest;
   rest.name = "(other ops)";
-  auto print = [&](const OpRow& r) {
+  auto print = [&](const OpRow& r, bool summary) {
     const double ms = 1e3 * r.seconds / n, gf = 1e-9 * r.flops / n;
     std::snprintf(line, sizeof line, "%-60.60s %4s %6.0f %8.2f %5.1f%% %8.3f %8.1f\n", r.name.c_str(),
-                  r.backward ? "bwd" : "fwd", static_cast<double>(r.calls) / n, ms,
+                  summary ? "-" : (r.backward ? "bwd" : "fwd"), static_cast<double>(r.calls) / n, ms,
                   total > 0 ? 100.0 * r.seconds / total : 0.0, gf, r.seconds > 0 ? 1e-9 * r.flops / r.seconds : 0.0);
     out << line;
   };
@@ -281,17 +281,17 @@ std::string format_breakdown(const std::vector<OpRow>& rows, int steps, const st
       rest.seconds += r.seconds;
       rest.flops += r.flops;
     } else {
-      print(r);
+      print(r, false);
     }
   }
-  if (rest.calls > 0) print(rest);
+  if (rest.calls > 0) print(rest, true);
   OpRow all;
-  all.name = "total (profiled)";
+  all.name = "total of the rows";
   all.calls = 0;
   for (const auto& r : rows) all.calls += r.calls;
   all.seconds = total;
   all.flops = total_flops;
-  print(all);
+  print(all, true);
   return out.str();
 }
 
