@@ -5,15 +5,19 @@
 //
 //   cnx-dense-train-bench [--variant atto] [--configs 224x32,64x64]
 //       [--threads 1,2] [--kernels libtorch,libtorch-cl,cnx] [--drop-path 0.1]
-//       [--reps 3] [--warmup 1] [--mode train|infer]
+//       [--reps 3] [--warmup 1] [--mode train|infer] [--malloc keep|system]
 //
 // --configs: SIZExBATCH entries (square images; classes 1000 at sizes >= 224,
 // 10 below, as ImageNet / Fashion-MNIST fine-tuning). Per configuration and
 // thread count, the kernel sets take turns, one step each, `reps` rounds after
 // `warmup` rounds; a kernel set's figure is the median of its rounds. The
 // first kernel set listed is the ratios' baseline. Also printed: the medians
-// of the forward (with the loss), backward and optimizer parts. --mode infer times the
+// of the forward (with the loss), backward and optimizer parts, and of the
+// process CPU time per step with its ratio (cpu_ratio: the baseline's CPU
+// time / this one's; with 1 thread on a busy machine the steadier figure). --mode infer times the
 // eval-mode forward without gradients (feature extraction / evaluation).
+// --malloc keep (the default, as cnx-finetune and cnx-eval run) applies
+// model/host_memory.h's policy; system leaves glibc's defaults.
 // Prints a table on stdout; exit 2 on bad arguments.
 #include <torch/torch.h>
 
@@ -21,6 +25,7 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <map>
 #include <sstream>
 #include <string>
@@ -28,6 +33,7 @@
 
 #include "model/convnextv2.h"
 #include "model/dense_kernels.h"
+#include "model/host_memory.h"
 
 namespace {
 
@@ -39,6 +45,14 @@ std::vector<std::string> split(const std::string& s, char sep) {
     if (!item.empty()) out.push_back(item);
   }
   return out;
+}
+
+// CPU seconds of the whole process (all threads): on a shared machine, with
+// one thread, the work a step did without the time it waited for a core.
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
 double median(std::vector<double> v) {
@@ -53,7 +67,8 @@ int main(int argc, char** argv) {
   std::map<std::string, std::string> a = {{"variant", "atto"},  {"configs", "224x32,64x64"},
                                           {"threads", "1,2"},   {"kernels", "libtorch,libtorch-cl,cnx"},
                                           {"drop-path", "0.1"}, {"reps", "3"},
-                                          {"warmup", "1"},      {"mode", "train"}};
+                                          {"warmup", "1"},      {"mode", "train"},
+                                          {"malloc", "keep"}};
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
     if (k.rfind("--", 0) != 0 || i + 1 >= argc || !a.count(k.substr(2))) {
@@ -83,6 +98,9 @@ int main(int argc, char** argv) {
     drop_path = std::stod(a["drop-path"]);
     if (a["mode"] != "train" && a["mode"] != "infer") throw std::invalid_argument("--mode: expected train or infer");
     train = a["mode"] == "train";
+    if (a["malloc"] != "keep" && a["malloc"] != "system") {
+      throw std::invalid_argument("--malloc: expected keep or system");
+    }
     if (kernels.empty() || threads.empty() || configs.empty() || reps < 1 || warmup < 0) {
       throw std::invalid_argument("empty list or reps < 1");
     }
@@ -91,11 +109,12 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  std::printf("# %s step, ConvNeXt V2-%s, drop path %.2f, %d rounds (median), %d warmup\n",
+  const bool keep = a["malloc"] == "keep" && cnx::model::keep_freed_tensor_memory();
+  std::printf("# %s step, ConvNeXt V2-%s, drop path %.2f, %d rounds (median), %d warmup, malloc %s\n",
               train ? "training (fwd + CE + bwd + AdamW)" : "inference (eval fwd, no grad)", a["variant"].c_str(),
-              train ? drop_path : 0.0, reps, warmup);
-  std::printf("%-5s %-6s %-8s %-12s %10s %10s %8s %9s %9s %8s\n", "size", "batch", "threads", "kernels", "ms/step",
-              "img/s", "ratio", "fwd_ms", "bwd_ms", "opt_ms");
+              train ? drop_path : 0.0, reps, warmup, keep ? "keep" : "system");
+  std::printf("%-5s %-6s %-8s %-12s %10s %10s %8s %9s %9s %8s %9s %9s\n", "size", "batch", "threads", "kernels",
+              "ms/step", "img/s", "ratio", "fwd_ms", "bwd_ms", "opt_ms", "cpu_ms", "cpu_ratio");
   for (const auto& [size, batch] : configs) {
     for (int t : threads) {
       at::set_num_threads(t);
@@ -114,9 +133,11 @@ int main(int argc, char** argv) {
       }
       using Clock = std::chrono::steady_clock;
       auto since = [](Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); };
-      // Seconds of: the whole step, forward + loss, backward, optimizer.
+      // Seconds of: the whole step, forward + loss, backward, optimizer; the
+      // process's CPU time of the step.
       auto step = [&](DenseKernels k) {
-        std::array<double, 4> s{};
+        std::array<double, 5> s{};
+        const double c0 = cpu_seconds();
         const auto t0 = Clock::now();
         if (train) {
           opt.zero_grad();
@@ -136,22 +157,24 @@ int main(int argc, char** argv) {
           s[1] = since(t0);
         }
         s[0] = since(t0);
+        s[4] = cpu_seconds() - c0;
         return s;
       };
-      std::vector<std::array<std::vector<double>, 4>> secs(kernels.size());
+      std::vector<std::array<std::vector<double>, 5>> secs(kernels.size());
       for (int r = 0; r < warmup + reps; ++r) {
         for (size_t i = 0; i < kernels.size(); ++i) {
           const auto s = step(kernels[i]);
           for (size_t j = 0; j < s.size() && r >= warmup; ++j) secs[i][j].push_back(s[j]);
         }
       }
-      const double base = median(secs[0][0]);
+      const double base = median(secs[0][0]), base_cpu = median(secs[0][4]);
       for (size_t i = 0; i < kernels.size(); ++i) {
-        const double m = median(secs[i][0]);
-        std::printf("%-5lld %-6lld %-8d %-12s %10.1f %10.2f %7.2fx %9.1f %9.1f %8.1f\n", static_cast<long long>(size),
-                    static_cast<long long>(batch), t, cnx::model::dense_kernels_name(kernels[i]), 1000.0 * m,
-                    static_cast<double>(batch) / m, base / m, 1000.0 * median(secs[i][1]), 1000.0 * median(secs[i][2]),
-                    1000.0 * median(secs[i][3]));
+        const double m = median(secs[i][0]), cpu = median(secs[i][4]);
+        std::printf("%-5lld %-6lld %-8d %-12s %10.1f %10.2f %7.2fx %9.1f %9.1f %8.1f %9.1f %8.2fx\n",
+                    static_cast<long long>(size), static_cast<long long>(batch), t,
+                    cnx::model::dense_kernels_name(kernels[i]), 1000.0 * m, static_cast<double>(batch) / m, base / m,
+                    1000.0 * median(secs[i][1]), 1000.0 * median(secs[i][2]), 1000.0 * median(secs[i][3]), 1000.0 * cpu,
+                    base_cpu / cpu);
       }
       std::fflush(stdout);
     }

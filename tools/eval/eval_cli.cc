@@ -10,6 +10,7 @@
 
 #include "common/config.h"
 #include "common/logging.h"
+#include "model/dense_kernels.h"
 #include "tools/visualize/plot.h"
 
 namespace cnx::eval {
@@ -43,6 +44,7 @@ int eval_main(int argc, char** argv, EvalMode mode) {
   EvalJobOptions o;
   o.mode = mode;
   int threads = 0;
+  std::string kernels = model::dense_kernels_name(model::dense_kernels());
   std::string json_path, log_level = "info";
   bool no_verify = false, no_standardize = false;
   std::vector<double> crop_scale{0.35, 1.0};
@@ -95,6 +97,11 @@ int eval_main(int argc, char** argv, EvalMode mode) {
       ->capture_default_str();
   app.add_option("--threads", threads, "intra-op threads per rank (default: cores / ranks on this host)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--kernels", kernels,
+                 "dense model kernels: cnx (ours on an all-visible layout; the fastest) | libtorch-cl "
+                 "(LibTorch, channels-last) | libtorch (LibTorch, NCHW)")
+      ->check(CLI::IsMember({"cnx", "libtorch-cl", "libtorch"}))
+      ->capture_default_str();
   app.add_option("--seed", o.seed, "seed (head init, shuffles, augmentation, random init)")->capture_default_str();
   app.add_option("--lr", lr, probe ? "linear head lr (default 1e-3)" : "absolute peak lr (default: blr * batch / 256)");
   app.add_option("--weight-decay", weight_decay, "AdamW weight decay")->capture_default_str();
@@ -133,6 +140,7 @@ int eval_main(int argc, char** argv, EvalMode mode) {
       threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local);
     }
     at::set_num_threads(threads);
+    model::set_dense_kernels(model::parse_dense_kernels(kernels, "--kernels"));
     o.verify_sha256 = !no_verify;
     if (!config_path.empty()) {
       const Config c = load_config(config_path, overrides);

@@ -14,6 +14,7 @@
 #include "common/check.h"
 #include "common/logging.h"
 #include "common/rng.h"
+#include "model/dense_kernels.h"
 #include "tools/eval/layer_decay.h"
 #include "worker/lr_schedule.h"
 #include "worker/optimizer.h"
@@ -41,7 +42,7 @@ double evaluate_top1(model::ConvNeXtV2Impl& net, const LabelledSet& test, const 
     DecodedBatch batch = decode_samples(test, idx, transform, 0, 0);
     counts[2] += static_cast<double>(batch.failed);
     if (batch.positions.empty()) continue;
-    const at::Tensor logits = net.forward(batch.images.contiguous(at::MemoryFormat::ChannelsLast));
+    const at::Tensor logits = model::dense_forward(net, batch.images);
     counts[0] += (logits.argmax(1) == batch.labels).sum().item<double>();
     counts[1] += static_cast<double>(batch.labels.size(0));
   }
@@ -120,7 +121,7 @@ FinetuneResult finetune(model::ConvNeXtV2Impl& net, const LabelledSet& train, co
         // gradients so the collective still matches the other ranks.
         loss = at::zeros({}, at::kFloat);
       } else {
-        const at::Tensor logits = net.forward(batch.images.contiguous(at::MemoryFormat::ChannelsLast));
+        const at::Tensor logits = model::dense_forward(net, batch.images);
         loss = smoothed_cross_entropy(logits, batch.labels, o.label_smoothing);
         torch::autograd::backward({loss});
       }

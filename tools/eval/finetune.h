@@ -18,6 +18,8 @@
 // on), its top-1 is measured the same way after every epoch: the number to
 // choose a recipe by, where the test set must not be looked at.
 //
+// The forward passes (training and evaluation) run through
+// model::dense_kernels(), the process-wide kernel set (dense_kernels.h).
 // Per step the loop reads: batch (decode + train transform), zero grads,
 // forward, smoothed cross-entropy, backward (+ overlapped gradient sync),
 // optional clipping, AdamW at the schedule's lr for this step, then the

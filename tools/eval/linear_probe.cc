@@ -10,6 +10,7 @@
 
 #include "common/check.h"
 #include "common/logging.h"
+#include "model/dense_kernels.h"
 #include "model/layers.h"
 #include "worker/optimizer.h"
 
@@ -45,7 +46,7 @@ Features extract_features(model::ConvNeXtV2Impl& net, const LabelledSet& set, co
     DecodedBatch batch = decode_samples(set, idx, transform, 0, 0);
     failed += batch.failed;
     if (batch.positions.empty()) continue;
-    at::Tensor f = net.forward_features(batch.images.contiguous(at::MemoryFormat::ChannelsLast));
+    at::Tensor f = model::dense_forward_features(net, batch.images);
     for (size_t i = 0; i < batch.positions.size(); ++i) {
       at::Tensor row = rows[batch.positions[i]];
       row.narrow(0, 0, dim).copy_(f[static_cast<int64_t>(i)]);

@@ -38,7 +38,8 @@ struct Features {
 };
 
 // forward_features of every sample of `set` (eval transform `transform`),
-// batch_size at a time; with comm, gathered over all ranks (collective).
+// batch_size at a time, through model::dense_kernels() (dense_kernels.h); with comm, gathered over all ranks
+// (collective).
 Features extract_features(model::ConvNeXtV2Impl& net, const LabelledSet& set, const data::TransformOptions& transform,
                           int64_t batch_size, comm::Communicator* comm);
 
