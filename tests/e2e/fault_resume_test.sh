@@ -27,6 +27,8 @@ e2e_init fault_resume 280
 
 make_fmnist_shards "$MAKE_SHARDS" "$WORK/shards" 200 # 2 ranks x batch 4: 25 steps per epoch
 STEPS=50
+# A slower model (lib.sh): the kill -9 below must land between two commits.
+export E2E_INPUT_SIZE=128 E2E_DIMS="[32, 64, 128, 256]"
 SCHED="schedule: {epochs: 2, warmup_epochs: 0.5, log_every: 5}"
 FINAL="step-000000$STEPS"
 for run in ref kill term; do

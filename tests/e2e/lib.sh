@@ -104,16 +104,18 @@ make_fmnist_shards() {
 }
 
 # A tiny FCMAE job config on shards: write_config FILE INDEX CKPT_ROOT [extra YAML lines].
+# E2E_INPUT_SIZE / E2E_DIMS: a slower model for tests that must act between
+# two steps (the default one runs a step in a few ms).
 write_config() {
   local file="$1" index="$2" root="$3"
   shift 3
   {
     cat <<YAML
 job: {id: fault-test, seed: 5}
-model: {name: custom, depths: [1, 1, 1, 1], dims: [8, 16, 32, 64], decoder_dim: 32}
+model: {name: custom, depths: [1, 1, 1, 1], dims: ${E2E_DIMS:-[8, 16, 32, 64]}, decoder_dim: 32}
 mask: {ratio: 0.6}
 optimizer: {blr: 1.0e-2}
-data: {index: $index, input_size: 64, batch_size: 4}
+data: {index: $index, input_size: ${E2E_INPUT_SIZE:-64}, batch_size: 4}
 train: {threads: 1}
 metrics: {enabled: false}
 YAML
