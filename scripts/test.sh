@@ -12,12 +12,12 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 BUILD_DIR=${CNX_BUILD_DIR:-build}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-printf '\033[1m[test]\033[0m running ctest in %s\n' "$BUILD_DIR" >&2
 status=0
 if [ $# -eq 0 ]; then
   printf '\033[1m[test]\033[0m checking formatting (scripts/format.sh --check)\n' >&2
   scripts/format.sh --check || { printf '\033[1;31m[test] formatting differs: run scripts/format.sh\033[0m\n' >&2; status=1; }
 fi
+printf '\033[1m[test]\033[0m running ctest in %s\n' "$BUILD_DIR" >&2
 (cd "$BUILD_DIR" && ctest --output-on-failure --timeout 900 -j"${CNX_TEST_JOBS:-1}" "$@") || status=$?
 if [ $# -eq 0 ] && [ "${CNX_SKIP_CORE_ONLY:-0}" != 1 ]; then
   scripts/test_core_only.sh || status=1

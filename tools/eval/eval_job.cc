@@ -13,6 +13,7 @@
 
 #include "common/check.h"
 #include "common/logging.h"
+#include "model/dense_kernels.h"
 #include "model/fcmae.h"
 #include "model/weights.h"
 #include "tools/export/fcmae_state.h"
@@ -177,6 +178,10 @@ EvalSummary run_eval_job(const EvalJobOptions& o, comm::Communicator* comm) {
   s.mean = o.mean;
   s.std = o.std;
   if (rank == 0) CNX_LOG_INFO("eval transform: {}", s.eval_transform);
+  if (rank == 0)
+    CNX_LOG_INFO("dense kernels: {}",
+                 model::dense_kernels_name(model::effective_dense_kernels(
+                     *built.net, at::empty({1, 1, o.input_size, o.input_size}), model::dense_kernels())));
 
   if (o.mode == EvalMode::kLinearProbe) {
     s.mode = "linear_probe";
