@@ -118,6 +118,58 @@ pb::CheckpointPartReply CoordinatorClient::report_checkpoint_part(pb::Checkpoint
       });
 }
 
+pb::RegisterHostReply CoordinatorClient::register_host(const std::string& job_id, const std::vector<int>& ranks,
+                                                       int world_size, const std::string& host,
+                                                       const std::string& launch_id) {
+  pb::RegisterHostRequest req;
+  req.set_job_id(job_id);
+  for (int r : ranks) req.add_ranks(r);
+  req.set_world_size(world_size);
+  req.set_host(host);
+  req.set_launch_id(launch_id);
+  auto rep = call<pb::RegisterHostRequest, pb::RegisterHostReply>(
+      "RegisterHost", req, [&](grpc::ClientContext* c, const pb::RegisterHostRequest& q, pb::RegisterHostReply* r) {
+        return stub_->RegisterHost(c, q, r);
+      });
+  host_.set_job_id(job_id);
+  host_.set_attempt(rep.attempt());
+  host_.set_host(host);
+  return rep;
+}
+
+pb::HeartbeatReply CoordinatorClient::host_heartbeat(pb::HostHeartbeatRequest req) {
+  *req.mutable_host() = host_;
+  return call<pb::HostHeartbeatRequest, pb::HeartbeatReply>(
+      "HostHeartbeat", req, [&](grpc::ClientContext* c, const pb::HostHeartbeatRequest& q, pb::HeartbeatReply* r) {
+        return stub_->HostHeartbeat(c, q, r);
+      });
+}
+
+pb::AcquireShardsReply CoordinatorClient::acquire_shards(pb::AcquireShardsRequest req) {
+  *req.mutable_host() = host_;
+  return call<pb::AcquireShardsRequest, pb::AcquireShardsReply>(
+      "AcquireShards", req, [&](grpc::ClientContext* c, const pb::AcquireShardsRequest& q, pb::AcquireShardsReply* r) {
+        return stub_->AcquireShards(c, q, r);
+      });
+}
+
+void CoordinatorClient::report_shards_done(pb::ShardsDoneRequest req) {
+  *req.mutable_host() = host_;
+  call<pb::ShardsDoneRequest, pb::ShardDoneReply>(
+      "ReportShardsDone", req, [&](grpc::ClientContext* c, const pb::ShardsDoneRequest& q, pb::ShardDoneReply* r) {
+        return stub_->ReportShardsDone(c, q, r);
+      });
+}
+
+pb::CheckpointPartReply CoordinatorClient::report_checkpoint_parts(pb::CheckpointPartsRequest req) {
+  *req.mutable_host() = host_;
+  return call<pb::CheckpointPartsRequest, pb::CheckpointPartReply>(
+      "ReportCheckpointParts", req,
+      [&](grpc::ClientContext* c, const pb::CheckpointPartsRequest& q, pb::CheckpointPartReply* r) {
+        return stub_->ReportCheckpointParts(c, q, r);
+      });
+}
+
 pb::LatestCheckpointReply CoordinatorClient::latest_checkpoint(const std::string& job_id) {
   pb::LatestCheckpointRequest req;
   req.set_job_id(job_id);

@@ -21,6 +21,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "proto/coordinator.grpc.pb.h"
 
@@ -58,6 +59,15 @@ class CoordinatorClient {
   void report_shard_done(int64_t epoch, int64_t position, int64_t consumed);
   cnx::v1::CheckpointPartReply report_checkpoint_part(cnx::v1::CheckpointPartRequest request);
 
+  // Host speaker calls (proto/coordinator.proto). register_host() records
+  // (job, attempt, host) for the rest, which fill in HostRef themselves.
+  cnx::v1::RegisterHostReply register_host(const std::string& job_id, const std::vector<int>& ranks, int world_size,
+                                           const std::string& host, const std::string& launch_id);
+  cnx::v1::HeartbeatReply host_heartbeat(cnx::v1::HostHeartbeatRequest request);
+  cnx::v1::AcquireShardsReply acquire_shards(cnx::v1::AcquireShardsRequest request);
+  void report_shards_done(cnx::v1::ShardsDoneRequest request);
+  cnx::v1::CheckpointPartReply report_checkpoint_parts(cnx::v1::CheckpointPartsRequest request);
+
   // Operator / shared calls.
   cnx::v1::LatestCheckpointReply latest_checkpoint(const std::string& job_id);
   cnx::v1::StatusReply status(const std::string& job_id);
@@ -65,6 +75,7 @@ class CoordinatorClient {
   cnx::v1::DrainReply drain(const std::string& job_id, bool checkpoint);
 
   const cnx::v1::WorkerRef& worker() const { return worker_; }
+  const cnx::v1::HostRef& host() const { return host_; }
   // Calls retried so far (for logs and tests).
   int64_t retries() const { return retries_.load(); }
 
@@ -76,6 +87,7 @@ class CoordinatorClient {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<cnx::v1::Coordinator::Stub> stub_;
   cnx::v1::WorkerRef worker_;
+  cnx::v1::HostRef host_;
   std::atomic<int64_t> retries_{0};
 };
 

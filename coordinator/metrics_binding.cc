@@ -55,7 +55,7 @@ void CoordinatorMetricsBinding::on_rpc(std::string_view method, grpc::StatusCode
 
 void CoordinatorMetricsBinding::refresh() {
   std::lock_guard<std::mutex> lock(refresh_mu_);
-  const CoordinatorStatus s = service_.status();
+  const CoordinatorStatus s = service_.status(false);
   const SchedulerStatus& j = s.job;
   metrics_.workers_registered.Set(static_cast<double>(j.workers_registered));
   metrics_.workers_alive.Set(static_cast<double>(j.workers_alive));
@@ -65,10 +65,7 @@ void CoordinatorMetricsBinding::refresh() {
   metrics_.shards_done.Set(static_cast<double>(j.shards_done));
   metrics_.shards_pending.Set(static_cast<double>(j.shards_pending));
   metrics_.set_job_state(job_state_name(j.state));
-  double samples_per_s = 0;
-  for (const auto& r : j.ranks)
-    if (r.alive) samples_per_s += r.samples_per_s;
-  metrics_.samples_per_second.Set(samples_per_s);
+  metrics_.samples_per_second.Set(j.samples_per_s);
   if (j.checkpoints_committed > seen_commits_) {
     metrics_.checkpoints_committed.Increment(static_cast<double>(j.checkpoints_committed - seen_commits_));
     seen_commits_ = j.checkpoints_committed;

@@ -134,15 +134,32 @@ void Scheduler::check_job(const std::string& job_id) const {
          str("job_id: '", job_id, "' is not this coordinator's job ('", options_.job_id, "')"));
 }
 
-RankState& Scheduler::check_ref(const WorkerRef& ref) {
-  check_job(ref.job_id);
-  if (ref.attempt != attempt_ || attempt_ == 0)
-    fail(ErrorCode::kStale, str("stale attempt ", ref.attempt, " (current attempt is ", attempt_, ")"));
-  if (ref.rank < 0 || ref.rank >= world_size_)
-    fail(ErrorCode::kInvalidArgument, str("rank: ", ref.rank, " out of range [0, ", world_size_, ")"));
-  RankState& rs = ranks_[ref.rank];
+RankState& Scheduler::check_rank(const std::string& job_id, int64_t attempt, int rank) {
+  check_job(job_id);
+  if (attempt != attempt_ || attempt_ == 0)
+    fail(ErrorCode::kStale, str("stale attempt ", attempt, " (current attempt is ", attempt_, ")"));
+  if (rank < 0 || rank >= world_size_)
+    fail(ErrorCode::kInvalidArgument, str("rank: ", rank, " out of range [0, ", world_size_, ")"));
+  RankState& rs = ranks_[rank];
   if (!rs.registered)
-    fail(ErrorCode::kFailedPrecondition, str("rank ", ref.rank, " has not registered in attempt ", attempt_));
+    fail(ErrorCode::kFailedPrecondition, str("rank ", rank, " has not registered in attempt ", attempt_));
+  return rs;
+}
+
+RankState& Scheduler::check_ref(const WorkerRef& ref) {
+  RankState& rs = check_rank(ref.job_id, ref.attempt, ref.rank);
+  if (rs.hosted)
+    fail(ErrorCode::kFailedPrecondition, str("rank ", ref.rank, " is served by the speaker of host '", rs.host,
+                                             "' in attempt ", attempt_, " (host calls only)"));
+  return rs;
+}
+
+RankState& Scheduler::check_host(const HostRef& ref, int rank) {
+  RankState& rs = check_rank(ref.job_id, ref.attempt, rank);
+  if (!rs.hosted || rs.host != ref.host)
+    fail(ErrorCode::kFailedPrecondition,
+         str("rank ", rank, " is not registered by host '", ref.host, "' in attempt ", attempt_,
+             rs.hosted ? str(" (host '", rs.host, "' holds it)") : std::string(" (it registered on its own)")));
   return rs;
 }
 
@@ -163,6 +180,7 @@ void Scheduler::open_attempt(int world, const std::string& launch_id, double now
   for (int r = 0; r < old_world; ++r) dirty_.insert("rank/" + std::to_string(r));  // rewritten or erased below
   ranks_.assign(world, RankState{});
   live_.assign(world, Liveness{});
+  registered_count_ = finished_count_ = 0;
   top_step_stale_ = true;
   for (const auto& [e, p] : plans_) dirty_.insert("plan/" + std::to_string(e));
   plans_.clear();
@@ -222,8 +240,8 @@ void Scheduler::open_attempt(int world, const std::string& launch_id, double now
   (void)now;
 }
 
-RegisterResult Scheduler::register_worker(const std::string& job_id, int rank, int world, const std::string& host,
-                                          const std::string& launch_id, double now) {
+void Scheduler::admit_launch(const std::string& job_id, int world, const std::string& host,
+                             const std::string& launch_id, double now) {
   check_job(job_id);
   if (world < 1 || world > options_.max_world_size)
     fail(ErrorCode::kInvalidArgument,
@@ -231,8 +249,6 @@ RegisterResult Scheduler::register_worker(const std::string& job_id, int rank, i
   if (options_.world_size > 0 && world != options_.world_size)
     fail(ErrorCode::kInvalidArgument,
          str("world_size: ", world, " differs from coordinator.world_size ", options_.world_size));
-  if (rank < 0 || rank >= world)
-    fail(ErrorCode::kInvalidArgument, str("rank: ", rank, " out of range [0, ", world, ")"));
   if (launch_id.empty() || launch_id.size() > 128)
     fail(ErrorCode::kInvalidArgument, "launch_id: expected 1..128 characters");
   if (host.size() > 256) fail(ErrorCode::kInvalidArgument, "host: longer than 256 characters");
@@ -254,19 +270,35 @@ RegisterResult Scheduler::register_worker(const std::string& job_id, int rank, i
       fail(ErrorCode::kFailedPrecondition,
            str("attempt ", attempt_, " has failed (", reason_, "); relaunch the workers"));
   }
-  RankState& rs = ranks_[rank];
-  if (!rs.registered || rs.host != host) {
+}
+
+void Scheduler::mark_registered(int rank, RankState& rs, const std::string& host, bool hosted, double now) {
+  if (!rs.registered) ++registered_count_;
+  if (!rs.registered || rs.host != host || rs.hosted != hosted) {
     rs.registered = true;
     rs.host = host;
+    rs.hosted = hosted;
     mark_rank(rank);
   }
   live_[rank].last_heartbeat = now;
-  if (state_ == JobState::kWaiting &&
-      std::all_of(ranks_.begin(), ranks_.end(), [](const RankState& r) { return r.registered; })) {
+  if (state_ == JobState::kWaiting && registered_count_ == world_size_) {
     for (auto& l : live_) l.last_heartbeat = l.step_changed = now;
     last_commit_unix_s_ = now;
     set_state(JobState::kRunning, str("all ", world_size_, " ranks registered"));
   }
+}
+
+RegisterResult Scheduler::register_worker(const std::string& job_id, int rank, int world, const std::string& host,
+                                          const std::string& launch_id, double now) {
+  check_job(job_id);
+  if (world >= 1 && world <= options_.max_world_size && (rank < 0 || rank >= world))
+    fail(ErrorCode::kInvalidArgument, str("rank: ", rank, " out of range [0, ", world, ")"));
+  admit_launch(job_id, world, host, launch_id, now);
+  RankState& rs = ranks_[rank];
+  if (rs.registered && rs.hosted)
+    fail(ErrorCode::kFailedPrecondition, str("rank ", rank, " is registered by the speaker of host '", rs.host,
+                                             "' in attempt ", attempt_, "; it cannot also register on its own"));
+  mark_registered(rank, rs, host, false, now);
   RegisterResult res;
   res.attempt = attempt_;
   res.world_size = world_size_;
@@ -357,6 +389,12 @@ CheckpointPlan Scheduler::plan_checkpoint(const std::string& why, double now, in
 
 HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& info, double now) {
   RankState& rs = check_ref(ref);
+  check_beat(info);
+  apply_beat(ref.rank, rs, info, now);
+  return beat_result();
+}
+
+void Scheduler::check_beat(const HeartbeatInfo& info) {
   check_range(info.step, 0, kMaxStep, "step");
   check_range(info.epoch, 0, kMaxEpoch, "epoch");
   if (!std::isfinite(info.samples_per_s) || info.samples_per_s < 0)
@@ -365,7 +403,10 @@ HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& 
   check_range(info.final_step, 0, kMaxStep, "final_step");
   if (info.final_step > 0 && info.final_step != info.step)
     fail(ErrorCode::kInvalidArgument, str("final_step: ", info.final_step, " differs from step ", info.step));
-  Liveness& l = live_[ref.rank];
+}
+
+void Scheduler::apply_beat(int rank, RankState& rs, const HeartbeatInfo& info, double now) {
+  Liveness& l = live_[rank];
   if (info.step != l.step) {
     // max_step() is asked on every heartbeat: keep it O(1) unless the top rank goes back.
     if (!top_step_stale_ && info.step >= top_step_)
@@ -391,25 +432,26 @@ HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& 
       mark_ckpt(p->id);
       pending_ckpt_ = 0;
     }
-    set_state(JobState::kFailed, str("rank ", ref.rank, " failed: ", info.message));
+    set_state(JobState::kFailed, str("rank ", rank, " failed: ", info.message));
   } else if (info.status == WorkerStatus::kFinished && !rs.finished) {
     rs.finished = true;
-    mark_rank(ref.rank);
-    if (std::all_of(ranks_.begin(), ranks_.end(), [](const RankState& r) { return r.finished; }))
-      set_state(JobState::kCompleted, "every rank finished");
+    mark_rank(rank);
+    if (++finished_count_ == world_size_) set_state(JobState::kCompleted, "every rank finished");
   }
   if (state_ == JobState::kRunning && info.final_step > 0) {
-    plan_final_checkpoint(ref.rank, info.final_step, now);
+    plan_final_checkpoint(rank, info.final_step, now);
   } else if (state_ == JobState::kRunning) {
     if (info.preempted && !drain_after_commit_) {
-      plan_checkpoint(str("rank ", ref.rank, " preempted"), now);
+      plan_checkpoint(str("rank ", rank, " preempted"), now);
       drain_after_commit_ = true;
       mark_job();
     } else {
       plan_cadence(now);
     }
   }
+}
 
+HeartbeatResult Scheduler::beat_result() const {
   HeartbeatResult res;
   res.state = state_;
   res.reason = reason_;
@@ -439,6 +481,10 @@ HeartbeatResult Scheduler::heartbeat(const WorkerRef& ref, const HeartbeatInfo& 
 
 AcquireResult Scheduler::acquire(const WorkerRef& ref, int64_t epoch, int64_t position, double now) {
   RankState& rs = check_ref(ref);
+  return acquire_for(ref.rank, rs, epoch, position, now);
+}
+
+AcquireResult Scheduler::acquire_for(int rank, RankState& rs, int64_t epoch, int64_t position, double now) {
   const int64_t max_epochs = options_.max_epochs > 0 ? std::min(options_.max_epochs, kMaxEpoch) : kMaxEpoch;
   if (epoch < 0 || epoch >= max_epochs)
     fail(ErrorCode::kInvalidArgument,
@@ -448,34 +494,34 @@ AcquireResult Scheduler::acquire(const WorkerRef& ref, int64_t epoch, int64_t po
   if (auto again = rs.leases.find({epoch, position}); again != rs.leases.end()) {
     const EpochPlan& p = plan(epoch);
     AcquireResult res;
-    res.rank_samples = p.rank_samples(ref.rank);
+    res.rank_samples = p.rank_samples(rank);
     res.min_rank_samples = p.min_rank_samples();
     res.lease = again->second;
     return res;
   }
   if (epoch < rs.epoch || epoch > rs.epoch + 1 || (epoch == rs.epoch + 1 && position != 0))
     fail(ErrorCode::kInvalidArgument,
-         str("epoch: ", epoch, " but rank ", ref.rank, " is in epoch ", rs.epoch, " (expected it or the next one)"));
+         str("epoch: ", epoch, " but rank ", rank, " is in epoch ", rs.epoch, " (expected it or the next one)"));
   if (epoch == rs.epoch + 1) {
     // Moving on: the rank's items never leased in the old epoch stay unused.
     const EpochPlan& old = plan(rs.epoch);
-    for (size_t pos = rs.next_position; pos < old.ranks[ref.rank].size(); ++pos)
-      unused_samples_ += old.ranks[ref.rank][pos].size();
+    for (size_t pos = rs.next_position; pos < old.ranks[rank].size(); ++pos)
+      unused_samples_ += old.ranks[rank][pos].size();
     rs.epoch = epoch;
     rs.next_position = 0;
     mark_job();
   }
   if (position != rs.next_position)
-    fail(ErrorCode::kInvalidArgument, str("position: ", position, " but rank ", ref.rank, "'s next position in epoch ",
+    fail(ErrorCode::kInvalidArgument, str("position: ", position, " but rank ", rank, "'s next position in epoch ",
                                           epoch, " is ", rs.next_position));
   const EpochPlan& p = plan(epoch);
-  const auto& items = p.ranks[ref.rank];
+  const auto& items = p.ranks[rank];
   AcquireResult res;
-  res.rank_samples = p.rank_samples(ref.rank);
+  res.rank_samples = p.rank_samples(rank);
   res.min_rank_samples = p.min_rank_samples();
   if (rs.next_position >= static_cast<int64_t>(items.size())) {
     res.end_of_epoch = true;
-    mark_rank(ref.rank);
+    mark_rank(rank);
     return res;
   }
   Lease l;
@@ -485,28 +531,32 @@ AcquireResult Scheduler::acquire(const WorkerRef& ref, int64_t epoch, int64_t po
   l.acquired_unix_s = now;
   l.deadline_unix_s = now + options_.lease_s;
   rs.leases[{l.epoch, l.position}] = l;
-  mark_rank(ref.rank);
+  mark_rank(rank);
   res.lease = l;
   return res;
 }
 
 void Scheduler::shard_done(const WorkerRef& ref, int64_t epoch, int64_t position, int64_t consumed, double now) {
   RankState& rs = check_ref(ref);
+  done_for(ref.rank, rs, epoch, position, consumed);
+  (void)now;
+}
+
+void Scheduler::done_for(int rank, RankState& rs, int64_t epoch, int64_t position, int64_t consumed) {
   auto it = rs.leases.find({epoch, position});
   if (it == rs.leases.end() && ((epoch == rs.epoch && position >= 0 && position < rs.next_position) ||
                                 (epoch >= 0 && epoch < rs.epoch && position >= 0)))
     return;  // already reported (a retry)
   if (it == rs.leases.end())
     fail(ErrorCode::kInvalidArgument,
-         str("no active lease at epoch ", epoch, " position ", position, " for rank ", ref.rank));
+         str("no active lease at epoch ", epoch, " position ", position, " for rank ", rank));
   if (consumed < 0 || consumed > it->second.item.size())
     fail(ErrorCode::kInvalidArgument, str("consumed: ", consumed, " out of range [0, ", it->second.item.size(), "]"));
   unused_samples_ += it->second.item.size() - consumed;
   ++shards_done_;
   rs.leases.erase(it);
-  mark_rank(ref.rank);
+  mark_rank(rank);
   mark_job();
-  (void)now;
 }
 
 void Scheduler::validate_part(int rank, const RankState& rs, const RankPart& part) {
@@ -706,7 +756,7 @@ const CheckpointRecord* Scheduler::latest_committed() const {
   return nullptr;
 }
 
-SchedulerStatus Scheduler::status(double now) const {
+SchedulerStatus Scheduler::status(double now, bool with_ranks) const {
   SchedulerStatus s;
   s.job_id = options_.job_id;
   s.state = state_;
@@ -717,6 +767,7 @@ SchedulerStatus Scheduler::status(double now) const {
   s.shards_done = shards_done_;
   s.unused_samples = unused_samples_;
   s.epoch = ranks_.empty() ? 0 : INT64_MAX;
+  if (with_ranks) s.ranks.reserve(world_size_);
   for (int r = 0; r < world_size_; ++r) {
     const RankState& rs = ranks_[r];
     const Liveness& l = live_[r];
@@ -733,11 +784,12 @@ SchedulerStatus Scheduler::status(double now) const {
     ri.leases_held = static_cast<int64_t>(rs.leases.size());
     s.workers_registered += rs.registered;
     s.workers_alive += ri.alive;
+    if (ri.alive) s.samples_per_s += ri.samples_per_s;
     s.shards_leased += ri.leases_held;
     s.epoch = std::min(s.epoch, rs.epoch);
     auto p = plans_.find(rs.epoch);
     if (p != plans_.end()) s.shards_pending += static_cast<int64_t>(p->second.ranks[r].size()) - rs.next_position;
-    s.ranks.push_back(ri);
+    if (with_ranks) s.ranks.push_back(std::move(ri));
   }
   for (const auto& [id, c] : ckpts_)
     if (c.state == CheckpointRecord::State::kCommitted) ++s.checkpoints_committed;

@@ -146,6 +146,26 @@ class Scheduler {
   // Returns true when the checkpoint is committed (by this part, or already
   // with this same part when the call is a retry).
   bool report_part(const WorkerRef& ref, int64_t plan_id, int64_t step, RankPart part, double now);
+  // Host speaker protocol (scheduler_host.cc; proto/coordinator.proto
+  // RegisterHost ...). One speaker per host registers and serves all its
+  // ranks; each entry follows the rule of the per-rank call above. Within an
+  // attempt a rank is served either by per-rank calls or by its host's calls,
+  // never both (kFailedPrecondition); a rank claimed by another host is refused.
+  HostRegisterResult register_host(const std::string& job_id, const std::vector<int>& ranks, int world_size,
+                                   const std::string& host, const std::string& launch_id, double now);
+  // Every entry is validated before any is applied. A rank left out is not kept alive.
+  HeartbeatResult host_heartbeat(const HostRef& ref, const std::vector<RankBeat>& beats, double now);
+  // Asks are served in order. Once a rank's sequence for an epoch has
+  // ended, later asks of this call for that rank and epoch also answer
+  // end_of_epoch (a speaker may ask ahead without knowing the length).
+  // On a refusal the asks before it may have been granted: a retry of the
+  // call returns the same leases (each ask is idempotent).
+  std::vector<AcquireResult> acquire_many(const HostRef& ref, const std::vector<ShardAskInfo>& asks, double now);
+  void shards_done(const HostRef& ref, const std::vector<ShardDoneInfo>& done, double now);
+  // Validates every part, then records them together (one transaction);
+  // true once the checkpoint is committed.
+  bool report_parts(const HostRef& ref, int64_t plan_id, int64_t step, std::vector<RankPart> parts, double now);
+
   // Operator: plan a checkpoint now (or return the pending one).
   CheckpointPlan request_checkpoint(const std::string& job_id, double now);
   // Operator: drain (checkpoint first when `checkpoint`) or stop at once.
@@ -153,7 +173,9 @@ class Scheduler {
   // Timers: heartbeat timeouts, stalls, lease expiry, time-based checkpoints.
   void tick(double now);
 
-  SchedulerStatus status(double now) const;
+  // with_ranks = false leaves SchedulerStatus::ranks empty (metrics: O(W)
+  // arithmetic, no per-rank copies).
+  SchedulerStatus status(double now, bool with_ranks = true) const;
   const CheckpointRecord* latest_committed() const;
   const SchedulerOptions& options() const { return options_; }
   const ShardIndex& index() const { return index_; }
@@ -188,7 +210,23 @@ class Scheduler {
   };
 
   void check_job(const std::string& job_id) const;
+  // The rank of the current attempt, registered (any voice).
+  RankState& check_rank(const std::string& job_id, int64_t attempt, int rank);
+  // ... and served by per-rank calls.
   RankState& check_ref(const WorkerRef& ref);
+  // ... and registered by this host's speaker.
+  RankState& check_host(const HostRef& ref, int rank);
+  static void check_beat(const HeartbeatInfo& info);
+  // Liveness, status and checkpoint planning of one validated beat.
+  void apply_beat(int rank, RankState& rs, const HeartbeatInfo& info, double now);
+  HeartbeatResult beat_result() const;
+  AcquireResult acquire_for(int rank, RankState& rs, int64_t epoch, int64_t position, double now);
+  void done_for(int rank, RankState& rs, int64_t epoch, int64_t position, int64_t consumed);
+  // Checks shared by register_worker and register_host; opens a new attempt
+  // for a new launch.
+  void admit_launch(const std::string& job_id, int world, const std::string& host, const std::string& launch_id,
+                    double now);
+  void mark_registered(int rank, RankState& rs, const std::string& host, bool hosted, double now);
   EpochPlan fresh_plan(int64_t epoch, int world) const;
   void open_attempt(int world_size, const std::string& launch_id, double now);
   void fail_attempt(const std::string& reason);
@@ -240,6 +278,8 @@ class Scheduler {
 
   // Volatile state.
   std::vector<Liveness> live_;
+  int registered_count_ = 0;       // ranks_[r].registered, counted
+  int finished_count_ = 0;         // ranks_[r].finished, counted
   mutable int64_t top_step_ = -1;  // max over live_ of step, when not stale
   mutable bool top_step_stale_ = true;
   double restored_unix_s_ = 0;  // leases get a grace period after a restart

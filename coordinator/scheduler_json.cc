@@ -80,6 +80,7 @@ void to_json(nlohmann::json& j, const RankState& v) {
                       {"deadline", l.deadline_unix_s}});
   j = {{"registered", v.registered}, {"host", v.host},         {"epoch", v.epoch},
        {"next", v.next_position},    {"finished", v.finished}, {"leases", leases}};
+  if (v.hosted) j["hosted"] = true;  // absent in rows of per-rank jobs (and of older coordinators)
 }
 void from_json(const nlohmann::json& j, RankState& v) {
   v.registered = j.at("registered").get<bool>();
@@ -87,6 +88,7 @@ void from_json(const nlohmann::json& j, RankState& v) {
   v.epoch = j.at("epoch").get<int64_t>();
   v.next_position = j.at("next").get<int64_t>();
   v.finished = j.at("finished").get<bool>();
+  v.hosted = j.contains("hosted") && j.at("hosted").get<bool>();
   v.leases.clear();
   for (const auto& lj : j.at("leases")) {
     Lease l;

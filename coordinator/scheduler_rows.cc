@@ -173,6 +173,10 @@ Scheduler Scheduler::restore(SchedulerOptions options, ShardIndex index, const s
     corrupt_row(key, e.what());
   }
   s.validate_restored();
+  for (const RankState& rs : s.ranks_) {
+    s.registered_count_ += rs.registered;
+    s.finished_count_ += rs.finished;
+  }
   for (auto& l : s.live_) {
     l.last_heartbeat = l.step_changed = now;
     l.rate_baseline = false;

@@ -56,8 +56,9 @@ struct Lease {
 struct RankState {
   bool registered = false;
   std::string host;
-  int64_t epoch = 0;                                    // the epoch the rank is in
-  int64_t next_position = 0;                            // next item of its sequence in `epoch`
+  bool hosted = false;        // registered by its host's speaker (RegisterHost): only host calls serve it
+  int64_t epoch = 0;          // the epoch the rank is in
+  int64_t next_position = 0;  // next item of its sequence in `epoch`
   std::map<std::pair<int64_t, int64_t>, Lease> leases;  // (epoch, position) -> active lease
   bool finished = false;
 };
@@ -145,6 +146,39 @@ struct AcquireResult {
   int64_t min_rank_samples = 0;
 };
 
+// The host speaker protocol (proto/coordinator.proto RegisterHost ...).
+struct HostRef {
+  std::string job_id;
+  int64_t attempt = 0;
+  std::string host;
+};
+
+struct RankBeat {
+  int rank = 0;
+  HeartbeatInfo info;
+};
+
+struct ShardAskInfo {
+  int rank = 0;
+  int64_t epoch = 0;
+  int64_t position = 0;
+};
+
+struct ShardDoneInfo {
+  int rank = 0;
+  int64_t epoch = 0;
+  int64_t position = 0;
+  int64_t consumed = 0;
+};
+
+struct HostRegisterResult {
+  int64_t attempt = 0;
+  int world_size = 0;
+  JobState state = JobState::kWaiting;
+  std::vector<int64_t> start_epochs;         // per rank of the request, in its order
+  const CheckpointRecord* resume = nullptr;  // valid until the next scheduler call
+};
+
 struct DrainResult {
   JobState state = JobState::kWaiting;
   bool has_plan = false;
@@ -183,6 +217,7 @@ struct SchedulerStatus {
   bool checkpoint_pending = false;
   CheckpointPlan pending;
   int64_t unused_samples = 0;
+  double samples_per_s = 0;  // sum over the alive ranks
   std::vector<RankStatusInfo> ranks;
 };
 

@@ -121,14 +121,17 @@ void dispatch(CoordinatorService& service, CallReactor* call) {
       [call, rep](const grpc::Status& st) { call->reply(st, *rep); });
 }
 
-void dispatch_checkpoint_part(CoordinatorService& service, CallReactor* call) {
-  auto req = std::make_shared<pb::CheckpointPartRequest>();
+// Dispatch for a handler that also hands out checkpoint folders to delete
+// once its changes are durable (ReportCheckpointPart / ReportCheckpointParts).
+template <class Req, class Rep,
+          uint64_t (CoordinatorService::*Handler)(const Req&, Rep*, std::vector<std::string>* garbage)>
+void dispatch_with_garbage(CoordinatorService& service, CallReactor* call) {
+  auto req = std::make_shared<Req>();
   if (!call->parse(req.get())) return;
-  auto rep = std::make_shared<pb::CheckpointPartReply>();
+  auto rep = std::make_shared<Rep>();
   auto garbage = std::make_shared<std::vector<std::string>>();
   service.run(
-      call->method().name, call->started(),
-      [&] { return service.ReportCheckpointPart(*req, rep.get(), garbage.get()); },
+      call->method().name, call->started(), [&] { return (service.*Handler)(*req, rep.get(), garbage.get()); },
       [call, rep](const grpc::Status& st) { call->reply(st, *rep); },
       [&service, garbage] { service.delete_garbage(std::move(*garbage)); });
 }
@@ -140,7 +143,14 @@ std::unordered_map<std::string, Method> method_table() {
       {"Heartbeat", dispatch<pb::HeartbeatRequest, pb::HeartbeatReply, &S::Heartbeat>},
       {"AcquireShard", dispatch<pb::AcquireShardRequest, pb::AcquireShardReply, &S::AcquireShard>},
       {"ReportShardDone", dispatch<pb::ShardDoneRequest, pb::ShardDoneReply, &S::ReportShardDone>},
-      {"ReportCheckpointPart", dispatch_checkpoint_part},
+      {"ReportCheckpointPart",
+       dispatch_with_garbage<pb::CheckpointPartRequest, pb::CheckpointPartReply, &S::ReportCheckpointPart>},
+      {"RegisterHost", dispatch<pb::RegisterHostRequest, pb::RegisterHostReply, &S::RegisterHost>},
+      {"HostHeartbeat", dispatch<pb::HostHeartbeatRequest, pb::HeartbeatReply, &S::HostHeartbeat>},
+      {"AcquireShards", dispatch<pb::AcquireShardsRequest, pb::AcquireShardsReply, &S::AcquireShards>},
+      {"ReportShardsDone", dispatch<pb::ShardsDoneRequest, pb::ShardDoneReply, &S::ReportShardsDone>},
+      {"ReportCheckpointParts",
+       dispatch_with_garbage<pb::CheckpointPartsRequest, pb::CheckpointPartReply, &S::ReportCheckpointParts>},
       {"LatestCheckpoint", dispatch<pb::LatestCheckpointRequest, pb::LatestCheckpointReply, &S::LatestCheckpoint>},
       {"GetStatus", dispatch<pb::StatusRequest, pb::StatusReply, &S::GetStatus>},
       {"RequestCheckpoint", dispatch<pb::RequestCheckpointRequest, pb::RequestCheckpointReply, &S::RequestCheckpoint>},

@@ -36,7 +36,33 @@ RankProgress from_pb(const pb::RankProgress& p) {
   return out;
 }
 
-// `only_rank` >= 0: just that rank's part (a registering rank needs no other).
+// Appends rank `rank`'s part of `c` (if it has one) to `out`.
+void fill_part(const CheckpointRecord& c, int rank, pb::Checkpoint* out) {
+  auto it = c.parts.find(rank);
+  if (it == c.parts.end()) return;
+  const RankPart& part = it->second;
+  auto* p = out->add_parts();
+  p->set_rank(rank);
+  for (const auto& f : part.files) {
+    auto* fd = p->add_files();
+    fd->set_path(f.path);
+    fd->set_sha256(f.sha256);
+    fd->set_bytes(f.bytes);
+  }
+  auto* pr = p->mutable_progress();
+  pr->set_epoch(part.progress.epoch);
+  pr->set_next_position(part.progress.next_position);
+  for (const auto& ip : part.progress.partial) {
+    auto* x = pr->add_partial();
+    x->set_position(ip.position);
+    x->set_consumed(ip.consumed);
+    x->set_epoch(ip.epoch);
+  }
+  p->set_data_cursor(part.data_cursor);
+}
+
+// `only_rank` >= 0: just that rank's part (a registering rank needs no other);
+// -1: every part; -2: none.
 void fill_checkpoint(const CheckpointRecord& c, pb::Checkpoint* out, int only_rank) {
   out->set_id(c.id);
   out->set_step(c.step);
@@ -44,27 +70,71 @@ void fill_checkpoint(const CheckpointRecord& c, pb::Checkpoint* out, int only_ra
   out->set_world_size(c.world_size);
   out->set_attempt(c.attempt);
   out->set_committed_unix_s(c.committed_unix_s);
-  for (const auto& [r, part] : c.parts) {
-    if (only_rank >= 0 && r != only_rank) continue;
-    auto* p = out->add_parts();
-    p->set_rank(r);
-    for (const auto& f : part.files) {
-      auto* fd = p->add_files();
-      fd->set_path(f.path);
-      fd->set_sha256(f.sha256);
-      fd->set_bytes(f.bytes);
-    }
-    auto* pr = p->mutable_progress();
-    pr->set_epoch(part.progress.epoch);
-    pr->set_next_position(part.progress.next_position);
-    for (const auto& ip : part.progress.partial) {
-      auto* x = pr->add_partial();
-      x->set_position(ip.position);
-      x->set_consumed(ip.consumed);
-      x->set_epoch(ip.epoch);
-    }
-    p->set_data_cursor(part.data_cursor);
+  if (only_rank >= 0) {
+    fill_part(c, only_rank, out);
+  } else if (only_rank == -1) {
+    for (const auto& [r, part] : c.parts) fill_part(c, r, out);
   }
+}
+
+HostRef checked_host(const pb::HostRef& h) {
+  if (h.job_id().empty() || h.job_id().size() > 128)
+    throw SchedulerError(ErrorCode::kInvalidArgument, "host.job_id: expected 1..128 characters");
+  if (h.host().empty() || h.host().size() > 256)
+    throw SchedulerError(ErrorCode::kInvalidArgument, "host.host: expected 1..256 characters");
+  return {h.job_id(), h.attempt(), h.host()};
+}
+
+HeartbeatInfo beat_info(int64_t step, int64_t epoch, double loss, double samples_per_s, bool preempted, int status,
+                        const std::string& message, int64_t final_step) {
+  if (status < pb::WORKER_RUNNING || status > pb::WORKER_FAILED)
+    throw SchedulerError(ErrorCode::kInvalidArgument, "status: unknown value");
+  HeartbeatInfo info;
+  info.step = step;
+  info.epoch = epoch;
+  info.loss = loss;
+  info.samples_per_s = samples_per_s;
+  info.preempted = preempted;
+  info.final_step = final_step;
+  info.status = static_cast<WorkerStatus>(status);
+  info.message = message;
+  return info;
+}
+
+void fill_heartbeat(const HeartbeatResult& r, pb::HeartbeatReply* rep) {
+  rep->set_action(static_cast<pb::Action>(r.action));
+  if (r.has_plan) fill_plan(r.plan, rep->mutable_checkpoint());
+  rep->set_reason(r.reason);
+  rep->set_state(static_cast<pb::JobState>(r.state));
+}
+
+void fill_acquire(const AcquireResult& r, const ShardIndex& index, pb::AcquireShardReply* rep) {
+  rep->set_end_of_epoch(r.end_of_epoch);
+  rep->set_rank_samples(r.rank_samples);
+  rep->set_min_rank_samples(r.min_rank_samples);
+  if (r.end_of_epoch) return;
+  auto* l = rep->mutable_lease();
+  const ShardInfo& s = index.shards.at(r.lease.item.shard);
+  l->set_epoch(r.lease.epoch);
+  l->set_position(r.lease.position);
+  l->set_shard_id(r.lease.item.shard);
+  l->set_shard_name(s.name);
+  l->set_sha256(s.sha256);
+  l->set_shard_samples(s.samples);
+  l->set_start(r.lease.item.start);
+  l->set_end(r.lease.item.end);
+  l->set_deadline_unix_s(r.lease.deadline_unix_s);
+}
+
+RankPart part_from_pb(int rank, const google::protobuf::RepeatedPtrField<pb::FileDigest>& files,
+                      const pb::RankProgress& progress, const std::string& cursor) {
+  if (files.size() > 100000) throw SchedulerError(ErrorCode::kInvalidArgument, "files: more than 100000 entries");
+  RankPart part;
+  part.rank = rank;
+  for (const auto& f : files) part.files.push_back({f.path(), f.sha256(), f.bytes()});
+  part.progress = from_pb(progress);
+  part.data_cursor = cursor;
+  return part;
 }
 
 grpc::StatusCode to_code(ErrorCode c) {
@@ -338,23 +408,12 @@ uint64_t CoordinatorService::Register(const pb::RegisterRequest& req, pb::Regist
 }
 
 uint64_t CoordinatorService::Heartbeat(const pb::HeartbeatRequest& req, pb::HeartbeatReply* rep) {
-  check_arg(req.status() >= pb::WORKER_RUNNING && req.status() <= pb::WORKER_FAILED, "status: unknown value");
-  HeartbeatInfo info;
-  info.step = req.step();
-  info.epoch = req.epoch();
-  info.loss = req.loss();
-  info.samples_per_s = req.samples_per_s();
-  info.preempted = req.preempted();
-  info.final_step = req.final_step();
-  info.status = static_cast<WorkerStatus>(req.status());
-  info.message = req.message();
+  const HeartbeatInfo info = beat_info(req.step(), req.epoch(), req.loss(), req.samples_per_s(), req.preempted(),
+                                       req.status(), req.message(), req.final_step());
   const WorkerRef ref = checked_ref(req.worker());
   std::lock_guard<std::mutex> lock(mu_);
   HeartbeatResult r = scheduler_.heartbeat(ref, info, now());
-  rep->set_action(static_cast<pb::Action>(r.action));
-  if (r.has_plan) fill_plan(r.plan, rep->mutable_checkpoint());
-  rep->set_reason(r.reason);
-  rep->set_state(static_cast<pb::JobState>(r.state));
+  fill_heartbeat(r, rep);
   uint64_t seq = persist_locked();
   // An instruction must not be acted upon before it is durable.
   if (r.action != Action::kContinue) seq = std::max(seq, writer_.last_submitted());
@@ -364,23 +423,7 @@ uint64_t CoordinatorService::Heartbeat(const pb::HeartbeatRequest& req, pb::Hear
 uint64_t CoordinatorService::AcquireShard(const pb::AcquireShardRequest& req, pb::AcquireShardReply* rep) {
   const WorkerRef ref = checked_ref(req.worker());
   std::lock_guard<std::mutex> lock(mu_);
-  AcquireResult r = scheduler_.acquire(ref, req.epoch(), req.position(), now());
-  rep->set_end_of_epoch(r.end_of_epoch);
-  rep->set_rank_samples(r.rank_samples);
-  rep->set_min_rank_samples(r.min_rank_samples);
-  if (!r.end_of_epoch) {
-    auto* l = rep->mutable_lease();
-    const ShardInfo& s = scheduler_.index().shards.at(r.lease.item.shard);
-    l->set_epoch(r.lease.epoch);
-    l->set_position(r.lease.position);
-    l->set_shard_id(r.lease.item.shard);
-    l->set_shard_name(s.name);
-    l->set_sha256(s.sha256);
-    l->set_shard_samples(s.samples);
-    l->set_start(r.lease.item.start);
-    l->set_end(r.lease.item.end);
-    l->set_deadline_unix_s(r.lease.deadline_unix_s);
-  }
+  fill_acquire(scheduler_.acquire(ref, req.epoch(), req.position(), now()), scheduler_.index(), rep);
   // A retry of a granted lease must not be answered before the grant is durable.
   return std::max(persist_locked(), writer_.last_submitted());
 }
@@ -394,16 +437,89 @@ uint64_t CoordinatorService::ReportShardDone(const pb::ShardDoneRequest& req, pb
 
 uint64_t CoordinatorService::ReportCheckpointPart(const pb::CheckpointPartRequest& req, pb::CheckpointPartReply* rep,
                                                   std::vector<std::string>* garbage) {
-  check_arg(req.files_size() <= 100000, "files: more than 100000 entries");
   const WorkerRef ref = checked_ref(req.worker());
-  RankPart part;
-  for (const auto& f : req.files()) part.files.push_back({f.path(), f.sha256(), f.bytes()});
-  part.progress = from_pb(req.progress());
-  part.data_cursor = req.data_cursor();
+  RankPart part = part_from_pb(ref.rank, req.files(), req.progress(), req.data_cursor());
   std::lock_guard<std::mutex> lock(mu_);
   bool committed = scheduler_.report_part(ref, req.plan_id(), req.step(), std::move(part), now());
   rep->set_committed(committed);
   *garbage = scheduler_.take_deletions();
+  return std::max(persist_locked(), writer_.last_submitted());
+}
+
+uint64_t CoordinatorService::RegisterHost(const pb::RegisterHostRequest& req, pb::RegisterHostReply* rep) {
+  check_job_id(req.job_id());
+  check_arg(req.ranks_size() <= (1 << 16), "ranks: more than 65536 entries");
+  const std::vector<int> ranks(req.ranks().begin(), req.ranks().end());
+  std::lock_guard<std::mutex> lock(mu_);
+  HostRegisterResult r =
+      scheduler_.register_host(req.job_id(), ranks, req.world_size(), req.host(), req.launch_id(), now());
+  CNX_LOG_INFO("host '{}' registered {} ranks ({}..{}) of {} (attempt {}, launch '{}')", log_escape(req.host()),
+               ranks.size(), ranks.front(), ranks.back(), req.world_size(), r.attempt, log_escape(req.launch_id()));
+  rep->set_attempt(r.attempt);
+  rep->set_world_size(r.world_size);
+  rep->set_state(static_cast<pb::JobState>(r.state));
+  rep->set_heartbeat_s(scheduler_.options().heartbeat_s);
+  rep->set_seed(scheduler_.options().seed);
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    auto* x = rep->add_ranks();
+    x->set_rank(ranks[i]);
+    x->set_start_epoch(r.start_epochs[i]);
+  }
+  if (r.resume) {
+    fill_checkpoint(*r.resume, rep->mutable_resume(), -2);
+    for (int rank : ranks) fill_part(*r.resume, rank, rep->mutable_resume());
+  }
+  return persist_locked();
+}
+
+uint64_t CoordinatorService::HostHeartbeat(const pb::HostHeartbeatRequest& req, pb::HeartbeatReply* rep) {
+  const HostRef ref = checked_host(req.host());
+  std::vector<RankBeat> beats;
+  beats.reserve(req.ranks_size());
+  for (const auto& b : req.ranks())
+    beats.push_back({b.rank(), beat_info(b.step(), b.epoch(), b.loss(), b.samples_per_s(), b.preempted(), b.status(),
+                                         b.message(), b.final_step())});
+  std::lock_guard<std::mutex> lock(mu_);
+  HeartbeatResult r = scheduler_.host_heartbeat(ref, beats, now());
+  fill_heartbeat(r, rep);
+  uint64_t seq = persist_locked();
+  if (r.action != Action::kContinue) seq = std::max(seq, writer_.last_submitted());
+  return seq;
+}
+
+uint64_t CoordinatorService::AcquireShards(const pb::AcquireShardsRequest& req, pb::AcquireShardsReply* rep) {
+  const HostRef ref = checked_host(req.host());
+  std::vector<ShardAskInfo> asks;
+  asks.reserve(req.asks_size());
+  for (const auto& a : req.asks()) asks.push_back({a.rank(), a.epoch(), a.position()});
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::vector<AcquireResult> grants = scheduler_.acquire_many(ref, asks, now());
+  for (const auto& g : grants) fill_acquire(g, scheduler_.index(), rep->add_grants());
+  // One durable write for all the host's grants; a retry waits for it too.
+  return std::max(persist_locked(), writer_.last_submitted());
+}
+
+uint64_t CoordinatorService::ReportShardsDone(const pb::ShardsDoneRequest& req, pb::ShardDoneReply*) {
+  const HostRef ref = checked_host(req.host());
+  std::vector<ShardDoneInfo> done;
+  done.reserve(req.done_size());
+  for (const auto& d : req.done()) done.push_back({d.rank(), d.epoch(), d.position(), d.consumed()});
+  std::lock_guard<std::mutex> lock(mu_);
+  scheduler_.shards_done(ref, done, now());
+  return std::max(persist_locked(), writer_.last_submitted());
+}
+
+uint64_t CoordinatorService::ReportCheckpointParts(const pb::CheckpointPartsRequest& req, pb::CheckpointPartReply* rep,
+                                                   std::vector<std::string>* garbage) {
+  const HostRef ref = checked_host(req.host());
+  std::vector<RankPart> parts;
+  parts.reserve(req.parts_size());
+  for (const auto& p : req.parts()) parts.push_back(part_from_pb(p.rank(), p.files(), p.progress(), p.data_cursor()));
+  std::lock_guard<std::mutex> lock(mu_);
+  const bool committed = scheduler_.report_parts(ref, req.plan_id(), req.step(), std::move(parts), now());
+  rep->set_committed(committed);
+  *garbage = scheduler_.take_deletions();
+  // The host's parts are one transaction (and the commit, when it is the last host).
   return std::max(persist_locked(), writer_.last_submitted());
 }
 
@@ -474,11 +590,11 @@ uint64_t CoordinatorService::Drain(const pb::DrainRequest& req, pb::DrainReply* 
   return std::max(persist_locked(), writer_.last_submitted());
 }
 
-CoordinatorStatus CoordinatorService::status() const {
+CoordinatorStatus CoordinatorService::status(bool with_ranks) const {
   CoordinatorStatus s;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    s.job = scheduler_.status(now());
+    s.job = scheduler_.status(now(), with_ranks);
   }
   s.auth_failures = auth_failures_.load();
   s.rpcs_total = rpcs_total_.load();

@@ -119,7 +119,8 @@ class CoordinatorService {
 
   // The observer must outlive the service; nullptr detaches.
   void set_observer(RpcObserver* observer) { observer_.store(observer); }
-  CoordinatorStatus status() const;
+  // with_ranks = false: no per-rank rows (the metrics exporter's snapshot).
+  CoordinatorStatus status(bool with_ranks = true) const;
 
   // Step 2 above: OK when the "authorization" metadata value (nullptr:
   // absent) carries a token that may make this call: the job token for
@@ -151,6 +152,13 @@ class CoordinatorService {
   // *garbage receives folders to delete once the returned number is durable.
   uint64_t ReportCheckpointPart(const cnx::v1::CheckpointPartRequest&, cnx::v1::CheckpointPartReply*,
                                 std::vector<std::string>* garbage);
+  // Host speaker protocol (proto/coordinator.proto).
+  uint64_t RegisterHost(const cnx::v1::RegisterHostRequest&, cnx::v1::RegisterHostReply*);
+  uint64_t HostHeartbeat(const cnx::v1::HostHeartbeatRequest&, cnx::v1::HeartbeatReply*);
+  uint64_t AcquireShards(const cnx::v1::AcquireShardsRequest&, cnx::v1::AcquireShardsReply*);
+  uint64_t ReportShardsDone(const cnx::v1::ShardsDoneRequest&, cnx::v1::ShardDoneReply*);
+  uint64_t ReportCheckpointParts(const cnx::v1::CheckpointPartsRequest&, cnx::v1::CheckpointPartReply*,
+                                 std::vector<std::string>* garbage);
   uint64_t LatestCheckpoint(const cnx::v1::LatestCheckpointRequest&, cnx::v1::LatestCheckpointReply*);
   uint64_t GetStatus(const cnx::v1::StatusRequest&, cnx::v1::StatusReply*);
   uint64_t RequestCheckpoint(const cnx::v1::RequestCheckpointRequest&, cnx::v1::RequestCheckpointReply*);

@@ -9,6 +9,9 @@
 //     the samples it had used since the last commit, in the same order;
 //   * calls of a fenced-off attempt are refused as stale;
 //   * unused_samples stays 0 (no rank left samples behind).
+// The same runs go through the host speaker protocol (register_host,
+// host_heartbeat, acquire_many, shards_done, report_parts) with the ranks
+// grouped into hosts of 1-3 at each launch: the guarantees are the same.
 // To reproduce a failing run: SIM_SEED=<seed> SIM_DEBUG=1 prints its events
 // and every sample used.
 #include <gtest/gtest.h>
@@ -47,7 +50,7 @@ struct SimRank {
 
 class Sim {
  public:
-  explicit Sim(uint64_t seed) : rng_(seed) {
+  Sim(uint64_t seed, bool hosts) : rng_(seed), hosts_(hosts) {
     std::vector<int64_t> samples(pick(1, 10));
     for (auto& n : samples) n = pick(0, 12);
     index_ = test::make_index(samples);
@@ -92,6 +95,24 @@ class Sim {
  private:
   int64_t pick(int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng_); }
   WorkerRef ref(int r) const { return {"job", sched_->attempt(), r}; }
+  HostRef href(int r) const { return {"job", sched_->attempt(), "host-" + std::to_string(host_of_[r])}; }
+  // Per-rank or host calls, as the run's protocol says.
+  AcquireResult do_acquire(int r, int64_t epoch, int64_t position) {
+    if (!hosts_) return sched_->acquire(ref(r), epoch, position, now_);
+    auto v = sched_->acquire_many(href(r), {{r, epoch, position}}, now_);
+    EXPECT_EQ(v.size(), 1u);
+    return v.at(0);
+  }
+  void do_done(int r, int64_t epoch, int64_t position, int64_t consumed) {
+    if (!hosts_)
+      sched_->shard_done(ref(r), epoch, position, consumed, now_);
+    else
+      sched_->shards_done(href(r), {{r, epoch, position, consumed}}, now_);
+  }
+  HeartbeatResult do_beat(int r, const HeartbeatInfo& hb) {
+    if (!hosts_) return sched_->heartbeat(ref(r), hb, now_);
+    return sched_->host_heartbeat(href(r), {{r, hb}}, now_);
+  }
   bool all_finished() const {
     return std::all_of(ranks_.begin(), ranks_.end(), [](const SimRank& r) { return r.finished; });
   }
@@ -113,9 +134,28 @@ class Sim {
     for (int r = 0; r < world; ++r) order[r] = r;
     std::shuffle(order.begin(), order.end(), rng_);
     std::vector<SimRank> fresh(world);
-    for (int r : order) {
-      auto res = sched_->register_worker("job", r, world, "h", id, now_);
-      fresh[r].epoch = res.start_epoch;
+    if (!hosts_) {
+      for (int r : order) {
+        auto res = sched_->register_worker("job", r, world, "h", id, now_);
+        fresh[r].epoch = res.start_epoch;
+      }
+    } else {
+      // Hosts of 1-3 ranks (not necessarily consecutive), registering in random order.
+      host_of_.assign(world, 0);
+      std::vector<std::vector<int>> hosts;
+      for (size_t i = 0; i < order.size();) {
+        const size_t n = std::min(order.size() - i, static_cast<size_t>(pick(1, 3)));
+        hosts.emplace_back(order.begin() + static_cast<std::ptrdiff_t>(i),
+                           order.begin() + static_cast<std::ptrdiff_t>(i + n));
+        i += n;
+      }
+      std::shuffle(hosts.begin(), hosts.end(), rng_);
+      for (size_t h = 0; h < hosts.size(); ++h) {
+        for (int r : hosts[h]) host_of_[r] = static_cast<int>(h);
+        auto res = sched_->register_host("job", hosts[h], world, "host-" + std::to_string(h), id, now_);
+        for (size_t i = 0; i < hosts[h].size(); ++i) fresh[hosts[h][i]].epoch = res.start_epochs[i];
+      }
+      hosts_list_ = std::move(hosts);
     }
     ASSERT_EQ(sched_->state(), JobState::kRunning);
     if (static_cast<int>(ranks_.size()) == world)
@@ -128,9 +168,9 @@ class Sim {
   bool acquire(int r) {
     SimRank& s = ranks_[r];
     for (;;) {
-      AcquireResult a = sched_->acquire(ref(r), s.epoch, s.next_pos, now_);
+      AcquireResult a = do_acquire(r, s.epoch, s.next_pos);
       if (pick(0, 9) == 0) {  // a retry after a "lost reply" returns the same answer
-        AcquireResult b = sched_->acquire(ref(r), s.epoch, s.next_pos, now_);
+        AcquireResult b = do_acquire(r, s.epoch, s.next_pos);
         EXPECT_EQ(a.end_of_epoch, b.end_of_epoch);
         EXPECT_EQ(a.lease.item, b.lease.item);
       }
@@ -151,7 +191,7 @@ class Sim {
       SimRank& s = ranks_[r];
       for (int b = 0; b < batch_ && !s.finished; ++b) {
         while (!s.held.empty() && s.held.front().consumed == s.held.front().item.size()) {
-          sched_->shard_done(ref(r), s.held.front().epoch, s.held.front().position, s.held.front().consumed, now_);
+          do_done(r, s.held.front().epoch, s.held.front().position, s.held.front().consumed);
           s.held.erase(s.held.begin());
         }
         if (s.held.empty() && !acquire(r)) {
@@ -177,7 +217,7 @@ class Sim {
       if (prefetch_ && !s.finished && s.held.size() == 1) acquire(r);
       HeartbeatInfo hb;
       hb.step = global_step_;
-      sched_->heartbeat(ref(r), hb, now_);
+      do_beat(r, hb);
     }
   }
 
@@ -187,13 +227,31 @@ class Sim {
     for (size_t r = 0; r < order.size(); ++r) order[r] = static_cast<int>(r);
     std::shuffle(order.begin(), order.end(), rng_);
     bool committed = false;
-    for (int r : order) {
+    auto part_of = [&](int r) {
       RankPart part;
+      part.rank = r;
       part.progress.epoch = ranks_[r].epoch;
       part.progress.next_position = ranks_[r].next_pos;
       for (const Held& h : ranks_[r].held)
         if (h.consumed < h.item.size()) part.progress.partial.push_back({h.position, h.consumed, h.epoch});
-      committed = sched_->report_part(ref(r), p.id, std::max(p.step, global_step_), part, now_);
+      return part;
+    };
+    const int64_t step = std::max(p.step, global_step_);
+    if (!hosts_) {
+      for (int r : order) committed = sched_->report_part(ref(r), p.id, step, part_of(r), now_);
+    } else {
+      std::vector<size_t> hosts(hosts_list_.size());
+      for (size_t h = 0; h < hosts.size(); ++h) hosts[h] = h;
+      std::shuffle(hosts.begin(), hosts.end(), rng_);
+      for (size_t h : hosts) {
+        std::vector<RankPart> parts;
+        for (int r : hosts_list_[h]) parts.push_back(part_of(r));
+        const int r0 = hosts_list_[h].front();
+        committed = sched_->report_parts(href(r0), p.id, step, parts, now_);
+        if (pick(0, 9) == 0) {  // a retry after a lost reply is accepted
+          EXPECT_EQ(sched_->report_parts(href(r0), p.id, step, parts, now_), committed);
+        }
+      }
     }
     ASSERT_TRUE(committed);
     for (auto& [smp, n] : attempt_used_) committed_used_[smp] += n;
@@ -203,19 +261,23 @@ class Sim {
 
   void failure() {
     const WorkerRef old = ref(0);
+    const HostRef old_host = hosts_ ? href(0) : HostRef{};
     if (pick(0, 1) == 0) {
       // A rank goes silent: the heartbeat timeout fails the attempt.
       now_ += opts_.heartbeat_timeout_s + 1;
-      for (size_t r = 1; r < ranks_.size(); ++r) sched_->heartbeat(ref(static_cast<int>(r)), {}, now_);
+      for (size_t r = 1; r < ranks_.size(); ++r) do_beat(static_cast<int>(r), {});
       sched_->tick(now_);
       ASSERT_EQ(sched_->state(), JobState::kRestarting);
-      EXPECT_EQ(sched_->heartbeat(old, {}, now_).action, Action::kAbort);
+      EXPECT_EQ(do_beat(0, {}).action, Action::kAbort);
     }
     const int world = pick(0, 1) == 0 ? static_cast<int>(ranks_.size()) : static_cast<int>(pick(1, 4));
     launch(world);
     if (::testing::Test::HasFatalFailure()) return;
     try {
-      sched_->acquire(old, 0, 0, now_);
+      if (hosts_)
+        sched_->acquire_many(old_host, {{0, 0, 0}}, now_);
+      else
+        sched_->acquire(old, 0, 0, now_);
       ADD_FAILURE() << "a call of the fenced attempt was accepted";
     } catch (const SchedulerError& e) {
       EXPECT_EQ(e.code(), ErrorCode::kStale);
@@ -244,6 +306,9 @@ class Sim {
   }
 
   std::mt19937_64 rng_;
+  bool hosts_ = false;
+  std::vector<int> host_of_;                  // rank -> host (host protocol)
+  std::vector<std::vector<int>> hosts_list_;  // host -> its ranks
   ShardIndex index_;
   SchedulerOptions opts_;
   std::unique_ptr<Scheduler> sched_;
@@ -256,16 +321,24 @@ class Sim {
   double now_ = 1000;
 };
 
-TEST(SchedulerRandom, AtMostOnceAndReplayAcrossFailuresAndRestarts) {
-  const int runs = 3000;
+void run_seeds(int runs, bool hosts) {
   const int only = std::getenv("SIM_SEED") ? std::atoi(std::getenv("SIM_SEED")) : -1;
   for (int seed = 0; seed < runs; ++seed) {
     if (only >= 0 && seed != only) continue;
     SCOPED_TRACE("seed " + std::to_string(seed));
-    Sim sim(static_cast<uint64_t>(seed));
+    Sim sim(static_cast<uint64_t>(seed), hosts);
     sim.run();
     if (::testing::Test::HasFailure()) return;
   }
+}
+
+TEST(SchedulerRandom, AtMostOnceAndReplayAcrossFailuresAndRestarts) {
+  run_seeds(3000, false);
+}
+
+// The same guarantees through the host speaker protocol.
+TEST(SchedulerRandom, HostSpeakersKeepTheGuarantees) {
+  run_seeds(1500, true);
 }
 
 }  // namespace
