@@ -112,6 +112,7 @@ EpochPlan Scheduler::fresh_plan(int64_t epoch, int world) const {
   for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[uniform_below(state, i)]);
   EpochPlan plan;
   plan.world_size = world;
+  plan.fresh = true;
   plan.ranks.resize(world);
   for (size_t i = 0; i < order.size(); ++i)
     plan.ranks[i % world].push_back({order[i], 0, index_.shards[order[i]].samples, static_cast<int64_t>(i)});
@@ -179,9 +180,8 @@ void Scheduler::open_attempt(int world, const std::string& launch_id, double now
   world_size_ = world;
   for (int r = 0; r < old_world; ++r) dirty_.insert("rank/" + std::to_string(r));  // rewritten or erased below
   ranks_.assign(world, RankState{});
-  live_.assign(world, Liveness{});
+  reset_liveness(world);
   registered_count_ = finished_count_ = 0;
-  top_step_stale_ = true;
   for (const auto& [e, p] : plans_) dirty_.insert("plan/" + std::to_string(e));
   plans_.clear();
 
@@ -337,9 +337,14 @@ void Scheduler::plan_final_checkpoint(int rank, int64_t final_step, double now) 
 }
 
 double Scheduler::top_rate() const {
-  double rate = 0;
-  for (const auto& l : live_) rate = std::max(rate, l.steps_per_s);
-  return rate;
+  return rates_.empty() ? 0.0 : std::max(0.0, *rates_.rbegin());
+}
+
+void Scheduler::reset_liveness(int world) {
+  live_.assign(world, Liveness{});
+  rates_.clear();
+  for (int r = 0; r < world; ++r) rates_.insert(rates_.end(), 0.0);
+  top_step_stale_ = true;
 }
 
 int64_t Scheduler::plan_margin() const {
@@ -409,12 +414,17 @@ void Scheduler::apply_beat(int rank, RankState& rs, const HeartbeatInfo& info, d
   Liveness& l = live_[rank];
   if (info.step != l.step) {
     // max_step() is asked on every heartbeat: keep it O(1) unless the top rank goes back.
+    // Stale only when the rank that held the top goes back (a rank behind the
+    // top moving up does not change it): O(1) per heartbeat in lockstep.
     if (!top_step_stale_ && info.step >= top_step_)
       top_step_ = info.step;
-    else
+    else if (l.step >= top_step_)
       top_step_stale_ = true;
-    if (l.step >= 0 && info.step > l.step && now > l.step_changed && l.rate_baseline)
+    if (l.step >= 0 && info.step > l.step && now > l.step_changed && l.rate_baseline) {
+      rates_.erase(rates_.find(l.steps_per_s));
       l.steps_per_s = static_cast<double>(info.step - l.step) / (now - l.step_changed);
+      rates_.insert(l.steps_per_s);
+    }
     l.rate_baseline = true;
     l.step = info.step;
     l.step_changed = now;
@@ -619,10 +629,14 @@ bool Scheduler::report_part(const WorkerRef& ref, int64_t plan_id, int64_t step,
   if (rec.state != CheckpointRecord::State::kPending || rec.attempt != attempt_)
     fail(ErrorCode::kFailedPrecondition, str("checkpoint plan ", plan_id, " is no longer pending"));
   check_range(step, rec.step, kMaxStep, "step");
-  for (const auto& [r, other] : rec.parts)
-    if (r != ref.rank && other.step != step)
+  // Every recorded part has the same step: comparing with one other is enough (O(1), not O(W)).
+  for (auto o = rec.parts.begin(); o != rec.parts.end(); ++o) {
+    if (o->first == ref.rank) continue;
+    if (o->second.step != step)
       fail(ErrorCode::kInvalidArgument,
-           str("step: ", step, " differs from rank ", r, "'s step ", other.step, " for plan ", plan_id));
+           str("step: ", step, " differs from rank ", o->first, "'s step ", o->second.step, " for plan ", plan_id));
+    break;
+  }
   validate_part(ref.rank, rs, part);
   part.rank = ref.rank;
   part.step = step;
@@ -643,7 +657,7 @@ void Scheduler::commit(CheckpointRecord& rec, double now) {
     e_max = std::max(e_max, p.progress.epoch);
   }
   for (const auto& [e, p] : plans_)
-    if (e >= e_min) rec.plans[e] = p;
+    if (e >= e_min && !p.fresh) rec.plans[e] = p;  // a fresh plan is rebuilt from (seed, epoch, world)
   rec.state = CheckpointRecord::State::kCommitted;
   rec.committed_unix_s = now;
   rec.unused_samples = unused_samples_;
@@ -660,6 +674,7 @@ void Scheduler::commit(CheckpointRecord& rec, double now) {
     if (c.state == CheckpointRecord::State::kCommitted) committed.push_back(id);
     if (c.state == CheckpointRecord::State::kAbandoned) {
       c.state = CheckpointRecord::State::kDeleted;
+      drop_parts(c);
       deletions_.push_back(c.dir);
       mark_ckpt(id);
     }
@@ -667,7 +682,7 @@ void Scheduler::commit(CheckpointRecord& rec, double now) {
   for (size_t i = 0; i + options_.keep < committed.size(); ++i) {
     CheckpointRecord& old = ckpts_[committed[i]];
     old.state = CheckpointRecord::State::kDeleted;
-    old.parts.clear();
+    drop_parts(old);
     old.plans.clear();
     deletions_.push_back(old.dir);
     mark_ckpt(old.id);
@@ -748,6 +763,11 @@ void Scheduler::tick(double now) {
       }
   }
   plan_cadence(now);
+}
+
+void Scheduler::drop_parts(CheckpointRecord& rec) {
+  for (const auto& [r, part] : rec.parts) dirty_.insert("part/" + std::to_string(rec.id) + "/" + std::to_string(r));
+  rec.parts.clear();
 }
 
 const CheckpointRecord* Scheduler::latest_committed() const {

@@ -235,8 +235,10 @@ class Scheduler {
   // at_step > 0: exactly there (cadence, final checkpoint); else a margin
   // ahead of every rank.
   CheckpointPlan plan_checkpoint(const std::string& why, double now, int64_t at_step = 0);
-  // The fastest observed steps per second of this attempt's ranks.
+  // The fastest observed steps per second of this attempt's ranks (O(1)).
   double top_rate() const;
+  // live_ for `world` ranks, nothing heard yet.
+  void reset_liveness(int world);
   // Steps a plan must lead the fastest rank by (checkpoint_cadence.h).
   int64_t plan_margin() const;
   // every_steps / every_minutes: plans the next cadence checkpoint once it
@@ -244,6 +246,8 @@ class Scheduler {
   void plan_cadence(double now);
   void plan_final_checkpoint(int rank, int64_t final_step, double now);
   void commit(CheckpointRecord& rec, double now);
+  // Clears a deleted checkpoint's parts and deletes their rows.
+  void drop_parts(CheckpointRecord& rec);
   void validate_part(int rank, const RankState& rs, const RankPart& part);
   // Every invariant the scheduler relies on when it indexes restored data;
   // throws cnx::CheckError naming the first row that breaks one.
@@ -278,6 +282,7 @@ class Scheduler {
 
   // Volatile state.
   std::vector<Liveness> live_;
+  std::multiset<double> rates_;    // live_[r].steps_per_s of every rank (top_rate: its largest)
   int registered_count_ = 0;       // ranks_[r].registered, counted
   int finished_count_ = 0;         // ranks_[r].finished, counted
   mutable int64_t top_step_ = -1;  // max over live_ of step, when not stale

@@ -153,10 +153,14 @@ bool Scheduler::report_parts(const HostRef& ref, int64_t plan_id, int64_t step, 
     fail(ErrorCode::kFailedPrecondition, str("checkpoint plan ", plan_id, " is no longer pending"));
   if (step < rec.step || step > kMaxStep)
     fail(ErrorCode::kInvalidArgument, str("step: ", step, " out of range [", rec.step, ", ", kMaxStep, "]"));
-  for (const auto& [r, other] : rec.parts)
-    if (!seen.count(r) && other.step != step)
+  // Every recorded part has the same step: one recorded part of another host is enough (O(host), not O(W)).
+  for (auto o = rec.parts.begin(); o != rec.parts.end(); ++o) {
+    if (seen.count(o->first)) continue;
+    if (o->second.step != step)
       fail(ErrorCode::kInvalidArgument,
-           str("step: ", step, " differs from rank ", r, "'s step ", other.step, " for plan ", plan_id));
+           str("step: ", step, " differs from rank ", o->first, "'s step ", o->second.step, " for plan ", plan_id));
+    break;
+  }
   for (size_t i = 0; i < parts.size(); ++i) {
     try {
       validate_part(parts[i].rank, ranks_[parts[i].rank], parts[i]);

@@ -63,11 +63,17 @@ void from_json(const nlohmann::json& j, WorkItem& v) {
 }
 
 void to_json(nlohmann::json& j, const EpochPlan& v) {
-  j = {{"world", v.world_size}, {"ranks", v.ranks}};
+  if (v.fresh)
+    j = {{"world", v.world_size}, {"fresh", true}};  // O(1) bytes: rebuilt on restore
+  else
+    j = {{"world", v.world_size}, {"ranks", v.ranks}};
 }
+// A fresh plan comes back with no ranks: Scheduler::restore rebuilds it.
 void from_json(const nlohmann::json& j, EpochPlan& v) {
   v.world_size = j.at("world").get<int>();
-  v.ranks = j.at("ranks").get<std::vector<std::vector<WorkItem>>>();
+  v.fresh = j.contains("fresh") && j.at("fresh").get<bool>();
+  v.ranks.clear();
+  if (!v.fresh) v.ranks = j.at("ranks").get<std::vector<std::vector<WorkItem>>>();
 }
 
 void to_json(nlohmann::json& j, const RankState& v) {
@@ -128,9 +134,11 @@ void from_json(const nlohmann::json& j, RankPart& v) {
   v.data_cursor = cursor_from_hex(j.at("cursor").get<std::string>());
 }
 
+// The parts are rows of their own (part/<id>/<rank>, scheduler_rows.cc): a
+// commit rewrites O(1) bytes, not O(W). Rows of older coordinators carry
+// them here, and are still read.
 void to_json(nlohmann::json& j, const CheckpointRecord& v) {
   nlohmann::json parts = nlohmann::json::array();
-  for (const auto& [r, p] : v.parts) parts.push_back(p);
   nlohmann::json plans = nlohmann::json::object();
   for (const auto& [e, p] : v.plans) plans[std::to_string(e)] = p;
   j = {{"id", v.id},
@@ -158,7 +166,7 @@ void from_json(const nlohmann::json& j, CheckpointRecord& v) {
   v.unused_samples = j.at("unused").get<int64_t>();
   v.shards_done = j.at("done").get<int64_t>();
   v.parts.clear();
-  for (const auto& pj : j.at("parts")) {
+  for (const auto& pj : j.value("parts", nlohmann::json::array())) {
     RankPart p = pj.get<RankPart>();
     v.parts[p.rank] = std::move(p);
   }

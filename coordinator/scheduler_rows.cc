@@ -5,10 +5,14 @@
 //                        ids, counters, and the seed and shard count the
 //                        state was made for
 //   rank/<r>             RankState of rank r of the current attempt
-//   plan/<epoch>         EpochPlan
-//   ckpt/<id>            CheckpointRecord, with its parts
-//   part/<id>/<r>        RankPart reported for checkpoint id since its row
-//                        was last written
+//   plan/<epoch>         EpochPlan (a fresh plan as {world, fresh}: O(1) bytes)
+//   ckpt/<id>            CheckpointRecord without its parts (older
+//                        coordinators embedded them; still read), with the
+//                        plans its parts refer to that are not fresh
+//   part/<id>/<r>        RankPart of rank r for checkpoint id: written once
+//                        when reported, deleted with the checkpoint's data
+//                        (retention, abandoned plans). A commit rewrites
+//                        only the O(1) ckpt row.
 // take_changes() hands out the rows changed since the last call (nullopt:
 // delete); applying them in call order reproduces the state.
 //
@@ -84,16 +88,12 @@ std::map<std::string, std::optional<std::string>> Scheduler::take_changes() {
     } else if (kind == "part") {
       const auto& parts = ckpts_.at(id).parts;
       auto p = parts.find(std::stoi(key.substr(key.rfind('/') + 1)));
-      if (p != parts.end()) out[key] = nlohmann::json(p->second).dump();
+      if (p != parts.end())
+        out[key] = nlohmann::json(p->second).dump();
+      else
+        out[key] = std::nullopt;  // dropped with its checkpoint's data
     }
   }
-  // A checkpoint row written carries its parts: their own rows go.
-  for (const std::string& key : dirty_)
-    if (key.rfind("ckpt/", 0) == 0) {
-      const int64_t id = std::stoll(key.substr(5));
-      for (const auto& [r, part] : ckpts_.at(id).parts)
-        out["part/" + std::to_string(id) + "/" + std::to_string(r)] = std::nullopt;
-    }
   dirty_.clear();
   return out;
 }
@@ -137,7 +137,7 @@ Scheduler Scheduler::restore(SchedulerOptions options, ShardIndex index, const s
     s.shards_done_ = j.at("done").get<int64_t>();
     s.last_commit_unix_s_ = j.at("last_commit").get<double>();
     s.ranks_.assign(s.world_size_, RankState{});
-    s.live_.assign(s.world_size_, Liveness{});
+    s.reset_liveness(s.world_size_);
     for (const auto& [k, value] : rows) {
       if (k == "job") continue;
       key = k;
@@ -172,6 +172,15 @@ Scheduler Scheduler::restore(SchedulerOptions options, ShardIndex index, const s
   } catch (const std::exception& e) {
     corrupt_row(key, e.what());
   }
+  // Fresh plans are stored as (world, fresh): rebuild their items.
+  auto expand = [&](const std::string& k, EpochPlan& p, int64_t e) {
+    if (!p.fresh) return;
+    if (p.world_size < 1 || p.world_size > (1 << 16)) corrupt_row(k, str("fresh plan for world size ", p.world_size));
+    p = s.fresh_plan(e, p.world_size);
+  };
+  for (auto& [e, p] : s.plans_) expand(str("plan/", e), p, e);
+  for (auto& [id, c] : s.ckpts_)
+    for (auto& [e, p] : c.plans) expand(str("ckpt/", id), p, e);
   s.validate_restored();
   for (const RankState& rs : s.ranks_) {
     s.registered_count_ += rs.registered;

@@ -37,6 +37,10 @@ struct WorkItem {
 
 struct EpochPlan {
   int world_size = 0;
+  // The deterministic plan of (seed, epoch, world_size) (Scheduler::fresh_plan):
+  // stored as that triple, not item by item, and not copied into checkpoint
+  // snapshots (a missing snapshot means the fresh plan).
+  bool fresh = false;
   std::vector<std::vector<WorkItem>> ranks;  // rank -> items in order
   int64_t rank_samples(int r) const;
   // O(items) on the first call, then cached (AcquireShard replies carry it):

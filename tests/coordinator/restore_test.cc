@@ -147,12 +147,12 @@ TEST_F(Restore, EveryDamagedRowIsRefusedByName) {
        },
        "rank/1", "type"},
       {"plan item of a shard outside the index",
-       [this](Rows& r) {
-         json j = row("plan/0");
-         j["ranks"][0][0][0] = 99;
-         r["plan/0"] = j.dump();
-       },
-       "plan/0", "shard 99 outside the shard index"},
+       [](Rows& r) { r["plan/0"] = R"({"world":2,"ranks":[[[99,0,10,0]],[]]})"; }, "plan/0",
+       "shard 99 outside the shard index"},
+      {"fresh plan of an absurd world size", [](Rows& r) { r["plan/0"] = R"({"world":1000000000,"fresh":true})"; },
+       "plan/0", "fresh plan for world size 1000000000"},
+      {"fresh plan of another world size", [](Rows& r) { r["plan/0"] = R"({"world":3,"fresh":true})"; }, "plan/0",
+       "plan for world size 3"},
       {"lease with samples beyond its shard",
        [this](Rows& r) {
          json j = row("rank/0");
@@ -160,13 +160,8 @@ TEST_F(Restore, EveryDamagedRowIsRefusedByName) {
          r["rank/0"] = j.dump();
        },
        "rank/0", "samples [0, 1000)"},
-      {"committed checkpoint missing a part",
-       [this](Rows& r) {
-         json j = row("ckpt/1");
-         j["parts"].erase(1);
-         r["ckpt/1"] = j.dump();
-       },
-       "ckpt/1", "committed with 1 parts for world size 2"},
+      {"committed checkpoint missing a part", [](Rows& r) { r.erase("part/1/1"); }, "ckpt/1",
+       "committed with 1 parts for world size 2"},
       {"pending id points at a committed checkpoint",
        [this](Rows& r) {
          json j = row("job");

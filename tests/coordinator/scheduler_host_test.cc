@@ -94,6 +94,8 @@ TEST(SchedulerHost, AsksBeyondTheEndOfASequenceAnswerEndOfEpoch) {
   int rank_rows = 0;
   for (const auto& [k, v] : changes) rank_rows += k.rfind("rank/", 0) == 0;
   EXPECT_EQ(rank_rows, 8);
+  ASSERT_TRUE(changes.count("plan/0"));
+  EXPECT_EQ(*changes.at("plan/0"), R"({"fresh":true,"world":8})") << "a fresh plan is stored as (world, fresh)";
   // Retried as a whole (a lost reply): the same answers.
   const auto again = s.acquire_many(host(s, 0), asks, 102);
   for (size_t i = 0; i < grants.size(); ++i) {
@@ -175,6 +177,11 @@ TEST(SchedulerHost, PartsOfAHostAreRecordedTogetherOrNotAtAll) {
   p3.rank = 3;
   EXPECT_EQ(code_of([&] { s.report_parts(host(s, 1), p.id, p.step + 1, {p2, p3}, 104); }), ErrorCode::kInvalidArgument);
   EXPECT_TRUE(s.report_parts(host(s, 1), p.id, p.step, {p2, p3}, 104));
+  // The commit rewrites O(1) bytes: the parts stay rows of their own and a
+  // fresh plan is stored as (world, fresh), neither copied into the checkpoint row.
+  const auto changes = s.take_changes();
+  ASSERT_TRUE(changes.count("ckpt/" + std::to_string(p.id)));
+  EXPECT_LT(changes.at("ckpt/" + std::to_string(p.id))->size(), 400u) << *changes.at("ckpt/" + std::to_string(p.id));
   EXPECT_TRUE(s.report_parts(host(s, 1), p.id, p.step, {p2, p3}, 105)) << "a retry after the commit";
   ASSERT_NE(s.latest_committed(), nullptr);
   EXPECT_EQ(s.latest_committed()->parts.size(), 4u);
