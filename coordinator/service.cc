@@ -492,9 +492,15 @@ uint64_t CoordinatorService::AcquireShards(const pb::AcquireShardsRequest& req, 
   std::vector<ShardAskInfo> asks;
   asks.reserve(req.asks_size());
   for (const auto& a : req.asks()) asks.push_back({a.rank(), a.epoch(), a.position()});
+  std::vector<ShardDoneInfo> done;
+  done.reserve(req.done_size());
+  for (const auto& d : req.done()) done.push_back({d.rank(), d.epoch(), d.position(), d.consumed()});
+  check_arg(!asks.empty() || !done.empty(), "asks: empty (and no done items)");
   std::lock_guard<std::mutex> lock(mu_);
-  const std::vector<AcquireResult> grants = scheduler_.acquire_many(ref, asks, now());
-  for (const auto& g : grants) fill_acquire(g, scheduler_.index(), rep->add_grants());
+  if (!done.empty()) scheduler_.shards_done(ref, done, now());
+  if (!asks.empty())
+    for (const auto& g : scheduler_.acquire_many(ref, asks, now()))
+      fill_acquire(g, scheduler_.index(), rep->add_grants());
   // One durable write for all the host's grants; a retry waits for it too.
   return std::max(persist_locked(), writer_.last_submitted());
 }

@@ -5,12 +5,14 @@
 // ReportCheckpointParts: docs/protocols.md, "Host speaker") or, at the same
 // sizes in the same run, by every rank on its own (the per-rank protocol).
 //
-// Traffic of a job of that size: every rank steps once per heartbeat period
-// (CNX_LOAD_HEARTBEAT_S, default 1 s, the rate the numbers assume;
-// coordinator.heartbeat_s defaults to 2 s), reads one shard item every
-// CNX_LOAD_LEASE_EVERY seconds (default 5: an AcquireShard + ReportShardDone
-// pair per rank, or one AcquireShards + one ReportShardsDone per host for
-// all its ranks), and checkpoints every CNX_LOAD_CKPT_STEPS steps (default
+// Traffic of a job of that size: each voice heartbeats every
+// CNX_LOAD_HEARTBEAT_S (default 2 s, coordinator.heartbeat_s's default; the
+// coordinator is configured with the same period) and its ranks step once
+// per heartbeat; every rank reads one shard item every CNX_LOAD_LEASE_EVERY
+// seconds (default 5 s: 1,000-sample shards at 200 samples/s per GPU) --
+// an AcquireShard + ReportShardDone pair per rank, or one AcquireShards per
+// host that asks for all its ranks and reports the previous round's items
+// done; and the job checkpoints every CNX_LOAD_CKPT_STEPS steps (default
 // 10: each voice reports its part(s) when its heartbeat says CHECKPOINT).
 // Each voice has its own connection. Voices start registering together
 // right after the coordinator is launched (the start-up storm): the time
@@ -119,6 +121,7 @@ struct Voice {
   bool registered = false;
   int64_t step = 0, reported_plan = 0;
   std::vector<int64_t> epoch, pos;
+  google::protobuf::RepeatedPtrField<pb::ShardDone> pending_done;  // host speakers: reported with the next round
 };
 
 struct Config {
@@ -320,7 +323,8 @@ class Run {
     state.counters["cpu_us_per_rpc"] = rpcs == 0 ? 0 : 1e6 * cpu / static_cast<double>(rpcs);
     const double voices = static_cast<double>(voices_.size());
     const double ckpt_per_s = 1.0 / (c_.heartbeat_s * c_.ckpt_steps);
-    state.counters["sched_rpc_per_s"] = voices * (1.0 / c_.heartbeat_s + 2.0 / c_.lease_every + ckpt_per_s);
+    const double lease_rpcs = c_.host_protocol ? 1.0 : 2.0;  // acquire(+done) vs acquire and done
+    state.counters["sched_rpc_per_s"] = voices * (1.0 / c_.heartbeat_s + lease_rpcs / c_.lease_every + ckpt_per_s);
   }
 
   template <class Timed>
@@ -380,10 +384,13 @@ class Run {
   }
 
   // Every rank of the voice takes its next item and reports it used.
+  // Host speakers: one AcquireShards per round, carrying the items the
+  // previous round leased (now used up) as done, and the next asks.
   template <class Timed>
   void lease_round(Voice& x, Timed& timed) {
     if (c_.host_protocol) {
       pb::AcquireShardsRequest req;
+      *req.mutable_done() = x.pending_done;
       for (size_t i = 0; i < x.ranks.size(); ++i) {
         auto* a = req.add_asks();
         a->set_rank(x.ranks[i]);
@@ -392,7 +399,7 @@ class Run {
       }
       pb::AcquireShardsReply rep;
       if (!timed(kAcquire, [&] { rep = x.client->acquire_shards(req); })) return;
-      pb::ShardsDoneRequest done;
+      x.pending_done.Clear();
       for (size_t i = 0; i < x.ranks.size() && static_cast<int>(i) < rep.grants_size(); ++i) {
         const auto& g = rep.grants(static_cast<int>(i));
         if (g.end_of_epoch()) {
@@ -401,13 +408,12 @@ class Run {
           continue;
         }
         ++x.pos[i];
-        auto* d = done.add_done();
+        auto* d = x.pending_done.Add();
         d->set_rank(x.ranks[i]);
         d->set_epoch(x.epoch[i]);
         d->set_position(x.pos[i] - 1);
         d->set_consumed(g.lease().end() - g.lease().start());
       }
-      if (done.done_size() > 0) timed(kDone, [&] { x.client->report_shards_done(done); });
     } else {
       pb::AcquireShardReply a;
       if (!timed(kAcquire, [&] { a = x.client->acquire_shard(x.epoch[0], x.pos[0]); })) return;
@@ -442,7 +448,7 @@ void BM_CoordinatorLoad(benchmark::State& state) {
   c.per_host = static_cast<int>(state.range(1));
   c.host_protocol = state.range(2) != 0;
   c.seconds = env_num("CNX_LOAD_SECONDS", 20);
-  c.heartbeat_s = env_num("CNX_LOAD_HEARTBEAT_S", 1);
+  c.heartbeat_s = env_num("CNX_LOAD_HEARTBEAT_S", 2);
   c.lease_every = env_num("CNX_LOAD_LEASE_EVERY", 5);
   c.ckpt_steps = static_cast<int>(env_num("CNX_LOAD_CKPT_STEPS", 10));
   c.threads = static_cast<int>(env_num("CNX_LOAD_THREADS", 32));
