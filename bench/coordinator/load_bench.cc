@@ -211,6 +211,9 @@ class Run {
   // The start-up storm: every voice registers at once. Returns seconds from
   // the coordinator's launch to the last registration answered.
   double register_all() {
+    // A registration that failed after its retries (the coordinator is not
+    // answering at all): the others are counted as errors, not waited for.
+    std::atomic<bool> give_up{false};
     std::vector<std::thread> reg;
     for (int t = 0; t < c_.threads; ++t)
       reg.emplace_back([&, t] {
@@ -225,6 +228,10 @@ class Run {
           o.deadline_s = 10;
           o.retry_budget_s = 60;
           x.client = std::make_unique<CoordinatorClient>(o);
+          if (give_up.load()) {
+            ++err[kRegister];
+            continue;
+          }
           const auto t0 = Clock::now();
           try {
             if (c_.host_protocol)
@@ -234,6 +241,7 @@ class Run {
             x.registered = true;
           } catch (const std::exception& e) {
             if (err[kRegister]++ == 0) first = e.what();
+            give_up = true;
           }
           mine[kRegister].push_back(ms_since(t0));
         }
