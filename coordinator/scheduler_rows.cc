@@ -156,6 +156,10 @@ Scheduler Scheduler::restore(SchedulerOptions options, ShardIndex index, const s
         s.plans_[id] = v.get<EpochPlan>();
       } else if (kind == "ckpt") {
         s.ckpts_[id] = v.get<CheckpointRecord>();
+        // Parts embedded by an older coordinator move to their own rows
+        // (written by the first take_changes): a later rewrite of this
+        // checkpoint's row, which no longer carries parts, cannot drop them.
+        for (const auto& [r, part] : s.ckpts_[id].parts) s.dirty_.insert(str("part/", id, "/", r));
       } else {
         // "part/<id>/<rank>" sorts after "ckpt/<id>": the parts of a pending
         // checkpoint, reported since its row was last written.

@@ -4,6 +4,9 @@
 // set of durable rows per host call, and restore.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
+#include <map>
 #include <string>
 #include <vector>
 
@@ -202,6 +205,35 @@ TEST(SchedulerHost, RestoreKeepsTheHostsAndTheirVoice) {
   EXPECT_EQ(r.status(201).shards_leased, 3);
   // The speaker re-registers after the restart, as before.
   EXPECT_EQ(r.register_host("job", {2, 3}, 4, "node-1", "L", 202).attempt, 1);
+}
+
+TEST(SchedulerHost, PartsEmbeddedByAnOlderCoordinatorMoveToTheirOwnRows) {
+  Scheduler s(opts(), index40());
+  start_hosts(s, 2, 2, "L");
+  const CheckpointPlan p = s.request_checkpoint("job", 101);
+  RankPart a, b;
+  a.rank = 0;
+  b.rank = 1;
+  a.files = b.files = {{"rank.bin", std::string(64, 'a'), 3}};
+  ASSERT_TRUE(s.report_parts(host(s, 0), p.id, p.step, {a, b}, 102));
+  std::map<std::string, std::string> rows;
+  for (auto& [k, v] : s.take_changes())
+    if (v) rows[k] = *v;
+  // The old layout: the parts inside the checkpoint row, no part rows.
+  const std::string ckpt = "ckpt/" + std::to_string(p.id);
+  auto j = nlohmann::json::parse(rows.at(ckpt));
+  j["parts"] = nlohmann::json::array({nlohmann::json::parse(rows.at("part/" + std::to_string(p.id) + "/0")),
+                                      nlohmann::json::parse(rows.at("part/" + std::to_string(p.id) + "/1"))});
+  rows[ckpt] = j.dump();
+  rows.erase("part/" + std::to_string(p.id) + "/0");
+  rows.erase("part/" + std::to_string(p.id) + "/1");
+  Scheduler r = Scheduler::restore(opts(), index40(), rows, 200);
+  ASSERT_NE(r.latest_committed(), nullptr);
+  EXPECT_EQ(r.latest_committed()->parts.size(), 2u);
+  const auto changes = r.take_changes();
+  EXPECT_TRUE(changes.count("part/" + std::to_string(p.id) + "/0") &&
+              changes.count("part/" + std::to_string(p.id) + "/1"))
+      << "the embedded parts are written as rows of their own";
 }
 
 }  // namespace
