@@ -35,6 +35,8 @@ inline constexpr const char kWorkerCheckpointWriteSeconds[] = "cnx_worker_checkp
 inline constexpr const char kWorkerCheckpointStallSeconds[] = "cnx_worker_checkpoint_stall_seconds";
 inline constexpr const char kWorkerCheckpointWaitSecondsTotal[] = "cnx_worker_checkpoint_wait_seconds_total";
 inline constexpr const char kWorkerCheckpointSnapshotBytes[] = "cnx_worker_checkpoint_snapshot_bytes";
+// info gauge (always 1); extra labels library, version, core (the BLAS kernel set)
+inline constexpr const char kWorkerBlasInfo[] = "cnx_worker_blas_info";
 
 // ---- coordinator (label: job) ----------------------------------------------
 inline constexpr const char kCoordinatorWorkersRegistered[] = "cnx_coordinator_workers_registered";

@@ -46,6 +46,9 @@ const std::vector<MetricSpec>& metric_catalogue() {
        "Seconds training steps waited for the previous checkpoint write to finish (part of the stall).", w},
       {n::kWorkerCheckpointSnapshotBytes, T::Gauge,
        "Bytes of state copied by the last checkpoint snapshot on this rank (the memory a background write holds).", w},
+      {n::kWorkerBlasInfo, T::Gauge,
+       "The BLAS this rank computes with: library, version and kernel set (core) as labels; always 1.",
+       plus(w, {"core", "library", "version"})},
       {n::kCoordinatorWorkersRegistered, T::Gauge, "Workers registered in the current attempt.", {"job"}},
       {n::kCoordinatorWorkersAlive, T::Gauge, "Registered workers whose heartbeat is current.", {"job"}},
       {n::kCoordinatorAttempt, T::Gauge, "Current attempt number of the job.", {"job"}},
@@ -146,7 +149,8 @@ Labels worker_labels(const std::string& job, int64_t rank, int64_t attempt) {
 }  // namespace
 
 WorkerMetrics::WorkerMetrics(Registry& r, const std::string& job, int64_t rank, int64_t attempt)
-    : labels_(worker_labels(job, rank, attempt)),
+    : registry_(&r),
+      labels_(worker_labels(job, rank, attempt)),
       corrupt_family_(&family<Counter>(r, n::kWorkerCorruptSamplesTotal)),
       phases_{},
       loss(series<Gauge>(r, n::kWorkerLoss, labels_)),
@@ -168,6 +172,11 @@ WorkerMetrics::WorkerMetrics(Registry& r, const std::string& job, int64_t rank, 
   for (int p = 0; p < kNumStepPhases; ++p) {
     phases_[p] = &phases.Add(with(labels_, "phase", phase_name(static_cast<StepPhase>(p))), step_phase_buckets());
   }
+}
+
+void WorkerMetrics::set_blas_info(const std::string& library, const std::string& version, const std::string& core) {
+  Labels l = with(with(with(labels_, "library", library), "version", version), "core", core);
+  series<Gauge>(*registry_, n::kWorkerBlasInfo, l).Set(1);
 }
 
 Counter& WorkerMetrics::corrupt_samples(const std::string& reason) {

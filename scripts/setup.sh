@@ -27,6 +27,7 @@ PACKAGES=(
   python3 curl procps clang-format
   iproute2 nftables                          # the namespace cluster tests (tests/cluster)
   python3-torch                              # PyTorch reference for the equivalence tests (tests only)
+  libdnnl-dev libxsmm-dev libblis-dev        # optional GEMM libraries compared in bench/model/small_gemm_bench
 )
 
 SUDO=""

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "comm/communicator.h"
+#include "common/blas_info.h"
 #include "common/check.h"
 #include "common/config.h"
 #include "common/logging.h"
@@ -50,6 +51,8 @@ struct RankMetrics {
 
   RankMetrics(const Config& config, const comm::Communicator& comm) {
     worker = std::make_unique<metrics::WorkerMetrics>(*registry, config.job.id, comm.rank(), 0);
+    const blas::BlasInfo blas = blas::query_blas();
+    worker->set_blas_info(blas.library, blas.version, blas.core);
     process = std::make_shared<metrics::ProcessCollector>(worker->labels());
     server = std::make_unique<metrics::MetricsServer>(config.metrics.listen_host,
                                                       static_cast<int>(config.metrics.worker_port) + comm.local_rank());

@@ -2,9 +2,11 @@
 #include <exception>
 #include <iostream>
 
+#include "common/blas_info.h"
 #include "worker/cli.h"
 
 int main(int argc, char** argv) {
+  cnx::blas::init_compute_environment("cnx-worker", argc, argv);
   try {
     cnx::worker::WorkerArgs args;
     const int rc = cnx::worker::parse_worker_args(argc, argv, &args);

@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "common/blas_info.h"
 #include "model/convnextv2.h"
 #include "model/dense_kernels.h"
 #include "model/host_memory.h"
@@ -64,6 +65,7 @@ double median(std::vector<double> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cnx::blas::init_compute_environment("cnx-dense-train-bench", argc, argv);
   std::map<std::string, std::string> a = {{"variant", "atto"},  {"configs", "224x32,64x64"},
                                           {"threads", "1,2"},   {"kernels", "libtorch,libtorch-cl,cnx"},
                                           {"drop-path", "0.1"}, {"reps", "3"},

@@ -24,6 +24,15 @@
 // once after the timed steps (the higher is the ceiling; both are printed).
 // "ceiling_share" = achieved / ceiling, achieved from the median step time.
 //
+// A ceiling that cannot hide a fallback (CPU): beside the measured ceiling the
+// object carries the CPU's theoretical fp32 peak for the threads used
+// (common/cpu_features.h: cores x nominal clock x FLOP/cycle of its vector
+// units; "peak_assumption" says where each factor came from), a measured FMA
+// rate of the same cores (registers only, no BLAS: what the cores deliver
+// under the current load), the shares of both, the BLAS library and kernel
+// set ("blas", "blas_core"), and "ceiling_warning" when the ceiling is below
+// half the peak (also on stderr), naming the likely cause.
+//
 // Breakdown: with --profile-steps K > 0, K more steps run under LibTorch's
 // RecordFunction (bench/model/op_profile.h) and two tables go to stderr: per
 // top-level op (forward and backward apart) and per GEMM/conv input shape,
@@ -47,9 +56,12 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "common/blas_info.h"
 #include "bench/model/op_profile.h"
+#include "common/cpu_features.h"
 #include "common/torch_compat.h"
 #include "model/complexity.h"
 #include "model/fcmae.h"
@@ -107,6 +119,7 @@ double median(std::vector<double> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cnx::blas::init_compute_environment("cnx-fcmae-step-bench", argc, argv);
   std::map<std::string, std::string> a = {
       {"device", "cuda"},    {"variant", "atto"}, {"size", "224"},       {"batch", "64"},       {"mask", "0.6"},
       {"encoder", "sparse"}, {"kernels", "auto"}, {"precision", "fp32"}, {"warmup", "3"},       {"steps", "10"},
@@ -200,6 +213,32 @@ int main(int argc, char** argv) {
     const double med = median(step_seconds);
     const double achieved = step_flops / med * 1e-9;
 
+    // The CPU's theoretical and measured-FMA peaks for the threads used.
+    std::ostringstream peak_json;
+    if (device.is_cpu()) {
+      const int cores =
+          std::max(1, std::min(at::get_num_threads(), static_cast<int>(std::thread::hardware_concurrency())));
+      const auto cpu = cnx::cpu::detect_cpu();
+      const auto peak = cnx::cpu::fp32_peak(cpu, cores);
+      const double fma = with_ceiling && !bf16 ? cnx::cpu::measure_fma_gflops(cores, 0.3) : 0.0;
+      const std::string warning =
+          with_ceiling && !bf16 ? cnx::cpu::judge_ceiling(ceiling_gflops, peak.gflops, fma) : std::string();
+      if (!warning.empty()) std::fprintf(stderr, "cnx-fcmae-step-bench: WARNING: %s\n", warning.c_str());
+      auto share = [](double x, double of) { return of > 0 ? x / of : 0.0; };
+      char buf[512];
+      std::snprintf(buf, sizeof buf,
+                    ", \"peak_gflop_per_s\": %.1f, \"fma_gflop_per_s\": %.1f, \"ceiling_share_of_peak\": %.4f, "
+                    "\"ceiling_share_of_fma\": %.4f, \"share_of_peak\": %.4f, \"share_of_fma\": %.4f",
+                    peak.gflops, fma, share(ceiling_gflops, peak.gflops), share(ceiling_gflops, fma),
+                    share(achieved, peak.gflops), share(achieved, fma));
+      peak_json << buf << ", \"peak_assumption\": \"" << json_escape(peak.assumption) << "\", \"cpu\": \""
+                << json_escape(cpu.brand) << " (family " << cpu.family << " model " << cpu.model << ", "
+                << cnx::cpu::describe_simd(cpu) << ")\", \"ceiling_warning\": \"" << json_escape(warning) << "\"";
+    }
+    const auto blas = cnx::blas::query_blas();
+    peak_json << ", \"blas\": \"" << json_escape(blas.library + " " + blas.version) << "\", \"blas_core\": \""
+              << json_escape(blas.core) << "\"";
+
     const int profile_steps = std::stoi(a["profile-steps"]);
     if (profile_steps > 0) {
       cnx::bench::OpProfile profile;
@@ -218,11 +257,11 @@ int main(int argc, char** argv) {
         "%s, \"steps\": %d, \"seconds\": %.4f, \"ms_per_step\": %.3f, \"ms_per_step_median\": %.3f, "
         "\"img_per_s\": %.2f, \"img_per_s_median\": %.2f, \"loss\": %.6f, \"gflop_per_img\": %.4f, "
         "\"gflop_per_s\": %.2f, \"ceiling_gflop_per_s\": %.2f, \"ceiling_before\": %.2f, \"ceiling_after\": %.2f, "
-        "\"ceiling_share\": %.4f}\n",
+        "\"ceiling_share\": %.4f%s}\n",
         head.str().c_str(), done, elapsed, 1000.0 * elapsed / done, 1000.0 * med,
         static_cast<double>(batch) * done / elapsed, static_cast<double>(batch) / med, loss,
         step_flops / static_cast<double>(batch) * 1e-9, achieved, ceiling_gflops, ceiling_before, ceiling_after,
-        ceiling_gflops > 0 ? achieved / ceiling_gflops : 0.0);
+        ceiling_gflops > 0 ? achieved / ceiling_gflops : 0.0, peak_json.str().c_str());
     return 0;
   } catch (const std::exception& e) {
     std::string msg = e.what();

@@ -23,6 +23,7 @@
 #include <new>
 #include <string>
 
+#include "common/blas_info.h"
 #include "model/fcmae.h"
 #include "model/fcmae_encoder.h"
 #include "sparse_ops/backend.h"
@@ -275,6 +276,7 @@ BENCHMARK(BM_FcmaeAttoTrainStepGenericVsKernels)->UseManualTime()->Unit(benchmar
 BENCHMARK(BM_OpBreakdown)->Unit(benchmark::kMillisecond)->Iterations(1);
 
 int main(int argc, char** argv) {
+  cnx::blas::init_compute_environment("sparse_ops_bench", argc, argv);
   static TrackingAllocator tracker;
   c10::SetCPUAllocator(&tracker, /*priority=*/100);
   const char* threads = std::getenv("CNX_BENCH_THREADS");

@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "common/blas_info.h"
 #include "bench/worker/bench_util.h"
 #include "comm/communicator.h"
 #include "common/config.h"
@@ -135,6 +136,7 @@ void parse(int* argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cnx::blas::init_compute_environment("worker_checkpoint_bench", argc, argv);
   parse(&argc, argv);
   cnx::log::init("checkpoint-bench", -1, "warn");
   g_comm = cnx::comm::make_communicator(cnx::comm::CommOptions{});

@@ -34,6 +34,7 @@
 #include <memory>
 #include <string>
 
+#include "common/blas_info.h"
 #include "bench/worker/bench_util.h"
 #include "comm/communicator.h"
 #include "comm/mpi/mpi_communicator.h"
@@ -127,6 +128,7 @@ void parse(int* argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  cnx::blas::init_compute_environment("worker_scaling_bench", argc, argv);
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   int rank = 0, size = 1;

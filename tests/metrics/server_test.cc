@@ -209,6 +209,7 @@ TEST(MetricsCatalogue, WorkerAndCoordinatorExportExactlyTheCatalogueAndPassPromt
   w0.phase(StepPhase::kCommWait).Observe(0.003);
   w0.corrupt_samples("decode").Increment();
   w0.checkpoint_write_seconds.Observe(2.5);
+  w0.set_blas_info("OpenBLAS", "0.3.21", "SkylakeX");
   coord.workers_alive.Set(2);
   coord.set_job_state("running");
   coord.set_job_state("checkpointing");
@@ -240,6 +241,10 @@ TEST(MetricsCatalogue, WorkerAndCoordinatorExportExactlyTheCatalogueAndPassPromt
   EXPECT_NE(r.body.find("cnx_worker_step_phase_seconds_count{attempt=\"1\",job=\"job-a\",phase=\"forward\","
                         "rank=\"0\"} 1\n"),
             std::string::npos);
+  EXPECT_NE(r.body.find("cnx_worker_blas_info{attempt=\"1\",core=\"SkylakeX\",job=\"job-a\",library=\"OpenBLAS\","
+                        "rank=\"0\",version=\"0.3.21\"} 1\n"),
+            std::string::npos)
+      << r.body;
   EXPECT_NE(r.body.find("cnx_coordinator_job_state{job=\"job-a\",state=\"checkpointing\"} 1\n"), std::string::npos);
   EXPECT_NE(r.body.find("cnx_coordinator_job_state{job=\"job-a\",state=\"running\"} 0\n"), std::string::npos);
   EXPECT_NE(r.body.find("cnx_coordinator_rpc_seconds_bucket{code=\"OK\",job=\"job-a\",method=\"Heartbeat\","

@@ -1,6 +1,8 @@
 // cnx-eval: linear probe of an encoder (see tools/eval/eval_job.h).
 #include "tools/eval/eval_cli.h"
+#include "common/blas_info.h"
 
 int main(int argc, char** argv) {
+  cnx::blas::init_compute_environment("cnx-eval", argc, argv);
   return cnx::eval::eval_main(argc, argv, cnx::eval::EvalMode::kLinearProbe);
 }

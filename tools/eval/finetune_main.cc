@@ -1,6 +1,8 @@
 // cnx-finetune: full fine-tuning with layer-wise lr decay (see tools/eval/eval_job.h).
 #include "tools/eval/eval_cli.h"
+#include "common/blas_info.h"
 
 int main(int argc, char** argv) {
+  cnx::blas::init_compute_environment("cnx-finetune", argc, argv);
   return cnx::eval::eval_main(argc, argv, cnx::eval::EvalMode::kFinetune);
 }

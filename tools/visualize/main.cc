@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/blas_info.h"
 #include "common/logging.h"
 #include "model/fcmae.h"
 #include "tools/export/fcmae_state.h"
@@ -16,6 +17,7 @@
 #include "tools/visualize/reconstruct.h"
 
 int main(int argc, char** argv) {
+  cnx::blas::init_compute_environment("cnx-visualize", argc, argv);
   CLI::App app{"Write FCMAE reconstructions: original | masked | reconstruction | reconstruction + visible"};
   std::string checkpoint, index, out_dir, encoder = "sparse";
   std::vector<std::string> images;
