@@ -84,8 +84,7 @@ bool openblas_core_level(const std::string& core, cpu::SimdLevel* level) {
     l = L::kAvx512;
   } else if (c == "haswell" || c == "zen") {
     l = L::kAvx2;
-  } else if (c == "sandybridge" || c == "bulldozer" || c == "piledriver" || c == "steamroller" ||
-             c == "excavator") {
+  } else if (c == "sandybridge" || c == "bulldozer" || c == "piledriver" || c == "steamroller" || c == "excavator") {
     l = L::kAvx;
   }
   *level = l;

@@ -58,8 +58,8 @@ std::string better_openblas_coretype(const std::string& core, const cpu::CpuFeat
 
 // What init_compute_environment decides, as a pure function of its inputs.
 struct AutoDecision {
-  std::string coretype;  // set OPENBLAS_CORETYPE to this and re-exec ("" = don't)
-  std::string reason;    // one line for the log
+  std::string coretype;   // set OPENBLAS_CORETYPE to this and re-exec ("" = don't)
+  std::string reason;     // one line for the log
   bool fallback = false;  // a fallback core runs (and stays, when coretype is "")
 };
 // `user_coretype`: OPENBLAS_CORETYPE as found ("" = unset); `auto_env`:

@@ -88,8 +88,8 @@ CpuFeatures detect_cpu() {
   const Regs r1 = cpuid(1);
   const int base_family = (r1.a >> 8) & 0xf, base_model = (r1.a >> 4) & 0xf;
   f.family = base_family == 0xf ? base_family + static_cast<int>((r1.a >> 20) & 0xff) : base_family;
-  f.model = (base_family == 6 || base_family == 0xf) ? base_model + static_cast<int>(((r1.a >> 16) & 0xf) << 4)
-                                                     : base_model;
+  f.model =
+      (base_family == 6 || base_family == 0xf) ? base_model + static_cast<int>(((r1.a >> 16) & 0xf) << 4) : base_model;
   f.sse2 = (r1.d >> 26) & 1;
   const bool osxsave = (r1.c >> 27) & 1;
   f.avx = (r1.c >> 28) & 1;
@@ -222,8 +222,7 @@ PeakEstimate fp32_peak(const CpuFeatures& c, int cores) {
   std::ostringstream a;
   a.precision(3);
   a << p.cores << " core(s) x " << p.ghz << " GHz (" << why_clock
-    << "; turbo and AVX-512 licence clocks not modelled) x " << p.flop_per_cycle << " FLOP/cycle (" << why_flop
-    << ")";
+    << "; turbo and AVX-512 licence clocks not modelled) x " << p.flop_per_cycle << " FLOP/cycle (" << why_flop << ")";
   p.assumption = a.str();
   return p;
 }

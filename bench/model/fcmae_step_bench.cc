@@ -59,8 +59,8 @@
 #include <thread>
 #include <vector>
 
-#include "common/blas_info.h"
 #include "bench/model/op_profile.h"
+#include "common/blas_info.h"
 #include "common/cpu_features.h"
 #include "common/torch_compat.h"
 #include "model/complexity.h"

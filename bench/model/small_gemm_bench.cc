@@ -197,10 +197,9 @@ struct OnednnMatmul {
       dnnl::matmul::primitive_desc pd(desc, attr, eng);
       it = cache.emplace(key, std::make_pair(dnnl::matmul(pd), pd)).first;
     }
-    std::unordered_map<int, dnnl::memory> args = {
-        {DNNL_ARG_SRC, dnnl::memory(a_md, eng, const_cast<float*>(g.a))},
-        {DNNL_ARG_WEIGHTS, dnnl::memory(b_md, eng, const_cast<float*>(g.b))},
-        {DNNL_ARG_DST, dnnl::memory(c_md, eng, g.c)}};
+    std::unordered_map<int, dnnl::memory> args = {{DNNL_ARG_SRC, dnnl::memory(a_md, eng, const_cast<float*>(g.a))},
+                                                  {DNNL_ARG_WEIGHTS, dnnl::memory(b_md, eng, const_cast<float*>(g.b))},
+                                                  {DNNL_ARG_DST, dnnl::memory(c_md, eng, g.c)}};
     if (g.bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(bias_md, eng, const_cast<float*>(g.bias)));
     it->second.first.execute(strm, args);
     strm.wait();
@@ -352,9 +351,8 @@ struct Blis {
 
 int main(int argc, char** argv) {
   cnx::blas::init_compute_environment("cnx-small-gemm-bench", argc, argv);
-  std::map<std::string, std::string> a = {{"variant", "atto"}, {"batch", "32"},  {"size", "224"},
-                                          {"mask", "0.6"},     {"stages", "0,1"}, {"threads", "1"},
-                                          {"rounds", "7"}};
+  std::map<std::string, std::string> a = {{"variant", "atto"}, {"batch", "32"},  {"size", "224"}, {"mask", "0.6"},
+                                          {"stages", "0,1"},   {"threads", "1"}, {"rounds", "7"}};
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
     if (k.rfind("--", 0) != 0 || i + 1 >= argc || !a.count(k.substr(2))) {
@@ -392,11 +390,11 @@ int main(int argc, char** argv) {
 #endif
   const auto blas = cnx::blas::query_blas();
   const auto cpu = cnx::cpu::detect_cpu();
-  std::printf("# CPU %s (family %d model %d, %s); %d thread(s); OpenBLAS = %s %s kernels %s; theoretical peak %.0f "
-              "GFLOP/s\n",
-              cpu.brand.c_str(), cpu.family, cpu.model, cnx::cpu::describe_simd(cpu).c_str(), threads,
-              blas.library.c_str(), blas.version.c_str(), blas.core.c_str(),
-              cnx::cpu::fp32_peak(cpu, threads).gflops);
+  std::printf(
+      "# CPU %s (family %d model %d, %s); %d thread(s); OpenBLAS = %s %s kernels %s; theoretical peak %.0f "
+      "GFLOP/s\n",
+      cpu.brand.c_str(), cpu.family, cpu.model, cnx::cpu::describe_simd(cpu).c_str(), threads, blas.library.c_str(),
+      blas.version.c_str(), blas.core.c_str(), cnx::cpu::fp32_peak(cpu, threads).gflops);
   std::printf("# %s, batch %lld, %lldpx, %lld of %lld patches visible; median of %d interleaved rounds\n",
               a["variant"].c_str(), static_cast<long long>(batch), static_cast<long long>(size),
               static_cast<long long>(visible), static_cast<long long>(patches), rounds);
@@ -434,7 +432,9 @@ int main(int argc, char** argv) {
         }
       }
       const double f = flops(s, op);
-      const int64_t k = (op == "fc2.wgrad" || op == "fc1.wgrad") ? m : (op == "fc1.fwd+gelu" || op == "fc2.dgrad") ? c : 4 * c;
+      const int64_t k = (op == "fc2.wgrad" || op == "fc1.wgrad")      ? m
+                        : (op == "fc1.fwd+gelu" || op == "fc2.dgrad") ? c
+                                                                      : 4 * c;
       const auto shape = out_shape(s, op);
       char sh[64];
       std::snprintf(sh, sizeof sh, "%lldx%lldx%lld", static_cast<long long>(shape[0]), static_cast<long long>(k),

@@ -30,9 +30,9 @@
 #include <string>
 #include <vector>
 
-#include "common/blas_info.h"
 #include "bench/worker/bench_util.h"
 #include "comm/communicator.h"
+#include "common/blas_info.h"
 #include "common/config.h"
 #include "common/logging.h"
 #include "worker/fcmae_model.h"

@@ -34,10 +34,10 @@
 #include <memory>
 #include <string>
 
-#include "common/blas_info.h"
 #include "bench/worker/bench_util.h"
 #include "comm/communicator.h"
 #include "comm/mpi/mpi_communicator.h"
+#include "common/blas_info.h"
 #include "common/config.h"
 #include "worker/fcmae_model.h"
 #include "worker/trainer.h"

@@ -65,8 +65,7 @@ TEST(BlasInfo, CoreLevels) {
 
 TEST(BlasInfo, FallbackDetection) {
   using L = cpu::SimdLevel;
-  const auto avx512 = make_cpu(L::kAvx512), avx2 = make_cpu(L::kAvx2), avx = make_cpu(L::kAvx),
-             sse = make_cpu(L::kSse);
+  const auto avx512 = make_cpu(L::kAvx512), avx2 = make_cpu(L::kAvx2), avx = make_cpu(L::kAvx), sse = make_cpu(L::kSse);
   // The case: Emerald Rapids, OpenBLAS 0.3.21 picks Prescott.
   EXPECT_EQ(better_openblas_coretype("Prescott", avx512), "SKYLAKEX");
   EXPECT_EQ(better_openblas_coretype("Nehalem", avx512), "SKYLAKEX");
@@ -129,8 +128,9 @@ struct Run {
 };
 
 Run run(const std::string& env, const std::string& cmd) {
-  const std::string line = "env -u OPENBLAS_CORETYPE -u CNX_BLAS_AUTO -u CNX_BLAS_AUTO_CHOSEN -u CNX_BLAS_TEST_FALLBACK " +
-                           env + " " + cmd + " 2>&1";
+  const std::string line =
+      "env -u OPENBLAS_CORETYPE -u CNX_BLAS_AUTO -u CNX_BLAS_AUTO_CHOSEN -u CNX_BLAS_TEST_FALLBACK " + env + " " + cmd +
+      " 2>&1";
   Run r;
   FILE* p = popen(line.c_str(), "r");
   if (!p) return r;
@@ -142,7 +142,9 @@ Run run(const std::string& env, const std::string& cmd) {
   return r;
 }
 
-std::string probe() { return CNX_PROBE_STR; }
+std::string probe() {
+  return CNX_PROBE_STR;
+}
 
 std::string core_of(const std::string& out) {
   const auto at = out.find("core=");
@@ -150,7 +152,9 @@ std::string core_of(const std::string& out) {
   return out.substr(at + 5, out.find('\n', at) - at - 5);
 }
 
-bool is_openblas() { return run("", probe() + " --core-only").output.find("BLAS OpenBLAS") != std::string::npos; }
+bool is_openblas() {
+  return run("", probe() + " --core-only").output.find("BLAS OpenBLAS") != std::string::npos;
+}
 
 TEST(BlasInfoProcess, DefaultKernelsAreCorrectAndNotAFallback) {
   const Run r = run("", probe());
@@ -211,8 +215,7 @@ TEST(BlasInfoProcess, ForcedPrescottIsReportedAndSwitchedAway) {
               " --device cpu --variant atto --size 64 --batch 2 --steps 1 --warmup 0 --ceiling off --profile-steps 0"
               " --threads 1");
   EXPECT_EQ(r.status, 0) << r.output;
-  EXPECT_NE(r.output.find("cnx-fcmae-step-bench: OpenBLAS runs its Prescott kernels"), std::string::npos)
-      << r.output;
+  EXPECT_NE(r.output.find("cnx-fcmae-step-bench: OpenBLAS runs its Prescott kernels"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("chosen by cnx: " + better), std::string::npos) << r.output;
   const std::string core_name = better == "SKYLAKEX" ? "SkylakeX" : better == "HASWELL" ? "Haswell" : "Sandybridge";
   EXPECT_NE(r.output.find("\"blas_core\": \"" + core_name + "\""), std::string::npos) << r.output;

@@ -1,6 +1,6 @@
 // cnx-eval: linear probe of an encoder (see tools/eval/eval_job.h).
-#include "tools/eval/eval_cli.h"
 #include "common/blas_info.h"
+#include "tools/eval/eval_cli.h"
 
 int main(int argc, char** argv) {
   cnx::blas::init_compute_environment("cnx-eval", argc, argv);

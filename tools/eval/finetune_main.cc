@@ -1,6 +1,6 @@
 // cnx-finetune: full fine-tuning with layer-wise lr decay (see tools/eval/eval_job.h).
-#include "tools/eval/eval_cli.h"
 #include "common/blas_info.h"
+#include "tools/eval/eval_cli.h"
 
 int main(int argc, char** argv) {
   cnx::blas::init_compute_environment("cnx-finetune", argc, argv);
