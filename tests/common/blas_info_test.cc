@@ -122,16 +122,16 @@ TEST(BlasInfo, DecisionHonoursTheUserAndNeverLoops) {
 
 // ---- real processes ---------------------------------------------------------
 
-struct Run {
+struct ProcessRun {
   int status = -1;
   std::string output;  // stdout + stderr
 };
 
-Run run(const std::string& env, const std::string& cmd) {
+ProcessRun run(const std::string& env, const std::string& cmd) {
   const std::string line =
       "env -u OPENBLAS_CORETYPE -u CNX_BLAS_AUTO -u CNX_BLAS_AUTO_CHOSEN -u CNX_BLAS_TEST_FALLBACK " + env + " " + cmd +
       " 2>&1";
-  Run r;
+  ProcessRun r;
   FILE* p = popen(line.c_str(), "r");
   if (!p) return r;
   std::array<char, 4096> buf;
@@ -157,7 +157,7 @@ bool is_openblas() {
 }
 
 TEST(BlasInfoProcess, DefaultKernelsAreCorrectAndNotAFallback) {
-  const Run r = run("", probe());
+  const ProcessRun r = run("", probe());
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("cnx-blas-probe: BLAS "), std::string::npos) << r.output;
   if (!is_openblas()) GTEST_SKIP() << "libblas.so.3 is not OpenBLAS here";
@@ -172,7 +172,7 @@ TEST(BlasInfoProcess, EveryKernelSetThisCpuRunsMatchesFloat64) {
   if (level >= cpu::SimdLevel::kAvx2) sets.push_back({"HASWELL", "Haswell"});
   if (level >= cpu::SimdLevel::kAvx512) sets.push_back({"SKYLAKEX", "SkylakeX"});
   for (const auto& [coretype, name] : sets) {
-    const Run r = run("OPENBLAS_CORETYPE=" + coretype, probe());
+    const ProcessRun r = run("OPENBLAS_CORETYPE=" + coretype, probe());
     EXPECT_EQ(r.status, 0) << coretype << "\n" << r.output;
     EXPECT_EQ(core_of(r.output), name) << r.output;
     EXPECT_EQ(r.output.find("FAIL"), std::string::npos) << r.output;
@@ -184,7 +184,7 @@ TEST(BlasInfoProcess, ForcedPrescottIsReportedAndSwitchedAway) {
   if (!is_openblas()) GTEST_SKIP() << "libblas.so.3 is not OpenBLAS here";
   const std::string better = better_openblas_coretype("Prescott", cpu::detect_cpu());
   // The user forces Prescott: it runs, and the program says it is a fallback.
-  Run r = run("OPENBLAS_CORETYPE=PRESCOTT", probe() + " --core-only");
+  ProcessRun r = run("OPENBLAS_CORETYPE=PRESCOTT", probe() + " --core-only");
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(core_of(r.output), "Prescott") << r.output;
   EXPECT_NE(r.output.find("kernels Prescott"), std::string::npos) << r.output;
