@@ -263,7 +263,10 @@ struct Libxsmm {
           for (int64_t i = 0; i < rows; ++i) std::copy(g.bias, g.bias + g.n, cblk + i * g.rsc);
         }
         (rows == kBlock ? full : last)(bt, g.a + r0 * g.rsa, cblk);
-        if (g.gelu) out.narrow(0, r0, rows).gelu_();  // the block is still in L1/L2
+        if (g.gelu) {
+          Tensor blk = out.narrow(0, r0, rows);  // still in L1/L2
+          at::gelu_(blk);
+        }
       }
     });
   }
