@@ -241,7 +241,8 @@ std::string judge_ceiling(double ceiling, double peak, double fma, double min_sh
       return s.str();
     }
   }
-  s << ": the BLAS kernels run far below this CPU (a fallback kernel set? see the BLAS line)";
+  s << ": the BLAS kernels run far below this CPU's FMA rate (a fallback kernel set? see the BLAS line; or the "
+       "load changed between the two measurements)";
   return s.str();
 }
 

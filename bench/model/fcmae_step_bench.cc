@@ -31,7 +31,13 @@
 // rate of the same cores (registers only, no BLAS: what the cores deliver
 // under the current load), the shares of both, the BLAS library and kernel
 // set ("blas", "blas_core"), and "ceiling_warning" when the ceiling is below
-// half the peak (also on stderr), naming the likely cause.
+// half the peak (also on stderr), naming the likely cause. On a machine
+// shared with other jobs wall time mostly measures the neighbours:
+// "gflop_per_cpu_s" / "ceiling_gflop_per_cpu_s" are the step's and the
+// ceiling's FLOPs per CPU-second of this process (divided by the threads),
+// "ceiling_share_cpu" their ratio and "share_of_peak_cpu" the step's
+// against the peak (exact at 1 thread; at more threads idle waits are not
+// counted, so they overstate parallel efficiency).
 //
 // Breakdown: with --profile-steps K > 0, K more steps run under LibTorch's
 // RecordFunction (bench/model/op_profile.h) and two tables go to stderr: per
@@ -46,6 +52,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -94,20 +101,33 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Best GFLOP/s of a (m x k) @ (k x n) matmul over `reps` timed calls.
+// This process's CPU seconds (all threads).
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// Best GFLOP/s of a (m x k) @ (k x n) matmul over `reps` timed calls; with
+// `per_cpu_s`, also the best GFLOP per CPU-second x threads (what the call
+// reaches while it runs: steadier than wall time on a shared machine).
 double matmul_gflops(int64_t m, int64_t k, int64_t n, const torch::TensorOptions& opts, int reps,
-                     const std::function<void()>& sync) {
+                     const std::function<void()>& sync, double* per_cpu_s = nullptr) {
   auto a = torch::randn({m, k}, opts), b = torch::randn({k, n}, opts);
   auto c = torch::mm(a, b);
   sync();
-  double best = 1e30;
+  double best = 1e30, best_cpu = 1e30;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
+    const double c0 = cpu_seconds();
     torch::mm_out(c, a, b);
     sync();
     best = std::min(best, seconds_since(t0));
+    best_cpu = std::min(best_cpu, (cpu_seconds() - c0) / at::get_num_threads());
   }
-  return 2.0 * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n) / best * 1e-9;
+  const double flop = 2.0 * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n);
+  if (per_cpu_s) *per_cpu_s = std::max(*per_cpu_s, flop / best_cpu * 1e-9);
+  return flop / best * 1e-9;
 }
 
 double median(std::vector<double> v) {
@@ -185,10 +205,11 @@ int main(int argc, char** argv) {
     };
     // The ceiling: a square GEMM and the step's largest GEMM shape.
     const auto mm_opts = torch::TensorOptions().device(device).dtype(bf16 ? torch::kBFloat16 : torch::kFloat);
+    double ceiling_cpu = 0.0;  // GFLOP per CPU-second x threads
     auto ceiling = [&] {
       const int64_t d = options.decoder_dim;
-      return std::max(matmul_gflops(2048, 2048, 2048, mm_opts, 5, sync),
-                      matmul_gflops(batch * patches, d, 4 * d, mm_opts, 10, sync));
+      return std::max(matmul_gflops(2048, 2048, 2048, mm_opts, 5, sync, &ceiling_cpu),
+                      matmul_gflops(batch * patches, d, 4 * d, mm_opts, 10, sync, &ceiling_cpu));
     };
     const bool with_ceiling = a["ceiling"] == "on";
     const double ceiling_before = with_ceiling ? ceiling() : 0.0;
@@ -198,13 +219,15 @@ int main(int argc, char** argv) {
     const auto start = std::chrono::steady_clock::now();
     int done = 0;
     double elapsed = 0.0;
-    std::vector<double> step_seconds;
+    std::vector<double> step_seconds, step_cpu_seconds;
     while (done < steps) {
       const auto t0 = std::chrono::steady_clock::now();
+      const double c0 = cpu_seconds();
       run_step();
       ++done;
       sync();
       step_seconds.push_back(seconds_since(t0));
+      step_cpu_seconds.push_back((cpu_seconds() - c0) / at::get_num_threads());
       elapsed = seconds_since(start);
       if (elapsed > max_seconds) break;
     }
@@ -212,6 +235,7 @@ int main(int argc, char** argv) {
     const double ceiling_gflops = std::max(ceiling_before, ceiling_after);
     const double med = median(step_seconds);
     const double achieved = step_flops / med * 1e-9;
+    const double achieved_cpu = step_flops / median(step_cpu_seconds) * 1e-9;
 
     // The CPU's theoretical and measured-FMA peaks for the threads used.
     std::ostringstream peak_json;
@@ -220,15 +244,21 @@ int main(int argc, char** argv) {
           std::max(1, std::min(at::get_num_threads(), static_cast<int>(std::thread::hardware_concurrency())));
       const auto cpu = cnx::cpu::detect_cpu();
       const auto peak = cnx::cpu::fp32_peak(cpu, cores);
-      const double fma = with_ceiling && !bf16 ? cnx::cpu::measure_fma_gflops(cores, 0.3) : 0.0;
+      // Best of 5 short FMA runs, like the ceiling's best of several calls.
+      double fma = 0.0;
+      for (int r = 0; with_ceiling && !bf16 && r < 5; ++r)
+        fma = std::max(fma, cnx::cpu::measure_fma_gflops(cores, 0.08));
       const std::string warning =
           with_ceiling && !bf16 ? cnx::cpu::judge_ceiling(ceiling_gflops, peak.gflops, fma) : std::string();
       if (!warning.empty()) std::fprintf(stderr, "cnx-fcmae-step-bench: WARNING: %s\n", warning.c_str());
       auto share = [](double x, double of) { return of > 0 ? x / of : 0.0; };
-      char buf[512];
+      char buf[768];
       std::snprintf(buf, sizeof buf,
-                    ", \"peak_gflop_per_s\": %.1f, \"fma_gflop_per_s\": %.1f, \"ceiling_share_of_peak\": %.4f, "
+                    ", \"gflop_per_cpu_s\": %.2f, \"ceiling_gflop_per_cpu_s\": %.2f, \"ceiling_share_cpu\": %.4f, "
+                    "\"share_of_peak_cpu\": %.4f, \"peak_gflop_per_s\": %.1f, \"fma_gflop_per_s\": %.1f, "
+                    "\"ceiling_share_of_peak\": %.4f, "
                     "\"ceiling_share_of_fma\": %.4f, \"share_of_peak\": %.4f, \"share_of_fma\": %.4f",
+                    achieved_cpu, ceiling_cpu, share(achieved_cpu, ceiling_cpu), share(achieved_cpu, peak.gflops),
                     peak.gflops, fma, share(ceiling_gflops, peak.gflops), share(ceiling_gflops, fma),
                     share(achieved, peak.gflops), share(achieved, fma));
       peak_json << buf << ", \"peak_assumption\": \"" << json_escape(peak.assumption) << "\", \"cpu\": \""
