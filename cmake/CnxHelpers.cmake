@@ -16,6 +16,14 @@ function(cnx_executable name)
   add_executable(${name} ${ARG_SOURCES})
   target_compile_options(${name} PRIVATE ${CNX_WARNINGS})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS})
+  # The programs (cnx-*) are also linked into <build>/bin, so that one PATH
+  # entry reaches them all: export PATH="$PWD/build/bin:$PATH" (README).
+  if(name MATCHES "^cnx-")
+    add_custom_command(TARGET ${name} POST_BUILD
+      COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_BINARY_DIR}/bin
+      COMMAND ${CMAKE_COMMAND} -E create_symlink $<TARGET_FILE:${name}> ${CMAKE_BINARY_DIR}/bin/${name}
+      VERBATIM)
+  endif()
 endfunction()
 
 # cnx_test(<name> SOURCES ... [DEPS ...] [LABELS unit|integration|gpu ...] [TIMEOUT s])

@@ -284,7 +284,26 @@ uint64_t CoordinatorService::persist_locked() {
   return writer_.submit(scheduler_.take_changes());
 }
 
+void CoordinatorService::check_visible(const std::string& dir) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(dir, ec)) return;
+  // Retention deletes old checkpoints from here: on a path this host cannot
+  // see, nothing would be deleted and the disk would fill up unnoticed.
+  CNX_LOG_ERROR(
+      "checkpoint '{}' was committed by the workers but does not exist on the coordinator's host (working folder "
+      "'{}'): retention (checkpoint.keep) cannot delete old checkpoints. checkpoint.root must be one shared "
+      "filesystem mounted at the same absolute path on the coordinator and on every worker host (a relative "
+      "checkpoint.root resolves against each process's own working folder)",
+      log_escape(dir, 4096), log_escape(std::filesystem::current_path(ec).string(), 4096));
+}
+
 void CoordinatorService::delete_garbage(std::vector<std::string> dirs) {
+  std::string committed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    committed.swap(committed_dir_to_check_);
+  }
+  if (!committed.empty()) check_visible(committed);
   for (const auto& d : dirs) {
     if (!inside_root(d, checkpoint_root_)) {
       CNX_LOG_ERROR("not deleting '{}': outside checkpoint.root '{}'", log_escape(d, 4096), checkpoint_root_);
@@ -442,6 +461,11 @@ uint64_t CoordinatorService::ReportCheckpointPart(const pb::CheckpointPartReques
   std::lock_guard<std::mutex> lock(mu_);
   bool committed = scheduler_.report_part(ref, req.plan_id(), req.step(), std::move(part), now());
   rep->set_committed(committed);
+  if (committed) {
+    // Checked by delete_garbage(), after the reply and outside the lock (a stat on a hung NFS mount must not
+    // stall the coordinator).
+    if (const CheckpointRecord* c = scheduler_.latest_committed()) committed_dir_to_check_ = c->dir;
+  }
   *garbage = scheduler_.take_deletions();
   return std::max(persist_locked(), writer_.last_submitted());
 }

@@ -164,12 +164,16 @@ class CoordinatorService {
   uint64_t RequestCheckpoint(const cnx::v1::RequestCheckpointRequest&, cnx::v1::RequestCheckpointReply*);
   uint64_t Drain(const cnx::v1::DrainRequest&, cnx::v1::DrainReply*);
 
+  // Deletes the folders retention dropped (inside checkpoint.root only), after
+  // checking that the last committed checkpoint is visible on this host
+  // (else logs an error: checkpoint.root is not a shared filesystem here).
   void delete_garbage(std::vector<std::string> dirs);
 
  private:
   // With mu_ held: queue the scheduler's changes, log its events.
   uint64_t persist_locked();
   void tick_loop();
+  void check_visible(const std::string& dir);
   double now() const { return clock_(); }
 
   std::string token_, operator_token_;
@@ -179,6 +183,7 @@ class CoordinatorService {
   mutable std::mutex mu_;
   Scheduler scheduler_;
   DurableWriter writer_;
+  std::string committed_dir_to_check_;  // guarded by mu_; see delete_garbage()
   std::atomic<RpcObserver*> observer_{nullptr};
   std::atomic<int64_t> auth_failures_{0}, rpcs_total_{0}, rpcs_failed_{0};
   LogLimiter refusal_log_{5, 10.0};

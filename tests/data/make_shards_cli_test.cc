@@ -62,6 +62,56 @@ TEST(MakeShardsCli, FolderSourceProgressOverwriteAndErrors) {
   fs::remove_all(tmp);
 }
 
+// A flat folder with real corrupt files: packed without them, each named
+// with its reason in the summary and in skipped.tsv; an image beside class
+// folders stops --source imagefolder with a message that says what to do.
+TEST(MakeShardsCli, ImagesSourceReportsCorruptFilesAndImageFolderRefusesStrays) {
+  const fs::path tmp = testing::temp_dir("make_shards_cli_images");
+  const int n = testing::make_image_folder(tmp / "src", 2, 3);  // src/class_*/img_*: 6 good images
+  const std::vector<uint8_t> j = encode_jpeg(testing::synth_image(48, 40, 3, 3), 90);
+  testing::write_bytes(tmp / "src" / "cut.jpg", std::vector<uint8_t>(j.begin(), j.begin() + j.size() / 3));
+  testing::write_bytes(tmp / "src" / "class_1" / "zero.png", {});
+  testing::write_bytes(tmp / "src" / "class_0" / "notes.md", {'#'});
+  const std::string src = (tmp / "src").string();
+  auto [rc, out] = run(g_tool + " --source images --input " + src + " -q -o " + (tmp / "flat").string());
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("checked " + std::to_string(n + 2) + " inputs: " + std::to_string(n) +
+                     " packed, 2 skipped (bad), 1 ignored (not images)"),
+            std::string::npos)
+      << out;
+  const size_t cut = out.find("skipped " + src + "/cut.jpg: ");
+  ASSERT_NE(cut, std::string::npos) << out;
+  const std::string why = out.substr(cut + src.size() + 18, 15);
+  EXPECT_TRUE(why == "truncated_image" || why.rfind("corrupt_image", 0) == 0) << out;
+  EXPECT_NE(out.find("skipped " + src + "/class_1/zero.png: empty_file"), std::string::npos) << out;
+  EXPECT_NE(out.find("ignored " + src + "/class_0/notes.md: not an image"), std::string::npos) << out;
+  EXPECT_NE(out.find("skipped.tsv lists all 3"), std::string::npos) << out;
+  const ShardIndex idx = load_index((tmp / "flat" / "index.json").string());
+  EXPECT_EQ(idx.total_samples, n);
+  EXPECT_TRUE(idx.classes.empty());
+
+  // The same tree as an ImageFolder: cut.jpg lies beside the class folders.
+  std::tie(rc, out) = run(g_tool + " --source imagefolder --input " + src + " -q -o " + (tmp / "if").string());
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("cut.jpg"), std::string::npos) << out;
+  EXPECT_NE(out.find("--source images"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(tmp / "if" / "index.json"));
+  fs::remove(tmp / "src" / "cut.jpg");
+  std::tie(rc, out) = run(g_tool + " --source imagefolder --input " + src + " -q -o " + (tmp / "if").string());
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_EQ(load_index((tmp / "if" / "index.json").string()).classes.size(), 2u);
+
+  // Its shards back in as WebDataset input: same samples and labels.
+  std::tie(rc, out) =
+      run(g_tool + " --source webdataset --input " + (tmp / "if").string() + " -q -o " + (tmp / "wds").string());
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_EQ(load_index((tmp / "wds" / "index.json").string()).total_samples, n);
+  std::tie(rc, out) = run(g_tool + " --source webdataset -o " + (tmp / "wds2").string());
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("--input"), std::string::npos) << out;
+  fs::remove_all(tmp);
+}
+
 TEST(MakeShardsCli, FashionMnistSubsetThroughThePipeline) {
   if (!fs::exists("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")) {
     GTEST_SKIP() << "dataset-fashion-mnist not installed";

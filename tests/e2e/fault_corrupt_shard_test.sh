@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A shard with corrupt images: an ImageFolder of 296 good Fashion-MNIST PNGs
-# plus a truncated PNG, a garbage .png and a garbage .jpg is packed by
-# cnx-make-shards (so the index's sha256 matches the shards: the damage is in
-# the images, not the files). Two ranks train 2 epochs on it: each bad
+# plus a truncated PNG, a garbage .png and a garbage .jpg is packed in
+# cnx-make-shards' format by this script (cnx-make-shards itself refuses
+# images that do not decode; docs/data.md), with a matching index (the
+# damage is in the images, not the files). Two ranks train 2 epochs on it: each bad
 # sample is skipped with its reason once per epoch (and only those), and the
 # job completes with exit 0.
 # Each rank's /metrics is scraped while it trains: the sum over ranks of
@@ -41,8 +42,32 @@ open(os.path.join(root, "a", "bad_truncated.png"), "wb").write(pngs[0][: len(png
 open(os.path.join(root, "b", "bad_garbage.png"), "wb").write(bytes(rng.randrange(256) for _ in range(600)))
 open(os.path.join(root, "a", "bad_garbage.jpg"), "wb").write(b"\xff\xd8\xff\xe0" + bytes(rng.randrange(256) for _ in range(600)))
 PY
-"$MAKE_SHARDS" --source imagefolder --input "$WORK/folder" --samples-per-shard 150 --no-shuffle -o "$WORK/shards" -q \
-  > "$WORK/make_folder_shards.log" 2>&1 || fail "cnx-make-shards --source imagefolder failed"
+# What `cnx-make-shards --source imagefolder --no-shuffle --samples-per-shard 150`
+# would write if it packed images unchecked: classes in sorted order, files
+# sorted by path, keys %09d, "<key>.cls" then the image, and the index.
+python3 - "$WORK/folder" "$WORK/shards" <<'PY' || fail "packing the corrupt shards failed"
+import hashlib, io, json, os, sys, tarfile
+folder, out = sys.argv[1], sys.argv[2]
+os.makedirs(out)
+classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+items = [(os.path.join(folder, c, n), label) for label, c in enumerate(classes)
+         for n in sorted(os.listdir(os.path.join(folder, c)))]
+shards, per = [], 150
+for s in range(0, len(items), per):
+    name = "shard-%06d.tar" % len(shards)
+    with tarfile.open(os.path.join(out, name), "w", format=tarfile.USTAR_FORMAT) as t:
+        for k, (path, label) in enumerate(items[s:s + per], start=s):
+            ext = os.path.splitext(path)[1][1:].lower()
+            for member, data in (("%09d.cls" % k, str(label).encode()), ("%09d.%s" % (k, ext), open(path, "rb").read())):
+                info = tarfile.TarInfo(member)
+                info.size, info.mode = len(data), 0o644
+                t.addfile(info, io.BytesIO(data))
+    raw = open(os.path.join(out, name), "rb").read()
+    shards.append({"name": name, "samples": len(items[s:s + per]), "bytes": len(raw),
+                   "sha256": hashlib.sha256(raw).hexdigest()})
+json.dump({"version": 1, "dataset": "folder", "total_samples": len(items), "classes": classes, "shards": shards},
+          open(os.path.join(out, "index.json"), "w"), indent=2)
+PY
 TOTAL="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["total_samples"])' "$WORK/shards/index.json")"
 [ "$TOTAL" = 299 ] || fail "index holds $TOTAL samples, expected 299 (296 good + 3 corrupt)"
 

@@ -1,5 +1,6 @@
-// cnx-make-shards: packs an ImageFolder tree or Fashion-MNIST into tar shards
-// plus index.json (see data/make_shards.h for the format).
+// cnx-make-shards: packs an ImageFolder tree, a folder of unlabelled images,
+// existing WebDataset tars or Fashion-MNIST into tar shards plus index.json
+// (docs/data.md), decoding every image on the way; prints what it skipped.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -8,6 +9,7 @@
 #include <exception>
 #include <string>
 
+#include "common/check.h"
 #include "common/logging.h"
 #include "data/make_shards.h"
 
@@ -41,6 +43,34 @@ class ProgressBar {
   std::chrono::steady_clock::time_point last_ = start_;
 };
 
+// What was packed and what was left out (each skipped input with its reason;
+// the full list is in skipped.tsv next to the index).
+void print_summary(const cnx::data::ShardIndex& index, const cnx::data::MakeShardsReport& r,
+                   const cnx::data::MakeShardsOptions& opt) {
+  int64_t bytes = 0;
+  for (const auto& s : index.shards) bytes += s.bytes;
+  std::fprintf(stderr, "wrote %lld samples in %zu shards (%.1f MiB) to %s/%s\n",
+               static_cast<long long>(index.total_samples), index.shards.size(), bytes / 1048576.0, opt.out_dir.c_str(),
+               opt.index_name.c_str());
+  std::fprintf(stderr, "checked %lld inputs: %lld packed, %zu skipped (bad), %zu ignored (not images)",
+               static_cast<long long>(r.inputs), static_cast<long long>(r.written), r.bad.size(), r.not_images.size());
+  if (r.extension_fixed > 0)
+    std::fprintf(stderr, ", %lld stored under the format of their bytes", static_cast<long long>(r.extension_fixed));
+  std::fprintf(stderr, "\n");
+  constexpr size_t kShow = 20;
+  size_t shown = 0;
+  for (const auto* list : {&r.bad, &r.not_images}) {
+    for (const auto& s : *list) {
+      if (shown++ >= kShow) break;
+      std::fprintf(stderr, "  %s %s: %s\n", list == &r.bad ? "skipped" : "ignored", s.origin.c_str(), s.reason.c_str());
+    }
+  }
+  const size_t listed = r.bad.size() + r.not_images.size();
+  if (listed > 0)
+    std::fprintf(stderr, "%s%s/skipped.tsv lists all %zu\n", listed > kShow ? "  ...\n" : "", opt.out_dir.c_str(),
+                 listed);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -49,10 +79,12 @@ int main(int argc, char** argv) {
   cnx::data::MakeShardsOptions opt;
   bool quiet = false, no_shuffle = false;
   std::string prefix;
-  app.add_option("--source", source, "imagefolder | fashion-mnist")
+  app.add_option("--source", source,
+                 "imagefolder (root/<class>/<image>, labelled) | images (a folder of images, unlabelled) | "
+                 "webdataset (a .tar or a folder of .tar shards) | fashion-mnist")
       ->required()
-      ->check(CLI::IsMember({"imagefolder", "fashion-mnist"}));
-  app.add_option("--input", folder, "ImageFolder root (root/<class>/<image>) for --source imagefolder");
+      ->check(CLI::IsMember({"imagefolder", "images", "webdataset", "fashion-mnist"}));
+  app.add_option("--input", folder, "input folder (or .tar file) for --source imagefolder|images|webdataset");
   app.add_option("--fashion-mnist-dir", fmnist_dir, "folder with the Fashion-MNIST *.gz IDX files")
       ->capture_default_str();
   app.add_option("--split", split, "Fashion-MNIST split")
@@ -70,6 +102,8 @@ int main(int argc, char** argv) {
   app.add_option("--limit", opt.limit, "keep only this many samples (after shuffling; 0 = all)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--seed", opt.seed, "seed of the sample shuffle")->capture_default_str();
+  app.add_option("--threads", opt.threads, "threads decoding images to check them (0 = one per core)")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--no-shuffle", no_shuffle, "keep the source order");
   app.add_flag("--force", opt.force, "replace an existing index and shards");
   app.add_flag("--quiet,-q", quiet, "no progress bar");
@@ -81,19 +115,17 @@ int main(int argc, char** argv) {
   if (!quiet) opt.progress = [&bar](int64_t d, int64_t t) { bar(d, t); };
   try {
     cnx::data::ShardIndex index;
-    if (source == "imagefolder") {
-      if (folder.empty()) throw cnx::data::DataError("--source imagefolder needs --input <root>");
-      opt.prefix = prefix.empty() ? "shard" : prefix;
-      index = cnx::data::make_shards_from_folder(folder, opt);
+    cnx::data::MakeShardsReport report;
+    opt.prefix = prefix.empty() ? (source == "fashion-mnist" ? split : "shard") : prefix;
+    if (source == "fashion-mnist") {
+      index = cnx::data::make_shards_from_fashion_mnist(fmnist_dir, split, opt, &report);
     } else {
-      opt.prefix = prefix.empty() ? split : prefix;
-      index = cnx::data::make_shards_from_fashion_mnist(fmnist_dir, split, opt);
+      if (folder.empty()) throw cnx::data::DataError(cnx::str("--source ", source, " needs --input <path>"));
+      if (source == "imagefolder") index = cnx::data::make_shards_from_folder(folder, opt, &report);
+      if (source == "images") index = cnx::data::make_shards_from_images(folder, opt, &report);
+      if (source == "webdataset") index = cnx::data::make_shards_from_tars(folder, opt, &report);
     }
-    int64_t bytes = 0;
-    for (const auto& s : index.shards) bytes += s.bytes;
-    std::fprintf(stderr, "wrote %lld samples in %zu shards (%.1f MiB) to %s/%s\n",
-                 static_cast<long long>(index.total_samples), index.shards.size(), bytes / 1048576.0,
-                 opt.out_dir.c_str(), opt.index_name.c_str());
+    print_summary(index, report, opt);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cnx-make-shards: error: %s\n", e.what());
     return 1;
