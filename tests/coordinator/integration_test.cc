@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <grpcpp/generic/generic_stub.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -16,6 +18,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "coordinator/client.h"
@@ -303,6 +306,58 @@ TEST(Tls, MutualTlsRoundTripWithATestCa) {
   plain.deadline_s = 1;
   EXPECT_THROW(CoordinatorClient(plain).status("itest"), RpcError) << "plaintext refused";
   EXPECT_EQ(good.status("itest").state(), pb::JOB_RUNNING);
+}
+
+// Retention deletes old checkpoints from the coordinator's host: a committed
+// checkpoint folder the coordinator cannot see (checkpoint.root not on a
+// shared filesystem there, or a relative root resolved elsewhere) is logged
+// as an error naming the folder and the fix; a visible one is not.
+TEST(CoordinatorRetention, CommittedCheckpointInvisibleToTheCoordinatorIsAnError) {
+  std::ostringstream captured;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(captured);
+  spdlog::default_logger()->sinks().push_back(sink);
+  const std::string marker = "does not exist on the coordinator's host";
+  auto count = [&] {
+    spdlog::default_logger()->flush();
+    const std::string log = captured.str();
+    size_t n = 0;
+    for (size_t p = 0; (p = log.find(marker, p)) != std::string::npos; ++p) ++n;
+    return n;
+  };
+  auto wait_count = [&](size_t want) {
+    for (int i = 0; i < 100 && count() < want; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return count();
+  };
+  {
+    JobDir job("retention_visibility");
+    CoordinatorServer server(job.options());
+    CoordinatorClient w(client_options(job.target()));
+    w.register_worker("itest", 0, 1, "host0", "launch-1");
+    CoordinatorClient ctl(client_options(job.target()));
+    pb::HeartbeatRequest hb;
+    int64_t step = 3;
+    // commit(create): plans a checkpoint, optionally creates its folder (as a
+    // worker on a shared filesystem would), reports the only part.
+    auto commit = [&](bool create) {
+      hb.set_step(step);
+      w.heartbeat(hb);
+      const auto plan = ctl.request_checkpoint("itest").plan();
+      if (create) fs::create_directories(plan.dir());
+      pb::RankProgress p;
+      p.set_epoch(0);
+      EXPECT_TRUE(w.report_checkpoint_part(part(plan.id(), plan.step(), p)).committed());
+      step = plan.step() + 5;
+      return plan.dir();
+    };
+    const std::string missing = commit(false);
+    EXPECT_EQ(wait_count(1), 1u) << captured.str();
+    EXPECT_NE(captured.str().find(missing), std::string::npos) << captured.str();
+    EXPECT_NE(captured.str().find("shared filesystem"), std::string::npos) << captured.str();
+    commit(true);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_EQ(count(), 1u) << "a visible checkpoint was reported as missing:\n" << captured.str();
+  }
+  spdlog::default_logger()->sinks().pop_back();
 }
 
 }  // namespace

@@ -21,8 +21,12 @@ namespace {
 
 using Bytes = std::vector<uint8_t>;
 
-Bytes jpeg(uint64_t seed, int w = 40, int h = 30) { return encode_jpeg(testing::synth_image(w, h, 3, seed), 90); }
-Bytes png(uint64_t seed, int w = 23, int h = 17) { return encode_png(testing::synth_image(w, h, 1, seed)); }
+Bytes jpeg(uint64_t seed, int w = 40, int h = 30) {
+  return encode_jpeg(testing::synth_image(w, h, 3, seed), 90);
+}
+Bytes png(uint64_t seed, int w = 23, int h = 17) {
+  return encode_png(testing::synth_image(w, h, 1, seed));
+}
 
 // The corrupt inputs every test below uses, by file name -> (bytes, expected reason prefix).
 std::map<std::string, std::pair<Bytes, std::string>> corrupt_files() {
@@ -134,8 +138,8 @@ TEST(MakeShardsSources, FlatFolderUnlabelledRecursiveWithCorruptFiles) {
   const std::string tsv = slurp(tmp / "out" / "skipped.tsv");
   EXPECT_EQ(static_cast<size_t>(std::count(tsv.begin(), tsv.end(), '\n')), bad.size() + 1) << tsv;
   for (const auto& [name, c] : bad) EXPECT_NE(tsv.find(c.second), std::string::npos) << tsv;
-  for (const auto& [name, c] : bad) EXPECT_NE(tsv.find("\t" + (tmp / "src" / "a" / "b" / name).string() + "\n"),
-                                              std::string::npos) << tsv;
+  for (const auto& [name, c] : bad)
+    EXPECT_NE(tsv.find("\t" + (tmp / "src" / "a" / "b" / name).string() + "\n"), std::string::npos) << tsv;
 
   // A limit counts packed samples: skipped ones are replaced by the next.
   opt.out_dir = (tmp / "out_limit").string();
@@ -233,8 +237,8 @@ TEST(MakeShardsSources, WebDatasetTarsRepackedAndChecked) {
                        5);
   testing::write_shard(tmp / "wds" / "part", "y-000.tar",
                        {{"t1.jpg", j4}, {"t2.cls", cls("4")}, {"t2.png", bad.at("bad_crc.png").first}}, 2);
-  testing::write_shard(tmp / "wds", "z-000.tar", {{"u1.cls", cls("5")}, {"u1.jpg", j5}, {"u2.cls", cls("6")},
-                                                  {"u2.jpg", jpeg(16, 400, 300)}}, 2);
+  testing::write_shard(tmp / "wds", "z-000.tar",
+                       {{"u1.cls", cls("5")}, {"u1.jpg", j5}, {"u2.cls", cls("6")}, {"u2.jpg", jpeg(16, 400, 300)}}, 2);
   const fs::path z = tmp / "wds" / "z-000.tar";
   // Cut inside u2.jpg's data: after u1.cls, u1.jpg, u2.cls and u2.jpg's header.
   const int64_t cut = 2 * TarWriter::member_bytes(1) + TarWriter::member_bytes(j5.size()) + 512 + 600;
