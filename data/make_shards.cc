@@ -407,6 +407,14 @@ ShardIndex make_shards_from_tars(const std::string& input, const MakeShardsOptio
   if (!report) report = &local;
   *report = MakeShardsReport();
   const std::vector<fs::path> tars = list_tars(input, report);
+  // Repacking into the folder of the input would replace the tars being read (--force).
+  std::error_code ec;
+  const fs::path out = fs::weakly_canonical(fs::absolute(opt.out_dir), ec);
+  for (const auto& t : tars) {
+    if (fs::weakly_canonical(fs::absolute(t), ec).parent_path() == out)
+      throw DataError(str("make-shards: the output folder ", opt.out_dir, " holds the input ", t.string(),
+                          "; write the repacked shards to another folder"));
+  }
   constexpr int64_t kMaxMember = int64_t{256} << 20;
   // Pass 1 (headers only): how many samples, and whether the set is labelled.
   int64_t samples = 0, labelled = 0;

@@ -279,6 +279,11 @@ TEST(MakeShardsSources, WebDatasetTarsRepackedAndChecked) {
   for (auto& [key, members] : read_all(tmp / "d", d)) EXPECT_FALSE(members.count("cls")) << key;
   EXPECT_FALSE(fs::exists(tmp / "d" / "skipped.tsv"));
   EXPECT_THROW(make_shards_from_tars((tmp / "src").string(), opt), DataError);  // no .tar in there
+  // Repacking into the input's own folder would delete the input (--force): refused, input intact.
+  opt.out_dir = (tmp / "a").string();
+  opt.force = true;
+  EXPECT_THROW(make_shards_from_tars((tmp / "a").string(), opt), DataError);
+  EXPECT_EQ(sha256_file((tmp / "a" / a.shards[0].name).string()), a.shards[0].sha256);
   fs::remove_all(tmp);
 }
 
