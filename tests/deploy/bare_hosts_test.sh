@@ -73,7 +73,7 @@ wrap() {
   {
     echo '#!/usr/bin/env bash'
     printf 'exec %q' "$real"
-    printf ' %q' "$@"
+    [ $# = 0 ] || printf ' %q' "$@"
     echo ' "$@"'
   } > "$WORK/bin/$prog"
   chmod +x "$WORK/bin/$prog"
