@@ -548,6 +548,9 @@ uint64_t CoordinatorService::ReportCheckpointParts(const pb::CheckpointPartsRequ
   std::lock_guard<std::mutex> lock(mu_);
   const bool committed = scheduler_.report_parts(ref, req.plan_id(), req.step(), std::move(parts), now());
   rep->set_committed(committed);
+  if (committed) {
+    if (const CheckpointRecord* c = scheduler_.latest_committed()) committed_dir_to_check_ = c->dir;  // see above
+  }
   *garbage = scheduler_.take_deletions();
   // The host's parts are one transaction (and the commit, when it is the last host).
   return std::max(persist_locked(), writer_.last_submitted());
