@@ -64,3 +64,29 @@ function(cnx_mpi_test name)
   set_tests_properties(${name} PROPERTIES LABELS "mpi" TIMEOUT ${ARG_TIMEOUT}
     ENVIRONMENT "CNX_SOURCE_DIR=${PROJECT_SOURCE_DIR};CNX_BINARY_DIR=${PROJECT_BINARY_DIR};OMPI_MCA_rmaps_base_oversubscribe=1")
 endfunction()
+
+# cnx_find_pkg(<PREFIX> <pkg-config module> <header> <library names...>)
+# Defines the imported target PkgConfig::<PREFIX>: through pkg-config where
+# there is one (find_package(PkgConfig) first), else from the header and the
+# library found by name in CMAKE_PREFIX_PATH and the system paths (a GPU
+# machine whose libraries come from Debian packages unpacked into a prefix
+# may have no pkg-config: scripts/gpu_deps.sh).
+function(cnx_find_pkg prefix module header)
+  if(PKG_CONFIG_FOUND)
+    pkg_check_modules(${prefix} QUIET IMPORTED_TARGET ${module})
+  endif()
+  if(TARGET PkgConfig::${prefix})
+    return()
+  endif()
+  find_path(${prefix}_HEADER_DIR ${header})
+  find_library(${prefix}_LIB NAMES ${ARGN})
+  if(NOT ${prefix}_HEADER_DIR OR NOT ${prefix}_LIB)
+    message(FATAL_ERROR "cnx: ${module} not found (header ${header}: ${${prefix}_HEADER_DIR}, library ${ARGN}: "
+                        "${${prefix}_LIB}); install its -dev package or add its prefix to CMAKE_PREFIX_PATH")
+  endif()
+  add_library(PkgConfig::${prefix} INTERFACE IMPORTED)
+  set_target_properties(PkgConfig::${prefix} PROPERTIES
+    INTERFACE_INCLUDE_DIRECTORIES "${${prefix}_HEADER_DIR}"
+    INTERFACE_LINK_LIBRARIES "${${prefix}_LIB}")
+  message(STATUS "cnx: ${module} without pkg-config: ${${prefix}_LIB}")
+endfunction()

@@ -8,6 +8,10 @@
 #   CNX_BUILD_DIR=dir, CNX_JOBS=n     override the build folder / parallelism
 #   CNX_BUILD_TARGETS="a b"           build only these targets (the demo builds its
 #                                     programs only, not the tests and benchmarks)
+#   CNX_TORCH_CU130=1                 also provide PyTorch 2.11.0 (CUDA 13.0; the GPU
+#                                     machine's LibTorch) in deps/torch-cu130 for the GPU
+#                                     build flavours (scripts/test_gpu_flavours.sh);
+#                                     CNX_TORCH_CU130=only: that and nothing else
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +28,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   prometheus                                 # promtool + a real server for the metrics tests
   dataset-fashion-mnist                      # the demo dataset
-  python3 curl procps clang-format
+  python3 python3-pip curl procps clang-format unzip
+  ninja-build                                # the GPU flavours build with ninja, as the GPU machine does
   iproute2 nftables                          # the namespace cluster tests (tests/cluster)
   python3-torch                              # PyTorch reference for the equivalence tests (tests only)
   libdnnl-dev libxsmm-dev libblis-dev        # optional GEMM libraries compared in bench/model/small_gemm_bench
@@ -35,6 +40,58 @@ if [ "$(id -u)" != 0 ]; then
   command -v sudo >/dev/null || die "not root and no sudo: install ${PACKAGES[*]} yourself, then rerun with CNX_SKIP_APT=1"
   SUDO=sudo
 fi
+
+# PyTorch 2.11.0 from PyPI, the GPU machine's version, for the GPU build
+# flavours: downloaded once per machine into ~/.cache/cnx (CNX_CACHE),
+# checked against pinned SHA-256s, unpacked there (LibTorch's headers, CMake
+# config and libraries; no Python needed to link), and linked from the
+# project-local deps/torch-cu130. The wheel targets CUDA 13.0 (it requires
+# cuda-toolkit 13.0.2, nvidia-cudnn-cu13 9.19, nvidia-nccl-cu13 2.28.9): the
+# machine's CUDA 13.0 toolkit supplies cudart, cuBLAS, cuDNN and NCCL; the
+# three libraries libtorch_cuda.so also needs that the toolkit lacks
+# (cuSPARSELt, NVSHMEM's host library, cuFile) come from their pinned wheels
+# so that this build's CPU tests load and run here.
+TORCH_CU130_DIR=torch-2.11.0-cu130
+TORCH_CU130_WHEELS=(
+  # requirement  sha256  file
+  "torch==2.11.0 0f68f4ac6d95d12e896c3b7a912b5871619542ec54d3649cf48cc1edd4dd2756 torch-2.11.0-cp312-cp312-manylinux_2_28_x86_64.whl"
+  "nvidia-cusparselt-cu13==0.8.0 25e30a8a7323935d4ad0340b95a0b69926eee755767e8e0b1cf8dd85b197d3fd nvidia_cusparselt_cu13-0.8.0-py3-none-manylinux2014_x86_64.whl"
+  "nvidia-nvshmem-cu13==3.4.5 290f0a2ee94c9f3687a02502f3b9299a9f9fe826e6d0287ee18482e78d495b80 nvidia_nvshmem_cu13-3.4.5-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl"
+  "nvidia-cufile==1.15.1.6 08a3ecefae5a01c7f5117351c64f17c7c62efa5fffdbe24fc7d298da19cd0b44 nvidia_cufile-1.15.1.6-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl"
+)
+torch_cu130() {
+  local cache=${CNX_CACHE:-$HOME/.cache/cnx}
+  local dest="$cache/$TORCH_CU130_DIR" wheels="$cache/wheels"
+  if [ ! -f "$dest/.complete" ]; then
+    mkdir -p "$wheels"
+    local entry req sha file pip
+    for pip in python3 /usr/bin/python3; do "$pip" -m pip --version >/dev/null 2>&1 && break; done
+    for entry in "${TORCH_CU130_WHEELS[@]}"; do
+      read -r req sha file <<<"$entry"
+      if [ ! -f "$wheels/$file" ] || ! echo "$sha  $wheels/$file" | sha256sum -c --quiet 2>/dev/null; then
+        say "downloading $req (pinned; once per machine, into $wheels)"
+        rm -f "$wheels/$file"
+        "$pip" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+          --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+          -d "$wheels" "$req" || die "pip download $req"
+        echo "$sha  $wheels/$file" | sha256sum -c --quiet || die "$file: SHA-256 differs from the pinned $sha"
+      fi
+    done
+    say "unpacking LibTorch 2.11.0 + CUDA 13.0 libraries into $dest"
+    rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+    for entry in "${TORCH_CU130_WHEELS[@]}"; do
+      read -r req sha file <<<"$entry"
+      case "$file" in
+        torch-*) unzip -q "$wheels/$file" 'torch/lib/*' 'torch/include/*' 'torch/share/*' -d "$dest.tmp" ;;
+        *) unzip -q "$wheels/$file" 'nvidia/*' -d "$dest.tmp" ;;
+      esac || die "unzip $file"
+    done
+    # libtorch_cuda.so finds them through its RPATH ($ORIGIN/../../nvidia/...).
+    rm -rf "$dest" && mv "$dest.tmp" "$dest" && touch "$dest/.complete"
+  fi
+  mkdir -p deps
+  ln -sfn "$dest" deps/torch-cu130
+}
 
 if [ "${CNX_SKIP_APT:-0}" != 1 ]; then
   missing=()
@@ -65,6 +122,11 @@ if command -v update-alternatives >/dev/null; then
        alt=$(update-alternatives --list libblas.so.3-x86_64-linux-gnu | grep openblas | head -1)
        [ -n "$alt" ] && $SUDO update-alternatives --set libblas.so.3-x86_64-linux-gnu "$alt" ;;
   esac
+fi
+
+if [ "${CNX_TORCH_CU130:-0}" != 0 ]; then
+  torch_cu130
+  [ "$CNX_TORCH_CU130" = only ] && exit 0
 fi
 
 BUILD_DIR=${CNX_BUILD_DIR:-build}

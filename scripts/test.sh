@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Sets up (if needed), builds, and runs the whole test suite with CTest; then
-# (without arguments) builds and tests the core-only configuration a GPU
-# machine uses: no MPI, no GoogleTest (scripts/test_core_only.sh).
+# (without arguments) builds both GPU flavours against PyTorch 2.11.0 (CUDA
+# 13.0, the GPU machine's LibTorch): the GPU machine's trainer (no MPI, no
+# gRPC) with its CPU tests and the dry run of scripts/gpu_check.sh, and the
+# cluster node's (MPI + gRPC + CUDA) (scripts/test_gpu_flavours.sh).
 #   scripts/test.sh              everything
-#   scripts/test.sh -L unit      extra arguments go to ctest (core-only step skipped)
-#   CNX_SKIP_CORE_ONLY=1         skip the core-only step
+#   scripts/test.sh -L unit      extra arguments go to ctest (GPU flavours skipped)
+#   CNX_SKIP_GPU_FLAVOURS=1      skip the GPU flavours
 # Without arguments it first checks that every C++ file is clang-formatted
 # (scripts/format.sh --check; fix with scripts/format.sh).
 set -euo pipefail
@@ -19,7 +21,7 @@ if [ $# -eq 0 ]; then
 fi
 printf '\033[1m[test]\033[0m running ctest in %s\n' "$BUILD_DIR" >&2
 (cd "$BUILD_DIR" && ctest --output-on-failure --timeout 900 -j"${CNX_TEST_JOBS:-1}" "$@") || status=$?
-if [ $# -eq 0 ] && [ "${CNX_SKIP_CORE_ONLY:-0}" != 1 ]; then
-  scripts/test_core_only.sh || status=1
+if [ $# -eq 0 ] && [ "${CNX_SKIP_GPU_FLAVOURS:-0}" != 1 ]; then
+  scripts/test_gpu_flavours.sh || status=1
 fi
 exit $status

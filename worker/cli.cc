@@ -11,7 +11,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <thread>
 
 #include "comm/communicator.h"
@@ -24,7 +23,7 @@
 #include "common/metrics_server.h"
 #include "data/shard_index.h"
 #include "worker/checkpoint_files.h"
-#include "worker/coordinator_link.h"
+#include "worker/coordinator_session.h"
 #include "worker/device.h"
 #include "worker/fcmae_model.h"
 #include "worker/host_network.h"
@@ -92,59 +91,6 @@ struct RankMetrics {
   }
 };
 
-// The coordinator as the trainer's control plane. report_part runs on the
-// checkpoint writer thread, the rest on the training thread: `known_` is
-// guarded.
-class CoordinatorControl final : public ControlPlane {
- public:
-  explicit CoordinatorControl(CoordinatorLink& link) : link_(link) {}
-  int64_t due_plan_id(int64_t next_step) override {
-    const CoordinatorPlan p = link_.due_plan(next_step);
-    if (p.id > 0) {
-      std::lock_guard<std::mutex> lock(mu_);
-      known_[p.id] = p;
-    }
-    return p.id;
-  }
-  bool abort_requested() override { return link_.abort_requested(); }
-  bool drain_requested() override { return link_.drain_requested(); }
-  void on_step(int64_t step, int64_t epoch, double loss, double images_per_s, bool preempted) override {
-    link_.set_progress(step, epoch, loss, images_per_s, preempted);
-  }
-  void finishing(int64_t final_step) override { link_.set_final_step(final_step); }
-  std::string plan_dir(int64_t id) override { return plan(id).dir; }
-  void report_part(int64_t id, int64_t step, const Manifest& files, int64_t epoch, const std::string& cursor) override {
-    const bool committed = link_.report_part(plan(id), step, files, epoch, cursor);
-    if (committed) CNX_LOG_INFO("checkpoint plan {} (step {}) committed by the coordinator", id, step);
-    std::lock_guard<std::mutex> lock(mu_);
-    known_.erase(id);
-  }
-
- private:
-  CoordinatorPlan plan(int64_t id) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = known_.find(id);
-    CNX_CHECK(it != known_.end(), "checkpoint plan ", id, " is unknown to this rank");
-    return it->second;
-  }
-
-  CoordinatorLink& link_;
-  std::mutex mu_;
-  std::map<int64_t, CoordinatorPlan> known_;
-};
-
-// One id shared by the ranks of this launch (rank 0 draws it).
-std::string launch_id(comm::Communicator& comm) {
-  std::string mine;
-  if (comm.rank() == 0) {
-    std::random_device rd;
-    char buf[40];
-    std::snprintf(buf, sizeof(buf), "%08x%08x-%d", rd(), rd(), static_cast<int>(::getpid()));
-    mine = buf;
-  }
-  return comm.allgather(mine)[0];
-}
-
 // Reports `msg`; with peers, ends the whole job with `code` (they may be
 // waiting for this rank in a collective).
 int fail(int code, comm::Communicator& comm, const std::string& msg) {
@@ -208,7 +154,7 @@ int load_worker_config(const WorkerArgs& args, Config* config, LinkOptions* link
     if (args.max_steps >= 0) overrides.push_back("schedule.max_steps=" + std::to_string(args.max_steps));
     if (args.threads >= 0) overrides.push_back("train.threads=" + std::to_string(args.threads));
     *config = load_config(args.config, overrides);
-    if (!args.coordinator.empty()) *link_options = link_options_from_config(*config, args.coordinator);
+    if (!args.coordinator.empty()) *link_options = coordinator_options(*config, args.coordinator);
   } catch (const ConfigError& e) {
     std::cerr << "cnx-worker: " << e.what() << "\n";
     return kExitConfig;
@@ -216,65 +162,9 @@ int load_worker_config(const WorkerArgs& args, Config* config, LinkOptions* link
   return -1;
 }
 
-// The coordinator connection of a rank that has one.
-struct CoordinatorSession {
-  std::unique_ptr<CoordinatorLink> link;
-  std::unique_ptr<CoordinatorControl> control;
-  std::string resume_how;   // what --resume resolves to under the coordinator
-  bool lease_mode = false;  // shard data from the coordinator's leases
-};
-
-// Registers with the coordinator, resolves --resume against its last
-// committed checkpoint, arms the abort watchdog and starts heartbeats.
-// Returns -1 to go on, else the exit code.
-int join_coordinator(const WorkerArgs& args, const Config& config, const LinkOptions& link_options,
-                     comm::Communicator& comm, CoordinatorSession* s) {
-  const int rank = comm.rank(), world = comm.size();
-  s->link = std::make_unique<CoordinatorLink>(link_options, config.job.id, rank, world, launch_id(comm));
-  const CoordinatorRegistration reg = s->link->register_and_wait();
-  if (rank == 0) {
-    CNX_LOG_INFO("registered with coordinator {} (attempt {}); last committed checkpoint: {}", args.coordinator,
-                 reg.attempt, reg.resume_dir.empty() ? "none" : reg.resume_dir);
-  }
-  // With a coordinator, "auto" means its last committed checkpoint. With
-  // leased data nothing else is consistent: the coordinator's sequences
-  // start after the data that checkpoint recorded as used.
-  const std::string committed = reg.resume_dir.empty() ? "none" : reg.resume_dir;
-  if (s->resume_how == "auto") s->resume_how = committed;
-  if (!args.synthetic && s->resume_how != committed) {
-    return fail(kExitConfig, comm,
-                reg.resume_dir.empty()
-                    ? str("--resume ", s->resume_how, ": job '", config.job.id,
-                          "' has no committed checkpoint at the coordinator, whose shard leases start from "
-                          "scratch; use --resume auto (or another job.id)")
-                    : str("--resume ", s->resume_how,
-                          ": with --coordinator a job resumes from its last committed "
-                          "checkpoint ",
-                          reg.resume_dir,
-                          " (the shard leases continue from there); use --resume "
-                          "auto, or a new job.id to start over"));
-  }
-  if (rank == 0 && !reg.resume_dir.empty() && reg.resume_world_size != world) {
-    CNX_LOG_WARN(
-        "resuming a checkpoint written by {} ranks with {}: the epoch's unused samples are re-dealt "
-        "(none is used twice), the step count is rescaled to the new global batch; not bit-exact",
-        reg.resume_world_size, world);
-  }
-  s->lease_mode = !args.synthetic;
-  // A rank blocked in an all-reduce with a stalled peer cannot reach the
-  // step boundary where ABORT is handled: end the whole job instead.
-  s->link->set_abort_watchdog(std::max(10.0, 5.0 * reg.heartbeat_s), [&comm](const std::string& why) {
-    fail(kExitAborted, comm, "aborted by the coordinator: " + why);
-    std::_Exit(kExitAborted);
-  });
-  s->link->start_heartbeats(reg.heartbeat_s);
-  s->control = std::make_unique<CoordinatorControl>(*s->link);
-  return -1;
-}
-
 // The rank's data: synthetic, the coordinator's leases, or a static split.
 std::unique_ptr<BatchSource> make_batch_source(const WorkerArgs& args, const Config& config,
-                                               const comm::Communicator& comm, CoordinatorSession& session) {
+                                               const comm::Communicator& comm, CoordinatorJoin& session) {
   if (args.synthetic) {
     SyntheticOptions so;
     so.samples = args.synthetic_samples;
@@ -288,19 +178,19 @@ std::unique_ptr<BatchSource> make_batch_source(const WorkerArgs& args, const Con
   if (config.data.index.empty())
     throw ConfigError("data.index is empty: set it (--set data.index=PATH) or pass --synthetic");
   const data::DataOptions dopt = data::data_options(config.data, config.job.seed, true);
-  if (session.lease_mode) return std::make_unique<LeaseSource>(dopt, *session.link);
+  if (session.lease_mode) return std::make_unique<LeaseSource>(dopt, session.session->leases());
   return std::make_unique<ShardSource>(dopt, comm.rank(), comm.size());
 }
 
 // Builds the trainer, resumes, trains; returns the exit code of the outcome.
-int train(const WorkerArgs& args, const Config& config, comm::Communicator& comm, CoordinatorSession& session,
+int train(const WorkerArgs& args, const Config& config, comm::Communicator& comm, CoordinatorJoin& session,
           RankMetrics* metrics) {
   TrainerOptions topt = trainer_options(config);
   // Leased data may resume at another world size (the coordinator re-deals).
   topt.allow_world_change = session.lease_mode;
   topt.device = comm.device();
   Trainer trainer(topt, comm, make_fcmae_model(config), make_batch_source(args, config, comm, session));
-  if (session.control) trainer.set_control_plane(session.control.get());
+  if (session.session) trainer.set_control_plane(&session.session->control());
   trainer.resume(session.resume_how);
 
   comm::GradSyncStats last_sync;
@@ -312,14 +202,14 @@ int train(const WorkerArgs& args, const Config& config, comm::Communicator& comm
     case RunOutcome::kPreempted:
       return kExitPreempted;
     case RunOutcome::kAborted:
-      if (comm.rank() == 0) CNX_LOG_ERROR("coordinator: {}", session.link ? session.link->reason() : "abort");
+      if (comm.rank() == 0) CNX_LOG_ERROR("coordinator: {}", session.session ? session.session->reason() : "abort");
       return kExitAborted;
     case RunOutcome::kDrained:
       return kExitOk;
     case RunOutcome::kCompleted:
       break;
   }
-  if (session.link) session.link->report_finished();
+  if (session.session) session.session->report_finished();
   if (comm.rank() == 0) CNX_LOG_INFO("training completed: {} steps", trainer.steps_done());
   return kExitOk;
 }
@@ -373,11 +263,18 @@ int run_worker(const WorkerArgs& args) {
                  comm->backend_name(), config.model.name, args.synthetic ? "synthetic" : "shard");
   }
 
-  CoordinatorSession session;
+  CoordinatorJoin session;
   session.resume_how = args.resume.empty() ? config.checkpoint.resume : args.resume;
   if (!args.coordinator.empty()) {
     try {
-      if (const int rc = join_coordinator(args, config, link_options, *comm, &session); rc >= 0) return rc;
+      comm::Communicator* c = comm.get();
+      session =
+          join_coordinator(link_options, config, args.synthetic, session.resume_how, *c, [c](const std::string& why) {
+            fail(kExitAborted, *c, "aborted by the coordinator: " + why);
+            std::_Exit(kExitAborted);
+          });
+    } catch (const ConfigError& e) {
+      return fail(kExitConfig, *comm, e.what());
     } catch (const std::exception& e) {
       return fail(kExitError, *comm, std::string("coordinator: ") + e.what());
     }
@@ -392,7 +289,7 @@ int run_worker(const WorkerArgs& args) {
     CNX_LOG_ERROR("metrics exporter not started, training continues without /metrics: {}", e.what());
   }
 
-  CoordinatorLink* link = session.link.get();
+  CoordinatorSession* link = session.session.get();
   try {
     return train(args, config, *comm, session, metrics.get());
   } catch (const CoordinatorUnreachable& e) {

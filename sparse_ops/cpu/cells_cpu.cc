@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "sparse_ops/cells_kernels.h"
+#include "sparse_ops/index_math.h"
 
 namespace cnx::sparse_ops::detail {
 
@@ -52,7 +53,7 @@ at::Tensor scatter_cells_cpu(const at::Tensor& cols, const at::Tensor& map, int6
 
 at::Tensor patch_im2col_cpu(const at::Tensor& image, const at::Tensor& site_index, int64_t k) {
   const int64_t cin = image.size(1), h = image.size(2), w = image.size(3);
-  const int64_t hc = h / k, wc = w / k, m = site_index.size(0);
+  const int64_t m = site_index.size(0);
   auto out = at::empty({m, cin * k * k}, image.options());
   const int64_t* si = site_index.data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "sparse_patch_im2col", [&] {
@@ -60,11 +61,10 @@ at::Tensor patch_im2col_cpu(const at::Tensor& image, const at::Tensor& site_inde
     scalar_t* op = out.data_ptr<scalar_t>();
     at::parallel_for(0, m, 64, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
-        const int64_t p = si[i], n = p / (hc * wc), y = (p % (hc * wc)) / wc, x = p % wc;
         scalar_t* dst = op + i * cin * k * k;
         for (int64_t ch = 0; ch < cin; ++ch) {
           for (int64_t ky = 0; ky < k; ++ky) {
-            const scalar_t* src = ip + ((n * cin + ch) * h + y * k + ky) * w + x * k;
+            const scalar_t* src = ip + patch_pixel(si[i], ch, ky, 0, cin, h, w, k);
             std::memcpy(dst + (ch * k + ky) * k, src, sizeof(scalar_t) * k);
           }
         }
@@ -78,18 +78,17 @@ at::Tensor patch_col2im_cpu(const at::Tensor& cols, const at::Tensor& site_index
                             int64_t k) {
   auto image = at::zeros(image_sizes, cols.options());
   const int64_t cin = image.size(1), h = image.size(2), w = image.size(3);
-  const int64_t hc = h / k, wc = w / k, m = site_index.size(0);
+  const int64_t m = site_index.size(0);
   const int64_t* si = site_index.data_ptr<int64_t>();
   AT_DISPATCH_FLOATING_TYPES(cols.scalar_type(), "sparse_patch_col2im", [&] {
     const scalar_t* cp = cols.data_ptr<scalar_t>();
     scalar_t* ip = image.data_ptr<scalar_t>();
     at::parallel_for(0, m, 64, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
-        const int64_t p = si[i], n = p / (hc * wc), y = (p % (hc * wc)) / wc, x = p % wc;
         const scalar_t* src = cp + i * cin * k * k;
         for (int64_t ch = 0; ch < cin; ++ch) {
           for (int64_t ky = 0; ky < k; ++ky) {
-            scalar_t* dst = ip + ((n * cin + ch) * h + y * k + ky) * w + x * k;
+            scalar_t* dst = ip + patch_pixel(si[i], ch, ky, 0, cin, h, w, k);
             std::memcpy(dst, src + (ch * k + ky) * k, sizeof(scalar_t) * k);
           }
         }

@@ -3,6 +3,7 @@
 // each output element has exactly one writer: no atomics.
 #include "sparse_ops/cells_kernels.h"
 #include "sparse_ops/cuda/cuda_util.cuh"
+#include "sparse_ops/index_math.h"
 
 namespace cnx::sparse_ops::detail {
 namespace {
@@ -35,10 +36,8 @@ __global__ void patch_copy_kernel(T* __restrict__ image, T* __restrict__ cols, c
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= m * width) return;
   const int64_t i = idx / width, col = idx % width;
-  const int64_t ch = col / (k * k), ky = (col / k) % k, kx = col % k;
-  const int64_t hc = h / k, wc = w / k;
-  const int64_t p = sites[i], n = p / (hc * wc), yy = (p % (hc * wc)) / wc, xx = p % wc;
-  const int64_t pix = ((n * cin + ch) * h + yy * k + ky) * w + xx * k + kx;
+  const PatchColumn pc = patch_column(col, k);
+  const int64_t pix = patch_pixel(sites[i], pc.ch, pc.ky, pc.kx, cin, h, w, k);
   if (kToImage) {
     image[pix] = cols[idx];
   } else {

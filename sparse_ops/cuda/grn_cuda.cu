@@ -2,6 +2,7 @@
 // fixed-shape trees inside one thread block (no atomics): deterministic.
 #include "sparse_ops/cuda/cuda_util.cuh"
 #include "sparse_ops/grn_kernels.h"
+#include "sparse_ops/index_math.h"
 
 namespace cnx::sparse_ops::detail {
 namespace {
@@ -38,15 +39,7 @@ __global__ void segment_affine_kernel(const T* __restrict__ x, const T* __restri
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= m * c) return;
   const int64_t i = idx / c, ch = idx % c;
-  // Segment of row i: the last s with offsets[s] <= i.
-  int64_t lo = 0, hi = nseg;  // invariant: offsets[lo] <= i < offsets[hi]
-  while (hi - lo > 1) {
-    const int64_t mid = (lo + hi) / 2;
-    if (offsets[mid] <= i)
-      lo = mid;
-    else
-      hi = mid;
-  }
+  const int64_t lo = segment_of(offsets, nseg, i);
   T v = x[idx] * scale[lo * c + ch];
   if (y != nullptr) v += y[idx] * coef[lo * c + ch];
   if (bias != nullptr) v += bias[ch];
