@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Sets up (if needed), builds, and runs the whole test suite with CTest; then
-# (without arguments) builds both GPU flavours against PyTorch 2.11.0 (CUDA
-# 13.0, the GPU machine's LibTorch): the GPU machine's trainer (no MPI, no
-# gRPC) with its CPU tests and the dry run of scripts/gpu_check.sh, and the
-# cluster node's (MPI + gRPC + CUDA) (scripts/test_gpu_flavours.sh).
+# (without arguments) builds and tests the core-only configuration without
+# MPI or GoogleTest (scripts/test_core_only.sh), and, with CNX_GPU_FLAVOURS=1,
+# both GPU flavours against PyTorch 2.11.0 (CUDA 13.0, the GPU machine's
+# LibTorch): the GPU machine's trainer (no MPI, no gRPC) with its CPU tests
+# and the dry run of scripts/gpu_check.sh, and the cluster node's MPI + gRPC
+# + CUDA build (scripts/test_gpu_flavours.sh; docs/gpu.md). The GPU flavours
+# are opt-in until a cold build of both has passed on a CI machine.
 #   scripts/test.sh              everything
-#   scripts/test.sh -L unit      extra arguments go to ctest (GPU flavours skipped)
-#   CNX_SKIP_GPU_FLAVOURS=1      skip the GPU flavours
-# Without arguments it first checks that every C++ file is clang-formatted
-# (scripts/format.sh --check; fix with scripts/format.sh).
+#   scripts/test.sh -L unit      extra arguments go to ctest (later steps skipped)
+#   CNX_SKIP_CORE_ONLY=1         skip the core-only step
+#   CNX_GPU_FLAVOURS=1           also build and test the GPU flavours
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -21,7 +23,10 @@ if [ $# -eq 0 ]; then
 fi
 printf '\033[1m[test]\033[0m running ctest in %s\n' "$BUILD_DIR" >&2
 (cd "$BUILD_DIR" && ctest --output-on-failure --timeout 900 -j"${CNX_TEST_JOBS:-1}" "$@") || status=$?
-if [ $# -eq 0 ] && [ "${CNX_SKIP_GPU_FLAVOURS:-0}" != 1 ]; then
+if [ $# -eq 0 ] && [ "${CNX_SKIP_CORE_ONLY:-0}" != 1 ]; then
+  scripts/test_core_only.sh || status=1
+fi
+if [ $# -eq 0 ] && [ "${CNX_GPU_FLAVOURS:-0}" = 1 ]; then
   scripts/test_gpu_flavours.sh || status=1
 fi
 exit $status
