@@ -282,6 +282,13 @@ elif [ "$BUILT" = 1 ] && [ -x "$WORKER" ]; then
       bad+=("$args (exit $rc)")
     fi
   done
+  # This flavour has no coordinator link: --coordinator is a usage error.
+  worker "$RUNS/dry.log" --set checkpoint.root="$RUNS/dry" --coordinator 127.0.0.1:1 --max-steps 1
+  rc=$?
+  if [ "$rc" != 2 ] || ! grep -q -- "--coordinator: this cnx-worker was built without the coordinator link" "$RUNS/dry.log"; then
+    cat "$RUNS/dry.log" >&2
+    bad+=("--coordinator (exit $rc, expected 2 naming the flag)")
+  fi
   if [ ${#bad[@]} = 0 ]; then
     record "pretrain command lines (up to the device check)" ok $(( $(date +%s) - s )) "config, flags and the store env accepted; each stopped at train.device=cuda with exit 2"
   else
