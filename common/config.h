@@ -108,7 +108,7 @@ struct DistributedConfig {
   double first_bucket_mb = 1.0;
   bool overlap = true;           // all-reduce buckets during backward
   std::string interface;         // NIC name or IPv4 CIDR for rank-to-rank TCP; "" = Open MPI's choice
-  double peer_timeout_s = 60.0;  // a collective not done after this: a peer is lost, exit 6; 0 = off
+  double peer_timeout_s = 60.0;  // a collective not done after this: a peer is lost, exit 206; 0 = off
 };
 
 struct CheckpointConfig {

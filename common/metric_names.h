@@ -5,17 +5,22 @@
 // CoordinatorMetrics (common/metrics_catalogue.h) export exactly these.
 //
 // Label conventions:
-// * worker series carry job (the job id from the config), rank (global MPI
-//   rank) and attempt; coordinator series carry job.
-// * Because "job" is also the label Prometheus gives every scrape target,
-//   scrape configs for these endpoints set honor_labels: true (PodMonitor:
-//   honorLabels: true) so the exported job id wins; otherwise Prometheus
-//   renames ours to exported_job.
+// * worker series carry cnx_job (the job id from the config), host (the
+//   rank's host name: the pod name on Kubernetes), rank (global MPI rank) and
+//   attempt; coordinator series carry cnx_job.
+// * The job id is "cnx_job", not "job": Prometheus gives every scrape target
+//   its own "job" label (the scrape job), and an exported "job" would either
+//   be renamed exported_job or, with honor_labels, replace it. None of our
+//   labels collides with a target label (job, instance), so scrape configs
+//   need no honor_labels.
 // Units are base units (seconds, bytes), as Prometheus recommends.
 
 namespace cnx::metrics::names {
 
-// ---- worker (labels: job, rank, attempt) -----------------------------------
+inline constexpr const char kJobLabel[] = "cnx_job";
+inline constexpr const char kHostLabel[] = "host";
+
+// ---- worker (labels: cnx_job, host, rank, attempt) ---------------------------
 inline constexpr const char kWorkerLoss[] = "cnx_worker_loss";
 inline constexpr const char kWorkerLr[] = "cnx_worker_lr";
 inline constexpr const char kWorkerStep[] = "cnx_worker_step";
@@ -38,7 +43,7 @@ inline constexpr const char kWorkerCheckpointSnapshotBytes[] = "cnx_worker_check
 // info gauge (always 1); extra labels library, version, core (the BLAS kernel set)
 inline constexpr const char kWorkerBlasInfo[] = "cnx_worker_blas_info";
 
-// ---- coordinator (label: job) ----------------------------------------------
+// ---- coordinator (label: cnx_job) ------------------------------------------
 inline constexpr const char kCoordinatorWorkersRegistered[] = "cnx_coordinator_workers_registered";
 inline constexpr const char kCoordinatorWorkersAlive[] = "cnx_coordinator_workers_alive";
 inline constexpr const char kCoordinatorAttempt[] = "cnx_coordinator_attempt";

@@ -1,5 +1,7 @@
 #include "common/metrics_catalogue.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 
@@ -11,7 +13,7 @@ namespace n = names;
 
 const std::vector<MetricSpec>& metric_catalogue() {
   using T = MetricType;
-  const std::vector<std::string> w = {"attempt", "job", "rank"};
+  const std::vector<std::string> w = {"attempt", n::kJobLabel, n::kHostLabel, "rank"};  // sorted
   auto plus = [](std::vector<std::string> v, std::vector<std::string> more) {
     v.insert(v.end(), more.begin(), more.end());
     std::sort(v.begin(), v.end());
@@ -49,30 +51,39 @@ const std::vector<MetricSpec>& metric_catalogue() {
       {n::kWorkerBlasInfo, T::Gauge,
        "The BLAS this rank computes with: library, version and kernel set (core) as labels; always 1.",
        plus(w, {"core", "library", "version"})},
-      {n::kCoordinatorWorkersRegistered, T::Gauge, "Workers registered in the current attempt.", {"job"}},
-      {n::kCoordinatorWorkersAlive, T::Gauge, "Registered workers whose heartbeat is current.", {"job"}},
-      {n::kCoordinatorAttempt, T::Gauge, "Current attempt number of the job.", {"job"}},
-      {n::kCoordinatorJobState, T::Gauge, "Job state: 1 for the current state, 0 for the others.", {"job", "state"}},
-      {n::kCoordinatorEpoch, T::Gauge, "Epoch the coordinator is planning shards for.", {"job"}},
+      {n::kCoordinatorWorkersRegistered, T::Gauge, "Workers registered in the current attempt.", {n::kJobLabel}},
+      {n::kCoordinatorWorkersAlive, T::Gauge, "Registered workers whose heartbeat is current.", {n::kJobLabel}},
+      {n::kCoordinatorAttempt, T::Gauge, "Current attempt number of the job.", {n::kJobLabel}},
+      {n::kCoordinatorJobState,
+       T::Gauge,
+       "Job state: 1 for the current state, 0 for the others.",
+       {n::kJobLabel, "state"}},
+      {n::kCoordinatorEpoch, T::Gauge, "Epoch the coordinator is planning shards for.", {n::kJobLabel}},
       {n::kCoordinatorShards,
        T::Gauge,
        "Data shards of the current epoch by state (leased, done, pending).",
-       {"job", "state"}},
-      {n::kCoordinatorSamplesPerSecond, T::Gauge, "Job-wide training throughput in samples per second.", {"job"}},
-      {n::kCoordinatorCheckpointsCommittedTotal, T::Counter, "Checkpoints committed by the coordinator.", {"job"}},
+       {n::kJobLabel, "state"}},
+      {n::kCoordinatorSamplesPerSecond,
+       T::Gauge,
+       "Job-wide training throughput in samples per second.",
+       {n::kJobLabel}},
+      {n::kCoordinatorCheckpointsCommittedTotal,
+       T::Counter,
+       "Checkpoints committed by the coordinator.",
+       {n::kJobLabel}},
       {n::kCoordinatorSecondsSinceLastCommit,
        T::Gauge,
        "Seconds since the last committed checkpoint (since coordinator start if none).",
-       {"job"}},
+       {n::kJobLabel}},
       {n::kCoordinatorRpcSeconds,
        T::Histogram,
        "Latency of coordinator RPCs in seconds by method and status code.",
-       {"code", "job", "method"}},
-      {n::kCoordinatorAuthFailuresTotal, T::Counter, "RPCs rejected for a missing or wrong job token.", {"job"}},
+       {n::kJobLabel, "code", "method"}},
+      {n::kCoordinatorAuthFailuresTotal, T::Counter, "RPCs rejected for a missing or wrong job token.", {n::kJobLabel}},
       {n::kCoordinatorRefusalLogsSuppressedTotal,
        T::Counter,
        "Refused calls (bad token, oversized, unknown method) not logged because of the log rate limit.",
-       {"job"}},
+       {n::kJobLabel}},
       {n::kProcessCpuSecondsTotal, T::Counter, "Total user and system CPU time spent in seconds.", w},
       {n::kProcessResidentMemoryBytes, T::Gauge, "Resident memory size in bytes.", w},
       {n::kProcessVirtualMemoryBytes, T::Gauge, "Virtual memory size in bytes.", w},
@@ -140,17 +151,27 @@ double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-Labels worker_labels(const std::string& job, int64_t rank, int64_t attempt) {
+std::string this_host() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "unknown";
+  return name;
+}
+
+Labels worker_labels(const std::string& job, int64_t rank, int64_t attempt, const std::string& host) {
   CNX_CHECK(rank >= 0, "WorkerMetrics: rank must be >= 0, got ", rank);
   CNX_CHECK(attempt >= 0, "WorkerMetrics: attempt must be >= 0, got ", attempt);
-  return {{"job", job}, {"rank", std::to_string(rank)}, {"attempt", std::to_string(attempt)}};
+  return {{n::kJobLabel, job},
+          {n::kHostLabel, host.empty() ? this_host() : host},
+          {"rank", std::to_string(rank)},
+          {"attempt", std::to_string(attempt)}};
 }
 
 }  // namespace
 
-WorkerMetrics::WorkerMetrics(Registry& r, const std::string& job, int64_t rank, int64_t attempt)
+WorkerMetrics::WorkerMetrics(Registry& r, const std::string& job, int64_t rank, int64_t attempt,
+                             const std::string& host)
     : registry_(&r),
-      labels_(worker_labels(job, rank, attempt)),
+      labels_(worker_labels(job, rank, attempt, host)),
       corrupt_family_(&family<Counter>(r, n::kWorkerCorruptSamplesTotal)),
       phases_{},
       loss(series<Gauge>(r, n::kWorkerLoss, labels_)),
@@ -184,7 +205,7 @@ Counter& WorkerMetrics::corrupt_samples(const std::string& reason) {
 }
 
 CoordinatorMetrics::CoordinatorMetrics(Registry& r, const std::string& job)
-    : labels_{{"job", job}},
+    : labels_{{n::kJobLabel, job}},
       job_state_family_(&family<Gauge>(r, n::kCoordinatorJobState)),
       rpc_family_(&family<Histogram>(r, n::kCoordinatorRpcSeconds)),
       workers_registered(series<Gauge>(r, n::kCoordinatorWorkersRegistered, labels_)),

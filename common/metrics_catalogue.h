@@ -36,7 +36,7 @@ struct MetricSpec {
 
 // Every cnx_* family WorkerMetrics and CoordinatorMetrics register, plus the
 // process_* families of ProcessCollector (labels: those passed to it; listed
-// here as the worker's job, rank, attempt).
+// here as the worker's cnx_job, host, rank, attempt).
 const std::vector<MetricSpec>& metric_catalogue();
 // The entry for `name`, or nullptr.
 const MetricSpec* find_metric(const std::string& name);
@@ -52,8 +52,10 @@ Histogram::BucketBoundaries rpc_buckets();               // 0.1 ms .. ~6.5 s
 
 class WorkerMetrics {
  public:
-  WorkerMetrics(Registry& registry, const std::string& job, int64_t rank, int64_t attempt);
-  // {job, rank, attempt}: pass to ProcessCollector so process_* match.
+  // host "" = this machine's host name (gethostname).
+  WorkerMetrics(Registry& registry, const std::string& job, int64_t rank, int64_t attempt,
+                const std::string& host = "");
+  // {cnx_job, host, rank, attempt}: pass to ProcessCollector so process_* match.
   const Labels& labels() const { return labels_; }
 
   Histogram& phase(StepPhase p) { return *phases_[static_cast<int>(p)]; }

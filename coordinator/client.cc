@@ -17,6 +17,15 @@ RpcError::RpcError(grpc::StatusCode code, const std::string& method, const std::
                          "): " + message),
       code_(code) {}
 
+std::string dial_address_for_listen(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) return listen;
+  const std::string host = listen.substr(0, colon), port = listen.substr(colon + 1);
+  if (host.empty() || host == "0.0.0.0" || host == "*") return "127.0.0.1:" + port;
+  if (host == "[::]" || host == "::" || host == "[::0]") return "[::1]:" + port;
+  return listen;
+}
+
 CoordinatorClient::CoordinatorClient(ClientOptions options) : options_(std::move(options)) {
   CNX_CHECK(!options_.target.empty(), "coordinator address is empty");
   CNX_CHECK(options_.deadline_s > 0 && options_.retry_budget_s >= 0, "client deadlines must be positive");
@@ -29,6 +38,11 @@ CoordinatorClient::CoordinatorClient(ClientOptions options) : options_(std::move
   // One connection per client, as one worker process has (no sharing of
   // subchannels between clients created in one process, e.g. in tests).
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  if (!options_.tls_server_name.empty()) {
+    CNX_CHECK(!options_.tls_ca.empty(), "a TLS server name (", options_.tls_server_name,
+              ") needs TLS: set the CA that verifies the coordinator (coordinator.tls_ca / --tls-ca)");
+    args.SetSslTargetNameOverride(options_.tls_server_name);
+  }
   channel_ = grpc::CreateCustomChannel(options_.target,
                                        channel_credentials(options_.tls_ca, options_.tls_cert, options_.tls_key), args);
   stub_ = pb::Coordinator::NewStub(channel_);

@@ -41,11 +41,21 @@ struct ClientOptions {
   std::string token;                       // the job's bearer token
   std::string tls_ca;                      // verify the coordinator with this CA (enables TLS)
   std::string tls_cert, tls_key;           // client certificate for mutual TLS
-  double deadline_s = 10.0;                // per try
-  double retry_budget_s = 120.0;           // total time spent retrying one call
+  // With TLS: the name the coordinator's certificate must carry, when it is
+  // not the host of `target` (e.g. 127.0.0.1 through `kubectl port-forward`
+  // to a certificate for the Service name). "" = the host of `target`.
+  std::string tls_server_name;
+  double deadline_s = 10.0;       // per try
+  double retry_budget_s = 120.0;  // total time spent retrying one call
   double backoff_initial_s = 0.05;
   double backoff_max_s = 2.0;
 };
+
+// The address a client on the coordinator's own host dials for the listen
+// address `listen` (coordinator.listen): a wildcard host (0.0.0.0, [::], *,
+// or none) becomes loopback (127.0.0.1, [::1]); any other is returned as is.
+// cnx-ctl's default --address.
+std::string dial_address_for_listen(const std::string& listen);
 
 class CoordinatorClient {
  public:

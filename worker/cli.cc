@@ -36,9 +36,10 @@ namespace cnx::worker {
 namespace {
 
 const char* kExitCodesHelp =
-    "Exit codes: 0 completed, 1 error, 2 usage/config error, 3 preempted (checkpoint written; "
-    "resume with --resume auto), 4 aborted by the coordinator, 5 stopped on non-finite loss, 6 a peer rank was lost "
-    "(no collective progress for distributed.peer_timeout_s).";
+    "Exit codes: 0 completed, 1 error, 2 usage/config error, 5 stopped on non-finite loss (1-127: permanent); "
+    "203 preempted (checkpoint written; resume with --resume auto), 204 aborted by the coordinator or the "
+    "coordinator unreachable, 206 a peer rank was lost (no collective progress for distributed.peer_timeout_s) "
+    "(128-255: retryable, relaunch with --resume auto).";
 
 // Prometheus exporter of one rank; absent when metrics.enabled is false.
 struct RankMetrics {
@@ -100,7 +101,7 @@ int fail(int code, comm::Communicator& comm, const std::string& msg) {
   return code;
 }
 
-// A peer rank is gone (PeerWatchdog): end this rank with code 6; mpirun
+// A peer rank is gone (PeerWatchdog): end this rank with kExitPeerLost (206); mpirun
 // tears down the ranks it can still reach. The coordinator is not told
 // "failed" (that ends the job for good): it sees the ranks' heartbeats stop
 // and fails the attempt after heartbeat_timeout_s, so a relaunch resumes.

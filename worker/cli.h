@@ -10,12 +10,19 @@
 //   0  training completed (total steps reached)
 //   1  other error (I/O, data, communication, corrupt checkpoint)
 //   2  usage or configuration error
-//   3  preempted (SIGTERM/SIGINT): checkpoint written, resume with --resume auto
-//   4  aborted by the coordinator, or the coordinator was unreachable for
-//      coordinator.unreachable_s while training (resume with --resume auto)
 //   5  stopped on non-finite loss (train.nonfinite = stop, or too many skipped steps)
-//   6  a peer rank was lost: a collective did not complete within
-//      distributed.peer_timeout_s (host down or unreachable); resume with --resume auto
+//   203  preempted (SIGTERM/SIGINT): checkpoint written, resume with --resume auto
+//   204  aborted by the coordinator, or the coordinator was unreachable for
+//        coordinator.unreachable_s while training (resume with --resume auto)
+//   206  a peer rank was lost: a collective did not complete within
+//        distributed.peer_timeout_s (host down or unreachable); resume with --resume auto
+// Retryable outcomes (a relaunch with --resume auto carries on) lie in
+// 128-255, the range Kubeflow's ExitCode restart policy retries; the others
+// (1-127) are permanent there. They are 200 + the old code: above 128 + any
+// signal number (129-192: a shell or runtime reports a death by signal N as
+// 128 + N, e.g. 137 for SIGKILL, 143 for SIGTERM), so a code never reads as a
+// signal, and below 255 (ssh's own failure code). docs/operations.md has the
+// table; tests/deploy/exit_codes_test.cc checks it against these values.
 // With more than one rank an error on one rank ends the whole job with its code
 // (Communicator::abort) instead of leaving the others hanging in a collective.
 #include <cstdint>
@@ -28,10 +35,10 @@ enum ExitCode : int {
   kExitOk = 0,
   kExitError = 1,
   kExitConfig = 2,
-  kExitPreempted = 3,
-  kExitAborted = 4,
   kExitNonFinite = 5,
-  kExitPeerLost = 6,
+  kExitPreempted = 203,
+  kExitAborted = 204,
+  kExitPeerLost = 206,
 };
 
 struct WorkerArgs {

@@ -41,7 +41,7 @@ class CoordinatorClient;
 namespace cnx::worker {
 
 // The coordinator stayed unreachable for LinkOptions::unreachable_s while the
-// job ran (a lease or checkpoint call gave up). cnx-worker ends with exit 4;
+// job ran (a lease or checkpoint call gave up). cnx-worker ends with exit 204;
 // a relaunch resumes from the last committed checkpoint.
 class CoordinatorUnreachable : public std::runtime_error {
  public:
@@ -55,7 +55,7 @@ struct LinkOptions {
   std::string tls_ca, tls_cert, tls_key;
   // Longest time calls keep retrying an unreachable coordinator
   // (coordinator.unreachable_s). Registration then fails with an error that
-  // names the address; once training, the link requests an abort (exit 4).
+  // names the address; once training, the link requests an abort (exit 204).
   double unreachable_s = 120.0;
   std::string host;  // advertised to the coordinator; "" = this host's name
   // Every folder the coordinator names (checkpoint plans, the resume
@@ -100,7 +100,7 @@ class CoordinatorLink final : public LeaseClient {
   // boundary; a rank blocked in a collective with a stalled peer never gets
   // there. If the step has not advanced `grace_s` seconds after the ABORT was
   // heard, the heartbeat thread calls `on_stuck` (cnx-worker: Communicator::abort with
-  // exit code 4, so mpirun tears the job down instead of hanging). Set before
+  // exit code 204, so mpirun tears the job down instead of hanging). Set before
   // start_heartbeats.
   void set_abort_watchdog(double grace_s, std::function<void(const std::string& reason)> on_stuck);
 

@@ -6,7 +6,7 @@
 // minutes. The watchdog polls how long the collective now executing has been
 // running (Communicator::seconds_in_collective) and calls `on_lost` once, from
 // its own thread, when that exceeds `timeout_s`. cnx-worker's `on_lost`
-// reports the failure to the coordinator (bounded) and exits with code 6, so
+// reports the failure to the coordinator (bounded) and exits with code 206, so
 // every surviving rank ends within timeout_s plus one poll period.
 #include <condition_variable>
 #include <functional>

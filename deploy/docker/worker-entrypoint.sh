@@ -5,10 +5,18 @@
 # cnx-worker so they checkpoint and exit (docs/protocols.md, "Failure handling"), wait for them
 # for up to CNX_TERM_GRACE_S seconds (keep it below the pod's
 # terminationGracePeriodSeconds), then stop sshd.
+# sshd runs as the container's user: with $CNX_SSHD_CONFIG, else
+# $HOME/.sshd_config when the image has one (non-root: port 2222, see the
+# Dockerfiles), else the system config.
 set -u
 grace=${CNX_TERM_GRACE_S:-330}
 
-/usr/sbin/sshd -De &
+sshd_config=${CNX_SSHD_CONFIG:-$HOME/.sshd_config}
+if [ -f "$sshd_config" ]; then
+  /usr/sbin/sshd -De -f "$sshd_config" &
+else
+  /usr/sbin/sshd -De &
+fi
 sshd_pid=$!
 
 worker_pids() { pgrep -x cnx-worker || true; }

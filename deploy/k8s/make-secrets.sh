@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Prints deploy/k8s/secret.yaml with fresh secrets: a random job token, a
+# Prints deploy/k8s/base/secret.yaml with fresh secrets: a random job token, a
 # random operator token, and a CA plus a coordinator server certificate for
-# the Service name (cnx-coordinator, in namespace $1, default "default").
-#   deploy/k8s/make-secrets.sh [NAMESPACE] > deploy/k8s/secret.yaml
+# the Service name (cnx-coordinator, in namespace $1, default "cnx" as in the
+# overlays) and for loopback (localhost, 127.0.0.1), so that cnx-ctl in the
+# coordinator pod and through `kubectl port-forward` verifies it too.
+#   deploy/k8s/make-secrets.sh [NAMESPACE] > deploy/k8s/base/secret.yaml
 # The CA key is discarded: issue a new set to rotate. Needs openssl.
 set -euo pipefail
-NS="${1:-default}"
+NS="${1:-cnx}"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 SAN="DNS:cnx-coordinator,DNS:cnx-coordinator.$NS,DNS:cnx-coordinator.$NS.svc,DNS:cnx-coordinator.$NS.svc.cluster.local"
+SAN="$SAN,DNS:localhost,IP:127.0.0.1"
 openssl req -x509 -newkey rsa:3072 -nodes -keyout "$TMP/ca.key" -out "$TMP/ca.crt" -days 825 \
   -subj "/CN=cnx-job-ca" >/dev/null 2>&1
 openssl req -newkey rsa:3072 -nodes -keyout "$TMP/tls.key" -out "$TMP/tls.csr" -subj "/CN=cnx-coordinator" \

@@ -4,7 +4,7 @@
 #   deploy/local/scrape_local.sh [options]
 #     --config FILE        prometheus.yml to use (default: deploy/local/prometheus.yml)
 #     --targets LIST       instead of --config: write a prometheus.yml scraping
-#                          these comma-separated host:port targets (honor_labels on)
+#                          these comma-separated host:port targets
 #     --interval SECONDS   scrape interval for --targets (default 1)
 #     --port N             Prometheus web port (default 9090; 0 = pick a free one)
 #     --query EXPR         PromQL to wait for (repeatable); prints each result as JSON
@@ -67,7 +67,6 @@ if [ -n "$targets" ]; then
     echo "  scrape_timeout: ${interval}s"
     echo "scrape_configs:"
     echo "  - job_name: cnx"
-    echo "    honor_labels: true"
     echo "    static_configs:"
     printf '      - targets: ['
     sep=""

@@ -227,7 +227,7 @@ wait_commit() {
 
 # 3. A worker host loses its network mid-run (cable pulled): the ranks still
 # reachable and the cut-off one all end within distributed.peer_timeout_s
-# (exit 6), the coordinator records the lost rank (no heartbeat for
+# (exit 206), the coordinator records the lost rank (no heartbeat for
 # heartbeat_timeout_s: attempt failed, restartable), and a relaunch on the two
 # remaining hosts resumes from the last committed checkpoint with no sample
 # used twice within an epoch (train.sample_log).
@@ -241,16 +241,16 @@ scenario_partition_worker() {
   echo "ok: host 3's cable pulled after the commit at step $LAST_COMMIT"
   wait_for 60 no_ranks_on 1 2 3 || fail "ranks still run 60 s after host 3 was cut off (peer_timeout_s 10)"
   ended=$(($(date +%s) - t0))
-  # The first rank past the timeout exits 6; mpirun then ends the other
+  # The first rank past the timeout exits 206; mpirun then ends the other
   # reachable ranks (Open MPI aborts a job on a non-zero exit), so each
   # survivor either reports the lost peer itself or was ended after one did.
   local r reported=""
   for r in 0 1; do
-    grep -q "rank $r: a collective has not completed .*distributed.peer_timeout_s.*(exit 6)" "$WORK/part1.log" &&
+    grep -q "rank $r: a collective has not completed .*distributed.peer_timeout_s.*(exit 206)" "$WORK/part1.log" &&
       reported+="${reported:+, }$r"
   done
-  [ -n "$reported" ] || fail "no surviving rank reported the lost peer (exit 6)"
-  echo "ok: every rank ended ${ended} s after the partition (peer_timeout_s 10); rank(s) $reported exited 6 (peer lost)"
+  [ -n "$reported" ] || fail "no surviving rank reported the lost peer (exit 206)"
+  echo "ok: every rank ended ${ended} s after the partition (peer_timeout_s 10); rank(s) $reported exited 206 (peer lost)"
   wait_for 40 grep -q "running -> restarting (rank 2 lost" "$WORK/coordinator-part.log" ||
     fail "the coordinator did not record the loss of rank 2 (host 3)"
   [ "$(job_state part | cut -d' ' -f1)" = 3 ] || fail "the coordinator's job state is $(job_state part), not restarting (3)"
@@ -299,7 +299,7 @@ cluster_down_host_ranks() {
 # 4. The coordinator's host is cut off. Briefly (3 s, far below
 # heartbeat_timeout_s): training goes on and ends bit-identical to an
 # undisturbed run. For long (unreachable_s 15: long enough that a
-# coordinator slowed by a busy disk's fsync is not taken for a cut cable): the workers stop (exit 4), the
+# coordinator slowed by a busy disk's fsync is not taken for a cut cable): the workers stop (exit 204), the
 # coordinator fails the attempt, and once it is reachable again a relaunch
 # resumes from the last committed checkpoint and ends bit-identical too.
 scenario_partition_coordinator() {
@@ -327,9 +327,9 @@ scenario_partition_coordinator() {
   t0=$(date +%s)
   wait_rc "$MPI_PID"
   local took=$(($(date +%s) - t0))
-  [ "$RC" = 4 ] || fail "long: the job exited $RC with the coordinator unreachable, expected 4"
+  [ "$RC" = 204 ] || fail "long: the job exited $RC with the coordinator unreachable, expected 204"
   grep -q "unreachable for 15 s (coordinator.unreachable_s)" "$WORK/long1.log" || fail "long: no clear reason logged"
-  echo "ok: long: coordinator unreachable -> the job stopped with exit 4 after ${took} s (unreachable_s 15); last commit at step $LAST_COMMIT"
+  echo "ok: long: coordinator unreachable -> the job stopped with exit 204 after ${took} s (unreachable_s 15); last commit at step $LAST_COMMIT"
   cluster_link "$CL" 0 up
   wait_for 30 bash -c "grep -q 'running -> \(failed\|restarting\)' '$WORK/coordinator-long.log'" ||
     fail "long: the coordinator did not fail the attempt after its workers vanished"

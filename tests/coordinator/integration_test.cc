@@ -360,5 +360,60 @@ TEST(CoordinatorRetention, CommittedCheckpointInvisibleToTheCoordinatorIsAnError
   spdlog::default_logger()->sinks().pop_back();
 }
 
+TEST(Tls, DialAddressForAWildcardListenIsLoopback) {
+  EXPECT_EQ(dial_address_for_listen("0.0.0.0:50051"), "127.0.0.1:50051");
+  EXPECT_EQ(dial_address_for_listen(":50051"), "127.0.0.1:50051");
+  EXPECT_EQ(dial_address_for_listen("[::]:7"), "[::1]:7");
+  EXPECT_EQ(dial_address_for_listen("10.0.0.1:50051"), "10.0.0.1:50051");
+  EXPECT_EQ(dial_address_for_listen("coord.example:1"), "coord.example:1");
+}
+
+// kubectl port-forward: the client dials 127.0.0.1 while the certificate
+// names the Service only; the server-name override verifies that name.
+TEST(Tls, ServerNameOverrideVerifiesTheServiceName) {
+  JobDir job("tlsname");
+  const std::string d = job.dir.string();
+  ASSERT_TRUE(
+      run("cd " + d +
+          " && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=cnx-test-ca"));
+  write_file(job.dir / "san.ext", "subjectAltName=DNS:cnx-coordinator,DNS:cnx-coordinator.cnx.svc\n");
+  ASSERT_TRUE(run("cd " + d + " && openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr " +
+                  "-subj /CN=cnx-coordinator && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key " +
+                  "-CAcreateserial -out server.pem -days 1 -extfile san.ext"));
+  ServerOptions o = job.options();
+  o.tls_cert = d + "/server.pem";
+  o.tls_key = d + "/server.key";
+  CoordinatorServer server(o);
+
+  ClientOptions co = client_options(job.target());
+  co.retry_budget_s = 0;
+  co.deadline_s = 2;
+  co.tls_ca = d + "/ca.pem";
+  EXPECT_THROW(CoordinatorClient(co).status("itest"), RpcError) << "127.0.0.1 is not in the certificate";
+  co.tls_server_name = "cnx-coordinator";
+  EXPECT_EQ(CoordinatorClient(co).status("itest").job_id(), "itest");
+  co.tls_server_name = "someone-else";
+  EXPECT_THROW(CoordinatorClient(co).status("itest"), RpcError) << "a name the certificate lacks";
+
+  // cnx-ctl with a config whose listen address is the wildcard (as in the
+  // coordinator pod): it dials loopback; --tls-server-name names the Service.
+  const char* build = std::getenv("CNX_BINARY_DIR");
+  ASSERT_NE(build, nullptr) << "run through ctest (CNX_BINARY_DIR names the build folder)";
+  const std::string ctl = std::string(build) + "/coordinator/cnx-ctl --config " + (job.dir / "job.yaml").string() +
+                          " --set coordinator.listen=0.0.0.0:" + std::to_string(job.port) + " --tls-ca " + d +
+                          "/ca.pem --timeout 2 ";
+  int rc = -1;
+  std::string out = capture(ctl + "--tls-server-name cnx-coordinator status", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("job itest"), std::string::npos) << out;
+  out = capture(ctl + "status", &rc);
+  EXPECT_EQ(rc, 1) << "without the override the certificate does not match 127.0.0.1: " << out;
+  out = capture(std::string(build) + "/coordinator/cnx-ctl --config " + (job.dir / "job.yaml").string() +
+                    " --tls-server-name cnx-coordinator status",
+                &rc);
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find("--tls-server-name needs TLS"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace cnx::coordinator

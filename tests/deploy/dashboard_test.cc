@@ -1,6 +1,9 @@
 // The Grafana dashboard: valid JSON, every PromQL expression is valid (promtool
 // check rules) and refers only to metrics in the catalogue
-// (common/metrics_catalogue.h) and to labels those metrics carry.
+// (common/metrics_catalogue.h) and to labels those metrics carry; outside the
+// per-rank drill-down row every worker query aggregates over ranks (readable
+// at 1,000 ranks). tests/e2e/dashboard_e2e_test.sh runs every panel's query
+// against a Prometheus that scraped a real 2-rank job.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -45,7 +48,7 @@ std::vector<std::string> problems(const std::string& expr) {
   std::vector<std::string> out;
   const PromqlRefs refs = promql_refs(expr);
   if (refs.metrics.empty()) out.push_back("queries no metric");
-  std::set<std::string> allowed = {"instance", "pod", "namespace"};  // target labels
+  std::set<std::string> allowed = {"instance", "pod", "namespace", "job"};  // target labels
   for (const auto& m : refs.metrics) {
     const auto* spec = spec_for(m);
     if (spec == nullptr) {
@@ -65,17 +68,17 @@ std::vector<std::string> problems(const std::string& expr) {
 
 TEST(PromqlRefs, FindsMetricsAndLabelsNotFunctionsOrVariables) {
   const auto r = promql_refs(
-      "histogram_quantile(0.95, sum by (le, phase) (rate(cnx_worker_step_phase_seconds_bucket{job=\"$job\","
+      "histogram_quantile(0.95, sum by (le, phase) (rate(cnx_worker_step_phase_seconds_bucket{cnx_job=\"$cnx_job\","
       "rank=~\"0|1\"}[$__rate_interval]))) / ignoring(phase) group_left max without (rank) "
-      "(cnx_worker_loss offset 5m) > bool 1e-3 and on(job) process_open_fds{pod!='a{b}'}");
+      "(cnx_worker_loss offset 5m) > bool 1e-3 and on(cnx_job) process_open_fds{pod!='a{b}'}");
   EXPECT_EQ(r.metrics,
             (std::set<std::string>{"cnx_worker_step_phase_seconds_bucket", "cnx_worker_loss", "process_open_fds"}));
-  EXPECT_EQ(r.labels, (std::set<std::string>{"le", "phase", "job", "rank", "pod"}));
+  EXPECT_EQ(r.labels, (std::set<std::string>{"le", "phase", "cnx_job", "rank", "pod"}));
   EXPECT_THROW(promql_refs("rate(x{job=\"unterminated}[5m])"), CheckError);
 }
 
 TEST(PromqlRefs, CheckerRejectsUnknownMetricsAndLabels) {
-  EXPECT_TRUE(problems("rate(cnx_worker_samples_total{job=\"$job\"}[5m])").empty());
+  EXPECT_TRUE(problems("rate(cnx_worker_samples_total{cnx_job=\"$cnx_job\",host=~\"$host\"}[5m])").empty());
   EXPECT_EQ(problems("rate(cnx_worker_bogus_total[5m])"),
             (std::vector<std::string>{"unknown metric cnx_worker_bogus_total"}));
   // _bucket only maps to a histogram; a gauge has no buckets.
@@ -101,7 +104,61 @@ TEST(Dashboard, IsWellFormedGrafanaJson) {
   }
   std::set<std::string> vars;
   for (const auto& v : d["templating"]["list"]) vars.insert(v["name"].get<std::string>());
-  EXPECT_EQ(vars, (std::set<std::string>{"datasource", "job"}));
+  EXPECT_EQ(vars, (std::set<std::string>{"datasource", "cnx_job", "host", "rank", "straggler_factor"}));
+  // host and rank: multi-value drill-down whose "All" matches only series that have the label.
+  for (const auto& v : d["templating"]["list"]) {
+    if (v["name"] == "host" || v["name"] == "rank") {
+      EXPECT_TRUE(v["multi"].get<bool>() && v["includeAll"].get<bool>()) << v["name"];
+      EXPECT_EQ(v["allValue"], ".+") << v["name"];
+    }
+  }
+}
+
+// Readable at 1,000 ranks: outside the drill-down row, a query over worker
+// series aggregates them (one line per rank only where the row says so).
+TEST(Dashboard, WorkerPanelsAggregateOverRanksOutsideTheDrillDownRow) {
+  const std::regex aggregate(R"(^\(*\s*(sum|min|max|avg|count|topk|bottomk|quantile|histogram_quantile)\b)");
+  int drill_down = 0, aggregated = 0;
+  for (const auto& q : dashboard_queries()) {
+    const auto refs = promql_refs(q.expr);
+    const bool worker = std::any_of(refs.metrics.begin(), refs.metrics.end(), [](const std::string& m) {
+      return m.rfind("cnx_worker_", 0) == 0 || m.rfind("process_", 0) == 0;
+    });
+    if (!worker) continue;
+    // Worker queries follow the job, host and rank variables.
+    EXPECT_NE(q.expr.find("cnx_job=\"$cnx_job\""), std::string::npos) << q.panel << ": " << q.expr;
+    if (q.row.rfind("Per rank", 0) == 0) {
+      ++drill_down;
+      EXPECT_NE(q.expr.find("rank=~\"$rank\""), std::string::npos) << q.panel;
+      EXPECT_NE(q.expr.find("host=~\"$host\""), std::string::npos) << q.panel;
+      continue;
+    }
+    ++aggregated;
+    EXPECT_TRUE(std::regex_search(q.expr, aggregate))
+        << q.row << " / " << q.panel << " draws a series per rank: " << q.expr;
+  }
+  EXPECT_GE(drill_down, 5);
+  EXPECT_GE(aggregated, 20);
+}
+
+TEST(Dashboard, HasStragglerRestartAndTopkViews) {
+  bool straggler = false, topk = false, bottomk = false, minmeanmax = false;
+  for (const auto& q : dashboard_queries()) {
+    if (q.expr.find("$straggler_factor") != std::string::npos) {
+      straggler = true;
+      EXPECT_NE(q.expr.find("quantile(0.5,"), std::string::npos) << "stragglers are measured against the median";
+      EXPECT_NE(q.expr.find("phase!=\"comm_wait\""), std::string::npos)
+          << "a straggler is slow to compute, not slow because it waits for the others";
+    }
+    topk = topk || q.expr.rfind("topk(", 0) == 0;
+    bottomk = bottomk || q.expr.rfind("bottomk(", 0) == 0;
+    minmeanmax = minmeanmax || q.expr.rfind("min(", 0) == 0;
+  }
+  EXPECT_TRUE(straggler && topk && bottomk && minmeanmax);
+  const auto annotations = dashboard_annotation_queries();
+  ASSERT_EQ(annotations.size(), 1u);
+  EXPECT_NE(annotations[0].expr.find("cnx_coordinator_attempt"), std::string::npos);
+  for (const auto& p : problems(annotations[0].expr)) ADD_FAILURE() << p;
 }
 
 TEST(Dashboard, EveryQueryUsesCatalogueMetricsAndTheirLabels) {
@@ -116,7 +173,7 @@ TEST(Dashboard, EveryQueryUsesCatalogueMetricsAndTheirLabels) {
     }
   }
   // Template variable queries too.
-  const std::regex label_values(R"(label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,\s*([a-zA-Z_]+)\s*\))");
+  const std::regex label_values(R"(label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s*,\s*([a-zA-Z_]+)\s*\))");
   for (const auto& v : d["templating"]["list"]) {
     if (!v.contains("definition")) continue;
     std::smatch m;
@@ -124,7 +181,8 @@ TEST(Dashboard, EveryQueryUsesCatalogueMetricsAndTheirLabels) {
     ASSERT_TRUE(std::regex_search(def, m, label_values)) << def;
     const auto* spec = spec_for(m[1]);
     ASSERT_NE(spec, nullptr) << def;
-    EXPECT_NE(std::find(spec->labels.begin(), spec->labels.end(), m[2].str()), spec->labels.end()) << def;
+    EXPECT_NE(std::find(spec->labels.begin(), spec->labels.end(), m[3].str()), spec->labels.end()) << def;
+    for (const auto& p : problems(m[1].str() + m[2].str())) ADD_FAILURE() << def << ": " << p;
   }
   // The panels the issue asks for: loss, lr, throughput per rank, step-phase
   // breakdown, comm time, data errors, checkpoint age, coordinator health.
@@ -132,7 +190,7 @@ TEST(Dashboard, EveryQueryUsesCatalogueMetricsAndTheirLabels) {
   for (const char* needed :
        {n::kWorkerLoss, n::kWorkerLr, n::kWorkerImagesPerSecond, n::kWorkerStepPhaseSeconds,
         n::kWorkerAllreduceSecondsTotal, n::kWorkerCorruptSamplesTotal, n::kCoordinatorSecondsSinceLastCommit,
-        n::kCoordinatorWorkersAlive, n::kCoordinatorJobState, n::kCoordinatorRpcSeconds}) {
+        n::kCoordinatorWorkersAlive, n::kCoordinatorJobState, n::kCoordinatorRpcSeconds, n::kCoordinatorAttempt}) {
     EXPECT_TRUE(used.count(needed)) << "no panel shows " << needed;
   }
 }
@@ -140,7 +198,9 @@ TEST(Dashboard, EveryQueryUsesCatalogueMetricsAndTheirLabels) {
 TEST(Dashboard, EveryQueryParsesWithPromtool) {
   std::string rules = "groups:\n  - name: dashboard\n    rules:\n";
   int i = 0;
-  for (const auto& q : dashboard_queries()) {
+  auto queries = dashboard_queries();
+  for (const auto& a : dashboard_annotation_queries()) queries.push_back(a);
+  for (const auto& q : queries) {
     nlohmann::json expr = substitute_grafana_vars(q.expr, "fcmae-atto");  // JSON strings are valid YAML scalars
     rules += "      - record: cnx:dashboard_query_" + std::to_string(i++) + "\n        expr: " + expr.dump() + "\n";
   }

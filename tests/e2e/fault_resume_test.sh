@@ -5,7 +5,7 @@
 #     ends (mpirun non-zero); a relaunch with --resume auto resumes from the
 #     last committed checkpoint and its final checkpoint equals the
 #     reference's bit for bit (MANIFEST.json holds every file's sha256).
-#  2. SIGTERM to one rank: every rank checkpoints and exits 3; the relaunch
+#  2. SIGTERM to one rank: every rank checkpoints and exits 203; the relaunch
 #     resumes and its final checkpoint equals the reference's bit for bit.
 # Every run keeps the per-sample log (train.sample_log: per rank, one line
 # "step<TAB>epoch<TAB>key" per sample trained on, flushed each step; a
@@ -156,7 +156,7 @@ check_samples kill "$WORK/samples-kill" "$WORK/samples-kill-first" "$LAST" "$WOR
 echo "ok: sample log (first attempt to step $LAST + relaunch): no sample used twice in an epoch, $STEPS x 8 samples, the reference's at every step"
 echo "ok: relaunch resumed from step $LAST; final checkpoint identical to the uninterrupted run"
 
-# 2. SIGTERM to one rank mid-epoch: all ranks checkpoint, exit 3; resume completes identically.
+# 2. SIGTERM to one rank mid-epoch: all ranks checkpoint, exit 203; resume completes identically.
 launch term term1 --resume none
 MPI_PID="$BG_PID"
 wait_for 120 grep -q "step 1[0-9]/" "$WORK/term1.log" || fail "run did not reach step 10"
@@ -164,7 +164,7 @@ VICTIM="$(rank_pids "$MPI_PID" | tail -n 1)"
 [ -n "$VICTIM" ] || fail "no rank process found"
 kill -TERM "$VICTIM"
 wait_rc "$MPI_PID"
-[ "$RC" = 3 ] || fail "SIGTERM run exited $RC, expected 3"
+[ "$RC" = 203 ] || fail "SIGTERM run exited $RC, expected 203"
 grep -q "preempted (SIGTERM)" "$WORK/term1.log" || fail "no preemption message"
 LAST="$(latest_step "$WORK/ckpt-term")"
 [ "$LAST" -ge 10 ] && [ "$LAST" -lt "$STEPS" ] || fail "preemption checkpoint at step $LAST"
@@ -176,4 +176,4 @@ grep -q "resumed from .*step-0*$LAST at step $LAST" "$WORK/term2.log" || fail "r
 cmp "$WORK/ckpt-ref/$FINAL/MANIFEST.json" "$WORK/ckpt-term/$FINAL/MANIFEST.json" \
   || fail "SIGTERM + resume: final checkpoint differs from the reference"
 check_samples term "$WORK/samples-term" "$WORK/samples-term-first" "$LAST" "$WORK/samples-ref"
-echo "ok: SIGTERM -> checkpoint at step $LAST on all ranks, exit 3; resume identical to the uninterrupted run"
+echo "ok: SIGTERM -> checkpoint at step $LAST on all ranks, exit 203; resume identical to the uninterrupted run"

@@ -2,7 +2,7 @@
 # A stalled rank (SIGSTOP) under a coordinator with short liveness limits
 # (heartbeat_timeout_s 3, stall_s 3): the coordinator must detect it and end
 # the attempt, and the job must end within a bounded time (the healthy rank
-# exits 4, "aborted by the coordinator", or mpirun tears the job down)
+# exits 204, "aborted by the coordinator", or mpirun tears the job down)
 # instead of hanging in a collective. Cleanup resumes and kills the stopped rank.
 # Usage: fault_stall_test.sh <cnx-worker> <cnx-coordinator> <cnx-make-shards>
 source "$(dirname "$0")/lib.sh"

@@ -268,7 +268,7 @@ TEST(MetricsE2E, PrometheusScrapesWorkersAndCoordinator) {
   const std::string coord_alive =
       scrape_when(coord_metrics_port,
                   [](const std::string& b) {
-                    return b.find("\ncnx_coordinator_workers_alive{job=\"metrics-e2e\"} 2\n") != std::string::npos;
+                    return b.find("\ncnx_coordinator_workers_alive{cnx_job=\"metrics-e2e\"} 2\n") != std::string::npos;
                   },
                   30.0, {&coordinator, &workers});
   ASSERT_FALSE(coord_alive.empty()) << "coordinator never reported 2 workers alive:\n"
@@ -280,11 +280,11 @@ TEST(MetricsE2E, PrometheusScrapesWorkersAndCoordinator) {
   // Prometheus has scraped all three targets.
   for (const char* rank : {"0", "1"}) {
     const auto loss =
-        prom.wait_for(std::string("cnx_worker_loss{job=\"metrics-e2e\",rank=\"") + rank + "\"} > 0", 1, 30.0);
+        prom.wait_for(std::string("cnx_worker_loss{cnx_job=\"metrics-e2e\",rank=\"") + rank + "\"} > 0", 1, 30.0);
     ASSERT_EQ(loss.size(), 1u) << "rank " << rank;
     EXPECT_GT(std::stod(loss[0]["value"][1].get<std::string>()), 0.0);
   }
-  const auto alive = prom.wait_for("cnx_coordinator_workers_alive{job=\"metrics-e2e\"} == 2", 1, 30.0);
+  const auto alive = prom.wait_for("cnx_coordinator_workers_alive{cnx_job=\"metrics-e2e\"} == 2", 1, 30.0);
   EXPECT_EQ(alive.size(), 1u);
   const auto up = prom.wait_for("up == 1", 3, 30.0);
   EXPECT_EQ(up.size(), 3u) << "every scrape target is up";

@@ -48,7 +48,7 @@ CommandResult promtool_check_metrics(const std::string& exposition, const std::s
 struct ScrapeJob {
   std::string job_name;
   std::vector<std::string> targets;  // "host:port"
-  bool honor_labels = true;          // our series carry their own `job` label
+  bool honor_labels = false;         // none needed: our labels (cnx_job, host, ...) are not target labels
   std::string metrics_path = "/metrics";
 };
 

@@ -28,15 +28,15 @@ TEST(PrometheusIntegration, ScrapedSeriesAreQueryable) {
   server.RegisterCollectable(process);
 
   cnx::testing::PrometheusServer prom({{"cnx", {server.address()}}});
-  // honor_labels keeps our job label ("itest"), not the scrape job's ("cnx").
-  const auto loss = prom.wait_for("cnx_worker_loss{job=\"itest\"}", 2, 30.0);
+  // Our job id is cnx_job; Prometheus's job label stays the scrape job's ("cnx").
+  const auto loss = prom.wait_for("cnx_worker_loss{cnx_job=\"itest\",job=\"cnx\"}", 2, 30.0);
   ASSERT_EQ(loss.size(), 2u);
   std::map<std::string, std::string> by_rank;
   for (const auto& s : loss) by_rank[s["metric"]["rank"].get<std::string>()] = s["value"][1].get<std::string>();
   EXPECT_EQ(by_rank["0"], "1.25");
   EXPECT_EQ(by_rank["1"], "0.625");
 
-  const auto alive = prom.query("cnx_coordinator_workers_alive{job=\"itest\"}");
+  const auto alive = prom.query("cnx_coordinator_workers_alive{cnx_job=\"itest\"}");
   ASSERT_EQ(alive.size(), 1u);
   EXPECT_EQ(alive[0]["value"][1].get<std::string>(), "2");
 
@@ -51,13 +51,13 @@ TEST(PrometheusIntegration, ScrapedSeriesAreQueryable) {
   EXPECT_GT(q, 0.032);
   EXPECT_LE(q, 0.064);
 
-  const auto rss = prom.wait_for("process_resident_memory_bytes{job=\"itest\",rank=\"0\"}", 1, 10.0);
+  const auto rss = prom.wait_for("process_resident_memory_bytes{cnx_job=\"itest\",rank=\"0\"}", 1, 10.0);
   EXPECT_GT(std::stod(rss[0]["value"][1].get<std::string>()), 1e6);
   // `up` carries the scrape job's label; our series carry ours.
   const auto up = prom.query("up{job=\"cnx\"}");
   ASSERT_EQ(up.size(), 1u);
   EXPECT_EQ(up[0]["value"][1].get<std::string>(), "1");
-  EXPECT_EQ(prom.query("cnx_worker_loss{job=\"cnx\"}").size(), 0u);
+  EXPECT_EQ(prom.query("cnx_worker_loss{job=\"itest\"}").size(), 0u);
   EXPECT_EQ(prom.query("{exported_job!=\"\"}").size(), 0u);
 }
 

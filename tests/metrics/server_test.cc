@@ -98,7 +98,7 @@ TEST(MetricsServer, ScrapeHooksRunBeforeEveryScrape) {
   EXPECT_EQ(coord.checkpoints_committed.Value(), 1);
   const auto body = http_get("127.0.0.1", server.port(), "/metrics").body;
   EXPECT_EQ(calls, 1);
-  const std::string key = "cnx_coordinator_seconds_since_last_commit{job=\"j\"} ";
+  const std::string key = "cnx_coordinator_seconds_since_last_commit{cnx_job=\"j\"} ";
   const size_t at = body.find(key);
   ASSERT_NE(at, std::string::npos) << body;
   const double age = std::stod(body.substr(at + key.size()));
@@ -197,8 +197,8 @@ std::set<std::string> sample_names(const std::string& text) {
 
 TEST(MetricsCatalogue, WorkerAndCoordinatorExportExactlyTheCatalogueAndPassPromtool) {
   auto registry = std::make_shared<Registry>();
-  WorkerMetrics w0(*registry, "job-a", 0, 1);
-  WorkerMetrics w1(*registry, "job-a", 1, 1);
+  WorkerMetrics w0(*registry, "job-a", 0, 1, "h0");
+  WorkerMetrics w1(*registry, "job-a", 1, 1, "h1");
   CoordinatorMetrics coord(*registry, "job-a");
   auto process = std::make_shared<ProcessCollector>(w0.labels());
   w0.loss.Set(0.75);
@@ -236,18 +236,21 @@ TEST(MetricsCatalogue, WorkerAndCoordinatorExportExactlyTheCatalogueAndPassPromt
   }
   EXPECT_EQ(sample_names(r.body), expected);
 
-  EXPECT_NE(r.body.find("cnx_worker_loss{attempt=\"1\",job=\"job-a\",rank=\"0\"} 0.75\n"), std::string::npos);
-  EXPECT_NE(r.body.find("cnx_worker_loss{attempt=\"1\",job=\"job-a\",rank=\"1\"} 0.5\n"), std::string::npos);
-  EXPECT_NE(r.body.find("cnx_worker_step_phase_seconds_count{attempt=\"1\",job=\"job-a\",phase=\"forward\","
-                        "rank=\"0\"} 1\n"),
+  EXPECT_NE(r.body.find("cnx_worker_loss{attempt=\"1\",cnx_job=\"job-a\",host=\"h0\",rank=\"0\"} 0.75\n"),
             std::string::npos);
-  EXPECT_NE(r.body.find("cnx_worker_blas_info{attempt=\"1\",core=\"SkylakeX\",job=\"job-a\",library=\"OpenBLAS\","
-                        "rank=\"0\",version=\"0.3.21\"} 1\n"),
+  EXPECT_NE(r.body.find("cnx_worker_loss{attempt=\"1\",cnx_job=\"job-a\",host=\"h1\",rank=\"1\"} 0.5\n"),
+            std::string::npos);
+  EXPECT_NE(
+      r.body.find("cnx_worker_step_phase_seconds_count{attempt=\"1\",cnx_job=\"job-a\",host=\"h0\",phase=\"forward\","
+                  "rank=\"0\"} 1\n"),
+      std::string::npos);
+  EXPECT_NE(r.body.find("cnx_worker_blas_info{attempt=\"1\",cnx_job=\"job-a\",core=\"SkylakeX\",host=\"h0\","
+                        "library=\"OpenBLAS\",rank=\"0\",version=\"0.3.21\"} 1\n"),
             std::string::npos)
       << r.body;
-  EXPECT_NE(r.body.find("cnx_coordinator_job_state{job=\"job-a\",state=\"checkpointing\"} 1\n"), std::string::npos);
-  EXPECT_NE(r.body.find("cnx_coordinator_job_state{job=\"job-a\",state=\"running\"} 0\n"), std::string::npos);
-  EXPECT_NE(r.body.find("cnx_coordinator_rpc_seconds_bucket{code=\"OK\",job=\"job-a\",method=\"Heartbeat\","
+  EXPECT_NE(r.body.find("cnx_coordinator_job_state{cnx_job=\"job-a\",state=\"checkpointing\"} 1\n"), std::string::npos);
+  EXPECT_NE(r.body.find("cnx_coordinator_job_state{cnx_job=\"job-a\",state=\"running\"} 0\n"), std::string::npos);
+  EXPECT_NE(r.body.find("cnx_coordinator_rpc_seconds_bucket{cnx_job=\"job-a\",code=\"OK\",method=\"Heartbeat\","
                         "le=\"0.0004\"} 1\n"),
             std::string::npos);
 

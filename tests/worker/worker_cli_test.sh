@@ -2,7 +2,7 @@
 # End-to-end tests of the cnx-worker binary under mpirun -np 2 (synthetic data):
 #  1. 6 steps in one run == 3 steps, exit, `--resume auto`, 3 more steps:
 #     the final checkpoints are byte-identical (model, optimizer, cursors, RNG).
-#  2. SIGTERM to one rank: all ranks checkpoint and exit with code 3; a
+#  2. SIGTERM to one rank: all ranks checkpoint and exit with code 203; a
 #     `--resume auto` run then completes with code 0.
 #  3. Usage/config errors exit with code 2 and name the problem.
 # Usage: worker_cli_test.sh <path to cnx-worker>
@@ -36,7 +36,7 @@ cmp "$WORK/a/step-00000006/MANIFEST.json" "$WORK/b/step-00000006/MANIFEST.json" 
   || { diff "$WORK/a/step-00000006/MANIFEST.json" "$WORK/b/step-00000006/MANIFEST.json"; fail "resumed run differs"; }
 echo "ok: 6 steps == 3 + resume + 3 (identical checkpoint manifests)"
 
-# 2. SIGTERM on one rank -> checkpoint on all, exit 3, then resume to the end.
+# 2. SIGTERM on one rank -> checkpoint on all, exit 203, then resume to the end.
 "${MPIRUN[@]}" "$BIN" --config "$WORK/tiny.yaml" --synthetic --synthetic-samples 64 \
   --set checkpoint.root="$WORK/c" --set checkpoint.every_steps=0 --set schedule.epochs=400 \
   --max-steps 5000 --resume none > "$WORK/c1.log" 2>&1 &
@@ -52,14 +52,14 @@ set +e
 wait "$MPI_PID"
 RC=$?
 set -e
-[ "$RC" = 3 ] || { cat "$WORK/c1.log"; fail "preempted run exited with $RC, expected 3"; }
+[ "$RC" = 203 ] || { cat "$WORK/c1.log"; fail "preempted run exited with $RC, expected 203"; }
 grep -q "preempted (SIGTERM)" "$WORK/c1.log" || { cat "$WORK/c1.log"; fail "no preemption message"; }
 LATEST="$(cat "$WORK/c/latest")"
 STEP=$((10#${LATEST#step-}))
 run --set checkpoint.root="$WORK/c" --set checkpoint.every_steps=0 --set schedule.epochs=400 \
   --max-steps $((STEP + 2)) --resume auto > "$WORK/c2.log" 2>&1 || { cat "$WORK/c2.log"; fail "resume after SIGTERM"; }
 grep -q "resumed from .*$LATEST" "$WORK/c2.log" || { cat "$WORK/c2.log"; fail "c2 did not resume"; }
-echo "ok: SIGTERM on one rank -> checkpoint $LATEST, exit 3, resume completes"
+echo "ok: SIGTERM on one rank -> checkpoint $LATEST, exit 203, resume completes"
 
 # 3. Config errors: exit 2 with the key named.
 set +e

@@ -46,7 +46,7 @@ run() {
     --coordinator "127.0.0.1:$PORT" --synthetic --synthetic-samples 64 "$@"
 }
 # First launch: preempted (SIGTERM to one rank) after the first commit. The
-# ranks report it by heartbeat, write the coordinator's checkpoint plan, exit 3.
+# ranks report it by heartbeat, write the coordinator's checkpoint plan, exit 203.
 mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 "$WORKER" --config "$WORK/job.yaml" \
   --coordinator "127.0.0.1:$PORT" --synthetic --synthetic-samples 64 --max-steps 100000 > "$WORK/w1.log" 2>&1 &
 MPI_PID=$!
@@ -60,10 +60,10 @@ set +e
 wait "$MPI_PID"
 RC=$?
 set -e
-[ "$RC" = 3 ] || fail "preempted launch exited with $RC, expected 3"
+[ "$RC" = 203 ] || fail "preempted launch exited with $RC, expected 203"
 LAST="$(grep -o 'checkpoint plan [0-9]* (step [0-9]*) committed' "$WORK/w1.log" | tail -n 1 | grep -o 'step [0-9]*' | grep -o '[0-9]*')"
 [ -n "$LAST" ] || fail "no committed step found"
-echo "ok: first launch committed checkpoints through the coordinator; SIGTERM -> checkpoint at step $LAST, exit 3"
+echo "ok: first launch committed checkpoints through the coordinator; SIGTERM -> checkpoint at step $LAST, exit 203"
 
 # Second launch: a new attempt that resumes from the last committed checkpoint and completes.
 run --max-steps $((LAST + 10)) --resume auto > "$WORK/w2.log" 2>&1 || fail "second launch exited with $?"
