@@ -23,9 +23,16 @@ Store::Store(const std::string& path) : path_(path) {
     CNX_CHECK(false, path, ": cannot open coordinator.state_db: ", msg);
   }
   sqlite3_busy_timeout(db_, 5000);
-  exec("PRAGMA journal_mode=WAL");
-  exec("PRAGMA synchronous=FULL");
-  exec("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL)");
+  try {
+    exec("PRAGMA journal_mode=WAL");
+    exec("PRAGMA synchronous=FULL");
+    exec("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL)");
+  } catch (...) {
+    // A file that is not a database fails here; the destructor will not run.
+    sqlite3_close(db_);
+    db_ = nullptr;
+    throw;
+  }
 }
 
 Store::~Store() {
@@ -46,9 +53,18 @@ std::map<std::string, std::string> Store::load() {
   CNX_CHECK(sqlite3_prepare_v2(db_, "SELECT key, value FROM state", -1, &st, nullptr) == SQLITE_OK, path_,
             ": sqlite prepare failed: ", sqlite3_errmsg(db_));
   int rc;
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-    rows[reinterpret_cast<const char*>(sqlite3_column_text(st, 0))] =
-        reinterpret_cast<const char*>(sqlite3_column_text(st, 1));
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    // A tampered file may hold NULLs (another schema; SQLite allows a NULL
+    // TEXT primary key): refuse the row instead of reading through nullptr.
+    const unsigned char* key = sqlite3_column_text(st, 0);
+    const unsigned char* value = sqlite3_column_text(st, 1);
+    if (!key || !value) {
+      sqlite3_finalize(st);
+      CNX_CHECK(false, path_, ": the state table holds a NULL ", key ? "value" : "key",
+                " (a damaged or tampered database)");
+    }
+    rows[reinterpret_cast<const char*>(key)] = reinterpret_cast<const char*>(value);
+  }
   sqlite3_finalize(st);
   CNX_CHECK(rc == SQLITE_DONE, path_, ": sqlite read failed: ", sqlite3_errmsg(db_));
   return rows;

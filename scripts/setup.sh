@@ -41,6 +41,7 @@ PACKAGES=(
   iproute2 nftables                          # the namespace cluster tests (tests/cluster)
   python3-torch                              # PyTorch reference for the equivalence tests (tests only)
   libdnnl-dev libxsmm-dev libblis-dev        # optional GEMM libraries compared in bench/model/small_gemm_bench
+  clang libclang-rt-14-dev                   # libFuzzer + ASan/UBSan runtimes: the fuzz targets (scripts/fuzz.sh)
 )
 
 SUDO=""

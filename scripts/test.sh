@@ -11,6 +11,10 @@
 #   scripts/test.sh -L unit      extra arguments go to ctest (later steps skipped)
 #   CNX_SKIP_CORE_ONLY=1         skip the core-only step
 #   CNX_GPU_FLAVOURS=1           also build and test the GPU flavours
+#   CNX_SKIP_FUZZ=1              skip the fuzz step (scripts/fuzz.sh: clang + libFuzzer
+#                                targets built in build-fuzz, each run CNX_FUZZ_SECONDS=30 s)
+# Without arguments it first checks that every C++ file is clang-formatted
+# (scripts/format.sh --check; fix with scripts/format.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -28,5 +32,9 @@ if [ $# -eq 0 ] && [ "${CNX_SKIP_CORE_ONLY:-0}" != 1 ]; then
 fi
 if [ $# -eq 0 ] && [ "${CNX_GPU_FLAVOURS:-0}" = 1 ]; then
   scripts/test_gpu_flavours.sh || status=1
+fi
+if [ $# -eq 0 ] && [ "${CNX_SKIP_FUZZ:-0}" != 1 ]; then
+  printf '\033[1m[test]\033[0m fuzzing every parser of untrusted input from its corpus (scripts/fuzz.sh)\n' >&2
+  scripts/fuzz.sh || status=1
 fi
 exit $status

@@ -46,6 +46,15 @@ at::Tensor rng_from_hex(const std::string& s, const std::string& origin) {
   if (!from_hex(s, &raw)) throw CheckpointError(origin + ": RNG state is not an even-length hex string");
   at::Tensor t = at::empty({static_cast<int64_t>(raw.size())}, at::kByte);
   std::memcpy(t.data_ptr<uint8_t>(), raw.data(), raw.size());
+  // LibTorch checks a state only when it is applied (set_cpu_rng_state, long
+  // after this file was read): try it on a scratch generator now, so a bad
+  // state is an error naming this file (found by fuzz/checkpoint_fuzz.cc).
+  try {
+    at::Generator scratch = at::make_generator<at::CPUGeneratorImpl>();
+    scratch.set_state(t);
+  } catch (const c10::Error& e) {
+    throw CheckpointError(origin + ": \"cpu_rng\" is not a CPU generator state (" + e.what_without_backtrace() + ")");
+  }
   return t;
 }
 

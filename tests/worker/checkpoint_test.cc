@@ -103,6 +103,31 @@ TEST(CheckpointSnapshot, AnUncommittedFolderIsRefused) {
   fs::remove_all(root);
 }
 
+// Found by fuzz/checkpoint_fuzz.cc (fuzz/corpus/checkpoint/bad_rng_short,
+// bad_rng_odd): a rank file whose "cpu_rng" is valid hex but not a generator
+// state was accepted, and the trainer then died in LibTorch's set_state
+// with a message naming no file. It is now refused when read.
+TEST(CheckpointSnapshot, ARankFileWithABadGeneratorStateIsRefusedByName) {
+  const std::string root = fresh_dir("badrng");
+  const CheckpointSnapshot s = take_snapshot(0, true, sample_model(), {}, sample_record(5), "c", true);
+  const std::string tmp = root + "/" + temp_checkpoint_name(5);
+  Manifest files = write_snapshot(tmp, s);
+  for (const std::string rng : {"00ff", "", std::string(5056 * 2, 'f')}) {
+    const std::string rank_file = tmp + "/" + rank_file_name(0);
+    files[rank_file_name(0)] =
+        write_file_durable(rank_file, "{\"rank\": 0, \"cursor\": \"c\", \"cpu_rng\": \"" + rng + "\"}\n");
+    write_file_durable(tmp + "/MANIFEST.json", manifest_to_json(5, files));
+    try {
+      read_checkpoint(tmp, 0);
+      ADD_FAILURE() << "cpu_rng of " << rng.size() / 2 << " bytes was accepted";
+    } catch (const CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find(rank_file_name(0)), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("cpu_rng"), std::string::npos) << e.what();
+    }
+  }
+  fs::remove_all(root);
+}
+
 std::vector<double> sum(const std::vector<std::vector<double>>& ranks) {
   std::vector<double> out(ranks[0].size(), 0.0);
   for (const auto& r : ranks)
