@@ -76,6 +76,7 @@ case "$mode" in
     "$BUILD_DIR/fuzz/cnx-fuzz-corpus" fuzz/corpus . || die "cnx-fuzz-corpus"
     exit 0 ;;
   reproduce)
+    [ -f "fuzz/lsan/$2.supp" ] && export LSAN_OPTIONS="suppressions=fuzz/lsan/$2.supp:print_suppressions=0"
     exec "$(binary "$2")" "${LIMITS[@]}" "$3" ;;
 esac
 
@@ -93,11 +94,13 @@ for t in "${TARGETS[@]}"; do
   mkdir -p "$work" "$art" "$(dirname "$log")"
   dict=()
   [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
+  lsan=${LSAN_OPTIONS:-}
+  [ -f "fuzz/lsan/$t.supp" ] && lsan="suppressions=fuzz/lsan/$t.supp:print_suppressions=0${lsan:+:$lsan}"
   say "$t: ${SECONDS_EACH} s from fuzz/corpus/$t ($(ls "fuzz/corpus/$t" | wc -l) seeds)"
   t0=$(date +%s)
   rc=0
   TIMEFORMAT='%U %S'
-  { time "${nice_cmd[@]}" "$bin" "$work" "fuzz/corpus/$t" "${dict[@]}" "${LIMITS[@]}" \
+  { time LSAN_OPTIONS="$lsan" "${nice_cmd[@]}" "$bin" "$work" "fuzz/corpus/$t" "${dict[@]}" "${LIMITS[@]}" \
       -max_total_time="$SECONDS_EACH" -print_final_stats=1 -artifact_prefix="$art/" >"$log" 2>&1 || rc=$?; } 2>"$log.time"
   cpu=$(awk '{printf "%.1f", $1 + $2}' "$log.time")
   secs=$(( $(date +%s) - t0 ))
