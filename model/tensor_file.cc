@@ -1,13 +1,163 @@
 #include "model/tensor_file.h"
 
 #include <ATen/ATen.h>
+#include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/read_adapter_interface.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 
 namespace cnx::model {
+namespace {
+
+// The bytes of a .pt for PyTorchStreamReader, reads bounded by the buffer.
+class BytesReader final : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit BytesReader(const std::vector<char>& bytes) : bytes_(bytes) {}
+  size_t size() const override { return bytes_.size(); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
+    if (pos >= bytes_.size()) return 0;
+    n = static_cast<size_t>(std::min<uint64_t>(n, bytes_.size() - pos));
+    std::memcpy(buf, bytes_.data() + pos, n);
+    return n;
+  }
+
+ private:
+  const std::vector<char>& bytes_;
+};
+
+// LibTorch's unpickler (1.13) allocates and zero-fills the length that a
+// length-prefixed opcode announces before it checks that so many bytes
+// follow: a 2 KB .pt announcing a 4 GiB string cost 4 GiB of memory and a
+// minute (found by fuzz/pt_fuzz.cc: fuzz/corpus/pt/oom-unpickler-readbytes-4gib).
+// This walks the opcodes of data.pkl first and returns the problem ("" when
+// none) of a length beyond the end of the pickle. An opcode it does not know
+// ends the walk: LibTorch then refuses it itself.
+std::string check_pickle_lengths(const uint8_t* p, size_t n) {
+  size_t i = 0;
+  auto le = [&](size_t k) {
+    uint64_t v = 0;
+    for (size_t j = 0; j < k; ++j) v |= uint64_t{p[i + j]} << (8 * j);
+    return v;
+  };
+  auto skip_line = [&]() {
+    const void* nl = std::memchr(p + i, '\n', n - i);
+    if (!nl) return false;
+    i = static_cast<size_t>(static_cast<const uint8_t*>(nl) - p) + 1;
+    return true;
+  };
+  while (i < n) {
+    const uint8_t op = p[i++];
+    size_t fixed = 0, len_bytes = 0, lines = 0;
+    switch (op) {
+      case '.':  // STOP
+        return "";
+      case 'K':
+      case 'q':
+      case 'h':
+      case 0x80:  // BININT1 BINPUT BINGET PROTO
+        fixed = 1;
+        break;
+      case 'M':  // BININT2
+        fixed = 2;
+        break;
+      case 'J':
+      case 'r':
+      case 'j':  // BININT LONG_BINPUT LONG_BINGET
+        fixed = 4;
+        break;
+      case 'G':
+      case 0x95:  // BINFLOAT FRAME
+        fixed = 8;
+        break;
+      case 'U':
+      case 0x8c:
+      case 'C':
+      case 0x8a:  // SHORT_BINSTRING SHORT_BINUNICODE SHORT_BINBYTES LONG1
+        len_bytes = 1;
+        break;
+      case 'X':
+      case 'T':
+      case 'B':
+      case 0x8b:  // BINUNICODE BINSTRING BINBYTES LONG4
+        len_bytes = 4;
+        break;
+      case 0x8d:
+      case 0x8e:
+      case 0x96:  // BINUNICODE8 BINBYTES8 BYTEARRAY8
+        len_bytes = 8;
+        break;
+      case 'c':
+      case 'i':  // GLOBAL INST: module and name lines
+        lines = 2;
+        break;
+      case 'I':
+      case 'L':
+      case 'S':
+      case 'V':
+      case 'F':
+      case 'p':
+      case 'g':
+      case 'P':
+        lines = 1;
+        break;
+      case '(':
+      case ')':
+      case '}':
+      case ']':
+      case 'R':
+      case 'b':
+      case 'Q':
+      case 's':
+      case 'u':
+      case 'a':
+      case 'e':
+      case 't':
+      case 0x85:
+      case 0x86:
+      case 0x87:
+      case 0x88:
+      case 0x89:
+      case 'N':
+      case '0':
+      case '1':
+      case '2':
+      case 0x81:
+      case 0x94:
+      case 'd':
+      case 'l':
+      case 'o':
+      case 0x93:
+      case 0x8f:
+      case 0x90:
+      case 0x91:
+      case 0x92:
+        break;  // no argument
+      default:
+        return "";
+    }
+    for (size_t l = 0; l < lines; ++l)
+      if (!skip_line()) return "";
+    if (n - i < fixed + len_bytes) return "opcode at offset " + std::to_string(i - 1) + " runs past the end";
+    if (len_bytes > 0) {
+      const uint64_t len = le(len_bytes);
+      i += len_bytes;
+      if (len > n - i)
+        return "opcode at offset " + std::to_string(i - 1 - len_bytes) + " announces " + std::to_string(len) +
+               " bytes, " + std::to_string(n - i) + " remain";
+      i += static_cast<size_t>(len);
+    }
+    i += fixed;
+  }
+  return "";
+}
+
+}  // namespace
 
 std::vector<char> pickle_tensors(const NamedTensors& tensors, const std::string& outer_key) {
   c10::Dict<std::string, at::Tensor> dict;
@@ -27,6 +177,17 @@ std::vector<char> pickle_tensors(const NamedTensors& tensors, const std::string&
 
 NamedTensors unpickle_tensors(const std::vector<char>& bytes, const std::string& origin) {
   c10::IValue value;
+  std::string problem;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(std::make_shared<BytesReader>(bytes));
+    if (reader.hasRecord("data.pkl")) {
+      auto [data, size] = reader.getRecord("data.pkl");
+      problem = check_pickle_lengths(static_cast<const uint8_t*>(data.get()), size);
+    }
+  } catch (const std::exception&) {
+    // Not a readable archive: pickle_load below reports it.
+  }
+  if (!problem.empty()) throw WeightsError("'" + origin + "' has a damaged pickle (data.pkl: " + problem + ")");
   try {
     value = torch::jit::pickle_load(bytes);
   } catch (const std::exception& e) {

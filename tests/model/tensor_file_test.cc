@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 #include <torch/serialize.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 
 #include "tests/model/test_util.h"
 
@@ -88,6 +90,22 @@ TEST(TensorFile, ErrorsNameTheFile) {
   NamedTensors twice = sample();
   twice.push_back(twice.front());
   EXPECT_NE(error_of([&] { pickle_tensors(twice); }).find("duplicate tensor name 'z.weight'"), std::string::npos);
+}
+
+// Found by fuzz/pt_fuzz.cc (fuzz/corpus/pt/oom-unpickler-readbytes-4gib):
+// a 1.7 KB .pt whose pickle announces a 4 GiB string made LibTorch's
+// unpickler allocate and zero-fill 4 GiB before failing. It is refused
+// before LibTorch reads it, naming the file and the opcode.
+TEST(TensorFile, APickleAnnouncingMoreBytesThanItHoldsIsRefused) {
+  const char* src = std::getenv("CNX_SOURCE_DIR");
+  const std::string path = std::string(src ? src : ".") + "/fuzz/corpus/pt/oom-unpickler-readbytes-4gib";
+  std::ifstream in(path, std::ios::binary);
+  ASSERT_TRUE(in.good()) << path;
+  const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string err = error_of([&] { unpickle_tensors(bytes, "oom.pt"); });
+  EXPECT_NE(err.find("oom.pt"), std::string::npos) << err;
+  EXPECT_NE(err.find("data.pkl"), std::string::npos) << err;
+  EXPECT_NE(err.find("announces"), std::string::npos) << err;
 }
 
 }  // namespace
