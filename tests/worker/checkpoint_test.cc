@@ -112,7 +112,7 @@ TEST(CheckpointSnapshot, ARankFileWithABadGeneratorStateIsRefusedByName) {
   const CheckpointSnapshot s = take_snapshot(0, true, sample_model(), {}, sample_record(5), "c", true);
   const std::string tmp = root + "/" + temp_checkpoint_name(5);
   Manifest files = write_snapshot(tmp, s);
-  for (const std::string rng : {"00ff", "", std::string(5056 * 2, 'f')}) {
+  for (const std::string& rng : std::vector<std::string>{"00ff", "", std::string(5056 * 2, 'f')}) {
     const std::string rank_file = tmp + "/" + rank_file_name(0);
     files[rank_file_name(0)] =
         write_file_durable(rank_file, "{\"rank\": 0, \"cursor\": \"c\", \"cpu_rng\": \"" + rng + "\"}\n");
