@@ -6,7 +6,7 @@
 // gRPC transport is left out; the method table mirrors server.cc's.
 //
 // Input: a sequence of calls until the bytes run out, each
-//   op (1 byte: method = op % 9, token = op / 9 % 4: none, job, operator,
+//   op (1 byte: method = op % 14, token = op / 14 % 4: none, job, operator,
 //       or a fuzzed "authorization" value), clock advance (1 byte, x0.5 s),
 //   request bytes (FuzzedDataProvider string, <= 4 KiB).
 // A fresh coordinator (empty store, 4 shards) serves each input.
@@ -80,9 +80,21 @@ co::ServerOptions options(const std::string& db, double* clock) {
   return o;
 }
 
-const char* const kMethods[] = {
-    "Register",  "Heartbeat",         "AcquireShard", "ReportShardDone", "ReportCheckpointPart", "LatestCheckpoint",
-    "GetStatus", "RequestCheckpoint", "Drain"};
+const char* const kMethods[] = {"Register",
+                                "Heartbeat",
+                                "AcquireShard",
+                                "ReportShardDone",
+                                "ReportCheckpointPart",
+                                "RegisterHost",
+                                "HostHeartbeat",
+                                "AcquireShards",
+                                "ReportShardsDone",
+                                "ReportCheckpointParts",
+                                "LatestCheckpoint",
+                                "GetStatus",
+                                "RequestCheckpoint",
+                                "Drain"};
+constexpr int kMethodCount = sizeof(kMethods) / sizeof(kMethods[0]);
 
 // The token rules of service.h, written out independently.
 bool may_call(int method, int who) {  // who: 0 none, 1 job, 2 operator
@@ -106,16 +118,22 @@ grpc::Status call(co::CoordinatorService& s, const char* name, const std::string
   return done.get_future().get();
 }
 
-grpc::Status call_part(co::CoordinatorService& s, const std::string& bytes, bool* parsed) {
-  pb::CheckpointPartRequest req;
+// ReportCheckpointPart(s): the folders retention hands out for deletion
+// must lie inside checkpoint.root.
+template <class Req>
+grpc::Status call_parts(co::CoordinatorService& s, const char* name, const std::string& bytes,
+                        uint64_t (co::CoordinatorService::*handler)(const Req&, pb::CheckpointPartReply*,
+                                                                    std::vector<std::string>*),
+                        bool* parsed) {
+  Req req;
   *parsed = req.ParseFromString(bytes);
   if (!*parsed) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "cannot parse");
   pb::CheckpointPartReply rep;
   std::vector<std::string> garbage;
   std::promise<grpc::Status> done;
   s.run(
-      "ReportCheckpointPart", std::chrono::steady_clock::now(),
-      [&] { return s.ReportCheckpointPart(req, &rep, &garbage); }, [&](const grpc::Status& st) { done.set_value(st); });
+      name, std::chrono::steady_clock::now(), [&] { return (s.*handler)(req, &rep, &garbage); },
+      [&](const grpc::Status& st) { done.set_value(st); });
   const grpc::Status st = done.get_future().get();
   const std::string root = env().ckpt_root + "/";
   for (const auto& g : garbage) {
@@ -144,7 +162,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     co::CoordinatorService service(options(db, &clock), &store);
     while (in.remaining_bytes() > 0) {
       const uint8_t op = in.ConsumeIntegral<uint8_t>();
-      const int method = op % 9, who = op / 9 % 4;
+      const int method = op % kMethodCount, who = op / kMethodCount % 4;
       clock += 0.5 * in.ConsumeIntegral<uint8_t>();
       std::string auth;
       if (who == 1) auth = "Bearer " + kJobToken;
@@ -181,15 +199,30 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           st = call(service, "ReportShardDone", bytes, &S::ReportShardDone, &parsed);
           break;
         case 4:
-          st = call_part(service, bytes, &parsed);
+          st = call_parts(service, "ReportCheckpointPart", bytes, &S::ReportCheckpointPart, &parsed);
           break;
         case 5:
-          st = call(service, "LatestCheckpoint", bytes, &S::LatestCheckpoint, &parsed);
+          st = call(service, "RegisterHost", bytes, &S::RegisterHost, &parsed);
           break;
         case 6:
-          st = call(service, "GetStatus", bytes, &S::GetStatus, &parsed);
+          st = call(service, "HostHeartbeat", bytes, &S::HostHeartbeat, &parsed);
           break;
         case 7:
+          st = call(service, "AcquireShards", bytes, &S::AcquireShards, &parsed);
+          break;
+        case 8:
+          st = call(service, "ReportShardsDone", bytes, &S::ReportShardsDone, &parsed);
+          break;
+        case 9:
+          st = call_parts(service, "ReportCheckpointParts", bytes, &S::ReportCheckpointParts, &parsed);
+          break;
+        case 10:
+          st = call(service, "LatestCheckpoint", bytes, &S::LatestCheckpoint, &parsed);
+          break;
+        case 11:
+          st = call(service, "GetStatus", bytes, &S::GetStatus, &parsed);
+          break;
+        case 12:
           st = call(service, "RequestCheckpoint", bytes, &S::RequestCheckpoint, &parsed);
           break;
         default:

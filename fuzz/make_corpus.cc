@@ -339,12 +339,28 @@ void config_seeds(const fs::path& src) {
 
 // ---------------------------------------------------------- coordinator RPCs
 // Methods in coordinator_rpc_fuzz.cc's order; token kinds: 1 job, 2 operator.
-enum Method { kRegister, kHeartbeat, kAcquire, kDone, kPart, kLatest, kStatus, kRequestCkpt, kDrain };
+enum Method {
+  kRegister,
+  kHeartbeat,
+  kAcquire,
+  kDone,
+  kPart,
+  kRegisterHost,
+  kHostHeartbeat,
+  kAcquireShards,
+  kShardsDone,
+  kParts,
+  kLatest,
+  kStatus,
+  kRequestCkpt,
+  kDrain,
+  kMethodCount
+};
 
 class Session {
  public:
   Session& call(Method m, int who, uint8_t dt, const google::protobuf::Message& req) {
-    w_.byte(static_cast<uint8_t>(m + 9 * who)).byte(dt);
+    w_.byte(static_cast<uint8_t>(m + kMethodCount * who)).byte(dt);
     w_.str(req.SerializeAsString());
     return *this;
   }
@@ -427,6 +443,67 @@ void coordinator_rpc_seeds() {
   s.call(kDrain, 2, 1, dr);
   seed("coordinator_rpc", "register_lease_checkpoint_drain", s.done());
   seed("coordinator_rpc", "register_and_request_checkpoint", registered);
+  // The host speaker protocol: one host serving ranks 0 and 1.
+  Session h;
+  pb::RegisterHostRequest rh;
+  rh.set_job_id("fuzz-job");
+  rh.add_ranks(0);
+  rh.add_ranks(1);
+  rh.set_world_size(2);
+  rh.set_host("hostA");
+  rh.set_launch_id("L1");
+  h.call(kRegisterHost, 1, 1, rh);
+  pb::HostRef hr;
+  hr.set_job_id("fuzz-job");
+  hr.set_attempt(1);
+  hr.set_host("hostA");
+  pb::HostHeartbeatRequest hh;
+  *hh.mutable_host() = hr;
+  for (int r = 0; r < 2; ++r) {
+    auto* b = hh.add_ranks();
+    b->set_rank(r);
+    b->set_step(2);
+  }
+  h.call(kHostHeartbeat, 1, 1, hh);
+  pb::AcquireShardsRequest as;
+  *as.mutable_host() = hr;
+  for (int r = 0; r < 2; ++r)
+    for (int pos = 0; pos < 2; ++pos) {
+      auto* a = as.add_asks();
+      a->set_rank(r);
+      a->set_epoch(0);
+      a->set_position(pos);
+    }
+  h.call(kAcquireShards, 1, 1, as);
+  pb::ShardsDoneRequest sd;
+  *sd.mutable_host() = hr;
+  for (int r = 0; r < 2; ++r) {
+    auto* d = sd.add_done();
+    d->set_rank(r);
+    d->set_epoch(0);
+    d->set_position(0);
+    d->set_consumed(1);
+  }
+  h.call(kShardsDone, 1, 1, sd);
+  pb::RequestCheckpointRequest rc2;
+  rc2.set_job_id("fuzz-job");
+  h.call(kRequestCkpt, 2, 1, rc2);
+  for (int r = 0; r < 2; ++r) h.call(kHostHeartbeat, 1, 1, hh);
+  pb::CheckpointPartsRequest cp;
+  *cp.mutable_host() = hr;
+  cp.set_plan_id(1);
+  cp.set_step(6);
+  for (int r = 0; r < 2; ++r) {
+    auto* part = cp.add_parts();
+    part->set_rank(r);
+    auto* f = part->add_files();
+    f->set_path(r == 0 ? "model.pt" : "rank-00001.json");
+    f->set_sha256(std::string(64, 'd'));
+    f->set_bytes(10);
+    part->mutable_progress()->set_next_position(1);
+  }
+  h.call(kParts, 1, 1, cp);
+  seed("coordinator_rpc", "host_speaker_session", h.done());
   // Refusals of tests/coordinator/security_test.cc: no token, the job token
   // on an operator call, the operator token on a worker call, a job_id too long.
   Session bad;
