@@ -34,7 +34,9 @@ class BytesReader final : public caffe2::serialize::ReadAdapterInterface {
 // LibTorch's unpickler (1.13) allocates and zero-fills the length that a
 // length-prefixed opcode announces before it checks that so many bytes
 // follow: a 2 KB .pt announcing a 4 GiB string cost 4 GiB of memory and a
-// minute (found by fuzz/pt_fuzz.cc: fuzz/corpus/pt/oom-unpickler-readbytes-4gib).
+// minute; and it sizes its memo table by a LONG_BINPUT index (found by
+// fuzz/pt_fuzz.cc: fuzz/corpus/pt/oom-unpickler-readbytes-4gib,
+// oom-unpickler-memo-index).
 // This walks the opcodes of data.pkl first and returns the problem ("" when
 // none) of a length beyond the end of the pickle. An opcode it does not know
 // ends the walk: LibTorch then refuses it itself.
@@ -144,6 +146,11 @@ std::string check_pickle_lengths(const uint8_t* p, size_t n) {
     for (size_t l = 0; l < lines; ++l)
       if (!skip_line()) return "";
     if (n - i < fixed + len_bytes) return "opcode at offset " + std::to_string(i - 1) + " runs past the end";
+    // LONG_BINPUT: LibTorch sizes its memo table by the index (a 4-byte
+    // index of 2^31 asked for 32 GiB). A pickler numbers its memo entries
+    // from 0, one per put of at least two bytes: an index beyond the pickle's
+    // size is no pickle's.
+    if (op == 'r' && le(4) >= n) return "memo index at offset " + std::to_string(i - 1) + " is out of range";
     if (len_bytes > 0) {
       const uint64_t len = le(len_bytes);
       i += len_bytes;

@@ -102,7 +102,7 @@ for t in "${TARGETS[@]}"; do
   TIMEFORMAT='%U %S'
   { time LSAN_OPTIONS="$lsan" "${nice_cmd[@]}" "$bin" "$work" "fuzz/corpus/$t" "${dict[@]}" "${LIMITS[@]}" \
       -max_total_time="$SECONDS_EACH" -print_final_stats=1 -artifact_prefix="$art/" >"$log" 2>&1 || rc=$?; } 2>"$log.time"
-  cpu=$(awk '{printf "%.1f", $1 + $2}' "$log.time")
+  cpu=$(tail -1 "$log.time" | awk '{printf "%.1f", $1 + $2}')
   secs=$(( $(date +%s) - t0 ))
   last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last"); ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
