@@ -148,6 +148,7 @@ void describe(V& v, TrainConfig& c) {
   v("nonfinite", c.nonfinite, one_of({"skip", "stop"}));
   v("max_skipped", c.max_skipped, at_least(1));
   v("device", c.device, one_of({"auto", "cpu", "cuda"}));
+  v("precision", c.precision, one_of({"fp32", "bf16", "fp16"}));
   v("sample_log", c.sample_log, Check<std::string>([](const std::string& s) {
       return s.find_first_of("\n\r") == std::string::npos ? "" : "a folder path without line breaks (\"\" = off)";
     }));

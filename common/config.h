@@ -100,6 +100,9 @@ struct TrainConfig {
   std::string sample_log;
   // auto (the rank's GPU when LibTorch has CUDA and one is visible) | cpu | cuda
   std::string device = "auto";
+  // fp32 | bf16 | fp16: mixed precision of the forward/backward (model/precision.h);
+  // fp16 adds dynamic loss scaling (worker/loss_scaler.h) and needs CUDA.
+  std::string precision = "fp32";
 };
 
 struct DistributedConfig {

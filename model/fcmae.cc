@@ -152,12 +152,17 @@ torch::Tensor unpatchify(const torch::Tensor& patches, int64_t p, int64_t h, int
 torch::Tensor fcmae_loss(const torch::Tensor& images, const torch::Tensor& pred, const torch::Tensor& mask, int64_t p,
                          bool norm_pix_loss) {
   RECORD_FUNCTION("cnx::fcmae_loss", std::vector<c10::IValue>());
-  auto target = patchify(images, p);
+  auto target = patchify(
+      images.scalar_type() == at::kHalf || images.scalar_type() == at::kBFloat16 ? images.to(at::kFloat) : images, p);
   const int64_t n = target.size(0), l = target.size(1), d = target.size(2);
   CNX_CHECK(pred.dim() == 4 && pred.size(0) == n && pred.size(1) == d && pred.size(2) * pred.size(3) == l,
             "fcmae_loss: prediction ", pred.sizes(), " does not match ", l, " patches of ", d, " values");
   CNX_CHECK(mask.numel() == n * l, "fcmae_loss: mask ", mask.sizes(), " does not hold ", l, " patches per image");
-  auto m = mask.reshape({n, l}).to(pred.scalar_type());
+  // The loss in float32 (at least): a reduced-precision prediction (mixed
+  // precision, precision.h) is cast up; float32/float64 ones are used as they are.
+  const at::Tensor pred_f =
+      pred.scalar_type() == at::kHalf || pred.scalar_type() == at::kBFloat16 ? pred.to(at::kFloat) : pred;
+  auto m = mask.reshape({n, l}).to(pred_f.scalar_type());
   const double masked = m.sum().item<double>();
   CNX_CHECK(masked > 0, "fcmae_loss: no patch is masked (mask_ratio 0?), the reconstruction loss is undefined");
   if (norm_pix_loss) {
@@ -166,8 +171,8 @@ torch::Tensor fcmae_loss(const torch::Tensor& images, const torch::Tensor& pred,
     target = (target - mean) / (var + 1e-6).sqrt();
   }
   // (N, L, D) view of the prediction, without a copy for either memory format.
-  auto pr = pred.permute({0, 2, 3, 1}).is_contiguous() ? pred.permute({0, 2, 3, 1}).reshape({n, l, d})
-                                                       : pred.reshape({n, d, l}).permute({0, 2, 1});
+  auto pr = pred_f.permute({0, 2, 3, 1}).is_contiguous() ? pred_f.permute({0, 2, 3, 1}).reshape({n, l, d})
+                                                         : pred_f.reshape({n, d, l}).permute({0, 2, 1});
   if (images.requires_grad()) {
     auto per_patch = (pr - target).pow(2).mean(-1);
     return (per_patch * m).sum() / m.sum();

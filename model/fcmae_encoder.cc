@@ -4,6 +4,7 @@
 #include <torch/nn/functional/conv.h>
 
 #include "common/check.h"
+#include "model/precision.h"
 #include "model/sparse_drop_path.h"
 #include "sparse_ops/conv_cells.h"
 #include "sparse_ops/densify.h"
@@ -85,13 +86,15 @@ at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const En
   auto stem = net.stem_conv();
   auto x = sparse_stem_conv(images, geo.stages[0].layout, stem->weight, stem->bias);
   auto stem_norm = net.stem_norm();
-  x = at::layer_norm(x, {stem_norm->channels()}, stem_norm->weight, stem_norm->bias, stem_norm->eps());
+  // LayerNorm statistics in float32 under autocast (precision.h), as LayerNormImpl.
+  x = at::layer_norm(float_under_autocast(x), {stem_norm->channels()}, stem_norm->weight, stem_norm->bias,
+                     stem_norm->eps());
   for (int64_t s = 0; s < net.num_stages(); ++s) {
     const auto& st = geo.stages[s];
     if (s > 0) {
       auto ln = net.downsample_norm(s);
       auto conv = net.downsample_conv(s);
-      x = at::layer_norm(x, {ln->channels()}, ln->weight, ln->bias, ln->eps());
+      x = at::layer_norm(float_under_autocast(x), {ln->channels()}, ln->weight, ln->bias, ln->eps());
       x = sparse_downsample_conv(x, st.cells, conv->weight, conv->bias);
     }
     for (auto blk : net.stage_blocks(s)) x = sparse_block(*blk, x, st.neighbours, st.layout.offsets, net.is_training());
@@ -102,7 +105,8 @@ at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const En
 at::Tensor sparse_block(BlockImpl& blk, const at::Tensor& x, const at::Tensor& neighbours, const at::Tensor& offsets,
                         bool training) {
   auto y = sparse_depthwise_conv(x, neighbours, blk.dwconv->weight, blk.dwconv->bias);
-  y = at::layer_norm(y, {blk.norm->channels()}, blk.norm->weight, blk.norm->bias, blk.norm->eps());
+  y = at::layer_norm(float_under_autocast(y), {blk.norm->channels()}, blk.norm->weight, blk.norm->bias,
+                     blk.norm->eps());
   y = at::linear(y, blk.pwconv1->weight, blk.pwconv1->bias);
   y = at::gelu(y);
   y = sparse_grn(y, offsets, blk.grn->gamma, blk.grn->beta);
@@ -140,7 +144,8 @@ at::Tensor dense_masked_encode(ConvNeXtV2Impl& net, const at::Tensor& images, co
       y = blk->norm->forward(y);
       y = blk->pwconv1->forward(y);
       y = at::gelu(y);
-      auto gx = at::linalg_vector_norm(y * vis_nhwc, 2, at::IntArrayRef{1, 2}, /*keepdim=*/true, c10::nullopt);
+      auto gx = at::linalg_vector_norm(float_under_autocast(y) * vis_nhwc, 2, at::IntArrayRef{1, 2}, /*keepdim=*/true,
+                                       c10::nullopt);
       y = model::grn_apply(y, gx, blk->grn->gamma, blk->grn->beta);
       y = blk->pwconv2->forward(y);
       x = x + y.permute({0, 3, 1, 2});

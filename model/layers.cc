@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "common/check.h"
+#include "model/precision.h"
 
 namespace cnx::model {
 
@@ -48,13 +49,14 @@ torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) {
   if (format_ == DataFormat::kChannelsLast) {
     CNX_CHECK(x.dim() >= 1 && x.size(-1) == channels_, "LayerNorm(channels_last, ", channels_,
               "): input's last dimension must be ", channels_, ", got shape ", x.sizes());
-    return at::layer_norm(x, {channels_}, weight, bias, eps_);
+    // Statistics in float32 under autocast (docs/model.md, "Mixed precision").
+    return at::layer_norm(float_under_autocast(x), {channels_}, weight, bias, eps_);
   }
   CNX_CHECK(x.dim() == 4 && x.size(1) == channels_, "LayerNorm(channels_first, ", channels_, "): expected input N,",
             channels_, ",H,W, got shape ", x.sizes());
   // Same statistics as the reference's explicit mean/var over dim 1 (biased
   // variance), computed by the fused kernel on an N,H,W,C view.
-  auto y = at::layer_norm(x.permute({0, 2, 3, 1}), {channels_}, weight, bias, eps_);
+  auto y = at::layer_norm(float_under_autocast(x).permute({0, 2, 3, 1}), {channels_}, weight, bias, eps_);
   return y.permute({0, 3, 1, 2});
 }
 
@@ -73,7 +75,8 @@ torch::Tensor grn_apply(const torch::Tensor& x, const torch::Tensor& gx, const t
 torch::Tensor GRNImpl::forward(const torch::Tensor& x) {
   CNX_CHECK(x.dim() == 4 && x.size(3) == channels_, "GRN(", channels_, "): expected channels-last input N,H,W,",
             channels_, ", got shape ", x.sizes());
-  auto gx = at::linalg_vector_norm(x, 2, at::IntArrayRef{1, 2}, /*keepdim=*/true, c10::nullopt);
+  // ||x|| and its mean in float32 under autocast (the output is then float32).
+  auto gx = at::linalg_vector_norm(float_under_autocast(x), 2, at::IntArrayRef{1, 2}, /*keepdim=*/true, c10::nullopt);
   return grn_apply(x, gx, gamma, beta);
 }
 

@@ -54,11 +54,13 @@ class DwconvFn : public torch::autograd::Function<DwconvFn> {
 
 }  // namespace
 
-at::Tensor sparse_depthwise_conv(const at::Tensor& features, const at::Tensor& map, const at::Tensor& weight,
+at::Tensor sparse_depthwise_conv(const at::Tensor& input, const at::Tensor& map, const at::Tensor& weight,
                                  const at::Tensor& bias) {
   static const char* op = "sparse_depthwise_conv";
-  RECORD_FUNCTION("cnx::sparse_dwconv_forward", std::vector<c10::IValue>({features, map}));
-  detail::check_features(op, features);
+  RECORD_FUNCTION("cnx::sparse_dwconv_forward", std::vector<c10::IValue>({input, map}));
+  detail::check_features(op, input);
+  // A convolution: under autocast it runs in the reduced dtype, like Conv2d.
+  const at::Tensor features = detail::autocast_conv_input(input);
   CNX_CHECK(weight.defined() && weight.dim() == 4 && weight.size(1) == 1 && weight.size(2) == weight.size(3), op,
             ": weight must be (C, 1, k, k), got ", weight.defined() ? weight.sizes() : at::IntArrayRef{});
   CNX_CHECK(weight.size(0) == features.size(1), op, ": weight has ", weight.size(0), " channels, features ",
@@ -71,6 +73,16 @@ at::Tensor sparse_depthwise_conv(const at::Tensor& features, const at::Tensor& m
     CNX_CHECK(bias.dim() == 1 && bias.size(0) == features.size(1), op, ": bias must be (C), got ", bias.sizes());
   }
   auto b = detail::match_param(op, "bias", bias, features);
+  const detail::AutocastOff no_autocast(features);
+  if (detail::float_kernels_for(features)) {
+    // Reduced-precision features on CPU: the float32 kernels between casts
+    // (op_util.h); the parameters were rounded to the features' dtype above.
+    const auto f = at::kFloat;
+    auto bf = b.defined() ? b.to(f) : at::Tensor();
+    auto y = DwconvFn::apply(features.to(f), map.contiguous(), w.to(f), detail::bias_or_placeholder(bf, w.to(f)),
+                             bf.defined());
+    return y.to(features.scalar_type());
+  }
   return DwconvFn::apply(features, map.contiguous(), w, detail::bias_or_placeholder(b, features), b.defined());
 }
 

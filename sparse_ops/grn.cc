@@ -78,6 +78,14 @@ at::Tensor sparse_grn(const at::Tensor& features, const at::Tensor& offsets, con
             gamma.defined() ? gamma.numel() : 0, " elements, features ", features.size(1), " channels");
   CNX_CHECK(beta.defined() && beta.numel() == features.size(1), op, ": beta has ", beta.defined() ? beta.numel() : 0,
             " elements, features ", features.size(1), " channels");
+  const detail::AutocastOff no_autocast(features);
+  if (detail::float_kernels_for(features) && gamma.scalar_type() == at::kFloat && beta.scalar_type() == at::kFloat) {
+    // Reduced-precision features on CPU: the float32 kernels between casts
+    // (op_util.h). GRN is no autocast op: gamma and beta stay float32.
+    CNX_CHECK(gamma.device() == features.device() && beta.device() == features.device(), op,
+              ": gamma and beta must be on the features' device ", features.device());
+    return GrnFn::apply(features.to(at::kFloat), offsets.contiguous(), gamma, beta, eps).to(features.scalar_type());
+  }
   auto gm = detail::match_param(op, "gamma", gamma, features);
   auto bt = detail::match_param(op, "beta", beta, features);
   return GrnFn::apply(features, offsets.contiguous(), gm, bt, eps);

@@ -1,6 +1,7 @@
 #include "sparse_ops/op_util.h"
 
 #include "common/check.h"
+#include "common/torch_compat.h"
 
 namespace cnx::sparse_ops::detail {
 
@@ -44,6 +45,24 @@ at::Tensor match_param(const char* op, const char* what, const at::Tensor& param
   }
   check_same(op, what, param, like);
   return param;
+}
+
+at::Tensor autocast_conv_input(const at::Tensor& x) {
+  if (!x.defined() || x.scalar_type() != at::kFloat) return x;
+  const auto type = x.device().type();
+  if ((type != at::kCPU && type != at::kCUDA) || !compat::autocast_enabled(type)) return x;
+  return x.to(compat::autocast_dtype(type));
+}
+
+bool float_kernels_for(const at::Tensor& x) {
+  return (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16) && x.device().is_cpu() &&
+         kernel_mode() == KernelMode::kAuto;
+}
+
+AutocastOff::AutocastOff(const at::Tensor& like) {
+  const auto type = like.device().type();
+  if ((type == at::kCPU || type == at::kCUDA) && compat::autocast_enabled(type))
+    guard_.emplace(type, compat::autocast_dtype(type), /*enabled=*/false);
 }
 
 at::Tensor bias_or_placeholder(const at::Tensor& bias, const at::Tensor& like) {

@@ -10,6 +10,9 @@
 // cast is differentiable, so their gradients come back in float32.
 #include <ATen/ATen.h>
 
+#include <optional>
+
+#include "common/torch_compat.h"
 #include "sparse_ops/backend.h"
 
 namespace cnx::sparse_ops::detail {
@@ -29,6 +32,33 @@ at::Tensor match_param(const char* op, const char* what, const at::Tensor& param
 at::Tensor bias_or_placeholder(const at::Tensor& bias, const at::Tensor& like);
 // Accumulation dtype of the generic kernels: float32 for float16/bfloat16, else the dtype itself.
 at::ScalarType acc_dtype(at::ScalarType dtype);
+
+// Mixed precision (docs/model.md, "Mixed precision"):
+// * autocast_conv_input: the input of an op autocast would run in reduced
+//   precision if it were a Conv2d (the sparse depthwise conv): float32
+//   features become autocast's dtype when autocast is on for their device;
+//   anything else is returned as it is.
+// * float_kernels_for: whether float16/bfloat16 features should run through
+//   the float32 kernels with casts at the op's boundary (inputs and
+//   parameters rounded to the reduced type, float32 arithmetic, output
+//   rounded back): on CPU in kernel mode auto, where the hand-written kernels
+//   are float32 only and the generic ATen path in bfloat16 is several times
+//   slower (bench/model/README.md, "Mixed precision on CPU").
+at::Tensor autocast_conv_input(const at::Tensor& x);
+bool float_kernels_for(const at::Tensor& x);
+
+// Autocast off on `like`'s device for the object's lifetime (and back on
+// after), around an op whose kernels must see the dtypes the front end chose:
+// CUDA autocast would otherwise run e.g. the generic kernels' sums in float32.
+class AutocastOff {
+ public:
+  explicit AutocastOff(const at::Tensor& like);
+  AutocastOff(const AutocastOff&) = delete;
+  AutocastOff& operator=(const AutocastOff&) = delete;
+
+ private:
+  std::optional<compat::AutocastGuard> guard_;
+};
 
 }  // namespace cnx::sparse_ops::detail
 

@@ -81,6 +81,12 @@ TrainerRecord parse_trainer(const std::string& path) {
   r.skipped_total = get_int("skipped_total");
   r.skipped_consecutive = get_int("skipped_consecutive");
   if (t.contains("peak_lr") && t["peak_lr"].is_number()) r.peak_lr = t["peak_lr"].get<double>();
+  if (t.contains("loss_scale")) {
+    if (!t["loss_scale"].is_number() || !(t["loss_scale"].get<double>() > 0))
+      throw CheckpointError(path + ": \"loss_scale\" must be a positive number");
+    r.loss_scale = t["loss_scale"].get<double>();
+    r.loss_scale_growth_tracker = get_int("loss_scale_growth_tracker");
+  }
   if (t.contains("steps_per_epoch") && t["steps_per_epoch"].is_number_integer())
     r.steps_per_epoch = t["steps_per_epoch"].get<int64_t>();
   return r;
@@ -148,7 +154,12 @@ Manifest write_snapshot(const std::string& dir, const CheckpointSnapshot& s) {
                            {"steps_per_epoch", r.steps_per_epoch},
                            {"skipped_total", r.skipped_total},
                            {"skipped_consecutive", r.skipped_consecutive}};
-    files[kTrainerFile] = write_file_durable(dir + "/" + kTrainerFile, t.dump(2) + "\n");
+    nlohmann::json tj = t;
+    if (r.loss_scale > 0) {
+      tj["loss_scale"] = r.loss_scale;
+      tj["loss_scale_growth_tracker"] = r.loss_scale_growth_tracker;
+    }
+    files[kTrainerFile] = write_file_durable(dir + "/" + kTrainerFile, tj.dump(2) + "\n");
   }
   const nlohmann::json rj{
       {"rank", s.rank}, {"cursor", s.rank_state.cursor}, {"cpu_rng", rng_to_hex(s.rank_state.cpu_rng)}};

@@ -8,7 +8,7 @@
 //                   model/tensor_file.h; torch.load in Python gives a dict)
 //   optimizer.pt    rank 0: AdamW state (AdamW::state_dict names)
 //   trainer.json    rank 0: step, epoch, world size, global batch, schedule,
-//                   skipped-step counters (TrainerRecord)
+//                   skipped-step counters, the fp16 loss scaler's state (TrainerRecord)
 //   rank-<r>.json   every rank r: its data cursor and CPU generator state
 //   MANIFEST.json   rank 0, written last: sha256 and size of every file
 //
@@ -49,6 +49,9 @@ struct TrainerRecord {
   int64_t steps_per_epoch = 0;
   int64_t skipped_total = 0;
   int64_t skipped_consecutive = 0;
+  // The fp16 loss scaler (loss_scaler.h); 0 = none (written only with one).
+  double loss_scale = 0;
+  int64_t loss_scale_growth_tracker = 0;
 };
 
 // rank-<r>.json: one rank's data position and generator.

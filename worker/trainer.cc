@@ -110,13 +110,28 @@ TrainerOptions trainer_options(const Config& c) {
   o.checkpoint_async = c.checkpoint.async;
   o.log_every = c.schedule.log_every;
   o.sample_log = c.train.sample_log;
+  try {
+    o.precision = model::parse_precision(c.train.precision, "train.precision");
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(e.what());
+  }
+  o.loss_scaler.enabled = o.precision == model::Precision::kFp16;
   return o;
 }
 
 Trainer::Trainer(TrainerOptions options, comm::Communicator& comm, std::unique_ptr<TrainModel> model,
                  std::unique_ptr<BatchSource> data)
-    : options_(std::move(options)), comm_(comm), model_(std::move(model)), data_(std::move(data)) {
+    : options_(std::move(options)),
+      comm_(comm),
+      model_(std::move(model)),
+      data_(std::move(data)),
+      scaler_(options_.loss_scaler) {
   CNX_CHECK(model_ && data_, "trainer needs a model and a data source");
+  if (options_.precision == model::Precision::kFp16 && !options_.device.is_cuda())
+    throw ConfigError(
+        cnx::str("train.precision: fp16 needs a CUDA device (LibTorch's CPU autocast runs bfloat16 "
+                 "only); this rank trains on ",
+                 options_.device.str(), ": use bf16 or fp32"));
   CNX_CHECK(options_.nonfinite == "skip" || options_.nonfinite == "stop", "train.nonfinite must be skip|stop, got '",
             options_.nonfinite, "'");
   model_->module().to(options_.device);
@@ -172,6 +187,10 @@ Trainer::Trainer(TrainerOptions options, comm::Communicator& comm, std::unique_p
   last_checkpoint_time_ = std::chrono::steady_clock::now();
   if (!options_.sample_log.empty()) sample_log_ = std::make_unique<SampleLog>(options_.sample_log, comm_.rank());
   writer_ = std::make_unique<CheckpointWriter>();
+  if (comm_.rank() == 0 && options_.precision != model::Precision::kFp32)
+    CNX_LOG_INFO("mixed precision {}: forward under autocast, float32 weights and optimizer state{}",
+                 model::precision_name(options_.precision),
+                 scaler_.enabled() ? cnx::str(", dynamic loss scale from ", scaler_.scale()) : std::string());
 }
 
 Trainer::~Trainer() = default;
@@ -216,7 +235,12 @@ StepResult Trainer::step() {
     r.times.data_wait += timer.lap();
 
     at::Tensor masks = make_masks(batch.keys, batch.epoch, options_.seed, grid_, grid_, options_.mask_ratio);
-    at::Tensor loss = model_->loss(batch.images.to(options_.device), masks.to(options_.device));
+    at::Tensor loss;
+    {
+      // Autocast for the forward only; backward runs outside, as in PyTorch.
+      model::PrecisionScope amp(options_.precision, options_.device.type());
+      loss = model_->loss(batch.images.to(options_.device), masks.to(options_.device));
+    }
     if (options_.loss_hook) options_.loss_hook(step_, micro, loss);
     const double value = loss.item<double>();
     nonfinite = nonfinite || !std::isfinite(value);
@@ -229,7 +253,11 @@ StepResult Trainer::step() {
     // The 1 / world of the gradient average is folded into the loss
     // (GradSyncOptions::prescaled): the all-reduce then sums, and no pass
     // divides the gradients afterwards.
-    (loss * (sync_->gradient_scale() / static_cast<double>(options_.accum_steps))).backward();
+    // With a loss scaler the loss is also multiplied by its scale (a power
+    // of two, so unscaling is exact); without one the factor is unchanged.
+    double factor = sync_->gradient_scale() / static_cast<double>(options_.accum_steps);
+    if (scaler_.enabled()) factor *= scaler_.scale();
+    (loss * factor).backward();
     r.times.backward += timer.lap();
   }
   sync_->finish();
@@ -240,14 +268,28 @@ StepResult Trainer::step() {
   const StepDecision d = decide(sync_->control_result(), comm_.size());
   r.lr = schedule_->lr_at(step_);
   r.loss = d.mean_loss;
+  r.loss_scale = scaler_.scale();
+  scaler_.unscale(params_);  // no-op without a loss scaler
   r.grad_norm = clip_grad_norm(params_, options_.clip_grad);
-  if (d.nonfinite_ranks > 0 || !std::isfinite(r.grad_norm)) {
+  // GradScaler's found_inf: a non-finite unscaled gradient (any inf/NaN
+  // element makes the norm non-finite), identical on every rank.
+  const bool found_inf = !std::isfinite(r.grad_norm);
+  if (d.nonfinite_ranks > 0 || found_inf) {
     r.skipped = true;
-    skip_update(d.nonfinite_ranks);
+    if (scaler_.enabled() && d.nonfinite_ranks == 0 && scaler_.scale() >= 1.0) {
+      r.overflow = true;
+      ++skipped_total_;
+      if (comm_.rank() == 0)
+        CNX_LOG_INFO("fp16 gradient overflow at step {}: update skipped, loss scale {} -> {}", step_ + 1,
+                     scaler_.scale(), scaler_.scale() * scaler_.options().backoff_factor);
+    } else {
+      skip_update(d.nonfinite_ranks);
+    }
   } else {
     skipped_consecutive_ = 0;
     optimizer_->step(r.lr);
   }
+  scaler_.update(found_inf);
   ++step_;
   r.step = step_;
   r.times.optimizer = timer.lap();
@@ -425,6 +467,10 @@ TrainerRecord Trainer::trainer_record() const {
   t.steps_per_epoch = schedule_->options().steps_per_epoch;
   t.skipped_total = skipped_total_;
   t.skipped_consecutive = skipped_consecutive_;
+  if (scaler_.enabled()) {
+    t.loss_scale = scaler_.state().scale;
+    t.loss_scale_growth_tracker = scaler_.state().growth_tracker;
+  }
   return t;
 }
 
@@ -632,6 +678,18 @@ void Trainer::load_checkpoint(const std::string& dir) {
   last_checkpoint_step_ = step_;
   skipped_total_ = t.skipped_total;
   skipped_consecutive_ = t.skipped_consecutive;
+  if (scaler_.enabled()) {
+    if (t.loss_scale > 0) {
+      try {
+        scaler_.load({static_cast<float>(t.loss_scale), t.loss_scale_growth_tracker});
+      } catch (const CheckError& e) {
+        throw CheckpointError(tfile + ": " + e.what());
+      }
+    } else if (comm_.rank() == 0) {
+      CNX_LOG_WARN("checkpoint {} holds no loss scale (written without fp16): the scale starts at {}", dir,
+                   scaler_.scale());
+    }
+  }
   if (comm_.rank() == 0) CNX_LOG_INFO("resumed from {} at step {} (epoch {})", dir, step_, epoch_);
 }
 

@@ -13,9 +13,12 @@
 // 2. GradSync::finish(): averaged gradients on every rank and the summed
 //    control values, turned into a StepDecision. From here on every decision
 //    is a function of data that is bit-identical across ranks, so all ranks
-//    decide alike: non-finite loss anywhere (or a non-finite averaged
-//    gradient norm) -> skip the update (count it) or stop, per
-//    train.nonfinite; else clip (optional) and AdamW at the scheduled lr.
+//    decide alike: with a loss scaler (fp16) the gradients are unscaled
+//    first; non-finite loss anywhere (or a non-finite averaged gradient
+//    norm) -> skip the update (count it) or stop, per train.nonfinite, except
+//    that a loss-scaler overflow (non-finite gradients, finite loss, scale
+//    >= 1) only skips and backs the scale off; else clip (optional) and AdamW
+//    at the scheduled lr; then the loss scaler's update (loss_scaler.h).
 // 3. Every-N blocks: progress line (rank 0), checkpoint (every_steps, a
 //    checkpoint-now flag from rank 0's timer, a coordinator plan, preemption,
 //    the last step).
@@ -67,10 +70,12 @@
 
 #include "comm/communicator.h"
 #include "comm/grad_sync.h"
+#include "model/precision.h"
 #include "worker/batch_source.h"
 #include "worker/checkpoint.h"
 #include "worker/checkpoint_files.h"
 #include "worker/checkpoint_writer.h"
+#include "worker/loss_scaler.h"
 #include "worker/lr_schedule.h"
 #include "worker/optimizer.h"
 #include "worker/progress.h"
@@ -104,6 +109,13 @@ struct TrainerOptions {
   std::string nonfinite = "skip";  // skip|stop
   int64_t max_skipped = 10;        // consecutive skipped steps before stopping
   comm::GradSyncOptions sync;      // control_slots is set by the trainer
+  // Mixed precision of the forward pass (model/precision.h): the forward
+  // runs under autocast with the precision's dtype; parameters, gradients and
+  // optimizer state stay float32. fp16 needs a CUDA device (ConfigError).
+  model::Precision precision = model::Precision::kFp32;
+  // Dynamic loss scaling (loss_scaler.h); trainer_options enables it for
+  // fp16. Any precision may use it (tests run it in fp32 on CPU).
+  LossScalerOptions loss_scaler;
   // Where the model and the batches live: the communicator's device (the
   // constructor moves the model there before the initial broadcast).
   at::Device device = at::kCPU;
@@ -136,6 +148,11 @@ struct StepResult {
   double lr = 0;
   double grad_norm = 0;
   bool skipped = false;  // non-finite: no update
+  // The skip was a loss-scaler overflow (fp16: non-finite gradients under a
+  // scale >= 1 with a finite loss): the scale was backed off; such skips do
+  // not count toward train.max_skipped / train.nonfinite.
+  bool overflow = false;
+  double loss_scale = 1;  // the scale this step's loss was multiplied by (1 without a loss scaler)
   bool checkpointed = false;
   bool preempted = false;  // a rank got SIGTERM; checkpoint written if enabled
   bool aborted = false;    // the control plane aborted this attempt
@@ -216,6 +233,7 @@ class Trainer {
   int64_t epoch() const { return epoch_; }
   int64_t skipped_steps() const { return skipped_total_; }
   const LrSchedule& schedule() const { return *schedule_; }
+  const LossScaler& loss_scaler() const { return scaler_; }
   TrainModel& model() { return *model_; }
   AdamW& optimizer() { return *optimizer_; }
   comm::GradSync& grad_sync() { return *sync_; }
@@ -275,6 +293,7 @@ class Trainer {
   int64_t epoch_ = 0;
   int64_t skipped_total_ = 0;
   int64_t skipped_consecutive_ = 0;
+  LossScaler scaler_;
   ProgressMeter progress_;
   ControlPlane* plane_ = nullptr;
   bool preempt_pending_ = false;  // preempted under a control plane: waiting for its checkpoint plan

@@ -11,6 +11,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -340,6 +341,103 @@ TEST(TrainerMpi, NonFiniteLossStopsAllRanksAtTheSameStep) {
     }
   }
   EXPECT_EQ(stopped_at, 2) << "rank " << me;
+}
+
+// The fp16 loss scaler (loss_scaler.h), run here in float32 on CPU: a loss
+// blown up on rank 1 only at steps 2 and 3 (1-based) overflows the scaled
+// gradients; both ranks skip those updates together, back the scale off
+// (65536 -> 32768 -> 16384), keep identical parameters, and the overflows do
+// not count as non-finite steps (train.nonfinite = stop does not stop).
+TEST(TrainerMpi, LossScalerOverflowSkipsOnAllRanksAndBacksOff) {
+  auto& comm = world();
+  TrainerOptions o = trainer_options(tiny_config(2));
+  o.loss_scaler.enabled = true;
+  o.nonfinite = "stop";
+  const int me = comm.rank();
+  o.loss_hook = [me](int64_t step, int64_t, at::Tensor& loss) {
+    if (me == 1 && (step == 1 || step == 2)) loss = loss * 1e36;  // finite; its scaled gradient is not
+  };
+  auto t = make_trainer(tiny_config(2), comm, -1, &o);
+  std::vector<bool> overflow;
+  std::vector<double> scales;
+  for (int i = 0; i < 4; ++i) {
+    NamedTensors before;
+    for (const auto& [n, p] : t->model_state()) before.emplace_back(n, p.detach().clone());
+    const StepResult r = t->step();
+    EXPECT_EQ(r.skipped, r.overflow);
+    EXPECT_TRUE(std::isfinite(r.loss));
+    overflow.push_back(r.overflow);
+    scales.push_back(r.loss_scale);
+    const NamedTensors after = t->model_state();
+    int64_t changed = 0;
+    for (size_t j = 0; j < after.size(); ++j) changed += torch::equal(before[j].second, after[j].second) ? 0 : 1;
+    EXPECT_EQ(changed == 0, r.overflow) << "step " << i << ": " << changed << " tensors changed";
+  }
+  EXPECT_EQ(overflow, (std::vector<bool>{false, true, true, false})) << "rank " << me;
+  EXPECT_EQ(scales, (std::vector<double>{65536, 65536, 32768, 16384})) << "rank " << me;
+  EXPECT_EQ(t->loss_scaler().scale(), 16384.0);
+  EXPECT_EQ(t->loss_scaler().state().growth_tracker, 1);
+  EXPECT_EQ(t->skipped_steps(), 2);
+  EXPECT_EQ(mismatches_vs_rank0(comm, t->model_state()), 0);
+}
+
+// The loss scaler's state travels in the checkpoint (trainer.json): a run
+// resumed from step 3 continues with the same scale and growth count and
+// ends bit-identical to the uninterrupted run.
+TEST(TrainerMpi, LossScalerStateResumesBitExact) {
+  auto& comm = world();
+  const std::string root = temp_root("scaler_resume");
+  if (comm.rank() == 0) fs::remove_all(root);
+  comm.barrier();
+  Config c = tiny_config(2);
+  c.checkpoint.root = root;
+  c.checkpoint.every_steps = 3;
+  TrainerOptions o = trainer_options(c);
+  o.loss_scaler.enabled = true;
+  o.loss_hook = [](int64_t step, int64_t, at::Tensor& loss) {
+    if (step == 0) loss = loss * 1e36;
+  };
+  auto full = make_trainer(c, comm, -1, &o);
+  for (int i = 0; i < 6; ++i) full->step();
+  full->wait_for_checkpoint();
+  EXPECT_EQ(full->loss_scaler().scale(), 32768.0);
+  EXPECT_EQ(full->loss_scaler().state().growth_tracker, 5);
+  TrainerOptions o2 = o;
+  o2.checkpoint_every_steps = 0;
+  auto resumed = make_trainer(c, comm, /*init_seed=*/999, &o2);
+  resumed->load_checkpoint(root + "/" + checkpoint_name(3));
+  EXPECT_EQ(resumed->loss_scaler().scale(), 32768.0);
+  EXPECT_EQ(resumed->loss_scaler().state().growth_tracker, 2);
+  for (int i = 0; i < 3; ++i) resumed->step();
+  EXPECT_EQ(resumed->loss_scaler().state().growth_tracker, 5);
+  const NamedTensors mf = full->model_state(), mr = resumed->model_state();
+  for (size_t i = 0; i < mf.size(); ++i) EXPECT_TRUE(torch::equal(mf[i].second, mr[i].second)) << mf[i].first;
+  comm.barrier();
+  if (comm.rank() == 0) fs::remove_all(root);
+}
+
+// train.precision: bf16 trains on CPU (autocast forward, float32 weights),
+// ranks stay identical, and its losses follow float32's closely over a few
+// steps; fp16 on CPU is a config error naming the key.
+TEST(TrainerMpi, Bf16TrainsOnCpuAndFp16IsRefused) {
+  auto& comm = world();
+  auto f32 = make_trainer(tiny_config(2), comm);
+  auto b16 = make_trainer(tiny_config(2, "train: {precision: bf16}\n"), comm);
+  EXPECT_EQ(b16->options().precision, model::Precision::kBf16);
+  EXPECT_FALSE(b16->loss_scaler().enabled());
+  for (int i = 0; i < 4; ++i) {
+    const double a = f32->step().loss, b = b16->step().loss;
+    EXPECT_TRUE(std::isfinite(b));
+    EXPECT_NEAR(b, a, 0.02 * std::abs(a)) << "step " << i;
+  }
+  EXPECT_EQ(mismatches_vs_rank0(comm, b16->model_state()), 0);
+  for (const auto& [name, p] : b16->model_state()) EXPECT_EQ(p.scalar_type(), at::kFloat) << name;
+  try {
+    make_trainer(tiny_config(2, "train: {precision: fp16}\n"), comm);
+    ADD_FAILURE() << "fp16 on CPU accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("train.precision"), std::string::npos) << e.what();
+  }
 }
 
 // SIGTERM on one rank: both ranks finish the step, checkpoint and report it.
