@@ -12,7 +12,11 @@
 
 namespace cnx::sparse_ops {
 
-// features: [M, C] float/double, rows in the layout's order.
+// Mixed precision: under autocast float32 features are cast to autocast's
+// dtype first (a convolution, as Conv2d under autocast); float16/bfloat16
+// features on CPU run the float32 kernels between casts (op_util.h).
+//
+// features: [M, C] float32/float64/float16/bfloat16, rows in the layout's order.
 // map: neighbour_map(layout, k), int32 [M, k*k], same device.
 // weight: (C, 1, k, k) as stored by a depthwise torch Conv2d; bias: (C) or undefined.
 // Returns [M, C].

@@ -5,7 +5,7 @@
 #   bench/model/precision_curve.sh [BUILD_DIR] [STEPS] [OUT_DIR]
 #   (defaults: build, 300, runs/precision_curve)
 #
-# Three runs of the same schedule on the same shards: fp32 with job.seed 0,
+# Three runs (concurrent) of the same schedule on the same shards: fp32 with job.seed 0,
 # fp32 with job.seed 1 (the noise: another init, other masks and crops),
 # bf16 with job.seed 0. One rank with data.batch_size 64 keeps the demo's
 # global batch (2 ranks x 32), so the lr schedule is the demo's; 1 thread.
@@ -34,9 +34,13 @@ run() {  # name precision seed
     --set checkpoint.every_steps=0 --set data.batch_size=64 --set "train.precision=$2" --set "job.seed=$3" \
     --set schedule.log_every=1 --set metrics.enabled=false --resume none >"$OUT/$1.log" 2>&1
 }
-run fp32 fp32 0
-run fp32-seed1 fp32 1
-run bf16 bf16 0
+# Concurrently (independent processes; on a loaded machine this is what fits
+# in the time): the step times below are then contended; the same-run speed
+# ratio comes from cnx-fcmae-step-bench (bench/model/README.md).
+run fp32 fp32 0 &
+run fp32-seed1 fp32 1 &
+run bf16 bf16 0 &
+wait
 python3 - "$OUT" <<'PY'
 import re, statistics, sys
 out, W = sys.argv[1], 25

@@ -528,8 +528,9 @@ TEST(SparseOps, ReducedPrecisionActivationsWithFloatParameters) {
 
 // The chain under CPU bfloat16 autocast (float32 image and parameters, as a
 // training step has them), backward outside the autocast region as usual:
-// the cell convs' GEMMs run in bfloat16, everything else follows the dtypes
-// it gets; results within bfloat16 precision of the float32 chain.
+// the cell convs' GEMMs and the depthwise conv run in bfloat16, GRN and
+// densify follow the dtypes they get; results within bfloat16 precision of
+// the float32 chain.
 TEST(SparseOps, ChainUnderAutocast) {
   auto mask = random_mask(2, 2, 3, 0.5, 82);
   auto fine = layout_from_patch_mask(mask, 2, 3, 4);
