@@ -14,8 +14,7 @@ LossScaler::LossScaler(LossScalerOptions options) : options_(options) {
   CNX_CHECK(options_.growth_factor > 1.0, "loss scaler: growth_factor must be > 1, got ", options_.growth_factor);
   CNX_CHECK(options_.backoff_factor > 0.0 && options_.backoff_factor < 1.0,
             "loss scaler: backoff_factor must be in (0, 1), got ", options_.backoff_factor);
-  CNX_CHECK(options_.growth_interval >= 1, "loss scaler: growth_interval must be >= 1, got ",
-            options_.growth_interval);
+  CNX_CHECK(options_.growth_interval >= 1, "loss scaler: growth_interval must be >= 1, got ", options_.growth_interval);
   state_.scale = static_cast<float>(options_.init_scale);
   state_.growth_tracker = 0;
 }

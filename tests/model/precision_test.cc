@@ -198,7 +198,8 @@ TEST(Precision, FcmaeBf16ForwardBackwardMatchesFloat32) {
       torch::NoGradGuard g;
       uint64_t seed = 300;
       for (auto& p : model->named_parameters())
-        if (p.key().find(".grn.") != std::string::npos) p.value().copy_(seeded_randn(p.value().sizes(), seed++, at::kFloat) * 0.5);
+        if (p.key().find(".grn.") != std::string::npos)
+          p.value().copy_(seeded_randn(p.value().sizes(), seed++, at::kFloat) * 0.5);
     }
     auto images = seeded_randn({4, 3, 64, 64}, 12, at::kFloat);
     auto mask = generate_mask(4, 2, 2, 0.6, 13);
