@@ -124,7 +124,7 @@ void check_plaintext_allowed(const std::string& address, bool tls, bool allow_pl
 namespace {
 
 // PEM material: refuses anything without a PEM header (e.g. the placeholder
-// values of deploy/k8s/secret.yaml) with a message naming the key.
+// values of deploy/k8s/base/secret.yaml) with a message naming the key.
 std::string read_pem(const std::string& path, const std::string& what) {
   std::string text = read_file(path, what);
   CNX_CHECK(text.find("-----BEGIN ") != std::string::npos, path, ": ", what,

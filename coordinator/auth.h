@@ -22,7 +22,7 @@ std::string load_operator_token(const std::string& token_file, const std::string
 
 // Refuses (cnx::CheckError naming `source`) a token shorter than 16
 // characters, with spaces or non-printable characters, a known placeholder
-// (e.g. the "replace-with-..." value shipped in deploy/k8s/secret.yaml), or
+// (e.g. the "replace-with-..." value shipped in deploy/k8s/base/secret.yaml), or
 // one with less than 64 bits of estimated entropy (character frequencies x
 // length: `openssl rand -hex 32` gives ~250 bits, "aaaa..." or a short
 // repeated pattern almost none).

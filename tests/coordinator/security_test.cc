@@ -42,8 +42,8 @@ std::string strength_error(const std::string& token) {
 }
 
 TEST(TokenStrength, ShippedPlaceholderIsRefused) {
-  // The value deploy/k8s/secret.yaml ships with.
-  std::ifstream in(source_dir() / "deploy" / "k8s" / "secret.yaml");
+  // The value deploy/k8s/base/secret.yaml ships with.
+  std::ifstream in(source_dir() / "deploy" / "k8s" / "base" / "secret.yaml");
   std::stringstream ss;
   ss << in.rdbuf();
   const std::string text = ss.str();
