@@ -63,7 +63,9 @@ bool png_chunks_fit(const uint8_t* data, size_t size, std::string* error) {
   while (off + 12 <= size) {
     const uint32_t len = (uint32_t{data[off]} << 24) | (uint32_t{data[off + 1]} << 16) |
                          (uint32_t{data[off + 2]} << 8) | uint32_t{data[off + 3]};
-    if (len > size - off - 12) {
+    // A cut-off file ends inside its last chunk; libpng reports that as
+    // truncated. Only a length no real chunk of such a file has is refused here.
+    if (len > size - off - 12 && len > (uint32_t{1} << 24)) {
       *error = "PNG chunk at byte " + std::to_string(off) + " announces " + std::to_string(len) +
                " bytes, more than the file holds";
       return false;
