@@ -160,13 +160,13 @@ TEST(BlasInfoProcess, DefaultKernelsAreCorrectAndNotAFallback) {
   const ProcessRun r = run("", probe());
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("cnx-blas-probe: BLAS "), std::string::npos) << r.output;
-  if (!is_openblas()) GTEST_SKIP() << "libblas.so.3 is not OpenBLAS here";
+  ASSERT_TRUE(is_openblas()) << "libblas.so.3 is not OpenBLAS (scripts/setup.sh points it there)";
   EXPECT_EQ(better_openblas_coretype(core_of(r.output), cpu::detect_cpu()), "") << r.output;
   EXPECT_EQ(r.output.find("WARNING"), std::string::npos) << r.output;
 }
 
 TEST(BlasInfoProcess, EveryKernelSetThisCpuRunsMatchesFloat64) {
-  if (!is_openblas()) GTEST_SKIP() << "libblas.so.3 is not OpenBLAS here";
+  ASSERT_TRUE(is_openblas()) << "libblas.so.3 is not OpenBLAS (scripts/setup.sh points it there)";
   const auto level = cpu::simd_level(cpu::detect_cpu());
   std::vector<std::pair<std::string, std::string>> sets = {{"PRESCOTT", "Prescott"}};
   if (level >= cpu::SimdLevel::kAvx2) sets.push_back({"HASWELL", "Haswell"});
@@ -181,7 +181,7 @@ TEST(BlasInfoProcess, EveryKernelSetThisCpuRunsMatchesFloat64) {
 }
 
 TEST(BlasInfoProcess, ForcedPrescottIsReportedAndSwitchedAway) {
-  if (!is_openblas()) GTEST_SKIP() << "libblas.so.3 is not OpenBLAS here";
+  ASSERT_TRUE(is_openblas()) << "libblas.so.3 is not OpenBLAS (scripts/setup.sh points it there)";
   const std::string better = better_openblas_coretype("Prescott", cpu::detect_cpu());
   // The user forces Prescott: it runs, and the program says it is a fallback.
   ProcessRun r = run("OPENBLAS_CORETYPE=PRESCOTT", probe() + " --core-only");
