@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
 #include <caffe2/serialize/read_adapter_interface.h>
+#include <torch/csrc/jit/serialization/import_read.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 
 #include <algorithm>
@@ -183,24 +184,40 @@ std::vector<char> pickle_tensors(const NamedTensors& tensors, const std::string&
 }
 
 NamedTensors unpickle_tensors(const std::vector<char>& bytes, const std::string& origin) {
+  // One archive reader, ours, for both the length check and the load:
+  // torch::jit::pickle_load reads through LibTorch's own VectorReader, which
+  // copies whatever range miniz asks for without a bounds check (a 577-byte
+  // zip with a lying central directory made it read past the heap block:
+  // found by fuzz/pt_fuzz.cc in CI, fuzz/corpus/pt/regress-segv-vector-reader).
+  // BytesReader clamps every read to the buffer and miniz refuses short reads.
   c10::IValue value;
+  auto not_pt = [&](const std::exception& e) {
+    return WeightsError("'" + origin + "' is not a .pt written by torch::pickle_save (" +
+                        std::string(e.what()).substr(0, 200) +
+                        "); Python torch.save files are not supported: convert them to safetensors");
+  };
+  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
+  try {
+    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(std::make_shared<BytesReader>(bytes));
+  } catch (const std::exception& e) {
+    throw not_pt(e);
+  }
   std::string problem;
   try {
-    caffe2::serialize::PyTorchStreamReader reader(std::make_shared<BytesReader>(bytes));
-    if (reader.hasRecord("data.pkl")) {
-      auto [data, size] = reader.getRecord("data.pkl");
+    if (reader->hasRecord("data.pkl")) {
+      auto [data, size] = reader->getRecord("data.pkl");
       problem = check_pickle_lengths(static_cast<const uint8_t*>(data.get()), size);
     }
-  } catch (const std::exception&) {
-    // Not a readable archive: pickle_load below reports it.
+  } catch (const std::exception& e) {
+    throw not_pt(e);
   }
   if (!problem.empty()) throw WeightsError("'" + origin + "' has a damaged pickle (data.pkl: " + problem + ")");
   try {
-    value = torch::jit::pickle_load(bytes);
+    // What torch::jit::pickle_load does, on our reader.
+    value = torch::jit::readArchiveAndTensors("data", /*pickle_prefix=*/"", /*tensor_prefix=*/"",
+                                              /*type_resolver=*/{}, /*obj_loader=*/{}, /*device=*/{}, *reader);
   } catch (const std::exception& e) {
-    throw WeightsError("'" + origin + "' is not a .pt written by torch::pickle_save (" +
-                       std::string(e.what()).substr(0, 200) +
-                       "); Python torch.save files are not supported: convert them to safetensors");
+    throw not_pt(e);
   }
   if (!value.isGenericDict()) {
     throw WeightsError("'" + origin + "' does not hold a dict of tensors (got " + value.tagKind() +

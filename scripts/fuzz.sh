@@ -21,6 +21,8 @@
 #   CNX_FUZZ_WORK_DIR=dir: corpus/, artifacts/, logs/ and the summary go there (default: the build folder)
 #   CNX_FUZZ_NO_BUILD=1: use the targets as built (a campaign next to a build)
 #   CNX_FUZZ_NICE=n: run the targets under nice -n n (campaigns on a shared machine)
+#   CNX_FUZZ_SEED=n: libFuzzer's -seed (CI mode default 1, so a CI run is
+#     repeatable on the same commit up to machine speed; campaigns: random)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${CNX_FUZZ_BUILD_DIR:-build-fuzz}
@@ -39,7 +41,7 @@ case "${1:-}" in
   --regen-corpus) mode=regen ;;
   --reproduce) mode=reproduce; [ $# -eq 3 ] || die "usage: scripts/fuzz.sh --reproduce TARGET FILE" ;;
   "") ;;
-  -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
   *) die "unknown argument '$1' (see scripts/fuzz.sh --help)" ;;
 esac
 case "$SECONDS_EACH" in ''|*[!0-9]*) die "SECONDS must be a whole number, got '$SECONDS_EACH'" ;; esac
@@ -66,6 +68,9 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:symbolize=1:
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # Bounds of one execution: a hang or an allocation beyond these is a finding.
 LIMITS=(-timeout=25 -rss_limit_mb=3072 -malloc_limit_mb=1024)
+SEED=()
+if [ -n "${CNX_FUZZ_SEED:-}" ]; then SEED=(-seed="$CNX_FUZZ_SEED")
+elif [ "$mode" = ci ]; then SEED=(-seed=1); fi
 
 binary() { echo "$BUILD_DIR/fuzz/fuzz_$1"; }
 
@@ -100,7 +105,7 @@ for t in "${TARGETS[@]}"; do
   t0=$(date +%s)
   rc=0
   TIMEFORMAT='%U %S'
-  { time LSAN_OPTIONS="$lsan" "${nice_cmd[@]}" "$bin" "$work" "fuzz/corpus/$t" "${dict[@]}" "${LIMITS[@]}" \
+  { time LSAN_OPTIONS="$lsan" "${nice_cmd[@]}" "$bin" "$work" "fuzz/corpus/$t" "${dict[@]}" "${LIMITS[@]}" "${SEED[@]}" \
       -max_total_time="$SECONDS_EACH" -print_final_stats=1 -artifact_prefix="$art/" >"$log" 2>&1 || rc=$?; } 2>"$log.time"
   cpu=$(tail -1 "$log.time" | awk '{printf "%.1f", $1 + $2}')
   secs=$(( $(date +%s) - t0 ))
