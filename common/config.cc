@@ -94,6 +94,7 @@ void describe(V& v, ModelConfig& c) {
   v("decoder_dim", c.decoder_dim, int_range(1, 8192));
   v("decoder_depth", c.decoder_depth, int_range(1, 64));
   v("encoder", c.encoder, one_of({"sparse", "dense_masked"}));
+  v("block", c.block, one_of({"v2", "v1"}));
   v("init", c.init, one_of({"reference", "std02"}));
   v("norm_pix_loss", c.norm_pix_loss, any<bool>());
 }

@@ -39,6 +39,7 @@ struct ModelConfig {
   int64_t decoder_dim = 512;
   int64_t decoder_depth = 1;
   std::string encoder = "sparse";  // sparse|dense_masked
+  std::string block = "v2";        // v2 (GRN) | v1 (layer scale, no GRN: the GRN ablation)
   std::string init = "reference";  // reference|std02 (docs/model.md)
   bool norm_pix_loss = true;
 };

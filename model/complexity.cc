@@ -34,8 +34,9 @@ ComplexityBreakdown complexity(const ConvNeXtV2Options& o, int64_t height, int64
       w = patch_out(w, 2);
       macs += h * w * c[s] * c[s - 1] * 4;
     }
-    // Block: dwconv 49C+C, LN 2C, fc1 4C^2+4C, GRN 8C, fc2 4C^2+C = 8C^2+65C.
-    r.params += o.depths[s] * (8 * c[s] * c[s] + 65 * c[s]);
+    // Block: dwconv 49C+C, LN 2C, fc1 4C^2+4C, GRN 8C, fc2 4C^2+C = 8C^2+65C
+    // (v1: no GRN, layer scale C = 8C^2+58C).
+    r.params += o.depths[s] * (8 * c[s] * c[s] + (o.block == "v1" ? 58 : 65) * c[s]);
     macs += o.depths[s] * h * w * (49 * c[s] + 8 * c[s] * c[s]);
     r.stage_macs.push_back(macs);
     r.macs += macs;

@@ -29,22 +29,31 @@ void init_dense(nn::Linear& linear) {
 
 }  // namespace
 
-BlockImpl::BlockImpl(int64_t dim, double drop_path_rate) : dim_(dim), drop_path_rate_(drop_path_rate) {
+BlockImpl::BlockImpl(int64_t dim, double drop_path_rate, const std::string& block, double layer_scale_init)
+    : dim_(dim), drop_path_rate_(drop_path_rate) {
+  CNX_CHECK(is_block_type(block), "Block: block must be v2 or v1, got '", block, "'");
   CNX_CHECK(dim > 0, "Block: dim must be positive, got ", dim);
   CNX_CHECK(drop_path_rate >= 0 && drop_path_rate < 1, "Block: drop_path_rate must be in [0,1), got ", drop_path_rate);
   dwconv = register_module("dwconv", nn::Conv2d(nn::Conv2dOptions(dim, dim, 7).padding(3).groups(dim).bias(true)));
   norm = register_module("norm", LayerNorm(dim, DataFormat::kChannelsLast, 1e-6));
   pwconv1 = register_module("pwconv1", nn::Linear(dim, 4 * dim));
-  grn = register_module("grn", GRN(4 * dim));
+  if (block == "v2") grn = register_module("grn", GRN(4 * dim));
   pwconv2 = register_module("pwconv2", nn::Linear(4 * dim, dim));
+  // A module's own parameters precede its children's in named_parameters(),
+  // as in PyTorch's state dict: stages.s.b.gamma comes first, as in V1's.
+  if (block == "v1") gamma = register_parameter("gamma", torch::full({dim}, layer_scale_init));
+}
+
+torch::Tensor BlockImpl::layer_scale(const torch::Tensor& x_nhwc) const {
+  return gamma.defined() ? x_nhwc * gamma : x_nhwc;
 }
 
 torch::Tensor BlockImpl::pointwise(const torch::Tensor& x_nhwc) {
   auto x = norm->forward(x_nhwc);
   x = pwconv1->forward(x);
   x = at::gelu(x);  // exact erf form
-  x = grn->forward(x);
-  return pwconv2->forward(x);
+  if (has_grn()) x = grn->forward(x);
+  return layer_scale(pwconv2->forward(x));
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& input) {
@@ -85,7 +94,7 @@ ConvNeXtV2Impl::ConvNeXtV2Impl(ConvNeXtV2Options options) : options_(std::move(o
     nn::Sequential stage;
     blocks_.emplace_back();
     for (int64_t b = 0; b < options_.depths[s]; ++b) {
-      blocks_.back().push_back(Block(dims[s], rates[k++]));
+      blocks_.back().push_back(Block(dims[s], rates[k++], options_.block, options_.layer_scale_init));
       stage->push_back(blocks_.back().back());
     }
     stages_->push_back(stage);

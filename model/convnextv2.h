@@ -25,17 +25,24 @@ namespace cnx::model {
 
 // dwconv 7x7 depthwise -> LayerNorm (channels last) -> pwconv1 (C->4C) ->
 // GELU (erf) -> GRN(4C) -> pwconv2 (4C->C) -> drop path -> + input.
+// A "v1" block (options.h) has no GRN and multiplies the pwconv2 output by
+// its layer scale `gamma` (C) before the drop path.
 // Members are public so that other encoders (the sparse FCMAE encoder, the
 // dense-masked oracle) can run the same weights with their own data path.
 class BlockImpl : public torch::nn::Module {
  public:
-  BlockImpl(int64_t dim, double drop_path_rate = 0.0);
+  BlockImpl(int64_t dim, double drop_path_rate = 0.0, const std::string& block = "v2", double layer_scale_init = 1e-6);
 
   // x: N,C,H,W. Returns N,C,H,W.
   torch::Tensor forward(const torch::Tensor& x);
   // The per-position part after the depthwise conv, on channels-last input
-  // (N,H,W,C): norm -> pwconv1 -> GELU -> GRN -> pwconv2. No residual.
+  // (N,H,W,C): norm -> pwconv1 -> GELU -> GRN -> pwconv2 (v1: no GRN, then
+  // x gamma). No residual.
   torch::Tensor pointwise(const torch::Tensor& x_nhwc);
+  // v2: GRN, no layer scale; v1: layer scale, no GRN.
+  bool has_grn() const { return !grn.is_empty(); }
+  // x * gamma (channels last) for a v1 block; x unchanged for v2.
+  torch::Tensor layer_scale(const torch::Tensor& x_nhwc) const;
 
   int64_t dim() const { return dim_; }
   double drop_path_rate() const { return drop_path_rate_; }
@@ -43,8 +50,9 @@ class BlockImpl : public torch::nn::Module {
   torch::nn::Conv2d dwconv{nullptr};
   LayerNorm norm{nullptr};
   torch::nn::Linear pwconv1{nullptr};
-  GRN grn{nullptr};
+  GRN grn{nullptr};  // null in a v1 block
   torch::nn::Linear pwconv2{nullptr};
+  torch::Tensor gamma;  // layer scale (C); undefined in a v2 block
 
  private:
   int64_t dim_;

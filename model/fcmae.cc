@@ -46,6 +46,7 @@ void init_block(Block& blk, double conv_std, bool default_linears, double linear
     init_linear(blk->pwconv1, linear_std);
     init_linear(blk->pwconv2, linear_std);
   }
+  if (!blk->has_grn()) return;  // a v1 block keeps its layer scale at layer_scale_init
   torch::NoGradGuard no_grad;
   blk->grn->gamma.zero_();
   blk->grn->beta.zero_();

@@ -109,8 +109,8 @@ at::Tensor sparse_block(BlockImpl& blk, const at::Tensor& x, const at::Tensor& n
                      blk.norm->eps());
   y = at::linear(y, blk.pwconv1->weight, blk.pwconv1->bias);
   y = at::gelu(y);
-  y = sparse_grn(y, offsets, blk.grn->gamma, blk.grn->beta);
-  y = at::linear(y, blk.pwconv2->weight, blk.pwconv2->bias);
+  if (blk.has_grn()) y = sparse_grn(y, offsets, blk.grn->gamma, blk.grn->beta);
+  y = blk.layer_scale(at::linear(y, blk.pwconv2->weight, blk.pwconv2->bias));
   if (training) y = sparse_drop_path(y, offsets, blk.drop_path_rate());
   return x + y;
 }
@@ -144,10 +144,12 @@ at::Tensor dense_masked_encode(ConvNeXtV2Impl& net, const at::Tensor& images, co
       y = blk->norm->forward(y);
       y = blk->pwconv1->forward(y);
       y = at::gelu(y);
-      auto gx = at::linalg_vector_norm(float_under_autocast(y) * vis_nhwc, 2, at::IntArrayRef{1, 2}, /*keepdim=*/true,
-                                       c10::nullopt);
-      y = model::grn_apply(y, gx, blk->grn->gamma, blk->grn->beta);
-      y = blk->pwconv2->forward(y);
+      if (blk->has_grn()) {
+        auto gx = at::linalg_vector_norm(float_under_autocast(y) * vis_nhwc, 2, at::IntArrayRef{1, 2},
+                                         /*keepdim=*/true, c10::nullopt);
+        y = model::grn_apply(y, gx, blk->grn->gamma, blk->grn->beta);
+      }
+      y = blk->layer_scale(blk->pwconv2->forward(y));
       x = x + y.permute({0, 3, 1, 2});
     }
   }

@@ -54,6 +54,14 @@ void validate(const ConvNeXtV2Options& o) {
   if (!(o.drop_path_rate >= 0.0 && o.drop_path_rate < 1.0)) {
     fail("drop_path_rate must be in [0, 1), got " + std::to_string(o.drop_path_rate));
   }
+  if (!is_block_type(o.block)) fail("block must be v2 or v1, got '" + o.block + "'");
+  if (o.block == "v1" && !(o.layer_scale_init > 0.0)) {
+    fail("layer_scale_init must be > 0 for v1 blocks, got " + std::to_string(o.layer_scale_init));
+  }
+}
+
+bool is_block_type(const std::string& block) {
+  return block == "v2" || block == "v1";
 }
 
 std::string describe(const ConvNeXtV2Options& o) {
@@ -61,6 +69,7 @@ std::string describe(const ConvNeXtV2Options& o) {
   os << "depths=" << join(o.depths) << " dims=" << join(o.dims) << " in_chans=" << o.in_chans
      << " num_classes=" << o.num_classes << " drop_path_rate=" << o.drop_path_rate
      << " head_init_scale=" << o.head_init_scale;
+  if (o.block != "v2") os << " block=" << o.block << " layer_scale_init=" << o.layer_scale_init;
   return os.str();
 }
 

@@ -16,7 +16,17 @@ struct ConvNeXtV2Options {
   int64_t num_classes = 1000;
   double drop_path_rate = 0.0;  // stochastic depth; linspace(0, rate, sum(depths))
   double head_init_scale = 1.0;
+  // Block design: "v2" (ConvNeXt V2: GRN after the GELU, no layer scale) or
+  // "v1" (ConvNeXt V1: no GRN; the block's output is multiplied per channel
+  // by a learnt layer scale `gamma`, initialised to layer_scale_init, before
+  // the residual add). v1 exists for the paper's GRN ablation (FCMAE with V1
+  // blocks); its state-dict name is stages.s.b.gamma as in the official V1.
+  std::string block = "v2";
+  double layer_scale_init = 1e-6;  // v1 only (the official V1 default)
 };
+
+// The accepted values of ConvNeXtV2Options::block.
+bool is_block_type(const std::string& block);
 
 // Names accepted by variant_options(), smallest first.
 const std::vector<std::string>& variant_names();

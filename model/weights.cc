@@ -89,6 +89,8 @@ std::optional<std::string> reference_to_timm(const std::string& name) {
     if (p[3] == "grn" && p[4] == "gamma") return base + "mlp.grn.weight";
     if (p[3] == "grn" && p[4] == "beta") return base + "mlp.grn.bias";
   }
+  if (p.size() == 4 && p[0] == "stages" && is_index(p[1]) && is_index(p[2]) && p[3] == "gamma")
+    return "stages." + p[1] + ".blocks." + p[2] + ".gamma";  // V1 layer scale
   if (p.size() == 2 && p[0] == "norm" && is_wb(p[1])) return "head.norm." + p[1];
   if (p.size() == 2 && p[0] == "head" && is_wb(p[1])) return "head.fc." + p[1];
   return std::nullopt;
@@ -103,7 +105,7 @@ std::optional<std::string> timm_to_reference(const std::string& name) {
       (p[3] == "0" || p[3] == "1") && is_wb(p[4])) {
     return "downsample_layers." + p[1] + "." + p[3] + "." + p[4];
   }
-  if (p.size() >= 6 && p[0] == "stages" && is_index(p[1]) && p[2] == "blocks" && is_index(p[3])) {
+  if (p.size() >= 5 && p[0] == "stages" && is_index(p[1]) && p[2] == "blocks" && is_index(p[3])) {
     const std::string base = "stages." + p[1] + "." + p[3] + ".";
     if (p.size() == 6 && p[4] == "conv_dw" && is_wb(p[5])) return base + "dwconv." + p[5];
     if (p.size() == 6 && p[4] == "norm" && is_wb(p[5])) return base + "norm." + p[5];
@@ -111,6 +113,7 @@ std::optional<std::string> timm_to_reference(const std::string& name) {
     if (p.size() == 7 && p[4] == "mlp" && p[5] == "fc2" && is_wb(p[6])) return base + "pwconv2." + p[6];
     if (p.size() == 7 && p[4] == "mlp" && p[5] == "grn" && p[6] == "weight") return base + "grn.gamma";
     if (p.size() == 7 && p[4] == "mlp" && p[5] == "grn" && p[6] == "bias") return base + "grn.beta";
+    if (p.size() == 5 && p[4] == "gamma") return base + "gamma";  // V1 layer scale
   }
   if (p.size() == 3 && p[0] == "head" && p[1] == "norm" && is_wb(p[2])) return "norm." + p[2];
   if (p.size() == 3 && p[0] == "head" && p[1] == "fc" && is_wb(p[2])) return "head." + p[2];

@@ -27,6 +27,7 @@ model::FcmaeOptions fcmae_options_from_config(const Config& c) {
   o.decoder_depth = c.model.decoder_depth;
   o.norm_pix_loss = c.model.norm_pix_loss;
   o.encoder_type = c.model.encoder;
+  o.encoder.block = c.model.block;
   o.init = c.model.init;
   try {
     model::validate(o);

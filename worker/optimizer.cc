@@ -27,11 +27,20 @@ bool is_layernorm_weight(const std::string& name) {
   return false;
 }
 
+// A ConvNeXt V1 block's layer scale, "...stages.s.b.gamma" (C): 1-D, so the
+// reference's rule exempts it (a GRN's "grn.gamma" is 4-D there and decayed).
+bool is_layer_scale(const std::string& name) {
+  const auto parts = split(name, '.');
+  const size_t n = parts.size();
+  return n >= 4 && parts[n - 1] == "gamma" && parts[n - 4] == "stages";
+}
+
 }  // namespace
 
 bool is_decayed(const std::string& name, const std::vector<std::string>& extra_no_decay) {
   if (ends_with(name, ".bias") || name == "bias") return false;
   if (is_layernorm_weight(name)) return false;
+  if (is_layer_scale(name)) return false;
   for (const auto& suffix : extra_no_decay) {
     if (!suffix.empty() && ends_with(name, suffix)) return false;
   }

@@ -233,5 +233,67 @@ TEST(ConvNeXtV2, TrainsOneStepWithFiniteGradients) {
   }
 }
 
+// ConvNeXt V1 blocks (the GRN ablation): the official V1 block's names, order,
+// init and outputs (fixtures/make_fixtures.py, custom_v1_*).
+ConvNeXtV2Options custom_v1_options() {
+  auto o = custom_options();
+  o.block = "v1";
+  return o;
+}
+
+TEST(ConvNeXtV1Blocks, NamesShapesAndOrderAreTheOfficialV1StateDict) {
+  auto file = read_safetensors(fixture_path("custom_v1_ref.safetensors"));
+  ConvNeXtV2 model(custom_v1_options());
+  auto params = model->named_parameters();
+  ASSERT_EQ(params.size(), file.tensors.size());
+  size_t i = 0;
+  for (const auto& p : params) {
+    const auto& [name, t] = file.tensors[i++];
+    EXPECT_EQ(p.key(), name);
+    EXPECT_EQ(p.value().sizes(), t.sizes()) << name;
+  }
+  EXPECT_FALSE(params.contains("stages.2.1.grn.gamma"));
+  EXPECT_EQ(params["stages.2.1.gamma"].sizes(), (std::vector<int64_t>{24}));
+  EXPECT_EQ(count_parameters(*model), count_params(custom_v1_options()));
+  EXPECT_LT(count_params(custom_v1_options()), count_params(custom_options()));
+}
+
+TEST(ConvNeXtV1Blocks, LayerScaleStartsAtItsInitValue) {
+  auto o = variant_options("atto");
+  o.block = "v1";
+  ConvNeXtV2 model(o);
+  auto p = model->named_parameters();
+  EXPECT_EQ(p["stages.2.3.gamma"].min().item<double>(), 1e-6f);
+  EXPECT_EQ(p["stages.2.3.gamma"].max().item<double>(), 1e-6f);
+  o.layer_scale_init = 0.0;
+  EXPECT_THROW(validate(o), std::invalid_argument);
+  o.block = "v3";
+  EXPECT_THROW(validate(o), std::invalid_argument);
+}
+
+TEST(ConvNeXtV1Blocks, LogitsMatchPythonReference) {
+  ConvNeXtV2 model(custom_v1_options());
+  load_weights(*model, fixture_path("custom_v1_ref.safetensors"));
+  model->eval();
+  auto io = read_safetensors(fixture_path("custom_v1_io.safetensors"));
+  torch::NoGradGuard g;
+  const auto& x = io.at("input");
+  EXPECT_TRUE(close_rel(model->forward_encoder(x), io.at("encoder"), 1e-4));
+  EXPECT_TRUE(close_rel(model->forward(x), io.at("logits"), 1e-4));
+  // A V2 model refuses the V1 file (no GRN in it), naming what is missing.
+  ConvNeXtV2 v2(custom_options());
+  try {
+    load_weights(*v2, fixture_path("custom_v1_ref.safetensors"));
+    ADD_FAILURE() << "a V2 model loaded V1 weights";
+  } catch (const WeightsError& e) {
+    EXPECT_NE(std::string(e.what()).find("grn"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ConvNeXtV1Blocks, TimmNamesRoundTrip) {
+  EXPECT_EQ(reference_to_timm("stages.2.1.gamma").value_or(""), "stages.2.blocks.1.gamma");
+  EXPECT_EQ(timm_to_reference("stages.2.blocks.1.gamma").value_or(""), "stages.2.1.gamma");
+}
+
 }  // namespace
 }  // namespace cnx::model

@@ -50,11 +50,14 @@ RunResult run(Fcmae& model, const torch::Tensor& images, const torch::Tensor& ma
   return r;
 }
 
-// Non-zero GRN parameters so that the GRN path is exercised.
+// Non-zero GRN parameters (and O(1) V1 layer scales instead of 1e-6) so that
+// those paths are exercised.
 void randomise_grn(Fcmae& model, uint64_t seed) {
   torch::NoGradGuard g;
   for (auto& p : model->named_parameters()) {
-    if (p.key().find(".grn.") != std::string::npos) {
+    const auto& k = p.key();
+    const bool layer_scale = k.size() > 6 && k.compare(k.size() - 6, 6, ".gamma") == 0;
+    if (k.find(".grn.") != std::string::npos || layer_scale) {
       p.value().copy_(seeded_randn(p.value().sizes(), seed++, p.value().scalar_type()) * 0.5);
     }
   }
@@ -112,6 +115,24 @@ TEST_P(SparseVsDenseMasked, Atto) {
 INSTANTIATE_TEST_SUITE_P(Grid, SparseVsDenseMasked,
                          ::testing::Combine(::testing::Values(0.3, 0.6, 0.9), ::testing::Values(1, 4),
                                             ::testing::Values(torch::kFloat, torch::kDouble)));
+
+// The GRN ablation's encoder (ConvNeXt V1 blocks: layer scale, no GRN): the
+// sparse path equals the dense-masked one as for V2 blocks; the decoder keeps
+// its V2 block.
+TEST(SparseVsDenseMaskedV1Blocks, TinyAndAtto) {
+  auto tiny = tiny_options();
+  tiny.encoder.block = "v1";
+  for (auto dtype : {torch::kFloat, torch::kDouble}) compare_encoders(tiny, 4, 160, 64, 0.6, dtype, 31);
+  auto atto = fcmae_options("atto");
+  atto.encoder.block = "v1";
+  compare_encoders(atto, 2, 96, 128, 0.6, torch::kDouble, 37);
+  Fcmae model(atto);
+  auto p = model->named_parameters();
+  EXPECT_TRUE(p.contains("encoder.stages.0.0.gamma"));
+  EXPECT_FALSE(p.contains("encoder.stages.0.0.grn.gamma"));
+  EXPECT_TRUE(p.contains("decoder.0.grn.gamma"));
+  EXPECT_EQ(p["encoder.stages.0.0.gamma"].max().item<double>(), 1e-6f);  // the reference init leaves it
+}
 
 // The whole FCMAE step (sparse encoder, decoder, loss, backward) on the
 // generic ATen-only kernels equals the one on the CPU kernels: loss, encoder

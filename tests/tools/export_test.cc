@@ -49,6 +49,38 @@ TEST(Export, InfersTheArchitectureFromTensors) {
   }
 }
 
+// The GRN ablation's encoder (V1 blocks) is recognised by its layer scales and
+// exported under both namings; a dense model built from the inferred options
+// loads it strictly.
+TEST(Export, V1BlockEncoderIsInferredAndExported) {
+  at::manual_seed(5);
+  auto fo = testing::tiny_fcmae_options();
+  fo.encoder.block = "v1";
+  model::Fcmae f(fo);
+  const model::NamedTensors state = testing::module_state(*f);
+  const model::FcmaeOptions o = infer_fcmae_options(state, "mem");
+  EXPECT_EQ(o.encoder.block, "v1");
+  model::Fcmae g(o);
+  load_fcmae_state(*g, state, "mem");
+  EXPECT_EQ(infer_fcmae_options(testing::module_state(*make_fcmae(1)), "mem").encoder.block, "v2");
+  for (auto naming : {model::Naming::kReference, model::Naming::kTimm}) {
+    const EncoderExport enc = extract_encoder(state, naming, "mem");
+    EXPECT_EQ(enc.options.block, "v1");
+    TempDir dir;
+    model::write_safetensors(dir.file("enc.safetensors"), enc.tensors);
+    model::ConvNeXtV2 dense(enc.options);
+    model::LoadOptions lo;
+    lo.naming = naming;
+    lo.allow_missing_head = true;
+    model::load_weights(*dense, dir.file("enc.safetensors"), lo);
+    EXPECT_TRUE(at::equal(dense->block(2, 1)->gamma, f->encoder_model()->block(2, 1)->gamma));
+  }
+  // A state with both a GRN and a layer scale in one block is no known model.
+  model::NamedTensors both = state;
+  both.emplace_back("encoder.stages.0.0.grn.gamma", at::zeros({1, 1, 1, 32}));
+  EXPECT_THROW(infer_fcmae_options(both, "both"), model::WeightsError);
+}
+
 TEST(Export, CheckpointToReferenceSafetensorsLoadsStrictlyWithIdenticalTensors) {
   TempDir dir;
   model::Fcmae f = make_fcmae(2);

@@ -27,6 +27,10 @@ TEST(WeightDecayGroups, ReferencePretrainingRulesByName) {
   // Fine-tuning style: extra suffixes exempt GRN.
   const std::vector<std::string> ft = {"grn.gamma", "grn.beta"};
   EXPECT_FALSE(is_decayed("encoder.stages.1.0.grn.gamma", ft));
+  // A V1 block's layer scale is 1-D: exempt as the reference exempts 1-D tensors.
+  EXPECT_FALSE(is_decayed("encoder.stages.2.5.gamma", none));
+  EXPECT_FALSE(is_decayed("stages.0.0.gamma", none));
+  EXPECT_TRUE(is_decayed("encoder.stages.2.5.grn.gamma", none));
   EXPECT_FALSE(is_decayed("decoder.0.grn.beta", ft));
   EXPECT_TRUE(is_decayed("mask_token", ft));
 }

@@ -148,6 +148,13 @@ model::ConvNeXtV2Options infer_encoder_options(const NamedTensors& state, const 
                          std::to_string(s) + ".0.dwconv.weight')");
     o.depths.push_back(depth);
   }
+  // V1 blocks (the GRN ablation) carry a layer scale and no GRN.
+  const bool has_grn = m.count(prefix + "stages.0.0.grn.gamma") > 0;
+  const bool has_layer_scale = m.count(prefix + "stages.0.0.gamma") > 0;
+  if (has_grn && has_layer_scale)
+    throw WeightsError("'" + source + "': block 0 of stage 0 has both a GRN and a layer scale ('" + prefix +
+                       "stages.0.0.grn.gamma' and '" + prefix + "stages.0.0.gamma')");
+  if (has_layer_scale) o.block = "v1";
   try {
     model::validate(o);
   } catch (const std::invalid_argument& e) {
