@@ -3,8 +3,12 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 #include "common/variants.h"
@@ -34,10 +38,14 @@ Check<int64_t> int_range(int64_t lo, int64_t hi) {
     return v >= lo && v <= hi ? "" : "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
   };
 }
+// Readable bounds: %g, "max" for the largest double, inf for infinity.
 std::string fmt_double(double d) {
-  std::ostringstream os;
-  os << d;
-  return os.str();
+  if (std::isinf(d)) return d > 0 ? "inf" : "-inf";
+  if (d == std::numeric_limits<double>::max()) return "max";
+  if (d == std::numeric_limits<double>::lowest()) return "-max";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", d);
+  return buf;
 }
 Check<double> range(double lo, double hi, bool hi_open = false) {
   return [=](const double& v) {
@@ -271,6 +279,32 @@ std::string show(const YAML::Node& n) {
   return n.IsScalar() ? "'" + out + "'" : out;
 }
 
+// Duplicate keys are refused: yaml-cpp keeps both and reads the first, so a
+// second "lr:" lower in a file would be ignored without a word. The walk is
+// bounded (aliases can make a small document an exponential tree).
+void check_duplicate_keys(const YAML::Node& n, const std::string& origin, const std::string& prefix, int* budget) {
+  if (--*budget < 0) return;
+  if (n.IsSequence()) {
+    size_t i = 0;
+    for (const auto& item : n) check_duplicate_keys(item, origin, prefix + "[" + std::to_string(i++) + "]", budget);
+    return;
+  }
+  if (!n.IsMap()) return;
+  std::map<std::string, int> first_line;
+  for (const auto& kv : n) {
+    if (!kv.first.IsScalar()) continue;  // refused later by Reader::finish, with its own message
+    const std::string key = kv.first.Scalar();
+    const std::string path = prefix.empty() ? key : prefix + "." + key;
+    const int line = kv.first.Mark().line + 1;
+    auto [it, fresh] = first_line.emplace(key, line);
+    if (!fresh)
+      throw ConfigError(
+          origin + ": " + path + ": duplicate key" + (line > 0 ? " at line " + std::to_string(line) : std::string()) +
+          (it->second > 0 ? " (first at line " + std::to_string(it->second) + ")" : std::string()) + "; keep one");
+    check_duplicate_keys(kv.second, origin, path, budget);
+  }
+}
+
 class Reader {
  public:
   Reader(const YAML::Node& node, std::string origin, std::string prefix)
@@ -492,6 +526,8 @@ void validate(Config& c, const std::string& origin) {
 Config load_node(YAML::Node root, const std::string& origin, const std::vector<std::string>& overrides) {
   if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) throw ConfigError(origin + ": expected a mapping of sections at the top level, got " + show(root));
+  int budget = 100000;
+  check_duplicate_keys(root, origin, "", &budget);
   for (const auto& o : overrides) apply_override(root, o);
   Config c;
   std::string where = overrides.empty() ? origin : origin + " (with --set overrides)";
@@ -538,6 +574,9 @@ Config load_config_text(const std::string& yaml, const std::string& origin, cons
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ConfigError(path + ": is a folder; --config takes a YAML file (e.g. configs/fcmae_atto.yaml)");
   std::ifstream in(path);
   if (!in) throw ConfigError(path + ": cannot open config file (does it exist and is it readable?)");
   std::stringstream ss;

@@ -15,11 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "common/check.h"
+
 namespace cnx {
 
-class ConfigError : public std::runtime_error {
+// A bad config file, key, value or --set override (exit 2).
+class ConfigError : public UsageError {
  public:
-  using std::runtime_error::runtime_error;
+  using UsageError::UsageError;
 };
 
 struct JobConfig {

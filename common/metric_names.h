@@ -60,6 +60,10 @@ inline constexpr const char kCoordinatorRpcSeconds[] = "cnx_coordinator_rpc_seco
 inline constexpr const char kCoordinatorAuthFailuresTotal[] = "cnx_coordinator_auth_failures_total";
 inline constexpr const char kCoordinatorRefusalLogsSuppressedTotal[] = "cnx_coordinator_refusal_logs_suppressed_total";
 
+// ---- worker and coordinator (label: version) -------------------------------
+// gauge, always 1; version = the build's git describe (common/build_info.h)
+inline constexpr const char kBuildInfo[] = "cnx_build_info";
+
 // ---- every process (ProcessCollector, common/metrics_process.h) -------------
 inline constexpr const char kProcessCpuSecondsTotal[] = "process_cpu_seconds_total";
 inline constexpr const char kProcessResidentMemoryBytes[] = "process_resident_memory_bytes";

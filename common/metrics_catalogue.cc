@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "common/build_info.h"
 #include "common/check.h"
 
 namespace cnx::metrics {
@@ -84,6 +85,7 @@ const std::vector<MetricSpec>& metric_catalogue() {
        T::Counter,
        "Refused calls (bad token, oversized, unknown method) not logged because of the log rate limit.",
        {n::kJobLabel}},
+      {n::kBuildInfo, T::Gauge, "Always 1; the label version is the build's git describe.", {"version"}},
       {n::kProcessCpuSecondsTotal, T::Counter, "Total user and system CPU time spent in seconds.", w},
       {n::kProcessResidentMemoryBytes, T::Gauge, "Resident memory size in bytes.", w},
       {n::kProcessVirtualMemoryBytes, T::Gauge, "Virtual memory size in bytes.", w},
@@ -147,6 +149,11 @@ Labels with(Labels base, const std::string& key, const std::string& value) {
   return base;
 }
 
+// cnx_build_info{version} = 1, once per registry.
+void register_build_info(Registry& registry) {
+  series<Gauge>(registry, n::kBuildInfo, {{"version", build_version()}}).Set(1.0);
+}
+
 double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -193,6 +200,7 @@ WorkerMetrics::WorkerMetrics(Registry& r, const std::string& job, int64_t rank, 
   for (int p = 0; p < kNumStepPhases; ++p) {
     phases_[p] = &phases.Add(with(labels_, "phase", phase_name(static_cast<StepPhase>(p))), step_phase_buckets());
   }
+  register_build_info(r);
 }
 
 void WorkerMetrics::set_blas_info(const std::string& library, const std::string& version, const std::string& core) {
@@ -221,6 +229,7 @@ CoordinatorMetrics::CoordinatorMetrics(Registry& r, const std::string& job)
       auth_failures(series<Counter>(r, n::kCoordinatorAuthFailuresTotal, labels_)),
       refusal_logs_suppressed(series<Counter>(r, n::kCoordinatorRefusalLogsSuppressedTotal, labels_)) {
   last_commit_unix_s_.store(unix_now());
+  register_build_info(r);
 }
 
 void CoordinatorMetrics::record_commit(double unix_seconds) {

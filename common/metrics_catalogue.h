@@ -34,7 +34,8 @@ struct MetricSpec {
   std::vector<std::string> labels;  // all label names of a series (sorted), excluding "le"
 };
 
-// Every cnx_* family WorkerMetrics and CoordinatorMetrics register, plus the
+// Every cnx_* family WorkerMetrics and CoordinatorMetrics register (both
+// register cnx_build_info{version} = 1), plus the
 // process_* families of ProcessCollector (labels: those passed to it; listed
 // here as the worker's cnx_job, host, rank, attempt).
 const std::vector<MetricSpec>& metric_catalogue();

@@ -16,7 +16,7 @@ namespace cnx::coordinator {
 
 std::string read_file(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
-  CNX_CHECK(in.good(), path, ": cannot read ", what);
+  if (!in.good()) throw UsageError(path + ": cannot read " + what + " (does the file exist and is it readable?)");
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -42,9 +42,12 @@ std::string load_token(const std::string& token_file, const std::string& token_e
     token = read_file(token_file, "the job token (coordinator.token_file)");
     source = token_file;
   } else {
-    CNX_CHECK(!token_env.empty(), "no job token: set coordinator.token_file or coordinator.token_env");
+    if (token_env.empty())
+      throw UsageError("no job token: set coordinator.token_file (--token-file) or coordinator.token_env");
     const char* v = std::getenv(token_env.c_str());
-    CNX_CHECK(v != nullptr, "no job token: coordinator.token_file is empty and $", token_env, " is not set");
+    if (v == nullptr)
+      throw UsageError("no job token: pass --token-file FILE (or set coordinator.token_file), or set $" + token_env +
+                       " (make one with: openssl rand -hex 32 > job.token)");
     token = v;
     source = "$" + token_env;
   }
@@ -74,7 +77,7 @@ TokenRole bearer_role(std::string_view header_value, const std::string& job_toke
 
 void check_token_strength(const std::string& token, const std::string& source) {
   auto refuse = [&](const std::string& why) {
-    throw CheckError(source + ": " + why + " (generate one with: openssl rand -hex 32)");
+    throw UsageError(source + ": " + why + " (generate one with: openssl rand -hex 32)");
   };
   if (token.size() < 16) refuse(str("the token must be at least 16 characters (got ", token.size(), ")"));
   for (char c : token)
@@ -115,7 +118,7 @@ bool is_loopback_address(const std::string& address) {
 
 void check_plaintext_allowed(const std::string& address, bool tls, bool allow_plaintext, const std::string& what) {
   if (tls || allow_plaintext || is_loopback_address(address)) return;
-  throw CheckError(what + " '" + address +
+  throw UsageError(what + " '" + address +
                    "': plaintext gRPC is allowed on loopback addresses only (the job token would travel in clear "
                    "text and the coordinator could not be verified); configure TLS (coordinator.tls_cert/tls_key on "
                    "the coordinator, coordinator.tls_ca on clients) or set coordinator.allow_plaintext: true");
@@ -127,8 +130,9 @@ namespace {
 // values of deploy/k8s/base/secret.yaml) with a message naming the key.
 std::string read_pem(const std::string& path, const std::string& what) {
   std::string text = read_file(path, what);
-  CNX_CHECK(text.find("-----BEGIN ") != std::string::npos, path, ": ", what,
-            " is not PEM (still a placeholder? deploy/k8s/make-secrets.sh writes real ones)");
+  if (text.find("-----BEGIN ") == std::string::npos)
+    throw UsageError(path + ": " + what +
+                     " is not PEM (still a placeholder? deploy/k8s/make-secrets.sh writes real ones)");
   return text;
 }
 
@@ -145,10 +149,11 @@ bool bearer_matches(std::string_view header_value, const std::string& token) {
 std::shared_ptr<grpc::ServerCredentials> server_credentials(const std::string& cert, const std::string& key,
                                                             const std::string& client_ca) {
   if (cert.empty() && key.empty()) {
-    CNX_CHECK(client_ca.empty(), "coordinator.tls_client_ca needs coordinator.tls_cert and tls_key");
+    if (!client_ca.empty()) throw UsageError("coordinator.tls_client_ca needs coordinator.tls_cert and tls_key");
     return grpc::InsecureServerCredentials();
   }
-  CNX_CHECK(!cert.empty() && !key.empty(), "coordinator.tls_cert and coordinator.tls_key must be given together");
+  if (cert.empty() || key.empty())
+    throw UsageError("coordinator.tls_cert and coordinator.tls_key must be given together");
   grpc::SslServerCredentialsOptions opts(client_ca.empty()
                                              ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
                                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
@@ -160,13 +165,15 @@ std::shared_ptr<grpc::ServerCredentials> server_credentials(const std::string& c
 std::shared_ptr<grpc::ChannelCredentials> channel_credentials(const std::string& ca, const std::string& cert,
                                                               const std::string& key) {
   if (ca.empty()) {
-    CNX_CHECK(cert.empty() && key.empty(), "a client certificate needs a CA to verify the coordinator (tls_ca)");
+    if (!cert.empty() || !key.empty())
+      throw UsageError("a client certificate needs a CA to verify the coordinator (coordinator.tls_ca, --tls-ca)");
     return grpc::InsecureChannelCredentials();
   }
   grpc::SslCredentialsOptions opts;
   opts.pem_root_certs = read_pem(ca, "the coordinator's CA certificate");
   if (!cert.empty() || !key.empty()) {
-    CNX_CHECK(!cert.empty() && !key.empty(), "a client certificate and key must be given together");
+    if (cert.empty() || key.empty())
+      throw UsageError("a client certificate and key must be given together (--tls-cert and --tls-key)");
     opts.pem_cert_chain = read_pem(cert, "the client certificate");
     opts.pem_private_key = read_pem(key, "the client key");
   }

@@ -11,7 +11,7 @@ namespace cnx::coordinator {
 
 // The job's bearer token: the contents of `token_file` (trailing whitespace
 // trimmed) when given, else the environment variable `token_env`. Throws
-// cnx::CheckError naming the source when it is missing or fails
+// cnx::UsageError naming the source when it is missing or fails
 // check_token_strength.
 std::string load_token(const std::string& token_file, const std::string& token_env);
 
@@ -20,7 +20,7 @@ std::string load_token(const std::string& token_file, const std::string& token_e
 // configured (then the job token also authorises operator calls).
 std::string load_operator_token(const std::string& token_file, const std::string& token_env);
 
-// Refuses (cnx::CheckError naming `source`) a token shorter than 16
+// Refuses (cnx::UsageError naming `source`) a token shorter than 16
 // characters, with spaces or non-printable characters, a known placeholder
 // (e.g. the "replace-with-..." value shipped in deploy/k8s/base/secret.yaml), or
 // one with less than 64 bits of estimated entropy (character frequencies x
@@ -34,7 +34,7 @@ bool is_loopback_address(const std::string& address);
 
 // Plaintext gRPC (no TLS) is allowed on loopback addresses only, unless
 // `allow_plaintext` (coordinator.allow_plaintext) opts out. Throws
-// cnx::CheckError naming `what` (e.g. "coordinator.listen") otherwise.
+// cnx::UsageError naming `what` (e.g. "coordinator.listen") otherwise.
 void check_plaintext_allowed(const std::string& address, bool tls, bool allow_plaintext, const std::string& what);
 
 // Constant-time check of an "authorization" metadata value against
@@ -47,7 +47,7 @@ bool bearer_matches(std::string_view header_value, const std::string& token);
 enum class TokenRole { kNone, kJob, kOperator };
 TokenRole bearer_role(std::string_view header_value, const std::string& job_token, const std::string& operator_token);
 
-// Reads a whole file (PEM material); throws cnx::CheckError naming `what`.
+// Reads a whole file (PEM material); throws cnx::UsageError naming `what`.
 std::string read_file(const std::string& path, const std::string& what);
 
 // Server credentials: insecure when cert/key are empty; TLS otherwise, and

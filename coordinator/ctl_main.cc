@@ -2,6 +2,7 @@
 //   cnx-ctl --config job.yaml status [--json]
 //   cnx-ctl --config job.yaml checkpoint
 //   cnx-ctl --config job.yaml drain [--now]
+//   cnx-ctl --config job.yaml latest
 #include <google/protobuf/util/json_util.h>
 #include <CLI/CLI.hpp>
 
@@ -9,6 +10,7 @@
 #include <iostream>
 
 #include "common/check.h"
+#include "common/cli.h"
 #include "common/config.h"
 #include "coordinator/auth.h"
 #include "coordinator/client.h"
@@ -52,14 +54,14 @@ void print_table(const pb::StatusReply& s) {
 int main(int argc, char** argv) {
   CLI::App app{"cnx-ctl: control a running cnx-coordinator"};
   app.require_subcommand(1);
-  std::string config_path, token_file, operator_token_file, address, job_id, tls_ca, tls_cert, tls_key, tls_server_name;
-  std::vector<std::string> overrides;
+  cnx::cli::ConfigFlags cfg;
+  std::string token_file, operator_token_file, address, job_id, tls_ca, tls_cert, tls_key, tls_server_name;
   double timeout_s = 10;
-  app.add_option("--config", config_path, "job config (YAML): address, job id, token, TLS");
-  app.add_option("--set", overrides, "override a config key: key.path=value (repeatable)");
-  app.add_option("--address", address,
+  cnx::cli::add_config_flags(app, &cfg, "job config (YAML): address, job id, token, TLS");
+  app.add_option("--coordinator", address,
                  "coordinator HOST:PORT (default: coordinator.listen, with a wildcard host such as 0.0.0.0 "
                  "replaced by loopback)");
+  app.add_option("--address", address, "alias of --coordinator")->group("");
   app.add_option("--job", job_id, "job id (default: job.id)");
   app.add_option("--token-file", token_file, "job token file (default: coordinator.token_file / token_env)");
   app.add_option("--operator-token-file", operator_token_file,
@@ -67,11 +69,13 @@ int main(int argc, char** argv) {
                  "of the job token when given");
   app.add_option("--tls-ca", tls_ca, "CA that verifies the coordinator (default: coordinator.tls_ca)");
   app.add_option("--tls-server-name", tls_server_name,
-                 "name the coordinator's certificate must carry when it differs from the host of --address (e.g. "
+                 "name the coordinator's certificate must carry when it differs from the host of --coordinator (e.g. "
                  "cnx-coordinator through kubectl port-forward)");
-  app.add_option("--tls-cert", tls_cert, "client certificate for mutual TLS");
-  app.add_option("--tls-key", tls_key, "client key for mutual TLS");
-  app.add_option("--timeout", timeout_s, "seconds to keep trying an unavailable coordinator");
+  app.add_option("--tls-cert", tls_cert, "client certificate for mutual TLS (default: coordinator.tls_client_cert)");
+  app.add_option("--tls-key", tls_key, "client key for mutual TLS (default: coordinator.tls_client_key)");
+  app.add_option("--timeout", timeout_s, "seconds to keep trying an unavailable coordinator")
+      ->check(cnx::cli::positive())
+      ->capture_default_str();
   bool as_json = false, now = false;
   auto* status = app.add_subcommand("status", "show the job's state and every rank");
   status->add_flag("--json", as_json, "print JSON instead of a table");
@@ -79,13 +83,17 @@ int main(int argc, char** argv) {
   app.add_subcommand("latest", "print the folder of the latest committed checkpoint (exit 3 if there is none)");
   auto* drain = app.add_subcommand("drain", "checkpoint, then tell every rank to exit");
   drain->add_flag("--now", now, "stop at once, without a checkpoint");
-  CLI11_PARSE(app, argc, argv);
+  app.footer(
+      "Exit codes: 0 done, 1 error (coordinator unreachable, refused), 2 usage or config error, "
+      "3 `latest`: the job has no committed checkpoint.");
 
-  try {
-    if (!token_file.empty()) overrides.push_back("coordinator.token_file=" + token_file);
-    if (!operator_token_file.empty()) overrides.push_back("coordinator.operator_token_file=" + operator_token_file);
-    cnx::Config config = config_path.empty() ? cnx::load_config_text("{}", "(defaults)", overrides)
-                                             : cnx::load_config(config_path, overrides);
+  return cnx::cli::run_main("cnx-ctl", app, argc, argv, [&]() -> int {
+    cnx::cli::set_string(&cfg, "coordinator.token_file", token_file);
+    cnx::cli::set_string(&cfg, "coordinator.operator_token_file", operator_token_file);
+    cnx::cli::set_string(&cfg, "coordinator.tls_ca", tls_ca);
+    cnx::cli::set_string(&cfg, "coordinator.tls_client_cert", tls_cert);
+    cnx::cli::set_string(&cfg, "coordinator.tls_client_key", tls_key);
+    cnx::Config config = cnx::cli::load_config(cfg);
     cnx::coordinator::ClientOptions o;
     o.target = address.empty() ? cnx::coordinator::dial_address_for_listen(config.coordinator.listen) : address;
     // The operator token when one is configured (Drain and RequestCheckpoint
@@ -94,14 +102,12 @@ int main(int argc, char** argv) {
                                                     config.coordinator.operator_token_env);
     if (o.token.empty())
       o.token = cnx::coordinator::load_token(config.coordinator.token_file, config.coordinator.token_env);
-    o.tls_ca = tls_ca.empty() ? config.coordinator.tls_ca : tls_ca;
-    o.tls_cert = tls_cert.empty() ? config.coordinator.tls_client_cert : tls_cert;
-    o.tls_key = tls_key.empty() ? config.coordinator.tls_client_key : tls_key;
+    o.tls_ca = config.coordinator.tls_ca;
+    o.tls_cert = config.coordinator.tls_client_cert;
+    o.tls_key = config.coordinator.tls_client_key;
     o.tls_server_name = tls_server_name;
-    if (!o.tls_server_name.empty() && o.tls_ca.empty()) {
-      std::cerr << "cnx-ctl: --tls-server-name needs TLS: give --tls-ca (or coordinator.tls_ca)" << std::endl;
-      return 2;
-    }
+    if (!o.tls_server_name.empty() && o.tls_ca.empty())
+      throw cnx::UsageError("--tls-server-name needs TLS: give --tls-ca (or coordinator.tls_ca)");
     cnx::coordinator::check_plaintext_allowed(o.target, !o.tls_ca.empty(), config.coordinator.allow_plaintext,
                                               "the coordinator address");
     o.deadline_s = std::min(timeout_s, 10.0);
@@ -142,12 +148,6 @@ int main(int argc, char** argv) {
       else
         std::printf("job state %s\n", state_name(r.state()).c_str());
     }
-  } catch (const std::exception& e) {
-    std::cerr << "cnx-ctl: " << e.what() << std::endl;
-    return 1;
-  } catch (...) {
-    std::cerr << "cnx-ctl: unknown error" << std::endl;
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

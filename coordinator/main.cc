@@ -5,6 +5,7 @@
 #include <csignal>
 #include <iostream>
 
+#include "common/cli.h"
 #include "common/config.h"
 #include "common/logging.h"
 #include "common/metrics_process.h"
@@ -15,24 +16,30 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"cnx-coordinator: the job's control plane (membership, shard leases, checkpoints)"};
-  std::string config_path, token_file;
-  std::vector<std::string> overrides;
-  app.add_option("--config", config_path, "job config (YAML)")->required();
-  app.add_option("--set", overrides, "override a config key: key.path=value (repeatable)");
+  cnx::cli::ConfigFlags cfg;
+  std::string token_file, tls_cert, tls_key, tls_client_ca;
+  cnx::cli::add_config_flags(app, &cfg, "job config (YAML)", true);
   app.add_option("--token-file", token_file, "job token file (overrides coordinator.token_file)");
-  CLI11_PARSE(app, argc, argv);
+  app.add_option("--tls-cert", tls_cert, "server certificate, PEM (overrides coordinator.tls_cert)");
+  app.add_option("--tls-key", tls_key, "server key, PEM (overrides coordinator.tls_key)");
+  app.add_option("--tls-client-ca", tls_client_ca,
+                 "CA that verifies client certificates: mutual TLS (overrides coordinator.tls_client_ca)");
 
   // Block the stop signals in every thread; main waits for them below.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  try {
-    if (!token_file.empty()) overrides.push_back("coordinator.token_file=" + token_file);
-    cnx::Config config = cnx::load_config(config_path, overrides);
+  return cnx::cli::run_main("cnx-coordinator", app, argc, argv, [&] {
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    cnx::cli::set_string(&cfg, "coordinator.token_file", token_file);
+    cnx::cli::set_string(&cfg, "coordinator.tls_cert", tls_cert);
+    cnx::cli::set_string(&cfg, "coordinator.tls_key", tls_key);
+    cnx::cli::set_string(&cfg, "coordinator.tls_client_ca", tls_client_ca);
+    cnx::Config config = cnx::cli::load_config(cfg);
     cnx::log::init("coordinator", -1, config.job.log_level);
+    CNX_LOG_INFO("{}", cnx::cli::version_line("cnx-coordinator"));
     cnx::coordinator::ServerOptions options = cnx::coordinator::server_options_from_config(config);
     cnx::coordinator::check_plaintext_allowed(options.listen, !options.tls_cert.empty(),
                                               config.coordinator.allow_plaintext, "coordinator.listen");
@@ -63,12 +70,6 @@ int main(int argc, char** argv) {
     CNX_LOG_INFO("signal {} received: shutting down", sig);
     server.service().set_observer(nullptr);
     server.shutdown();
-  } catch (const std::exception& e) {
-    std::cerr << "cnx-coordinator: " << e.what() << std::endl;
-    return 2;
-  } catch (...) {
-    std::cerr << "cnx-coordinator: unknown error" << std::endl;
-    return 2;
-  }
-  return 0;
+    return 0;
+  });
 }

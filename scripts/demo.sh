@@ -76,13 +76,12 @@ T_TRAIN=$(date +%s)
 say "4/6 export the encoder of the last committed checkpoint"
 CKPT=$("$B/coordinator/cnx-ctl" --config $CONFIG "${SETS[@]}" latest) || die "no committed checkpoint"
 echo "  latest committed checkpoint: $CKPT"
-"$B/tools/export/cnx-export" -i "$CKPT" -o "$OUT/encoder_atto_fcmae.safetensors" || die "cnx-export"
+"$B/tools/export/cnx-export" -c "$CKPT" -o "$OUT/encoder_atto_fcmae.safetensors" || die "cnx-export"
 
 say "5/6 reconstructions and training curves -> $OUT/reconstructions"
-"$B/tools/visualize/cnx-visualize" -c "$CKPT" --index "$OUT/data/test/index.json" --count 8 \
-  --input-size 64 --mean 0.286 0.286 0.286 --std 0.353 0.353 0.353 --eval-crop-pct 1.0 \
+"$B/tools/visualize/cnx-visualize" --config $CONFIG -c "$CKPT" --index "$OUT/data/test/index.json" --count 8 \
   -o "$OUT/reconstructions" || die "cnx-visualize"
-"$B/tools/visualize/cnx-plot-log" --log "$OUT/train.log" -o "$OUT/reconstructions/training_curves.png" \
+"$B/tools/visualize/cnx-plot-log" -i "$OUT/train.log" -o "$OUT/reconstructions/training_curves.png" \
   --title "FCMAE " || die "cnx-plot-log"
 
 say "6/6 linear probe on Fashion-MNIST ($PROBE_TRAIN train / $PROBE_TEST test images): pretrained vs random init"
@@ -90,10 +89,10 @@ PROBE=(--config $CONFIG --train-index "$OUT/data/train/index.json" --test-index 
        --max-train "$PROBE_TRAIN" --max-test "$PROBE_TEST")
 # Same budget for both: same images, input size, head epochs, seed; 2 ranks x 1 thread.
 EVAL=(mpirun --oversubscribe --bind-to none -np 2 "$B/tools/eval/cnx-eval" --threads 1)
-"${EVAL[@]}" --encoder "$OUT/encoder_atto_fcmae.safetensors" "${PROBE[@]}" \
-  --json "$OUT/probe_pretrained.json" || die "cnx-eval (pretrained)"
+"${EVAL[@]}" -c "$OUT/encoder_atto_fcmae.safetensors" "${PROBE[@]}" \
+  -o "$OUT/probe_pretrained.json" || die "cnx-eval (pretrained)"
 "${EVAL[@]}" --random-init --init fcmae --model atto "${PROBE[@]}" \
-  --json "$OUT/probe_random.json" || die "cnx-eval (random init)"
+  -o "$OUT/probe_random.json" || die "cnx-eval (random init)"
 
 T_END=$(date +%s)
 python3 - "$OUT" $((T_TRAIN - T0)) $((T_END - T0)) "$CKPT" <<'PY'

@@ -70,17 +70,17 @@ timed() {  # timed NAME CMD...: runs CMD, log to $OUT/NAME.log, seconds to $OUT/
 
 say "fine-tune from random init (FCMAE's init, seed 0): $TRAIN images x $EPOCHS epoch(s), held-out $HOLDOUT"
 timed finetune_random "${FT[@]}" "${FT_RANDOM[@]}" --random-init --init fcmae --model atto \
-  --json "$OUT/finetune_random.json" --curves "$OUT/finetune_random.png" "$@"
+  -o "$OUT/finetune_random.json" --curves "$OUT/finetune_random.png" "$@"
 say "fine-tune from random init (dense std-0.02 init, seed 0), same budget"
 timed finetune_dense "${FT[@]}" "${FT_RANDOM[@]}" --random-init --init dense --model atto \
-  --json "$OUT/finetune_dense.json" --curves "$OUT/finetune_dense.png" "$@"
+  -o "$OUT/finetune_dense.json" --curves "$OUT/finetune_dense.png" "$@"
 say "fine-tune from $ENCODER, same budget"
-timed finetune_pretrained "${FT[@]}" "${FT_PRETRAINED[@]}" --encoder "$ENCODER" \
-  --json "$OUT/finetune_pretrained.json" --curves "$OUT/finetune_pretrained.png" "$@"
+timed finetune_pretrained "${FT[@]}" "${FT_PRETRAINED[@]}" -c "$ENCODER" \
+  -o "$OUT/finetune_pretrained.json" --curves "$OUT/finetune_pretrained.png" "$@"
 say "linear probe: random init"
-timed probe_random "${PROBE[@]}" --random-init --init fcmae --model atto --json "$OUT/probe_random.json"
+timed probe_random "${PROBE[@]}" --random-init --init fcmae --model atto -o "$OUT/probe_random.json"
 say "linear probe: $ENCODER"
-timed probe_pretrained "${PROBE[@]}" --encoder "$ENCODER" --json "$OUT/probe_pretrained.json"
+timed probe_pretrained "${PROBE[@]}" -c "$ENCODER" -o "$OUT/probe_pretrained.json"
 
 python3 - "$OUT" "$ENCODER" "${FT_RANDOM[*]}" "${FT_PRETRAINED[*]}" "${DROP_PATH:-0}" "${SMOOTHING:-0}" "${BATCH:-32}" "${CROP_SCALE:-1 1}" <<'PY'
 import json, sys

@@ -23,8 +23,9 @@ constexpr uint64_t kImageStream = 0x73796e7468696d67ULL;  // "synthimg"
 SyntheticSource::SyntheticSource(const SyntheticOptions& o) : options_(o) {
   CNX_CHECK(o.batch_size > 0 && o.world > 0 && o.rank >= 0 && o.rank < o.world && o.image_size > 0,
             "synthetic data: bad batch_size/rank/world/image_size");
-  CNX_CHECK(o.samples >= o.batch_size * o.world, "synthetic data: ", o.samples,
-            " samples are fewer than one global batch (", o.batch_size * o.world, ")");
+  if (o.samples < o.batch_size * o.world)
+    throw UsageError(str("--synthetic-samples ", o.samples,
+                         " is fewer than one global batch (data.batch_size x ranks = ", o.batch_size * o.world, ")"));
 }
 
 void SyntheticSource::start_epoch(int64_t epoch) {

@@ -4,7 +4,6 @@
 #include <ATen/Parallel.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
@@ -16,6 +15,7 @@
 #include "comm/communicator.h"
 #include "common/blas_info.h"
 #include "common/check.h"
+#include "common/cli.h"
 #include "common/config.h"
 #include "common/logging.h"
 #include "common/metrics_catalogue.h"
@@ -126,23 +126,22 @@ int parse_worker_args(int argc, char** argv, WorkerArgs* args) {
   app.add_option("--config", args->config, "job config (YAML)")->required();
   app.add_option("--set", args->overrides, "override a config key: --set optimizer.blr=1e-4 (repeatable)");
   app.add_option("--coordinator", args->coordinator, "coordinator HOST:PORT (shard leases, checkpoint commits)");
+  app.add_option("--token-file", args->token_file,
+                 "job token file, the coordinator's (overrides coordinator.token_file / token_env)");
+  app.add_option("--tls-ca", args->tls_ca, "CA that verifies the coordinator: enables TLS (coordinator.tls_ca)");
+  app.add_option("--tls-cert", args->tls_cert, "client certificate for mutual TLS (coordinator.tls_client_cert)");
+  app.add_option("--tls-key", args->tls_key, "client key for mutual TLS (coordinator.tls_client_key)");
   app.add_option("--resume", args->resume,
                  "auto (latest committed checkpoint) | none | PATH (default: checkpoint.resume)");
   app.add_option("--threads", args->threads,
                  "intra-op threads per rank (default: train.threads; 0 = cores / local ranks)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(cli::non_negative());
   app.add_option("--max-steps", args->max_steps, "stop after this many steps (default: schedule.max_steps)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(cli::non_negative());
   app.add_flag("--synthetic", args->synthetic, "train on deterministic random images instead of data.index");
   app.add_option("--synthetic-samples", args->synthetic_samples, "size of the synthetic data set")
-      ->check(CLI::PositiveNumber);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? kExitOk : kExitConfig;
-  }
-  return -1;
+      ->check(cli::positive());
+  return cli::parse(app, argc, argv, "cnx-worker");
 }
 
 namespace {
@@ -151,12 +150,16 @@ namespace {
 // link options. Returns -1 to go on, else the exit code (message printed).
 int load_worker_config(const WorkerArgs& args, Config* config, LinkOptions* link_options) {
   try {
-    std::vector<std::string> overrides = args.overrides;
-    if (args.max_steps >= 0) overrides.push_back("schedule.max_steps=" + std::to_string(args.max_steps));
-    if (args.threads >= 0) overrides.push_back("train.threads=" + std::to_string(args.threads));
-    *config = load_config(args.config, overrides);
+    cli::ConfigFlags flags{args.config, args.overrides};
+    if (args.max_steps >= 0) flags.overrides.push_back("schedule.max_steps=" + std::to_string(args.max_steps));
+    if (args.threads >= 0) flags.overrides.push_back("train.threads=" + std::to_string(args.threads));
+    cli::set_string(&flags, "coordinator.token_file", args.token_file);
+    cli::set_string(&flags, "coordinator.tls_ca", args.tls_ca);
+    cli::set_string(&flags, "coordinator.tls_client_cert", args.tls_cert);
+    cli::set_string(&flags, "coordinator.tls_client_key", args.tls_key);
+    *config = cli::load_config(flags);
     if (!args.coordinator.empty()) *link_options = coordinator_options(*config, args.coordinator);
-  } catch (const ConfigError& e) {
+  } catch (const UsageError& e) {
     std::cerr << "cnx-worker: " << e.what() << "\n";
     return kExitConfig;
   }
@@ -260,6 +263,7 @@ int run_worker(const WorkerArgs& args) {
         [rank](const std::string& why) { exit_peer_lost(rank, why); });
   }
   if (rank == 0) {
+    CNX_LOG_INFO("{}", cli::version_line("cnx-worker"));
     CNX_LOG_INFO("job {}: {} ranks x {} threads, backend {}, model {}, {} data", config.job.id, world, threads,
                  comm->backend_name(), config.model.name, args.synthetic ? "synthetic" : "shard");
   }
@@ -277,7 +281,7 @@ int run_worker(const WorkerArgs& args) {
     } catch (const ConfigError& e) {
       return fail(kExitConfig, *comm, e.what());
     } catch (const std::exception& e) {
-      return fail(kExitError, *comm, std::string("coordinator: ") + e.what());
+      return fail(cli::exit_code_of(e), *comm, "coordinator: " + cli::message_of(e));
     }
   }
 
@@ -306,7 +310,7 @@ int run_worker(const WorkerArgs& args) {
     return fail(kExitError, *comm, std::string("data: ") + e.what());
   } catch (const std::exception& e) {
     if (link) link->report_failed(e.what());
-    return fail(kExitError, *comm, e.what());
+    return fail(cli::exit_code_of(e), *comm, cli::message_of(e));
   }
 }
 

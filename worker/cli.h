@@ -4,7 +4,7 @@
 //
 //   cnx-worker --config C [--set k=v ...] [--resume auto|none|PATH]
 //              [--threads N] [--max-steps N] [--synthetic [--synthetic-samples N]]
-//              [--coordinator HOST:PORT]
+//              [--coordinator HOST:PORT [--token-file F] [--tls-ca F [--tls-cert F --tls-key F]]]
 //
 // Exit codes (also printed by --help):
 //   0  training completed (total steps reached)
@@ -43,17 +43,20 @@ enum ExitCode : int {
 
 struct WorkerArgs {
   std::string config;
-  std::vector<std::string> overrides;  // --set key=value
-  std::string coordinator;             // HOST:PORT or ""
-  std::string resume;                  // "" = config's checkpoint.resume
-  int64_t threads = -1;                // -1 = config's train.threads
-  int64_t max_steps = -1;              // -1 = config's schedule.max_steps
+  std::vector<std::string> overrides;     // --set key=value
+  std::string coordinator;                // HOST:PORT or ""
+  std::string token_file;                 // "" = config's coordinator.token_file / token_env
+  std::string tls_ca, tls_cert, tls_key;  // "" = config's coordinator.tls_ca / tls_client_cert / tls_client_key
+  std::string resume;                     // "" = config's checkpoint.resume
+  int64_t threads = -1;                   // -1 = config's train.threads
+  int64_t max_steps = -1;                 // -1 = config's schedule.max_steps
   bool synthetic = false;
   int64_t synthetic_samples = 4096;
 };
 
-// Parses argv. Returns -1 to continue, else the exit code to return at once
-// (after --help, or kExitConfig for bad usage, with the message printed).
+// Parses argv (common/cli.h). Returns -1 to continue, else the exit code to
+// return at once (0 after --help or --version, kExitConfig for bad usage,
+// with the message printed).
 int parse_worker_args(int argc, char** argv, WorkerArgs* args);
 
 // Runs one rank of the job; returns the exit code.

@@ -171,14 +171,17 @@ Trainer::Trainer(TrainerOptions options, comm::Communicator& comm, std::unique_p
   lo.epochs = options_.epochs;
   lo.warmup_epochs = options_.warmup_epochs;
   lo.steps_per_epoch = data_->epoch_samples_total() / global_batch_;
-  CNX_CHECK(lo.steps_per_epoch > 0, "the data set (", data_->epoch_samples_total(),
-            " samples) is smaller than one global batch (", global_batch_, ")");
+  if (lo.steps_per_epoch <= 0)
+    throw ConfigError(str("the data set (", data_->epoch_samples_total(),
+                          " samples) is smaller than one global batch (", global_batch_,
+                          "): lower data.batch_size or optimizer.accum_steps, or use fewer ranks"));
   schedule_ = std::make_unique<LrSchedule>(lo);
   total_steps_ = schedule_->total_steps();
   if (options_.max_steps > 0) total_steps_ = std::min(total_steps_, options_.max_steps);
   const int64_t patch = model_->patch_size();
-  CNX_CHECK(patch > 0 && options_.image_size % patch == 0, "data.input_size (", options_.image_size,
-            ") must be a multiple of the mask patch size ", patch);
+  if (patch <= 0 || options_.image_size % patch != 0)
+    throw ConfigError(
+        str("data.input_size (", options_.image_size, ") must be a multiple of the mask patch size ", patch));
   grid_ = options_.image_size / patch;
 
   // Per-rank generator stream (drop path etc.); saved in checkpoints.
@@ -217,7 +220,8 @@ std::optional<TrainBatch> Trainer::next_batch() {
     ++epoch_;
     data_->start_epoch(epoch_);
   }
-  CNX_CHECK(false, "epoch ", epoch_, " yields no batch on some rank (too little data for ", comm_.size(), " ranks?)");
+  throw UserError(
+      str("epoch ", epoch_, " yields no batch on some rank (too little data for ", comm_.size(), " ranks?)"));
   return std::nullopt;
 }
 

@@ -134,6 +134,40 @@ TEST(Config, MissingFile) {
   }
 }
 
+TEST(Config, FolderIsRefused) {
+  try {
+    cnx::load_config(fs::temp_directory_path().string());
+    FAIL();
+  } catch (const cnx::ConfigError& e) {
+    EXPECT_HAS(e.what(), "is a folder");
+  }
+}
+
+TEST(Config, DuplicateKeysAreRefused) {
+  std::string m = error_of("data:\n  input_size: 64\n  batch_size: 2\n  input_size: 96\n");
+  EXPECT_HAS(m, "test.yaml: data.input_size: duplicate key at line 4 (first at line 2)");
+  EXPECT_HAS(error_of("job: {id: a}\nmask: {ratio: 0.5}\njob: {id: b}\n"), "job: duplicate key at line 3");
+  EXPECT_HAS(error_of("optimizer: {betas: [0.9, 0.95], betas: [0.8, 0.9]}"), "optimizer.betas: duplicate key");
+  // An override of a key is no duplicate.
+  EXPECT_EQ(cnx::load_config_text("data: {input_size: 64}", "t", {"data.input_size=96"}).data.input_size, 96);
+}
+
+TEST(Config, RangesPrintReadably) {
+  // Bounds print as %g: no 300-digit numbers in messages.
+  EXPECT_HAS(error_of("schedule: {epochs: 2000000}"), "expected a number in [0, 1e+06]");
+  EXPECT_HAS(error_of("mask: {ratio: .inf}"), "mask.ratio: expected a number in [0, 1]");
+}
+
+TEST(Config, IsAUsageError) {
+  // Programs map UsageError to exit code 2 (common/cli.h).
+  try {
+    cnx::load_config_text("nope: 1", "t");
+    FAIL();
+  } catch (const cnx::UsageError& e) {
+    EXPECT_HAS(e.what(), "nope");
+  }
+}
+
 TEST(Config, SetOverrides) {
   cnx::Config c = cnx::load_config_text(
       "mask: {ratio: 0.5}", "t.yaml",

@@ -35,7 +35,7 @@ fs::path source_dir() {
 std::string strength_error(const std::string& token) {
   try {
     check_token_strength(token, "test");
-  } catch (const CheckError& e) {
+  } catch (const UsageError& e) {
     return e.what();
   }
   return "";
@@ -55,7 +55,7 @@ TEST(TokenStrength, ShippedPlaceholderIsRefused) {
   // Loading it as the job token fails the same way.
   const fs::path f = fs::temp_directory_path() / ("cnx_placeholder_" + std::to_string(getpid()));
   std::ofstream(f) << shipped << "\n";
-  EXPECT_THROW(load_token(f.string(), ""), CheckError);
+  EXPECT_THROW(load_token(f.string(), ""), UsageError);
   fs::remove(f);
 }
 
@@ -80,7 +80,7 @@ TEST(Plaintext, OnlyOnLoopbackUnlessAllowed) {
   try {
     check_plaintext_allowed("0.0.0.0:5", false, false, "coordinator.listen");
     FAIL() << "plaintext on 0.0.0.0 accepted";
-  } catch (const CheckError& e) {
+  } catch (const UsageError& e) {
     EXPECT_NE(std::string(e.what()).find("coordinator.allow_plaintext"), std::string::npos) << e.what();
   }
 }

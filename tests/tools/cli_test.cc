@@ -105,13 +105,14 @@ TEST_F(Cli, BadInputsExitNonZero) {
   EXPECT_EQ(
       run(tool("export/cnx-export") + " --input " + dir_.file("nothing") + " --output " + dir_.file("x.safetensors")),
       1);
-  EXPECT_EQ(run(tool("eval/cnx-eval") + " --train-index " + train_ + " --test-index " + test_), 1);  // no encoder
+  // Usage mistakes exit 2 (docs/operations.md), runtime errors 1.
+  EXPECT_EQ(run(tool("eval/cnx-eval") + " --train-index " + train_ + " --test-index " + test_), 2);  // no encoder
   EXPECT_EQ(run(tool("eval/cnx-eval") + " --random-init --train-index " + train_ + " --test-index " + test_ +
                 " --input-size 33"),
-            1);
+            2);
   EXPECT_EQ(
-      run(tool("visualize/cnx-visualize") + " --checkpoint " + dir_.file("ckpt") + " --out-dir " + dir_.file("v")), 1);
-  EXPECT_NE(run(tool("eval/cnx-eval") + " --no-such-flag"), 0);
+      run(tool("visualize/cnx-visualize") + " --checkpoint " + dir_.file("ckpt") + " --out-dir " + dir_.file("v")), 2);
+  EXPECT_EQ(run(tool("eval/cnx-eval") + " --no-such-flag"), 2);
 }
 
 }  // namespace

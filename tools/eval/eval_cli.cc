@@ -2,12 +2,12 @@
 
 #include <ATen/Parallel.h>
 
-#include <CLI/CLI.hpp>
 #include <exception>
 #include <fstream>
 #include <iostream>
 #include <thread>
 
+#include "common/cli.h"
 #include "common/config.h"
 #include "common/logging.h"
 #include "model/dense_kernels.h"
@@ -51,13 +51,13 @@ int eval_main(int argc, char** argv, EvalMode mode) {
   int64_t epochs = probe ? o.probe.epochs : o.finetune.epochs;
   double lr = 0.0, weight_decay = probe ? o.probe.weight_decay : o.finetune.weight_decay;
   if (!probe) o.batch_size = 32;
-  std::string config_path, curves_path;
-  std::vector<std::string> overrides;
+  std::string curves_path;
   std::vector<float> mean(o.mean.begin(), o.mean.end()), stdv(o.std.begin(), o.std.end());
 
-  app.add_option("--encoder", o.encoder,
+  app.add_option("--checkpoint,-c", o.encoder,
                  "encoder weights: exported .safetensors/.pt (reference or timm names), FCMAE model.pt, "
                  "checkpoint folder or checkpoint root");
+  app.add_option("--encoder", o.encoder, "alias of --checkpoint")->group("");
   app.add_flag("--random-init", o.random_init, "baseline: a randomly initialised encoder instead of --encoder");
   app.add_option("--init", o.init, "random init: fcmae (pretraining's start) | dense (std 0.02)")
       ->check(CLI::IsMember({"fcmae", "dense"}))
@@ -68,20 +68,20 @@ int eval_main(int argc, char** argv, EvalMode mode) {
   app.add_option("--train-shard-root", o.train_shard_root, "folder of the training shards (default: the index's)");
   app.add_option("--test-shard-root", o.test_shard_root, "folder of the test shards (default: the index's)");
   app.add_option("--max-train", o.max_train, "use the first N labelled training samples (0 = all)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cli::non_negative())
       ->capture_default_str();
   app.add_option("--max-test", o.max_test, "use the first N labelled test samples (0 = all)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cli::non_negative())
       ->capture_default_str();
-  app.add_option("--config", config_path,
-                 "pretraining config: its data.input_size, data.eval_crop_pct, data.mean and data.std are the "
-                 "defaults of --input-size, --eval-crop-pct, --mean and --std");
-  app.add_option("--set", overrides, "override a config key (key.path=value; repeatable)");
+  cli::ConfigFlags cfg;
+  cli::add_config_flags(app, &cfg,
+                        "pretraining config: its data.input_size, data.eval_crop_pct, data.mean and data.std are the "
+                        "defaults of --input-size, --eval-crop-pct, --mean and --std");
   app.add_option("--input-size", o.input_size, "input resolution (multiple of 32)")->capture_default_str();
   app.add_option("--eval-crop-pct", o.eval_crop_pct,
                  "evaluation: resize to input-size / this, centre crop (0.875 ImageNet convention; 1.0 = whole "
                  "image)")
-      ->check(CLI::Range(1e-3, 1.0))
+      ->check(cli::in_range(1e-3, 1.0))
       ->capture_default_str();
   app.add_option("--mean", mean, "normalisation mean per channel (as in pretraining)")
       ->expected(3)
@@ -90,13 +90,13 @@ int eval_main(int argc, char** argv, EvalMode mode) {
       ->expected(3)
       ->capture_default_str();
   app.add_option("--batch-size", o.batch_size, probe ? "feature-extraction batch" : "batch per rank")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive())
       ->capture_default_str();
   app.add_option("--epochs", epochs, probe ? "epochs of the linear head over cached features" : "fine-tuning epochs")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::positive())
       ->capture_default_str();
   app.add_option("--threads", threads, "intra-op threads per rank (default: cores / ranks on this host)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(cli::non_negative());
   app.add_option("--kernels", kernels,
                  "dense model kernels: cnx (ours on an all-visible layout; the fastest) | libtorch-cl "
                  "(LibTorch, channels-last) | libtorch (LibTorch, NCHW)")
@@ -105,7 +105,8 @@ int eval_main(int argc, char** argv, EvalMode mode) {
   app.add_option("--seed", o.seed, "seed (head init, shuffles, augmentation, random init)")->capture_default_str();
   app.add_option("--lr", lr, probe ? "linear head lr (default 1e-3)" : "absolute peak lr (default: blr * batch / 256)");
   app.add_option("--weight-decay", weight_decay, "AdamW weight decay")->capture_default_str();
-  app.add_option("--json", json_path, "write the JSON summary here (rank 0)");
+  app.add_option("--output,-o", json_path, "write the JSON summary here (rank 0; default: stdout)");
+  app.add_option("--json", json_path, "alias of --output")->group("");
   app.add_flag("--no-verify", no_verify, "do not check shard sha256 against the index");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
   if (probe) {
@@ -125,13 +126,12 @@ int eval_main(int argc, char** argv, EvalMode mode) {
     app.add_option("--holdout", o.holdout,
                    "hold out the first N labelled training samples (never trained on; --max-train counts the "
                    "samples after them) and report their top-1 after every epoch")
-        ->check(CLI::NonNegativeNumber)
+        ->check(cli::non_negative())
         ->capture_default_str();
     app.add_option("--curves", curves_path, "write loss / lr / held-out accuracy curves to this PNG (rank 0)");
   }
-  CLI11_PARSE(app, argc, argv);
-
-  try {
+  const char* program = probe ? "cnx-eval" : "cnx-finetune";
+  return cli::run_main(program, app, argc, argv, [&] {
     std::unique_ptr<comm::Communicator> comm = communicator_from_environment();
     const int rank = comm ? comm->rank() : 0;
     cnx::log::init(probe ? "eval" : "finetune", comm ? rank : -1, log_level);
@@ -142,16 +142,14 @@ int eval_main(int argc, char** argv, EvalMode mode) {
     at::set_num_threads(threads);
     model::set_dense_kernels(model::parse_dense_kernels(kernels, "--kernels"));
     o.verify_sha256 = !no_verify;
-    if (!config_path.empty()) {
-      const Config c = load_config(config_path, overrides);
+    if (cfg.given() || !cfg.overrides.empty()) {
+      const Config c = cli::load_config(cfg);
       if (app.count("--input-size") == 0) o.input_size = c.data.input_size;
       if (app.count("--eval-crop-pct") == 0) o.eval_crop_pct = c.data.eval_crop_pct;
       if (c.data.mean.size() != 3 || c.data.std.size() != 3)
-        throw ConfigError(config_path + ": data.mean and data.std need 3 values for evaluation");
+        throw ConfigError(cfg.path + ": data.mean and data.std need 3 values for evaluation");
       if (app.count("--mean") == 0) mean.assign(c.data.mean.begin(), c.data.mean.end());
       if (app.count("--std") == 0) stdv.assign(c.data.std.begin(), c.data.std.end());
-    } else if (!overrides.empty()) {
-      throw ConfigError("--set needs --config");
     }
     for (int c = 0; c < 3; ++c) {
       o.mean[c] = mean.at(c);
@@ -188,14 +186,8 @@ int eval_main(int argc, char** argv, EvalMode mode) {
       }
     }
     if (comm) comm->barrier();
-  } catch (const std::exception& e) {
-    SPDLOG_ERROR("{}: {}", probe ? "cnx-eval" : "cnx-finetune", e.what());
-    return 1;
-  } catch (...) {
-    SPDLOG_ERROR("{}: unknown error", probe ? "cnx-eval" : "cnx-finetune");
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }
 
 }  // namespace cnx::eval

@@ -22,6 +22,12 @@ namespace cnx::eval {
 
 namespace {
 
+// A user's mistake (a flag, the data): a typed error without a source position.
+template <class E, class... Parts>
+void require(bool ok, const Parts&... parts) {
+  if (!ok) throw E(str(parts...));
+}
+
 void seed_global_generator(uint64_t seed) {
   auto gen = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(gen.mutex());
@@ -65,8 +71,8 @@ BuiltModel build_model(const EvalJobOptions& o, int64_t num_classes) {
   lo.ignore_file_head = true;
   std::string source;
   if (o.random_init) {
-    CNX_CHECK(o.encoder.empty(), "give either an encoder file or --random-init, not both");
-    CNX_CHECK(o.init == "fcmae" || o.init == "dense", "--init must be fcmae or dense, got '", o.init, "'");
+    require<UsageError>(o.encoder.empty(), "give either an encoder file or --random-init, not both");
+    require<UsageError>(o.init == "fcmae" || o.init == "dense", "--init must be fcmae or dense, got '", o.init, "'");
     opts = model::variant_options(o.model);
     b.encoder = "random-init (" + o.init + ", " + o.model + ", seed " + std::to_string(o.seed) + ")";
     if (o.init == "fcmae") {
@@ -79,7 +85,7 @@ BuiltModel build_model(const EvalJobOptions& o, int64_t num_classes) {
       source = "FCMAE init";
     }
   } else {
-    CNX_CHECK(!o.encoder.empty(), "an encoder file is required (or --random-init for the baseline)");
+    require<UsageError>(!o.encoder.empty(), "an encoder file is required (or --random-init for the baseline)");
     source = tools::resolve_state_file(o.encoder);
     encoder_state = tools::read_state_file(source);
     lo.prefix = tools::encoder_prefix(encoder_state);
@@ -119,13 +125,14 @@ EvalSummary run_eval_job(const EvalJobOptions& o, comm::Communicator* comm) {
   const auto t0 = std::chrono::steady_clock::now();
   const int world = comm ? comm->size() : 1;
   const int rank = comm ? comm->rank() : 0;
-  CNX_CHECK(o.input_size > 0 && o.input_size % 32 == 0, "--input-size must be a positive multiple of 32, got ",
-            o.input_size);
-  CNX_CHECK(!o.train_index.empty() && !o.test_index.empty(), "both a train and a test shard index are required");
-  CNX_CHECK(o.eval_crop_pct > 0.0 && o.eval_crop_pct <= 1.0, "--eval-crop-pct must be in (0, 1], got ",
-            o.eval_crop_pct);
-  CNX_CHECK(o.holdout >= 0, "--holdout must be >= 0, got ", o.holdout);
-  for (int c = 0; c < 3; ++c) CNX_CHECK(o.std[c] > 0.0f, "--std must be > 0, got ", o.std[c]);
+  require<UsageError>(o.input_size > 0 && o.input_size % 32 == 0,
+                      "--input-size must be a positive multiple of 32, got ", o.input_size);
+  require<UsageError>(!o.train_index.empty() && !o.test_index.empty(),
+                      "both a train and a test shard index are required");
+  require<UsageError>(o.eval_crop_pct > 0.0 && o.eval_crop_pct <= 1.0, "--eval-crop-pct must be in (0, 1], got ",
+                      o.eval_crop_pct);
+  require<UsageError>(o.holdout >= 0, "--holdout must be >= 0, got ", o.holdout);
+  for (int c = 0; c < 3; ++c) require<UsageError>(o.std[c] > 0.0f, "--std must be > 0, got ", o.std[c]);
 
   ReadOptions ro;
   ro.rank = rank;
@@ -141,17 +148,17 @@ EvalSummary run_eval_job(const EvalJobOptions& o, comm::Communicator* comm) {
     ro.skip = 0;
     ro.max_samples = o.holdout;
     holdout = read_labelled_shards(ro);
-    CNX_CHECK(holdout.total == o.holdout, "'", o.train_index, "' holds ", holdout.total,
-              " labelled samples, fewer than the --holdout ", o.holdout);
+    require<UserError>(holdout.total == o.holdout, "'", o.train_index, "' holds ", holdout.total,
+                       " labelled samples, fewer than the --holdout ", o.holdout);
   }
   ro.index_path = o.test_index;
   ro.shard_root = o.test_shard_root;
   ro.max_samples = o.max_test;
   const LabelledSet test = read_labelled_shards(ro);
-  CNX_CHECK(train.total > 0, "'", o.train_index, "' holds no labelled samples");
-  CNX_CHECK(test.total > 0, "'", o.test_index, "' holds no labelled samples");
+  require<UserError>(train.total > 0, "'", o.train_index, "' holds no labelled samples");
+  require<UserError>(test.total > 0, "'", o.test_index, "' holds no labelled samples");
   const int64_t classes = std::max(num_classes(train), num_classes(test));
-  CNX_CHECK(classes >= 2, "need at least 2 classes, the shards have ", classes);
+  require<UserError>(classes >= 2, "need at least 2 classes, the shards have ", classes);
   if (rank == 0)
     CNX_LOG_INFO("data: {} train samples from {}, {} test samples from {}, {} classes, {} rank(s)", train.total,
                  o.train_index, test.total, o.test_index, classes, world);

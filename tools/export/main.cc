@@ -5,6 +5,7 @@
 #include <map>
 #include <string>
 
+#include "common/cli.h"
 #include "common/logging.h"
 #include "common/strings.h"
 #include "model/convnextv2.h"
@@ -17,19 +18,27 @@ using cnx::ends_with;
 
 int main(int argc, char** argv) {
   CLI::App app{"Export the encoder of an FCMAE checkpoint as dense ConvNeXt V2 weights"};
+  cnx::cli::ConfigFlags cfg;
   std::string input, output, naming_text = "reference";
-  app.add_option("--input,-i", input,
-                 "checkpoint root (uses 'latest'), checkpoint folder step-N, or a state file (.pt/.safetensors)")
-      ->required();
+  cnx::cli::add_config_flags(app, &cfg, "job config: its checkpoint.root is the default --checkpoint");
+  app.add_option("--checkpoint,-c", input,
+                 "checkpoint root (its 'latest'), checkpoint folder step-N, or a state file (.pt/.safetensors); "
+                 "default: checkpoint.root of --config");
+  app.add_option("--input,-i", input, "alias of --checkpoint")->group("");
   app.add_option("--output,-o", output,
                  "output file (.safetensors, or .pt: torch.load(path)[\"model\"] is the state dict)")
       ->required();
   app.add_option("--naming", naming_text, "tensor names: reference | timm")
       ->check(CLI::IsMember({"reference", "timm"}))
       ->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-  cnx::log::init("export");
-  try {
+  return cnx::cli::run_main("cnx-export", app, argc, argv, [&] {
+    cnx::log::init("export");
+    if (input.empty()) {
+      if (!cfg.given()) throw cnx::UsageError("--checkpoint is required (or --config, whose checkpoint.root is used)");
+      input = cnx::cli::load_config(cfg).checkpoint.root;
+    } else if (!cfg.overrides.empty() || cfg.given()) {
+      cnx::cli::load_config(cfg);  // a bad --config or --set is an error even when not needed
+    }
     const std::string file = cnx::tools::resolve_state_file(input);
     const cnx::model::NamedTensors state = cnx::tools::read_state_file(file);
     const cnx::model::Naming naming = cnx::model::parse_naming(naming_text);
@@ -49,12 +58,6 @@ int main(int argc, char** argv) {
     }
     CNX_LOG_INFO("exported encoder ({}; {} tensors, {} parameters, {} names) from {} to {}",
                  cnx::model::describe(enc.options), enc.tensors.size(), params, naming_text, file, output);
-  } catch (const std::exception& e) {
-    CNX_LOG_ERROR("cnx-export: {}", e.what());
-    return 1;
-  } catch (...) {
-    CNX_LOG_ERROR("cnx-export: unknown error");
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

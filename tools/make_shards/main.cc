@@ -7,9 +7,11 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <string>
 
 #include "common/check.h"
+#include "common/cli.h"
 #include "common/logging.h"
 #include "data/make_shards.h"
 
@@ -75,63 +77,72 @@ void print_summary(const cnx::data::ShardIndex& index, const cnx::data::MakeShar
 
 int main(int argc, char** argv) {
   CLI::App app{"Pack images into WebDataset-style tar shards with an index.json"};
+  cnx::cli::ConfigFlags cfg;
   std::string folder, fmnist_dir = "/usr/share/datasets/fashion-mnist", split = "train", source;
   cnx::data::MakeShardsOptions opt;
   bool quiet = false, no_shuffle = false;
   std::string prefix;
+  cnx::cli::add_config_flags(app, &cfg,
+                             "job config: data.index (its folder and file name) is the default of --output and "
+                             "--index-name, data.shard_root the default folder when set");
   app.add_option("--source", source,
                  "imagefolder (root/<class>/<image>, labelled) | images (a folder of images, unlabelled) | "
                  "webdataset (a .tar or a folder of .tar shards) | fashion-mnist")
       ->required()
       ->check(CLI::IsMember({"imagefolder", "images", "webdataset", "fashion-mnist"}));
-  app.add_option("--input", folder, "input folder (or .tar file) for --source imagefolder|images|webdataset");
+  app.add_option("--input,-i", folder, "input folder (or .tar file) for --source imagefolder|images|webdataset");
   app.add_option("--fashion-mnist-dir", fmnist_dir, "folder with the Fashion-MNIST *.gz IDX files")
       ->capture_default_str();
   app.add_option("--split", split, "Fashion-MNIST split")
       ->check(CLI::IsMember({"train", "test"}))
       ->capture_default_str();
-  app.add_option("--output,-o", opt.out_dir, "output folder for shards and the index")->required();
+  app.add_option("--output,-o", opt.out_dir, "output folder for shards and the index (default: from --config)");
   app.add_option("--prefix", prefix, "shard name prefix (default: the split, or 'shard')");
   app.add_option("--dataset", opt.dataset, "dataset name stored in the index");
   app.add_option("--index-name", opt.index_name, "index file name")->capture_default_str();
   app.add_option("--shard-size-mb", opt.shard_size_mb, "target shard size in MiB (0 = unbounded)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cnx::cli::non_negative())
       ->capture_default_str();
   app.add_option("--samples-per-shard", opt.samples_per_shard, "max samples per shard (0 = unbounded)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(cnx::cli::non_negative());
   app.add_option("--limit", opt.limit, "keep only this many samples (after shuffling; 0 = all)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(cnx::cli::non_negative());
   app.add_option("--seed", opt.seed, "seed of the sample shuffle")->capture_default_str();
   app.add_option("--threads", opt.threads, "threads decoding images to check them (0 = one per core)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(cnx::cli::non_negative());
   app.add_flag("--no-shuffle", no_shuffle, "keep the source order");
   app.add_flag("--force", opt.force, "replace an existing index and shards");
   app.add_flag("--quiet,-q", quiet, "no progress bar");
-  CLI11_PARSE(app, argc, argv);
 
-  cnx::log::init("make-shards");
-  opt.shuffle = !no_shuffle;
-  ProgressBar bar;
-  if (!quiet) opt.progress = [&bar](int64_t d, int64_t t) { bar(d, t); };
-  try {
+  return cnx::cli::run_main("cnx-make-shards", app, argc, argv, [&] {
+    if (cfg.given() || !cfg.overrides.empty()) {
+      const cnx::Config c = cnx::cli::load_config(cfg);
+      if (opt.out_dir.empty() && !c.data.index.empty()) {
+        const std::filesystem::path index(c.data.index);
+        opt.out_dir = !c.data.shard_root.empty() ? c.data.shard_root : index.parent_path().string();
+        if (opt.out_dir.empty()) opt.out_dir = ".";
+        if (app.count("--index-name") == 0) opt.index_name = index.filename().string();
+      }
+    }
+    if (opt.out_dir.empty())
+      throw cnx::UsageError("--output is required (or --config with data.index set: shards go to its folder)");
+    if (source != "fashion-mnist" && folder.empty())
+      throw cnx::UsageError("--source " + source + " needs --input <path>");
+    cnx::log::init("make-shards");
+    opt.shuffle = !no_shuffle;
+    ProgressBar bar;
+    if (!quiet) opt.progress = [&bar](int64_t d, int64_t t) { bar(d, t); };
     cnx::data::ShardIndex index;
     cnx::data::MakeShardsReport report;
     opt.prefix = prefix.empty() ? (source == "fashion-mnist" ? split : "shard") : prefix;
     if (source == "fashion-mnist") {
       index = cnx::data::make_shards_from_fashion_mnist(fmnist_dir, split, opt, &report);
     } else {
-      if (folder.empty()) throw cnx::data::DataError(cnx::str("--source ", source, " needs --input <path>"));
       if (source == "imagefolder") index = cnx::data::make_shards_from_folder(folder, opt, &report);
       if (source == "images") index = cnx::data::make_shards_from_images(folder, opt, &report);
       if (source == "webdataset") index = cnx::data::make_shards_from_tars(folder, opt, &report);
     }
     print_summary(index, report, opt);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "cnx-make-shards: error: %s\n", e.what());
-    return 1;
-  } catch (...) {
-    std::fprintf(stderr, "cnx-make-shards: error: unknown error\n");
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

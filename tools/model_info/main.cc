@@ -1,8 +1,9 @@
 // cnx-model-info: prints parameters and GFLOPs (multiply-adds of convs and
 // linears, the paper's convention) of ConvNeXt V2 variants or a custom shape.
 //
-//   cnx-model-info --model atto [--size 224] [--num-classes 1000]
-//   cnx-model-info --all [--size 384]
+//   cnx-model-info --model atto [--input-size 224] [--num-classes 1000]
+//   cnx-model-info --all [--input-size 384]
+//   cnx-model-info --config configs/fcmae_atto.yaml
 //   cnx-model-info --depths 2,2,6,2 --dims 40,80,160,320 [--in-chans 1]
 //   cnx-model-info --model tiny --instantiate   (also builds it and counts numel)
 #include <CLI/CLI.hpp>
@@ -12,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cli.h"
 #include "model/complexity.h"
 #include "model/convnextv2.h"
 #include "model/options.h"
@@ -47,27 +49,44 @@ void print_row(const std::string& name, const ConvNeXtV2Options& o, int64_t size
 
 int main(int argc, char** argv) {
   CLI::App app{"Parameter and FLOP counts of ConvNeXt V2 (FLOPs = multiply-adds of convs and linears)"};
+  cnx::cli::ConfigFlags cfg;
   std::string model = "atto";
   int64_t size = 224;
   int64_t num_classes = 1000;
   int64_t in_chans = 3;
   bool all = false, instantiate = false;
   std::vector<int64_t> depths, dims;
+  cnx::cli::add_config_flags(app, &cfg,
+                             "job config: model.name/depths/dims/in_chans/num_classes and data.input_size are the "
+                             "defaults of the flags below");
   app.add_option("--model", model, "variant: atto femto pico nano tiny base large huge")->capture_default_str();
-  app.add_option("--size", size, "input height and width in pixels")
+  app.add_option("--input-size", size, "input height and width in pixels")
       ->capture_default_str()
-      ->check(CLI::Range(32, 1 << 16));
+      ->check(cnx::cli::in_range(32, 1 << 16));
+  app.add_option("--size", size, "alias of --input-size")->group("")->check(cnx::cli::in_range(32, 1 << 16));
   app.add_option("--num-classes", num_classes, "classifier outputs (0: no head)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--in-chans", in_chans, "input channels")->capture_default_str()->check(CLI::PositiveNumber);
+      ->check(cnx::cli::non_negative());
+  app.add_option("--in-chans", in_chans, "input channels")->capture_default_str()->check(cnx::cli::positive());
   app.add_option("--depths", depths, "custom: 4 comma-separated block counts")->delimiter(',')->expected(4);
   app.add_option("--dims", dims, "custom: 4 comma-separated channel counts")->delimiter(',')->expected(4);
   app.add_flag("--all", all, "print every variant");
   app.add_flag("--instantiate", instantiate, "also build the model(s) and count parameters from tensors");
-  CLI11_PARSE(app, argc, argv);
-  try {
-    if (depths.empty() != dims.empty()) throw std::invalid_argument("--depths and --dims go together");
+  return cnx::cli::run_main("cnx-model-info", app, argc, argv, [&] {
+    if (depths.empty() != dims.empty()) throw cnx::UsageError("--depths and --dims go together");
+    if (cfg.given() || !cfg.overrides.empty()) {
+      const cnx::Config c = cnx::cli::load_config(cfg);
+      if (app.count("--model") == 0 && depths.empty()) {
+        model = c.model.name;
+        if (model == "custom") {
+          depths = c.model.depths;
+          dims = c.model.dims;
+        }
+      }
+      if (app.count("--input-size") + app.count("--size") == 0) size = c.data.input_size;
+      if (app.count("--num-classes") == 0) num_classes = c.model.num_classes;
+      if (app.count("--in-chans") == 0) in_chans = c.model.in_chans;
+    }
     std::vector<std::pair<std::string, ConvNeXtV2Options>> rows;
     if (!depths.empty()) {
       ConvNeXtV2Options o;
@@ -77,7 +96,11 @@ int main(int argc, char** argv) {
     } else if (all) {
       for (const auto& n : cnx::model::variant_names()) rows.emplace_back(n, cnx::model::variant_options(n));
     } else {
-      rows.emplace_back(model, cnx::model::variant_options(model));
+      try {
+        rows.emplace_back(model, cnx::model::variant_options(model));
+      } catch (const std::invalid_argument& e) {
+        throw cnx::UsageError(std::string("--model: ") + e.what());  // a bad name is a usage error (exit 2)
+      }
     }
     std::printf("input %lldx%lld, %lld classes\n", static_cast<long long>(size), static_cast<long long>(size),
                 static_cast<long long>(num_classes));
@@ -87,12 +110,6 @@ int main(int argc, char** argv) {
       o.in_chans = in_chans;
       print_row(name, o, size, instantiate);
     }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "cnx-model-info: %s\n", e.what());
-    return 2;
-  } catch (...) {
-    std::fprintf(stderr, "cnx-model-info: unknown error\n");
-    return 2;
-  }
-  return 0;
+    return 0;
+  });
 }

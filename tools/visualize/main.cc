@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/blas_info.h"
+#include "common/cli.h"
 #include "common/logging.h"
 #include "model/fcmae.h"
 #include "tools/export/fcmae_state.h"
@@ -19,6 +20,7 @@
 int main(int argc, char** argv) {
   cnx::blas::init_compute_environment("cnx-visualize", argc, argv);
   CLI::App app{"Write FCMAE reconstructions: original | masked | reconstruction | reconstruction + visible"};
+  cnx::cli::ConfigFlags cfg;
   std::string checkpoint, index, out_dir, encoder = "sparse";
   std::vector<std::string> images;
   int64_t count = 8, size = 224;
@@ -26,37 +28,59 @@ int main(int argc, char** argv) {
   uint64_t mask_seed = 0;
   int gap = 4, threads = 0;
   std::vector<float> mean{0.485f, 0.456f, 0.406f}, stdv{0.229f, 0.224f, 0.225f};
-  app.add_option("--checkpoint,-c", checkpoint, "checkpoint root, checkpoint folder, or FCMAE model.pt/.safetensors")
-      ->required();
+  double crop_pct = 0.875;
+  cnx::cli::add_config_flags(app, &cfg,
+                             "pretraining config: data.input_size, data.mean, data.std, data.eval_crop_pct, "
+                             "mask.ratio and checkpoint.root are the defaults of the flags below");
+  app.add_option("--checkpoint,-c", checkpoint,
+                 "checkpoint root, checkpoint folder, or FCMAE model.pt/.safetensors (default: checkpoint.root)");
   app.add_option("--index", index, "shard index.json: show its first --count images");
   app.add_option("--image", images, "image files to show (.jpg/.png; repeatable)");
-  app.add_option("--count", count, "images taken from the shards")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--input-size", size, "resolution (multiple of 32)")->capture_default_str();
-  app.add_option("--mask-ratio", ratio, "fraction of 32x32 patches removed")
-      ->check(CLI::Range(0.0, 1.0))
+  app.add_option("--count", count, "images taken from the shards")->check(cnx::cli::positive())->capture_default_str();
+  app.add_option("--input-size", size, "resolution, a multiple of 32 (default: data.input_size)")
+      ->capture_default_str();
+  app.add_option("--mask-ratio", ratio, "fraction of 32x32 patches removed (default: mask.ratio)")
+      ->check(cnx::cli::in_range(0.0, 1.0))
       ->capture_default_str();
   app.add_option("--mask-seed", mask_seed, "mask seed (same seed, same masks)")->capture_default_str();
   app.add_option("--encoder", encoder, "sparse | dense_masked (same result)")
       ->check(CLI::IsMember({"sparse", "dense_masked"}))
       ->capture_default_str();
-  app.add_option("--mean", mean, "normalisation mean (as in pretraining)")->expected(3)->capture_default_str();
-  app.add_option("--std", stdv, "normalisation std (as in pretraining)")->expected(3)->capture_default_str();
-  double crop_pct = 0.875;
-  app.add_option("--eval-crop-pct", crop_pct, "resize to input-size / this, centre crop (1.0 = whole image)")
-      ->check(CLI::Range(1e-3, 1.0))
+  app.add_option("--mean", mean, "normalisation mean, as in pretraining (default: data.mean)")
+      ->expected(3)
+      ->capture_default_str();
+  app.add_option("--std", stdv, "normalisation std, as in pretraining (default: data.std)")
+      ->expected(3)
+      ->capture_default_str();
+  app.add_option("--eval-crop-pct", crop_pct,
+                 "resize to input-size / this, centre crop; 1.0 = whole image (default: data.eval_crop_pct)")
+      ->check(cnx::cli::in_range(1e-3, 1.0))
       ->capture_default_str();
   bool no_labels = false;
   app.add_flag("--no-labels", no_labels, "no column names above grid.png");
   app.add_option("--gap", gap, "white pixels between panels and rows")
-      ->check(CLI::NonNegativeNumber)
+      ->check(cnx::cli::non_negative())
       ->capture_default_str();
-  app.add_option("--threads", threads, "intra-op threads (default: all cores)")->check(CLI::NonNegativeNumber);
-  app.add_option("--out-dir,-o", out_dir, "output folder (recon-000.png ..., grid.png)")->required();
-  CLI11_PARSE(app, argc, argv);
-  cnx::log::init("visualize");
-  try {
-    if (index.empty() == images.empty()) throw std::invalid_argument("give either --index or --image");
-    if (size <= 0 || size % 32 != 0) throw std::invalid_argument("--input-size must be a positive multiple of 32");
+  app.add_option("--threads", threads, "intra-op threads (default: all cores)")->check(cnx::cli::non_negative());
+  app.add_option("--output,-o", out_dir, "output folder (recon-000.png ..., grid.png)")->required();
+  app.add_option("--out-dir", out_dir, "alias of --output")->group("");
+  return cnx::cli::run_main("cnx-visualize", app, argc, argv, [&] {
+    cnx::log::init("visualize");
+    if (cfg.given() || !cfg.overrides.empty()) {
+      const cnx::Config c = cnx::cli::load_config(cfg);
+      if (app.count("--input-size") == 0) size = c.data.input_size;
+      if (app.count("--mask-ratio") == 0) ratio = c.mask.ratio;
+      if (app.count("--eval-crop-pct") == 0) crop_pct = c.data.eval_crop_pct;
+      if (c.data.mean.size() != 3 || c.data.std.size() != 3)
+        throw cnx::ConfigError(cfg.path + ": data.mean and data.std need 3 values for cnx-visualize");
+      if (app.count("--mean") == 0) mean.assign(c.data.mean.begin(), c.data.mean.end());
+      if (app.count("--std") == 0) stdv.assign(c.data.std.begin(), c.data.std.end());
+      if (checkpoint.empty()) checkpoint = c.checkpoint.root;
+    }
+    if (checkpoint.empty()) throw cnx::UsageError("--checkpoint is required (or --config: its checkpoint.root)");
+    if (index.empty() == images.empty()) throw cnx::UsageError("give either --index or --image");
+    if (size <= 0 || size % 32 != 0)
+      throw cnx::UsageError("--input-size must be a positive multiple of 32, got " + std::to_string(size));
     at::set_num_threads(threads > 0 ? threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
     cnx::viz::Normalization norm;
     for (int c = 0; c < 3; ++c) {
@@ -95,12 +119,6 @@ int main(int argc, char** argv) {
         "{} reconstructions ({}x{}, mask ratio {}, seed {}, loss {:.4f}) from {} written to {}/grid.png "
         "and {}/recon-*.png (panels: original | masked | reconstruction | reconstruction + visible)",
         batch.size(0), size, size, ratio, mask_seed, panels.loss, file, out_dir, out_dir);
-  } catch (const std::exception& e) {
-    CNX_LOG_ERROR("cnx-visualize: {}", e.what());
-    return 1;
-  } catch (...) {
-    CNX_LOG_ERROR("cnx-visualize: unknown error");
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -6,29 +6,27 @@
 #include <iostream>
 #include <sstream>
 
+#include "common/cli.h"
 #include "tools/visualize/plot.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Plot loss, learning rate and throughput over steps from a cnx-worker log"};
   std::string log_path, out_path, title;
-  app.add_option("--log,-i", log_path, "cnx-worker log (its rank-0 progress lines)")->required();
-  app.add_option("--out,-o", out_path, "PNG to write")->required();
+  app.add_option("--input,-i", log_path, "cnx-worker log (its rank-0 progress lines)")->required();
+  app.add_option("--log", log_path, "alias of --input")->group("");
+  app.add_option("--output,-o", out_path, "PNG to write")->required();
+  app.add_option("--out", out_path, "alias of --output")->group("");
   app.add_option("--title", title, "prefix of each chart's title");
-  CLI11_PARSE(app, argc, argv);
-  try {
+  return cnx::cli::run_main("cnx-plot-log", app, argc, argv, [&] {
     std::ifstream in(log_path);
-    if (!in) throw std::runtime_error("cannot read '" + log_path + "'");
+    if (!in) throw cnx::UserError("cannot read '" + log_path + "'");
     std::stringstream text;
     text << in.rdbuf();
     const cnx::viz::ProgressLog log = cnx::viz::parse_progress_log(text.str());
-    if (log.step.empty())
-      throw std::runtime_error("'" + log_path + "' has no progress lines ('step N ... | loss ...')");
+    if (log.step.empty()) throw cnx::UserError("'" + log_path + "' has no progress lines ('step N ... | loss ...')");
     cnx::viz::write_png_file(out_path, cnx::viz::render_progress(log, title));
     std::cerr << "cnx-plot-log: " << log.step.size() << " progress points (steps " << log.step.front() << ".."
               << log.step.back() << ") -> " << out_path << "\n";
-  } catch (const std::exception& e) {
-    std::cerr << "cnx-plot-log: " << e.what() << "\n";
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }
