@@ -5,6 +5,8 @@
 #  2. SIGTERM to one rank: all ranks checkpoint and exit with code 203; a
 #     `--resume auto` run then completes with code 0.
 #  3. Usage/config errors exit with code 2 and name the problem.
+#  4. Malformed YAML structures exit 2.
+#  5. --version, --token-file, readable flag errors.
 # Usage: worker_cli_test.sh <path to cnx-worker>
 set -euo pipefail
 BIN="$1"
@@ -88,3 +90,29 @@ for bad in complex_key long_port; do
   grep -q "cnx-worker: .*$bad.yaml" "$WORK/$bad.log" || { cat "$WORK/$bad.log"; fail "$bad.yaml: no message naming the file"; }
 done
 echo "ok: malformed YAML structures exit 2"
+
+# 5. The command-line convention (docs/operations.md): --version, --token-file
+#    (the coordinator's job token; an unreadable one is a config error naming
+#    the file), readable errors for bad flags.
+"$BIN" --version | grep -qE '^cnx-worker [^ ]+$' || fail "--version"
+set +e
+"$BIN" --config "$WORK/tiny.yaml" --coordinator 127.0.0.1:1 --token-file "$WORK/no.token" > "$WORK/t.log" 2>&1
+RC=$?
+set -e
+[ "$RC" = 2 ] || { cat "$WORK/t.log"; fail "unreadable --token-file exited with $RC, expected 2"; }
+grep -q "no.token" "$WORK/t.log" || { cat "$WORK/t.log"; fail "unreadable token file not named"; }
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/job.token"
+set +e
+"$BIN" --config "$WORK/tiny.yaml" --coordinator 10.0.0.1:50051 --token-file "$WORK/job.token" > "$WORK/t2.log" 2>&1
+RC=$?
+set -e
+# The token was read (no token error); plaintext to a non-loopback address is refused.
+[ "$RC" = 2 ] || { cat "$WORK/t2.log"; fail "plaintext to 10.0.0.1 exited with $RC, expected 2"; }
+grep -q "allow_plaintext" "$WORK/t2.log" || { cat "$WORK/t2.log"; fail "plaintext refusal not explained"; }
+set +e
+"$BIN" --config "$WORK/tiny.yaml" --max-steps -4 > "$WORK/t3.log" 2>&1
+RC=$?
+set -e
+[ "$RC" = 2 ] || { cat "$WORK/t3.log"; fail "--max-steps -4 exited with $RC"; }
+grep -q -- "--max-steps: '-4' must be >= 0" "$WORK/t3.log" || { cat "$WORK/t3.log"; fail "--max-steps message"; }
+echo "ok: --version, --token-file, readable flag errors"
