@@ -16,21 +16,6 @@ class CheckError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Tier two: a mistake the user can fix (a missing file, a bad value, a
-// refused setting). Its message is printed as is, without a source position;
-// programs exit 1 (common/cli.h).
-class UserError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-// A user mistake on the command line or in the config: programs exit 2.
-// cnx::ConfigError (common/config.h) is one.
-class UsageError : public UserError {
- public:
-  using UserError::UserError;
-};
-
 namespace detail {
 inline void stream_all(std::ostringstream&) {}
 template <class T, class... Rest>
@@ -41,9 +26,6 @@ void stream_all(std::ostringstream& os, const T& first, const Rest&... rest) {
 template <class... Args>
 [[noreturn]] void check_failed(const char* file, int line, const char* cond, const Args&... args) {
   std::ostringstream os;
-  // __FILE__ is relative to the build folder ("../../worker/trainer.cc"):
-  // print the path inside the source tree.
-  while (file[0] == '.' && (file[1] == '/' || (file[1] == '.' && file[2] == '/'))) file += file[1] == '/' ? 2 : 3;
   os << file << ":" << line << ": ";
   if constexpr (sizeof...(Args) == 0) {
     os << "check failed: " << cond;

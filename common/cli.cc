@@ -7,6 +7,7 @@
 
 #include "common/build_info.h"
 #include "common/check.h"
+#include "common/errors.h"
 
 namespace cnx::cli {
 namespace {
@@ -68,7 +69,14 @@ int exit_code_of(const std::exception& e) {
 }
 
 std::string message_of(const std::exception& e) {
-  if (dynamic_cast<const CheckError*>(&e) != nullptr) return "internal error at " + one_line(e.what());
+  if (dynamic_cast<const CheckError*>(&e) != nullptr) {
+    // CNX_CHECK's __FILE__ is relative to the build folder
+    // ("../../worker/trainer.cc:12: ..."): print it from the source root.
+    std::string m = one_line(e.what());
+    size_t at = 0;
+    while (m.compare(at, 3, "../") == 0) at += 3;
+    return "internal error at " + m.substr(at);
+  }
   return one_line(e.what());
 }
 

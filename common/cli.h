@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/errors.h"
 
 namespace cnx::cli {
 

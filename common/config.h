@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "common/check.h"
+#include "common/errors.h"
 
 namespace cnx {
 

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "common/errors.h"
 
 namespace cnx::coordinator {
 

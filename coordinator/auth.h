@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include "common/errors.h"
 
 namespace cnx::coordinator {
 

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/check.h"
+#include "common/errors.h"
 #include "common/rng.h"
 #include "data/epoch_order.h"
 #include "model/fcmae.h"

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "common/check.h"
+#include "common/errors.h"
 #include "common/logging.h"
 #include "model/dense_kernels.h"
 #include "model/fcmae.h"

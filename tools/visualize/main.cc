@@ -62,10 +62,11 @@ int main(int argc, char** argv) {
       ->check(cnx::cli::non_negative())
       ->capture_default_str();
   app.add_option("--threads", threads, "intra-op threads (default: all cores)")->check(cnx::cli::non_negative());
-  app.add_option("--output,-o", out_dir, "output folder (recon-000.png ..., grid.png)")->required();
+  app.add_option("--output,-o", out_dir, "output folder (recon-000.png ..., grid.png); required");
   app.add_option("--out-dir", out_dir, "alias of --output")->group("");
   return cnx::cli::run_main("cnx-visualize", app, argc, argv, [&] {
     cnx::log::init("visualize");
+    if (out_dir.empty()) throw cnx::UsageError("--output is required (the folder for the PNGs)");
     if (cfg.given() || !cfg.overrides.empty()) {
       const cnx::Config c = cnx::cli::load_config(cfg);
       if (app.count("--input-size") == 0) size = c.data.input_size;

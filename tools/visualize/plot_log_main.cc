@@ -12,12 +12,14 @@
 int main(int argc, char** argv) {
   CLI::App app{"Plot loss, learning rate and throughput over steps from a cnx-worker log"};
   std::string log_path, out_path, title;
-  app.add_option("--input,-i", log_path, "cnx-worker log (its rank-0 progress lines)")->required();
+  app.add_option("--input,-i", log_path, "cnx-worker log (its rank-0 progress lines); required");
   app.add_option("--log", log_path, "alias of --input")->group("");
-  app.add_option("--output,-o", out_path, "PNG to write")->required();
+  app.add_option("--output,-o", out_path, "PNG to write; required");
   app.add_option("--out", out_path, "alias of --output")->group("");
   app.add_option("--title", title, "prefix of each chart's title");
   return cnx::cli::run_main("cnx-plot-log", app, argc, argv, [&] {
+    if (log_path.empty()) throw cnx::UsageError("--input is required (a cnx-worker log)");
+    if (out_path.empty()) throw cnx::UsageError("--output is required (the PNG to write)");
     std::ifstream in(log_path);
     if (!in) throw cnx::UserError("cannot read '" + log_path + "'");
     std::stringstream text;
