@@ -56,7 +56,15 @@ int parse(CLI::App& app, int argc, char** argv, const std::string& program) {
     app.exit(e, std::cout, std::cerr);
     return kExitOk;
   } catch (const CLI::ParseError& e) {
-    std::cerr << program << ": " << one_line(e.what()) << " (see " << program << " --help)" << std::endl;
+    // CLI11 reports a missing required flag before unknown ones: name the
+    // unknown ones first (a typo is the likelier mistake).
+    std::string what = one_line(e.what());
+    if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr) {
+      std::string extra;
+      for (const auto& a : app.remaining(true)) extra += (extra.empty() ? "" : " ") + a;
+      if (!extra.empty()) what = "unknown argument(s): " + extra + " (and " + what + ")";
+    }
+    std::cerr << program << ": " << what << " (see " << program << " --help)" << std::endl;
     return kExitUsage;
   }
   return -1;

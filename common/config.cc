@@ -282,11 +282,15 @@ std::string show(const YAML::Node& n) {
 // Duplicate keys are refused: yaml-cpp keeps both and reads the first, so a
 // second "lr:" lower in a file would be ignored without a word. The walk is
 // bounded (aliases can make a small document an exponential tree).
-void check_duplicate_keys(const YAML::Node& n, const std::string& origin, const std::string& prefix, int* budget) {
-  if (--*budget < 0) return;
+void check_duplicate_keys(const YAML::Node& n, const std::string& origin, const std::string& prefix, int* budget,
+                          int depth = 0) {
+  // The config's keys are at most a few levels deep; an alias may make a
+  // node contain itself ("a: &m {b: *m}"), so the walk stops at depth 32.
+  if (--*budget < 0 || depth > 32) return;
   if (n.IsSequence()) {
     size_t i = 0;
-    for (const auto& item : n) check_duplicate_keys(item, origin, prefix + "[" + std::to_string(i++) + "]", budget);
+    for (const auto& item : n)
+      check_duplicate_keys(item, origin, prefix + "[" + std::to_string(i++) + "]", budget, depth + 1);
     return;
   }
   if (!n.IsMap()) return;
@@ -301,7 +305,7 @@ void check_duplicate_keys(const YAML::Node& n, const std::string& origin, const 
       throw ConfigError(
           origin + ": " + path + ": duplicate key" + (line > 0 ? " at line " + std::to_string(line) : std::string()) +
           (it->second > 0 ? " (first at line " + std::to_string(it->second) + ")" : std::string()) + "; keep one");
-    check_duplicate_keys(kv.second, origin, path, budget);
+    check_duplicate_keys(kv.second, origin, path, budget, depth + 1);
   }
 }
 
