@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes the TLS material for a coordinator on bare hosts, with openssl:
 #
-#   scripts/make_tls.sh --out DIR --san coord.example --san 10.0.0.5 [--client NAME]... [--days N] [--force]
+#   scripts/make_tls.sh --output DIR --san coord.example --san 10.0.0.5 [--client NAME]... [--days N] [--force]
 #
 # DIR/ca.crt, ca.key            CA that signs the coordinator's certificate (clients trust ca.crt)
 # DIR/server.crt, server.key    the coordinator's certificate; its subjectAltName holds every --san
@@ -14,15 +14,16 @@
 # (a worker dialling coord.example:50051 needs --san coord.example; one
 # dialling 10.0.0.5:50051 needs --san 10.0.0.5). Keys are EC P-256, mode
 # 0600. Keep ca.key and client-ca.key offline (or delete them: rerun to
-# rotate). Prints the config keys to set. Exit 2 on usage errors.
+# rotate). Prints the config keys to set. Exit 2 on usage errors. (-o is
+# --output; --out, its former name, still works.)
 set -euo pipefail
 
 usage() {
-  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 }
 die_usage() {
   echo "make_tls.sh: $*" >&2
-  echo "usage: scripts/make_tls.sh --out DIR --san HOST_OR_IP [--san ...] [--client NAME]... [--days N] [--force]" >&2
+  echo "usage: scripts/make_tls.sh --output DIR --san HOST_OR_IP [--san ...] [--client NAME]... [--days N] [--force]" >&2
   exit 2
 }
 
@@ -33,8 +34,8 @@ SANS=()
 CLIENTS=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --out) [ $# -ge 2 ] || die_usage "--out needs a folder"; OUT="$2"; shift 2 ;;
-    --out=*) OUT="${1#*=}"; shift ;;
+    -o | --output | --out) [ $# -ge 2 ] || die_usage "$1 needs a folder"; OUT="$2"; shift 2 ;;
+    --output=* | --out=*) OUT="${1#*=}"; shift ;;
     --san) [ $# -ge 2 ] || die_usage "--san needs a host name or IP address"; SANS+=("$2"); shift 2 ;;
     --san=*) SANS+=("${1#*=}"); shift ;;
     --client) [ $# -ge 2 ] || die_usage "--client needs a name"; CLIENTS+=("$2"); shift 2 ;;
@@ -46,7 +47,7 @@ while [ $# -gt 0 ]; do
     *) die_usage "unknown argument '$1'" ;;
   esac
 done
-[ -n "$OUT" ] || die_usage "--out DIR is required"
+[ -n "$OUT" ] || die_usage "--output DIR is required"
 [ ${#SANS[@]} -gt 0 ] || die_usage "at least one --san (the host name or address the clients dial) is required"
 [[ "$DAYS" =~ ^[1-9][0-9]{0,4}$ ]] || die_usage "--days must be a whole number of days >= 1, got '$DAYS'"
 command -v openssl > /dev/null || { echo "make_tls.sh: openssl is not installed (apt-get install openssl)" >&2; exit 1; }

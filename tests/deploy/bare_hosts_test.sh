@@ -46,7 +46,7 @@ for l in lines:
 open(sys.argv[2], "w").write("\n".join(cmds) + "\n")
 PY
 echo "== deploy/README.md's commands" && cat "$WORK/block.sh"
-for step in "openssl rand -hex 32 >" "scripts/make_tls.sh --out" "cnx-make-shards " "^cnx-coordinator " \
+for step in "openssl rand -hex 32 >" "scripts/make_tls.sh --output" "cnx-make-shards " "^cnx-coordinator " \
   "^mpirun " "cnx-worker " "^cnx-ctl "; do
   grep -q -- "$step" "$WORK/block.sh" || fail "the bare-hosts block has no step matching '$step'"
 done
