@@ -202,6 +202,7 @@ void describe(V& v, CoordinatorConfig& c) {
   v("lease_s", c.lease_s, range(0.1, 86400 * 7));
   v("stall_s", c.stall_s, range(0.1, 86400));
   v("unreachable_s", c.unreachable_s, range(0.1, 86400 * 7));
+  v("protocol", c.protocol, one_of({"auto", "host", "rank"}));
   v("world_size", c.world_size, int_range(0, 1 << 16));
   v("max_world_size", c.max_world_size, int_range(1, 1 << 16));
 }

@@ -151,6 +151,10 @@ struct CoordinatorConfig {
   double lease_s = 600.0;
   double stall_s = 120.0;
   double unreachable_s = 120.0;   // clients: give up on a coordinator unreachable this long
+  // Workers: "auto" (one speaker per host, docs/protocols.md; per rank with a
+  // coordinator that has no host calls), "host" (host speakers or refuse to
+  // start), "rank" (every rank talks to the coordinator itself).
+  std::string protocol = "auto";
   int64_t world_size = 0;         // 0 = learn from the first registration
   int64_t max_world_size = 4096;  // registrations announcing more ranks are refused
 };

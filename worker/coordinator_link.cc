@@ -12,6 +12,7 @@
 #include "common/logging.h"
 #include "coordinator/auth.h"
 #include "coordinator/client.h"
+#include "worker/coordinator_voice.h"
 
 namespace cnx::worker {
 
@@ -37,23 +38,14 @@ LinkOptions link_options_from_config(const Config& config, const std::string& ta
   return o;
 }
 
-namespace {
-coordinator::ClientOptions client_options(const LinkOptions& o) {
-  coordinator::ClientOptions c;
-  c.target = o.target;
-  c.token = o.token;
-  c.tls_ca = o.tls_ca;
-  c.tls_cert = o.tls_cert;
-  c.tls_key = o.tls_key;
-  c.retry_budget_s = o.unreachable_s;
-  c.deadline_s = std::min(c.deadline_s, std::max(1.0, o.unreachable_s));
-  return c;
-}
-}  // namespace
 
 CoordinatorLink::CoordinatorLink(const LinkOptions& options, std::string job_id, int rank, int world,
                                  std::string launch_id)
-    : client_(std::make_unique<coordinator::CoordinatorClient>(client_options(options))),
+    : CoordinatorLink(options, std::move(job_id), rank, world, std::move(launch_id), make_rank_voice(options)) {}
+
+CoordinatorLink::CoordinatorLink(const LinkOptions& options, std::string job_id, int rank, int world,
+                                 std::string launch_id, std::unique_ptr<CoordinatorVoice> voice)
+    : voice_(std::move(voice)),
       target_(options.target),
       host_(options.host),
       unreachable_s_(options.unreachable_s),
@@ -77,7 +69,7 @@ CoordinatorRegistration CoordinatorLink::register_and_wait() {
   ::gethostname(name, sizeof(name) - 1);
   cnx::v1::RegisterReply reply;
   try {
-    reply = client_->register_worker(job_id_, rank_, world_, host_.empty() ? std::string(name) : host_, launch_id_);
+    reply = voice_->register_rank(job_id_, rank_, world_, host_.empty() ? std::string(name) : host_, launch_id_);
   } catch (const coordinator::RpcError& e) {
     if (e.code() != grpc::StatusCode::UNAVAILABLE && e.code() != grpc::StatusCode::DEADLINE_EXCEEDED) throw;
     throw coordinator::RpcError(
@@ -104,7 +96,7 @@ CoordinatorRegistration CoordinatorLink::register_and_wait() {
   for (;;) {
     cnx::v1::HeartbeatRequest req;
     req.set_status(cnx::v1::WORKER_RUNNING);
-    const cnx::v1::HeartbeatReply hb = client_->heartbeat(req);
+    const cnx::v1::HeartbeatReply hb = voice_->heartbeat(req);
     if (hb.action() == cnx::v1::ACTION_ABORT)
       throw coordinator::RpcError(grpc::StatusCode::ABORTED, "Heartbeat", "coordinator aborted: " + hb.reason());
     if (hb.action() != cnx::v1::ACTION_WAIT) break;
@@ -160,7 +152,7 @@ void CoordinatorLink::heartbeat_once(int status, const std::string& message) {
   }
   req.set_status(static_cast<cnx::v1::WorkerStatus>(status));
   req.set_message(message);
-  const cnx::v1::HeartbeatReply reply = client_->heartbeat(req);
+  const cnx::v1::HeartbeatReply reply = voice_->heartbeat(req);
   std::lock_guard<std::mutex> lock(mu_);
   if (reply.has_checkpoint() && reply.checkpoint().id() > 0 && !done_.count(reply.checkpoint().id())) {
     try {
@@ -231,6 +223,13 @@ void CoordinatorLink::loop(double period_s) {
                   std::to_string(static_cast<int>(unreachable_s_)) + " s (coordinator.unreachable_s)";
         abort_ = true;
       }
+    } catch (const CoordinatorUnreachable& e) {
+      // The host's speaker is gone (host protocol): this rank cannot reach
+      // the coordinator any more; stop as for an unreachable coordinator.
+      CNX_LOG_ERROR("heartbeat failed: {}", e.what());
+      std::lock_guard<std::mutex> g(mu_);
+      reason_ = e.what();
+      abort_ = true;
     } catch (const std::exception& e) {
       CNX_LOG_ERROR("heartbeat failed: {}", e.what());
     }
@@ -274,7 +273,7 @@ bool CoordinatorLink::report_part(const CoordinatorPlan& plan, int64_t step, con
   }
   req.set_data_cursor(cursor);
   const cnx::v1::CheckpointPartReply reply =
-      reach("checkpoint part", [&] { return client_->report_checkpoint_part(req); });
+      reach("checkpoint part", [&] { return voice_->report_part(req); });
   return reply.committed();
 }
 
@@ -291,7 +290,7 @@ auto CoordinatorLink::reach(const char* what, Fn fn) -> decltype(fn()) {
 }
 
 LeaseGrant CoordinatorLink::acquire(int64_t epoch, int64_t position) {
-  const cnx::v1::AcquireShardReply r = reach("shard lease", [&] { return client_->acquire_shard(epoch, position); });
+  const cnx::v1::AcquireShardReply r = reach("shard lease", [&] { return voice_->acquire(epoch, position); });
   LeaseGrant g;
   g.end_of_epoch = r.end_of_epoch();
   if (g.end_of_epoch) return g;
@@ -309,13 +308,14 @@ LeaseGrant CoordinatorLink::acquire(int64_t epoch, int64_t position) {
 
 void CoordinatorLink::done(int64_t epoch, int64_t position, int64_t consumed) {
   reach("shard done", [&] {
-    client_->report_shard_done(epoch, position, consumed);
+    voice_->done(epoch, position, consumed);
     return 0;
   });
 }
 
 void CoordinatorLink::report_finished() {
   try {
+    voice_->before_final();
     heartbeat_once(cnx::v1::WORKER_FINISHED, "training completed");
   } catch (const std::exception& e) {
     CNX_LOG_WARN("could not report completion to the coordinator: {}", e.what());

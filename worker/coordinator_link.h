@@ -10,6 +10,10 @@
 // acted on only once every rank has heard the same plan (the protocol allows
 // any step >= the planned one, agreed among the workers).
 //
+// The calls go through a CoordinatorVoice (coordinator_voice.h): the rank's
+// own (per-rank protocol) or its host's speaker (host protocol); the link's
+// behaviour is the same with either.
+//
 // Data: the link is LeaseSource's LeaseClient (AcquireShard /
 // ReportShardDone, retried by the client while the coordinator restarts);
 // report_part() derives the rank's RankProgress from its lease cursor. A rank
@@ -33,12 +37,11 @@
 
 namespace cnx {
 struct Config;
-namespace coordinator {
-class CoordinatorClient;
-}
 }  // namespace cnx
 
 namespace cnx::worker {
+
+class CoordinatorVoice;  // coordinator_voice.h: per-rank or through the host's speaker
 
 // The coordinator stayed unreachable for LinkOptions::unreachable_s while the
 // job ran (a lease or checkpoint call gave up). cnx-worker ends with exit 204;
@@ -86,7 +89,11 @@ struct CoordinatorRegistration {
 
 class CoordinatorLink final : public LeaseClient {
  public:
+  // Per-rank protocol (the rank's own client).
   CoordinatorLink(const LinkOptions& options, std::string job_id, int rank, int world, std::string launch_id);
+  // Through `voice` (e.g. the host speaker's, worker/host_speaker.h).
+  CoordinatorLink(const LinkOptions& options, std::string job_id, int rank, int world, std::string launch_id,
+                  std::unique_ptr<CoordinatorVoice> voice);
   ~CoordinatorLink() override;  // stops the heartbeat thread
   CoordinatorLink(const CoordinatorLink&) = delete;
   CoordinatorLink& operator=(const CoordinatorLink&) = delete;
@@ -129,6 +136,7 @@ class CoordinatorLink final : public LeaseClient {
   void report_failed(const std::string& message);
 
   int64_t attempt() const { return attempt_; }
+  CoordinatorVoice& voice() { return *voice_; }
 
  private:
   void heartbeat_once(int status, const std::string& message);
@@ -137,7 +145,7 @@ class CoordinatorLink final : public LeaseClient {
   auto reach(const char* what, Fn fn) -> decltype(fn());
   void loop(double period_s);
 
-  std::unique_ptr<coordinator::CoordinatorClient> client_;
+  std::unique_ptr<CoordinatorVoice> voice_;
   std::string target_, host_;
   double unreachable_s_;
   std::string job_id_, launch_id_;

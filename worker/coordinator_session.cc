@@ -12,6 +12,8 @@
 #include "common/config.h"
 #include "common/logging.h"
 #include "worker/coordinator_session.h"
+#include "worker/coordinator_voice.h"
+#include "worker/host_speaker.h"
 #include "worker/trainer.h"
 
 namespace cnx::worker {
@@ -85,6 +87,33 @@ std::string launch_id(comm::Communicator& comm) {
   return comm.allgather(mine)[0];
 }
 
+// This rank's voice (coordinator.protocol): its host's speaker unless the
+// job asks for the per-rank protocol or its ranks do not form consistent
+// hosts (collective: every rank decides the same).
+std::unique_ptr<CoordinatorVoice> choose_voice(const LinkOptions& options, const Config& config,
+                                               const std::string& launch, comm::Communicator& comm) {
+  const std::string& protocol = config.coordinator.protocol;
+  if (protocol == "rank") return make_rank_voice(options);
+  char name[256] = {0};
+  ::gethostname(name, sizeof(name) - 1);
+  const std::string advertised = options.host.empty() ? std::string(name) : options.host;
+  HostVoiceOptions o;
+  o.plan = plan_hosts(comm.allgather(host_entry(advertised, comm.local_rank(), comm.local_size())), comm.rank());
+  if (!o.plan.valid) {
+    if (protocol == "host") throw ConfigError("coordinator.protocol: host, but " + o.plan.why);
+    if (comm.rank() == 0) CNX_LOG_WARN("host speakers not elected ({}): every rank talks to the coordinator", o.plan.why);
+    return make_rank_voice(options);
+  }
+  o.link = options;
+  o.job_id = config.job.id;
+  o.launch_id = launch;
+  o.world = comm.size();
+  o.strict = protocol == "host";
+  if (comm.rank() == 0)
+    CNX_LOG_INFO("coordinator protocol: one speaker per host ({} hosts for {} ranks)", o.plan.hosts, comm.size());
+  return make_host_voice(o, comm.rank());
+}
+
 }  // namespace
 
 bool coordinator_link_built() {
@@ -99,13 +128,14 @@ CoordinatorJoin join_coordinator(const LinkOptions& options, const Config& confi
                                  std::string resume_how, comm::Communicator& comm,
                                  std::function<void(const std::string& why)> on_stuck) {
   const int rank = comm.rank(), world = comm.size();
-  auto session = std::make_unique<GrpcSession>(
-      std::make_unique<CoordinatorLink>(options, config.job.id, rank, world, launch_id(comm)));
+  const std::string launch = launch_id(comm);
+  auto session = std::make_unique<GrpcSession>(std::make_unique<CoordinatorLink>(
+      options, config.job.id, rank, world, launch, choose_voice(options, config, launch, comm)));
   CoordinatorLink& link = session->link();
   const CoordinatorRegistration reg = link.register_and_wait();
   if (rank == 0) {
-    CNX_LOG_INFO("registered with coordinator {} (attempt {}); last committed checkpoint: {}", options.target,
-                 reg.attempt, reg.resume_dir.empty() ? "none" : reg.resume_dir);
+    CNX_LOG_INFO("registered with coordinator {} (attempt {}, {}); last committed checkpoint: {}", options.target,
+                 reg.attempt, link.voice().describe(), reg.resume_dir.empty() ? "none" : reg.resume_dir);
   }
   // With a coordinator, "auto" means its last committed checkpoint. With
   // leased data nothing else is consistent: the coordinator's sequences
