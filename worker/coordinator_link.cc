@@ -226,8 +226,8 @@ void CoordinatorLink::loop(double period_s) {
     } catch (const CoordinatorUnreachable& e) {
       // The host's speaker is gone (host protocol): this rank cannot reach
       // the coordinator any more; stop as for an unreachable coordinator.
-      CNX_LOG_ERROR("heartbeat failed: {}", e.what());
       std::lock_guard<std::mutex> g(mu_);
+      if (!abort_) CNX_LOG_ERROR("heartbeat failed: {}", e.what());  // once
       reason_ = e.what();
       abort_ = true;
     } catch (const std::exception& e) {

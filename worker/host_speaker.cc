@@ -306,12 +306,14 @@ class HostHub {
     }
   }
 
-  // Until every other local rank has sent a final status or is gone.
+  // Until every other local rank has closed its relay connections (it
+  // reports its final status before, and must get the answer): at most
+  // final_wait_s.
   void wait_members_final() {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait_for(lock, std::chrono::duration<double>(o_.final_wait_s), [this] {
       for (const auto& [r, l] : locals_)
-        if (r != speaker() && l.connected && l.beat.status() == pb::WORKER_RUNNING) return false;
+        if (r != speaker() && l.connected) return false;
       return true;
     });
   }
