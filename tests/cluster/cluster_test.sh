@@ -11,6 +11,8 @@
 #                       2% loss on every host + a 20 Mbit/s link: same result;
 #                       unreachable / untrusted coordinator: clear error
 #             shm_tcp   2 hosts x 2 ranks (shared memory inside, TCP across) == 1 host x 4 ranks
+#             speaker   2 hosts x 2 ranks, host speakers: kill -9 of one host's speaker,
+#                       relaunch == the per-rank protocol's uninterrupted run (bit for bit)
 #             partition_worker       a worker host's cable pulled mid-run
 #             partition_coordinator  the coordinator host's cable pulled briefly, then for long
 # Exit 77 (skipped) when namespaces cannot be made here (not root), with why.
@@ -25,6 +27,7 @@ case "$SCENARIO" in
   shm_tcp) CL=12 ;;
   partition_worker) CL=13 ;;
   partition_coordinator) CL=14 ;;
+  speaker) CL=15 ;;
   *) echo "unknown scenario '$SCENARIO'" >&2; exit 2 ;;
 esac
 if ! why="$(cluster_can_run)"; then
@@ -291,6 +294,44 @@ print("ok: sample logs: %d samples up to the commit at step %d + %d by the 2-hos
 PY
     fail "the sample logs show a sample used twice within an epoch"
 }
+# 5. Host speakers (docs/protocols.md, "Host speaker"), 2 hosts x 2 ranks:
+# each host's local rank 0 speaks for its ranks. The speaker of host 2 is
+# killed after a commit: the job ends, the coordinator fails the attempt
+# when host 2's heartbeats stop (both its ranks lost), and a relaunch
+# resumes from the last commit and ends bit-identical to an uninterrupted
+# run of the per-rank protocol.
+scenario_speaker() {
+  job ref
+  HB_TIMEOUT=5 job spk
+  CLUSTER_BTL=tcp,vader,self run ref ref "0 2 2 0" --set coordinator.protocol=rank
+  echo "ok: reference: 2 hosts x 2 ranks, per-rank protocol, completed $STEPS steps"
+  CLUSTER_BTL=tcp,vader,self launch spk spk1 "0 2 2 0"
+  wait_commit spk1 10 || fail "no checkpoint at step >= 10 committed before the kill"
+  [ "$(grep -c "host '.*' registered 2 ranks" "$WORK/coordinator-spk.log")" = 2 ] ||
+    fail "the coordinator did not log two host registrations"
+  local p speaker=""
+  for p in $(ranks_on 2); do
+    tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_LOCAL_RANK=0" && speaker="$p"
+  done
+  [ -n "$speaker" ] || fail "no speaker (local rank 0) found on host 2"
+  kill -KILL "$speaker"
+  wait_rc "$MPI_PID"
+  [ "$RC" != 0 ] || fail "the job exited 0 after a speaker was killed"
+  LAST_COMMIT="$(grep -Eo 'plan [0-9]+ \(step [0-9]+\) committed' "$WORK/spk1.log" | tail -n 1 | grep -Eo 'step [0-9]+' |
+    grep -Eo '[0-9]+')"
+  echo "ok: host 2's speaker (pid $speaker) killed after the commit at step $LAST_COMMIT: the job ended (exit $RC)"
+  wait_for 30 grep -q "attempt 1: running -> restarting (rank [23] lost" "$WORK/coordinator-spk.log" ||
+    fail "the coordinator did not fail the attempt when host 2's heartbeats stopped"
+  echo "ok: coordinator: $(grep -o 'attempt 1: running -> restarting ([^;]*' "$WORK/coordinator-spk.log" | head -1)"
+  no_ranks_on 1 2 || { cluster_down_host_ranks 1; cluster_down_host_ranks 2; }
+  CLUSTER_BTL=tcp,vader,self run spk spk2 "0 2 2 0" --resume auto
+  grep -q "resumed from .* at step $LAST_COMMIT " "$WORK/spk2.log" || fail "the relaunch did not resume from step $LAST_COMMIT"
+  same_final ref spk "speaker killed and relaunched (host protocol) vs the per-rank protocol"
+  [ "$(job_state spk)" = "5 2 4" ] || fail "coordinator after the relaunch: $(job_state spk), expected completed attempt 2 world 4"
+  [ "$(hosts_seen spk)" = "$(cluster_addr "$CL" 1) $(cluster_addr "$CL" 2)" ] || fail "hosts recorded: $(hosts_seen spk)"
+  echo "ok: coordinator: attempt 2 completed with world 4 on hosts $(hosts_seen spk)"
+}
+
 # Leftover processes of a cut-off host (its daemon could not be reached).
 cluster_down_host_ranks() {
   ip netns pids "$(cluster_ns "$CL" "$1")" 2> /dev/null | xargs -r kill -KILL 2> /dev/null || true
@@ -345,4 +386,5 @@ case "$SCENARIO" in
   shm_tcp) scenario_shm_tcp ;;
   partition_worker) scenario_partition_worker ;;
   partition_coordinator) scenario_partition_coordinator ;;
+  speaker) scenario_speaker ;;
 esac
