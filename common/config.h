@@ -150,7 +150,7 @@ struct CoordinatorConfig {
   double heartbeat_timeout_s = 30.0;
   double lease_s = 600.0;
   double stall_s = 120.0;
-  double unreachable_s = 120.0;   // clients: give up on a coordinator unreachable this long
+  double unreachable_s = 120.0;  // clients: give up on a coordinator unreachable this long
   // Workers: "auto" (one speaker per host, docs/protocols.md; per rank with a
   // coordinator that has no host calls), "host" (host speakers or refuse to
   // start), "rank" (every rank talks to the coordinator itself).

@@ -38,7 +38,6 @@ LinkOptions link_options_from_config(const Config& config, const std::string& ta
   return o;
 }
 
-
 CoordinatorLink::CoordinatorLink(const LinkOptions& options, std::string job_id, int rank, int world,
                                  std::string launch_id)
     : CoordinatorLink(options, std::move(job_id), rank, world, std::move(launch_id), make_rank_voice(options)) {}
@@ -272,8 +271,7 @@ bool CoordinatorLink::report_part(const CoordinatorPlan& plan, int64_t step, con
     progress->set_next_position(0);
   }
   req.set_data_cursor(cursor);
-  const cnx::v1::CheckpointPartReply reply =
-      reach("checkpoint part", [&] { return voice_->report_part(req); });
+  const cnx::v1::CheckpointPartReply reply = reach("checkpoint part", [&] { return voice_->report_part(req); });
   return reply.committed();
 }
 

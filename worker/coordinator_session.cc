@@ -101,7 +101,8 @@ std::unique_ptr<CoordinatorVoice> choose_voice(const LinkOptions& options, const
   o.plan = plan_hosts(comm.allgather(host_entry(advertised, comm.local_rank(), comm.local_size())), comm.rank());
   if (!o.plan.valid) {
     if (protocol == "host") throw ConfigError("coordinator.protocol: host, but " + o.plan.why);
-    if (comm.rank() == 0) CNX_LOG_WARN("host speakers not elected ({}): every rank talks to the coordinator", o.plan.why);
+    if (comm.rank() == 0)
+      CNX_LOG_WARN("host speakers not elected ({}): every rank talks to the coordinator", o.plan.why);
     return make_rank_voice(options);
   }
   o.link = options;

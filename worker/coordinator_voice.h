@@ -30,8 +30,8 @@ class CoordinatorVoice {
   virtual ~CoordinatorVoice() = default;
   // Registers this rank of `world` (once, before the other calls); the reply
   // carries this rank's start epoch and the last committed checkpoint.
-  virtual cnx::v1::RegisterReply register_rank(const std::string& job_id, int rank, int world,
-                                               const std::string& host, const std::string& launch_id) = 0;
+  virtual cnx::v1::RegisterReply register_rank(const std::string& job_id, int rank, int world, const std::string& host,
+                                               const std::string& launch_id) = 0;
   // This rank's liveness and progress; the job-wide instruction.
   virtual cnx::v1::HeartbeatReply heartbeat(const cnx::v1::HeartbeatRequest& request) = 0;
   virtual cnx::v1::AcquireShardReply acquire(int64_t epoch, int64_t position) = 0;

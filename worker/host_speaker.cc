@@ -65,7 +65,8 @@ HostPlan plan_hosts(const std::vector<std::string>& entries, int rank) {
     const int n = static_cast<int>(ranks.size());
     std::set<int> local;
     for (int r : ranks) {
-      if (es[r].local_size != n || es[r].local_rank < 0 || es[r].local_rank >= n || !local.insert(es[r].local_rank).second) {
+      if (es[r].local_size != n || es[r].local_rank < 0 || es[r].local_rank >= n ||
+          !local.insert(es[r].local_rank).second) {
         plan.why = str("rank ", r, " reports local rank ", es[r].local_rank, " of ", es[r].local_size, ", but ", n,
                        " ranks share its machine and network namespace ('", key, "')");
         return plan;
@@ -553,8 +554,8 @@ class HostHub {
 
   std::mutex flush_mu_;  // one done flush at a time (keeps their order)
   std::mutex lease_mu_;  // the lease cache: one fetch at a time
-  std::map<std::tuple<int, int64_t, int64_t>, pb::AcquireShardReply> grants_;  // (rank, epoch, position)
-  std::map<std::pair<int, int64_t>, int64_t> next_;                           // next position to ask
+  std::map<std::tuple<int, int64_t, int64_t>, pb::AcquireShardReply> grants_;           // (rank, epoch, position)
+  std::map<std::pair<int, int64_t>, int64_t> next_;                                     // next position to ask
   std::map<std::pair<int, int64_t>, std::pair<int64_t, pb::AcquireShardReply>> ended_;  // end position, reply
 
   std::unique_ptr<relay::RelayServer> server_;  // last: stopped first
@@ -686,7 +687,8 @@ class MemberVoice final : public CoordinatorVoice {
         code = std::stoi(rep.body.substr(0, nl));
       } catch (const std::exception&) {
       }
-      throw RpcError(static_cast<grpc::StatusCode>(code), str("call relayed by the speaker (rank ", o_.plan.speaker, ")"),
+      throw RpcError(static_cast<grpc::StatusCode>(code),
+                     str("call relayed by the speaker (rank ", o_.plan.speaker, ")"),
                      nl == std::string::npos ? rep.body : rep.body.substr(nl + 1));
     }
     if (std::string(kinds).find(rep.kind) == std::string::npos)
@@ -704,8 +706,8 @@ class MemberVoice final : public CoordinatorVoice {
 
 std::unique_ptr<CoordinatorVoice> make_host_voice(const HostVoiceOptions& options, int rank) {
   CNX_CHECK(options.plan.valid, "make_host_voice needs a valid host plan");
-  CNX_CHECK(std::find(options.plan.ranks.begin(), options.plan.ranks.end(), rank) != options.plan.ranks.end(),
-            "rank ", rank, " is not on the host of the plan");
+  CNX_CHECK(std::find(options.plan.ranks.begin(), options.plan.ranks.end(), rank) != options.plan.ranks.end(), "rank ",
+            rank, " is not on the host of the plan");
   if (rank == options.plan.speaker) return std::make_unique<SpeakerVoice>(options, rank);
   return std::make_unique<MemberVoice>(options, rank);
 }

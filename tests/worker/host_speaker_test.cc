@@ -116,8 +116,8 @@ std::vector<pb::RegisterReply> register_all(std::vector<std::unique_ptr<Coordina
   std::vector<std::future<pb::RegisterReply>> f;
   const int world = static_cast<int>(voices.size());
   for (int r = 0; r < world; ++r)
-    f.push_back(std::async(std::launch::async,
-                           [&, r] { return voices[r]->register_rank("itest", r, world, "h", launch); }));
+    f.push_back(
+        std::async(std::launch::async, [&, r] { return voices[r]->register_rank("itest", r, world, "h", launch); }));
   std::vector<pb::RegisterReply> out;
   for (auto& x : f) out.push_back(x.get());
   return out;
