@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -46,6 +47,8 @@ bool read_all(int fd, char* p, size_t n, bool eof_ok) {
   while (got < n) {
     const ssize_t r = ::recv(fd, p + got, n - got, 0);
     if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))  // SO_RCVTIMEO passed
+      throw RelayError("relay receive: no reply in time (the peer is frozen or overloaded)");
     if (r < 0) throw RelayError(errno_text("relay receive"));
     if (r == 0) {
       if (got == 0 && eof_ok) return false;
@@ -169,12 +172,25 @@ RelayClient::~RelayClient() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Frame RelayClient::call(const Frame& request) {
+Frame RelayClient::call(const Frame& request, double timeout_s) {
   std::lock_guard<std::mutex> lock(mu_);
-  write_frame(fd_, request);
-  Frame reply;
-  if (!read_frame(fd_, &reply)) throw RelayError("relay: the server closed the connection");
-  return reply;
+  if (!broken_.empty()) throw RelayError(broken_);
+  timeval tv{};  // 0 = wait for ever
+  if (timeout_s > 0) {
+    tv.tv_sec = static_cast<time_t>(timeout_s);
+    tv.tv_usec = static_cast<suseconds_t>((timeout_s - static_cast<double>(tv.tv_sec)) * 1e6);
+  }
+  ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  try {
+    write_frame(fd_, request);
+    Frame reply;
+    if (!read_frame(fd_, &reply)) throw RelayError("relay: the server closed the connection");
+    return reply;
+  } catch (const RelayError& e) {
+    // A reply cut off (or never sent) leaves the stream out of step.
+    broken_ = e.what();
+    throw;
+  }
 }
 
 }  // namespace cnx::worker::relay

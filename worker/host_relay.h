@@ -74,12 +74,15 @@ class RelayClient {
   ~RelayClient();
   RelayClient(const RelayClient&) = delete;
   RelayClient& operator=(const RelayClient&) = delete;
-  // Throws RelayError when the server is gone.
-  Frame call(const Frame& request);
+  // Throws RelayError when the server is gone, or when `timeout_s` > 0 and
+  // no reply came within it (a frozen peer); the connection is then broken
+  // for good (later calls throw too).
+  Frame call(const Frame& request, double timeout_s = 0);
 
  private:
   std::mutex mu_;
   int fd_ = -1;
+  std::string broken_;  // why the connection is unusable ("" = fine)
 };
 
 }  // namespace cnx::worker::relay

@@ -639,7 +639,17 @@ class MemberVoice final : public CoordinatorVoice {
   }
   pb::HeartbeatReply heartbeat(const pb::HeartbeatRequest& q) override {
     if (fallback_) return fallback_->heartbeat(q);
-    return parse<pb::HeartbeatReply>(call(*beat_, frame('B', to_beat(rank_, q)), "b"), "heartbeat reply");
+    // A plain beat is answered at once from the speaker's last reply; one
+    // with news waits for the speaker's HostHeartbeat (retried up to
+    // unreachable_s). A speaker that does not answer in time is frozen
+    // (SIGSTOP, swapped out): this rank stops as if it were gone, so its
+    // abort watchdog can end a job that waits in a collective for it.
+    const pb::RankBeat b = to_beat(rank_, q);
+    const bool news = b.status() != pb::WORKER_RUNNING || b.final_step() != last_.final_step() ||
+                      (b.preempted() && !last_.preempted());
+    last_ = b;
+    const double timeout = news ? 2 * o_.link.unreachable_s + 30 : o_.beat_timeout_s;
+    return parse<pb::HeartbeatReply>(call(*beat_, frame('B', b), "b", timeout), "heartbeat reply");
   }
   pb::AcquireShardReply acquire(int64_t epoch, int64_t position) override {
     if (fallback_) return fallback_->acquire(epoch, position);
@@ -673,10 +683,10 @@ class MemberVoice final : public CoordinatorVoice {
 
  private:
   // One relayed call; `kinds` are the reply kinds expected besides 'E'.
-  relay::Frame call(relay::RelayClient& c, const relay::Frame& req, const char* kinds) {
+  relay::Frame call(relay::RelayClient& c, const relay::Frame& req, const char* kinds, double timeout_s = 0) {
     relay::Frame rep;
     try {
-      rep = c.call(req);
+      rep = c.call(req, timeout_s);
     } catch (const relay::RelayError& e) {
       throw CoordinatorUnreachable(str("this host's speaker (rank ", o_.plan.speaker, ") is gone: ", e.what()));
     }
@@ -699,6 +709,7 @@ class MemberVoice final : public CoordinatorVoice {
   const HostVoiceOptions o_;
   const int rank_;
   std::unique_ptr<relay::RelayClient> beat_, lease_, part_;  // one connection per calling thread
+  pb::RankBeat last_;                                        // the last beat sent (heartbeat thread)
   std::unique_ptr<CoordinatorVoice> fallback_;
 };
 

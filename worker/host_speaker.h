@@ -65,10 +65,11 @@ struct HostVoiceOptions {
   std::string job_id, launch_id;
   int world = 0;
   HostPlan plan;
-  bool strict = false;       // coordinator.protocol: host (no per-rank fallback)
-  int ask_ahead = 32;        // lease positions asked per local rank and call
-  double part_wait_s = 60;   // longest wait for the other local ranks' parts of a plan
-  double final_wait_s = 10;  // longest wait for the local ranks' final status
+  bool strict = false;         // coordinator.protocol: host (no per-rank fallback)
+  int ask_ahead = 32;          // lease positions asked per local rank and call
+  double part_wait_s = 60;     // longest wait for the other local ranks' parts of a plan
+  double final_wait_s = 10;    // longest wait for the local ranks' final status
+  double beat_timeout_s = 10;  // a speaker that answers a plain beat no faster is frozen
 };
 
 // The abstract socket name of the relay of `speaker` in launch `launch_id`.

@@ -12,6 +12,7 @@
 #include "coordinator/service.h"
 #include "tests/coordinator/loopback_util.h"
 #include "worker/coordinator_voice.h"
+#include "worker/host_relay.h"
 #include "worker/host_speaker.h"
 
 namespace cnx::worker {
@@ -22,6 +23,38 @@ namespace ct = cnx::coordinator::test;
 
 std::string entry(const std::string& key, const std::string& adv, int lr, int ls) {
   return key + "\t" + adv + "\t" + std::to_string(lr) + "\t" + std::to_string(ls);
+}
+
+TEST(Relay, FramesRoundTripAndAFrozenServerTimesOut) {
+  const std::string name = "cnx-relay-test-" + std::to_string(::getpid());
+  std::atomic<int> closed{0};
+  relay::RelayServer server(
+      name,
+      [](const relay::Frame& f, int64_t) {
+        if (f.kind == 'S') std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // frozen
+        return relay::Frame{static_cast<char>(f.kind + 1), f.body + "!"};
+      },
+      [&](int64_t) { ++closed; });
+  EXPECT_THROW(relay::RelayServer(name, nullptr, nullptr), relay::RelayError);  // the name is taken
+  {
+    relay::RelayClient c(name, 5);
+    const std::string big(3 << 20, 'x');
+    const relay::Frame r = c.call(relay::Frame{'a', big}, 5);
+    EXPECT_EQ(r.kind, 'b');
+    EXPECT_EQ(r.body, big + "!");
+    try {
+      c.call(relay::Frame{'S', ""}, 0.2);
+      ADD_FAILURE() << "no timeout";
+    } catch (const relay::RelayError& e) {
+      EXPECT_NE(std::string(e.what()).find("no reply in time"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(c.call(relay::Frame{'a', ""}), relay::RelayError);  // out of step for good
+  }
+  relay::RelayClient d(name, 5);  // a new connection works
+  EXPECT_EQ(d.call(relay::Frame{'a', "x"}).body, "x!");
+  for (int i = 0; i < 50 && closed.load() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_GE(closed.load(), 1);
+  EXPECT_THROW(relay::RelayClient("cnx-relay-test-nobody-listens", 0.2), relay::RelayError);
 }
 
 TEST(PlanHosts, GroupsRanksByMachineAndElectsLocalRankZero) {
