@@ -645,9 +645,13 @@ class MemberVoice final : public CoordinatorVoice {
     // (SIGSTOP, swapped out): this rank stops as if it were gone, so its
     // abort watchdog can end a job that waits in a collective for it.
     const pb::RankBeat b = to_beat(rank_, q);
-    const bool news = b.status() != pb::WORKER_RUNNING || b.final_step() != last_.final_step() ||
-                      (b.preempted() && !last_.preempted());
-    last_ = b;
+    bool news;
+    {
+      std::lock_guard<std::mutex> lock(last_mu_);  // heartbeat thread and the final report
+      news = b.status() != pb::WORKER_RUNNING || b.final_step() != last_.final_step() ||
+             (b.preempted() && !last_.preempted());
+      last_ = b;
+    }
     const double timeout = news ? 2 * o_.link.unreachable_s + 30 : o_.beat_timeout_s;
     return parse<pb::HeartbeatReply>(call(*beat_, frame('B', b), "b", timeout), "heartbeat reply");
   }
@@ -709,7 +713,8 @@ class MemberVoice final : public CoordinatorVoice {
   const HostVoiceOptions o_;
   const int rank_;
   std::unique_ptr<relay::RelayClient> beat_, lease_, part_;  // one connection per calling thread
-  pb::RankBeat last_;                                        // the last beat sent (heartbeat thread)
+  std::mutex last_mu_;
+  pb::RankBeat last_;  // the last beat sent
   std::unique_ptr<CoordinatorVoice> fallback_;
 };
 
