@@ -78,6 +78,8 @@ struct RankProgress {
   int64_t next_position = 0;
   std::vector<ItemProgress> partial;
 };
+// The lowest epoch a rank's progress refers to (scheduler.cc).
+int64_t first_epoch(const RankProgress& p);
 
 struct FileDigest {
   std::string path;
