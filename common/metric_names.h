@@ -13,7 +13,7 @@
 //   be renamed exported_job or, with honor_labels, replace it. None of our
 //   labels collides with a target label (job, instance), so scrape configs
 //   need no honor_labels.
-// Units are base units (seconds, bytes), as Prometheus recommends.
+// Units are base units (seconds, bytes, ratios 0..1), as Prometheus recommends.
 
 namespace cnx::metrics::names {
 
@@ -42,6 +42,15 @@ inline constexpr const char kWorkerCheckpointWaitSecondsTotal[] = "cnx_worker_ch
 inline constexpr const char kWorkerCheckpointSnapshotBytes[] = "cnx_worker_checkpoint_snapshot_bytes";
 // info gauge (always 1); extra labels library, version, core (the BLAS kernel set)
 inline constexpr const char kWorkerBlasInfo[] = "cnx_worker_blas_info";
+// The rank's GPU, read at scrape time (common/gpu_metrics.h); only ranks that
+// train on a CUDA device export them. Extra label gpu (the PCI bus id).
+// NVML (absent without libnvidia-ml.so.1): the whole device, every process on it
+inline constexpr const char kWorkerGpuMemoryUsedBytes[] = "cnx_worker_gpu_memory_used_bytes";
+inline constexpr const char kWorkerGpuMemoryTotalBytes[] = "cnx_worker_gpu_memory_total_bytes";
+inline constexpr const char kWorkerGpuUtilizationRatio[] = "cnx_worker_gpu_utilization_ratio";  // 0..1
+// LibTorch's CUDA caching allocator: this rank's process only
+inline constexpr const char kWorkerGpuAllocatedBytes[] = "cnx_worker_gpu_allocated_bytes";
+inline constexpr const char kWorkerGpuReservedBytes[] = "cnx_worker_gpu_reserved_bytes";
 
 // ---- coordinator (label: cnx_job) ------------------------------------------
 inline constexpr const char kCoordinatorWorkersRegistered[] = "cnx_coordinator_workers_registered";

@@ -35,7 +35,8 @@ struct MetricSpec {
 };
 
 // Every cnx_* family WorkerMetrics and CoordinatorMetrics register (both
-// register cnx_build_info{version} = 1), plus the
+// register cnx_build_info{version} = 1), the cnx_worker_gpu_* families of
+// GpuCollector (common/gpu_metrics.h; ranks on a CUDA device only), plus the
 // process_* families of ProcessCollector (labels: those passed to it; listed
 // here as the worker's cnx_job, host, rank, attempt).
 const std::vector<MetricSpec>& metric_catalogue();

@@ -264,6 +264,43 @@ if [ "$BUILT" = 1 ] && [ -x "$WORKER" ] && [ "$HAVE_CUDA" = 1 ]; then
     tail -20 "$RUNS/bf16.log" >&2
     record "pretrain bf16: 20 steps" FAILED $(( $(date +%s) - s )) "pretrain/bf16.log"
   fi
+  # The rank's GPU metrics: a training rank serves cnx_worker_gpu_* (NVML and
+  # LibTorch's caching allocator) at /metrics (docs/operations.md, Metrics).
+  s=$(date +%s)
+  MPORT=$(( 39500 + RANDOM % 1000 ))
+  worker "$RUNS/metrics.log" --set checkpoint.root="$RUNS/metrics" --max-steps 300 --resume none \
+    --set metrics.enabled=true --set metrics.listen_host=127.0.0.1 --set metrics.worker_port=$MPORT &
+  mpid=$!
+  python3 - "$MPORT" "$mpid" "$RUNS/metrics.txt" <<'PY'
+import os, re, sys, time, urllib.request
+port, pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+text = ""
+for _ in range(240):
+    try:
+        text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % port, timeout=5).read().decode()
+        if re.search(r"^cnx_worker_gpu_allocated_bytes\{.*\} [1-9]", text, re.M):
+            break
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        break
+    time.sleep(0.5)
+open(out, "w").write(text)
+PY
+  kill "$mpid" 2>/dev/null
+  wait "$mpid" 2>/dev/null
+  missing=""
+  for m in memory_used_bytes memory_total_bytes utilization_ratio allocated_bytes reserved_bytes; do
+    grep -q "^cnx_worker_gpu_$m{" "$RUNS/metrics.txt" 2>/dev/null || missing="$missing cnx_worker_gpu_$m"
+  done
+  if [ -z "$missing" ] && grep -q '^cnx_worker_gpu_allocated_bytes{.*} [1-9]' "$RUNS/metrics.txt"; then
+    record "GPU metrics at /metrics" ok $(( $(date +%s) - s )) "$(grep -h -o 'GPU metrics: .*' "$RUNS/metrics.log" | head -1); pretrain/metrics.txt"
+  else
+    tail -20 "$RUNS/metrics.log" >&2
+    record "GPU metrics at /metrics" FAILED $(( $(date +%s) - s )) "missing or zero:${missing:- allocated bytes} (pretrain/metrics.log, metrics.txt)"
+  fi
 elif [ "$BUILT" = 1 ] && [ -x "$WORKER" ]; then
   # Dry run: every command line must get as far as the device check.
   s=$(date +%s)

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "comm/communicator.h"
@@ -17,6 +18,7 @@
 #include "common/check.h"
 #include "common/cli.h"
 #include "common/config.h"
+#include "common/gpu_metrics.h"
 #include "common/logging.h"
 #include "common/metrics_catalogue.h"
 #include "common/metrics_process.h"
@@ -26,6 +28,7 @@
 #include "worker/coordinator_session.h"
 #include "worker/device.h"
 #include "worker/fcmae_model.h"
+#include "worker/gpu_device.h"
 #include "worker/host_network.h"
 #include "worker/lease_source.h"
 #include "worker/peer_watchdog.h"
@@ -46,6 +49,7 @@ struct RankMetrics {
   std::shared_ptr<metrics::Registry> registry = std::make_shared<metrics::Registry>();
   std::unique_ptr<metrics::WorkerMetrics> worker;
   std::shared_ptr<metrics::ProcessCollector> process;
+  std::shared_ptr<metrics::GpuCollector> gpu;  // ranks on a CUDA device only
   std::unique_ptr<metrics::MetricsServer> server;
   std::map<std::string, int64_t> skipped_seen;  // BatchSource::skipped_by_reason() at the last observe
 
@@ -54,10 +58,32 @@ struct RankMetrics {
     const blas::BlasInfo blas = blas::query_blas();
     worker->set_blas_info(blas.library, blas.version, blas.core);
     process = std::make_shared<metrics::ProcessCollector>(worker->labels());
+    gpu = make_gpu_collector(comm.device(), worker->labels());
+    if (!gpu && comm.rank() == 0) CNX_LOG_INFO("GPU metrics: none (rank 0 trains on {})", comm.device().str());
     server = std::make_unique<metrics::MetricsServer>(config.metrics.listen_host,
                                                       static_cast<int>(config.metrics.worker_port) + comm.local_rank());
     server->RegisterCollectable(registry);
     server->RegisterCollectable(process);
+    if (gpu) server->RegisterCollectable(gpu);
+  }
+
+  // cnx_worker_gpu_* of the rank's CUDA device (NVML when it loads, the
+  // caching allocator always); nullptr for a CPU rank.
+  static std::shared_ptr<metrics::GpuCollector> make_gpu_collector(const at::Device& device,
+                                                                   const metrics::Labels& labels) {
+    if (!device.is_cuda()) return nullptr;
+    const int index = device.has_index() ? device.index() : 0;
+    const std::optional<std::string> bus = cuda_pci_bus_id(index);
+    if (!bus) {
+      CNX_LOG_WARN("GPU metrics: CUDA gives no PCI bus id for device {}; no cnx_worker_gpu_* series", index);
+      return nullptr;
+    }
+    std::string why;
+    std::shared_ptr<metrics::Nvml> nvml = metrics::Nvml::load(&why);
+    auto gpu = std::make_shared<metrics::GpuCollector>(
+        labels, *bus, std::move(nvml), [index] { return cuda_allocator_bytes(index); }, why);
+    CNX_LOG_INFO("GPU metrics: device {} ({}) from {}", index, *bus, gpu->sources());
+    return gpu;
   }
 
   void observe(const StepResult& r, const Trainer& t, const comm::GradSyncStats& sync, comm::GradSyncStats* last) {

@@ -8,6 +8,8 @@
 #     --interval SECONDS   scrape interval for --targets (default 1)
 #     --port N             Prometheus web port (default 9090; 0 = pick a free one)
 #     --query EXPR         PromQL to wait for (repeatable); prints each result as JSON
+#     --query-valid EXPR   PromQL that must evaluate (repeatable), data or not: asked
+#                          once after every --query has data; prints each result
 #     --min N              series each --query must return (default 1)
 #     --timeout SECONDS    how long to wait for the queries (default 30)
 #
@@ -25,6 +27,7 @@ port=9090
 min=1
 timeout=30
 queries=()
+valid_queries=()
 prometheus=${PROMETHEUS:-prometheus}
 
 die() { echo "scrape_local.sh: $*" >&2; exit 2; }
@@ -35,6 +38,7 @@ while [ $# -gt 0 ]; do
     --interval) interval=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
     --query) queries+=("$2"); shift 2 ;;
+    --query-valid) valid_queries+=("$2"); shift 2 ;;
     --min) min=$2; shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
@@ -96,7 +100,7 @@ done
 curl -fsS "$base/-/ready" >/dev/null 2>&1 || { cat "$work/prometheus.log" >&2; die "prometheus not ready at $base"; }
 echo "prometheus ready at $base (config $config)" >&2
 
-if [ ${#queries[@]} -eq 0 ]; then
+if [ ${#queries[@]} -eq 0 ] && [ ${#valid_queries[@]} -eq 0 ]; then
   wait "$prom_pid"
   exit $?
 fi
@@ -125,4 +129,13 @@ for q in "${queries[@]}"; do
     fi
     sleep 0.5
   done
+done
+for q in "${valid_queries[@]}"; do
+  answer=$(curl -sS -G "$base/api/v1/query" --data-urlencode "query=$q" 2>/dev/null || echo '{}')
+  n=$(printf '%s' "$answer" | count_series 2>/dev/null || echo -1)
+  if [ "$n" -lt 0 ]; then
+    echo "scrape_local.sh: query '$q' does not evaluate: $answer" >&2
+    exit 1
+  fi
+  printf '%s\n' "$answer"
 done

@@ -195,6 +195,67 @@ TEST(Dashboard, EveryQueryUsesCatalogueMetricsAndTheirLabels) {
   }
 }
 
+// The GPU panels say so in their description ("GPU only (": the e2e test
+// exempts exactly those from "returns data" on a CPU job), and only they.
+TEST(Dashboard, GpuPanelsAreExactlyThoseMarkedGpuOnly) {
+  const auto d = load_dashboard();
+  std::set<std::string> marked, querying_gpu;
+  for (const auto& p : d["panels"]) {
+    if (p["type"] == "row") continue;
+    const std::string title = p["title"];
+    if (p.value("description", "").rfind("GPU only (", 0) == 0) marked.insert(title);
+    for (const auto& t : p["targets"]) {
+      for (const auto& m : promql_refs(t["expr"].get<std::string>()).metrics) {
+        if (m.rfind("cnx_worker_gpu_", 0) == 0) querying_gpu.insert(title);
+      }
+    }
+  }
+  EXPECT_EQ(marked, querying_gpu);
+  EXPECT_EQ(marked,
+            (std::set<std::string>{"GPU memory (max / mean over ranks)", "GPU utilisation (min / mean over ranks)",
+                                   "GPU memory per rank", "GPU utilisation per rank"}));
+}
+
+// GPU memory (max / mean over ranks and per rank), GPU utilisation (min /
+// mean over ranks and per rank); which builds run (ranks per version, so a
+// mixed rollout shows) beside the BLAS kernel sets.
+TEST(Dashboard, ShowsBuildBlasAndGpuPerRankAndAggregated) {
+  namespace n = metrics::names;
+  auto has = [](const std::string& prefix, const std::string& metric, const std::string& row_prefix) {
+    for (const auto& q : dashboard_queries()) {
+      if (q.expr.rfind(prefix, 0) == 0 && q.expr.find(metric + "{") != std::string::npos &&
+          q.row.rfind(row_prefix, 0) == 0) {
+        return true;
+      }
+    }
+    return false;
+  };
+  const std::string gpu_mem = n::kWorkerGpuMemoryUsedBytes, gpu_util = n::kWorkerGpuUtilizationRatio;
+  EXPECT_TRUE(has("max(", gpu_mem, "Build"));
+  EXPECT_TRUE(has("avg(", gpu_mem, "Build"));
+  EXPECT_TRUE(has("min(", gpu_util, "Build"));
+  EXPECT_TRUE(has("avg(", gpu_util, "Build"));
+  EXPECT_TRUE(has(gpu_mem, gpu_mem, "Per rank"));
+  EXPECT_TRUE(has(gpu_util, gpu_util, "Per rank"));
+  for (const char* m : {n::kWorkerGpuMemoryTotalBytes, n::kWorkerGpuAllocatedBytes, n::kWorkerGpuReservedBytes}) {
+    EXPECT_TRUE(has("", m, "")) << "no panel shows " << m;
+  }
+  // cnx_build_info has only the version label: the job's ranks are found
+  // through their scrape target, and counted by version.
+  EXPECT_TRUE(has("count by (version) (cnx_build_info and on(instance) ", "cnx_worker_step", "Build"));
+  EXPECT_TRUE(has("count(count by (version) (cnx_build_info ", "cnx_worker_step", "Build"));
+  EXPECT_TRUE(has("count by (library, version, core) (", n::kWorkerBlasInfo, "Build"));
+}
+
+// docs/operations.md's metrics table lists every family of the catalogue.
+TEST(Docs, OperationsListsEveryMetric) {
+  const std::string doc = read_text(source_dir() + "/docs/operations.md");
+  for (const auto& spec : metrics::metric_catalogue()) {
+    EXPECT_NE(doc.find("| `" + spec.name + "` | " + metrics::type_name(spec.type) + " |"), std::string::npos)
+        << spec.name << " is not in docs/operations.md's metrics table";
+  }
+}
+
 TEST(Dashboard, EveryQueryParsesWithPromtool) {
   std::string rules = "groups:\n  - name: dashboard\n    rules:\n";
   int i = 0;

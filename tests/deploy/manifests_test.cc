@@ -516,6 +516,9 @@ TEST(DeployDocker, DockerfilesBuildWithSetupRunAsNonRootAndShipTheEntrypoint) {
   EXPECT_NE(cuda.find("TORCH_CUDA_ARCH_LIST"), std::string::npos);
   EXPECT_NE(cuda.find("CNX_MODE=gpu"), std::string::npos);
   EXPECT_NE(cuda.find("CNX_WITH_NCCL=ON"), std::string::npos);
+  // The driver's libcuda (compute) and NVML (utility, the GPU metrics) are
+  // mounted into a debian:12 image only when it asks for them.
+  EXPECT_NE(cuda.find("\nENV NVIDIA_DRIVER_CAPABILITIES=compute,utility\n"), std::string::npos);
   const Config defaults;
   for (const std::string* d : {&cpu, &cuda}) {
     EXPECT_NE(d->find("deploy/docker/worker-entrypoint.sh /usr/local/bin/cnx-worker-entrypoint"), std::string::npos);

@@ -6,8 +6,14 @@
 # scrapes the coordinator and both ranks. Every query of every panel of
 # deploy/grafana/cnx-dashboard.json, with the variables set as Grafana would
 # for "this job, all hosts, all ranks" ($straggler_factor 1, so the straggler
-# table lists the slower rank), must return data. Also: the series carry
-# cnx_job and host while Prometheus's own job label stays the scrape job's.
+# table lists the slower rank), must return data; but the GPU panels, whose
+# description starts with "GPU only (" (tests/deploy/dashboard_test.cc checks
+# that exactly the panels querying cnx_worker_gpu_* say so): a CPU job has no
+# GPU series, so their queries must evaluate (valid PromQL) and, when the
+# ranks trained on the CPU (no "GPU metrics: device" in their log), return no
+# series at all; ranks on a GPU make them ordinary panels that need data.
+# Also: the series carry cnx_job and host while Prometheus's own job label
+# stays the scrape job's.
 # Usage: dashboard_e2e_test.sh <cnx-worker> <cnx-coordinator> <cnx-make-shards>
 source "$(dirname "$0")/lib.sh"
 WORKER="$1"
@@ -69,12 +75,17 @@ WORKERS=$BG_PID
 
 # The dashboard's queries with Grafana's variables substituted (as
 # tests/deploy/deploy_files.cc substitute_grafana_vars does).
-mapfile -t QUERIES < <(python3 - "$ROOT/deploy/grafana/cnx-dashboard.json" <<'PY'
+# dashboard_queries.py all|gpu: every query of the panels (all but the GPU
+# panels), or those of the GPU panels.
+cat > "$WORK/dashboard_queries.py" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 subst = [("$__rate_interval", "1m"), ("$__range", "1h"), ("$__interval", "15s"), ("$cnx_job", "dash-e2e"),
          ("$host", ".+"), ("$rank", ".+"), ("$straggler_factor", "1")]
 for p in d["panels"]:
+    gpu = p.get("description", "").startswith("GPU only (")
+    if gpu != (sys.argv[2] == "gpu"):
+        continue
     for t in p.get("targets", []):
         e = t["expr"]
         for var, value in subst:
@@ -82,10 +93,21 @@ for p in d["panels"]:
         assert "$" not in e, (p["title"], e)
         print(e)
 PY
-)
+mapfile -t QUERIES < <(python3 "$WORK/dashboard_queries.py" "$ROOT/deploy/grafana/cnx-dashboard.json" all)
+mapfile -t GPU_QUERIES < <(python3 "$WORK/dashboard_queries.py" "$ROOT/deploy/grafana/cnx-dashboard.json" gpu)
 [ "${#QUERIES[@]}" -ge 40 ] || fail "only ${#QUERIES[@]} dashboard queries found"
+[ "${#GPU_QUERIES[@]}" -ge 4 ] || fail "only ${#GPU_QUERIES[@]} GPU panel queries found"
 ARGS=()
 for q in "${QUERIES[@]}"; do ARGS+=(--query "$q"); done
+# The GPU panels: with ranks on a GPU (they log "GPU metrics: device") they
+# need data like the others; on the CPU (rank 0 logs "GPU metrics: none")
+# they must evaluate and be empty.
+wait_for 90 grep -q "GPU metrics: " "$WORK/workers.log" || fail "no rank started its metrics (workers.log)"
+GPU_JOB=0
+grep -q "GPU metrics: device" "$WORK/workers.log" && GPU_JOB=1
+for q in "${GPU_QUERIES[@]}"; do
+  if [ "$GPU_JOB" = 1 ]; then ARGS+=(--query "$q"); else ARGS+=(--query-valid "$q"); fi
+done
 # Our labels: cnx_job and host on every rank's series; Prometheus's job label is the scrape job's.
 ARGS+=(--query 'count(cnx_worker_loss{cnx_job="dash-e2e",job="cnx",host!="",rank=~"0|1"}) == 2')
 ARGS+=(--query 'cnx_coordinator_workers_alive{cnx_job="dash-e2e",job="cnx"} == 2')
@@ -97,6 +119,18 @@ bash "$ROOT/deploy/local/scrape_local.sh" --port 0 --interval 1 --timeout 180 \
   fail "a dashboard query returned no data from the real job"
 }
 kill -0 "$WORKERS" 2>/dev/null || fail "the job ended before every panel had data"
-[ "$(wc -l < "$WORK/answers.json")" -eq "$((${#QUERIES[@]} + 2))" ] || fail "missing answers"
+[ "$(wc -l < "$WORK/answers.json")" -eq "$((${#QUERIES[@]} + ${#GPU_QUERIES[@]} + 2))" ] || fail "missing answers"
 grep -q '"reason":"' "$WORK/answers.json" || fail "the corrupt-sample panel has no reason label"
-echo "ok: every one of the dashboard's ${#QUERIES[@]} panel queries returned data from a real 2-rank job"
+# The build-info panel counts the ranks by version: both ranks, one version.
+grep -q '"version":"' "$WORK/answers.json" || fail "the build-info panel has no version label"
+if [ "$GPU_JOB" = 0 ]; then
+  # The GPU answers come last (scrape_local.sh asks --query-valid after --query): all empty.
+  tail -n "${#GPU_QUERIES[@]}" "$WORK/answers.json" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    d = json.loads(line)
+    assert d["status"] == "success" and d["data"]["result"] == [], line
+' || fail "a GPU panel query has series although the ranks trained on the CPU"
+  echo "ok: the ${#GPU_QUERIES[@]} GPU panel queries evaluate and are empty (CPU ranks: no GPU series)"
+fi
+echo "ok: every one of the dashboard's ${#QUERIES[@]} other panel queries returned data from a real 2-rank job"
