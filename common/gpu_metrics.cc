@@ -46,9 +46,9 @@ std::shared_ptr<Nvml> Nvml::load(std::string* why, const std::string& library) {
 }
 
 std::shared_ptr<Nvml> Nvml::open(const NvmlApi& api, std::string* why, void* handle) {
-  CNX_CHECK(api.init && api.shutdown && api.device_by_pci_bus_id && api.memory_info && api.utilization &&
-                api.error_string,
-            "Nvml::open: an NVML entry point is null");
+  CNX_CHECK(
+      api.init && api.shutdown && api.device_by_pci_bus_id && api.memory_info && api.utilization && api.error_string,
+      "Nvml::open: an NVML entry point is null");
   std::shared_ptr<Nvml> nvml(new Nvml(api, handle));
   if (const int rc = api.init(); rc != 0) {
     *why = "nvmlInit failed: " + nvml->error(rc);
@@ -91,7 +91,9 @@ std::optional<double> Nvml::utilization(NvmlDevice device) const {
 
 GpuCollector::GpuCollector(Labels labels, const std::string& pci_bus_id, std::shared_ptr<Nvml> nvml,
                            AllocatorFn allocator, std::string no_nvml_why)
-    : labels_(std::move(labels)), nvml_(std::move(nvml)), no_nvml_why_(std::move(no_nvml_why)),
+    : labels_(std::move(labels)),
+      nvml_(std::move(nvml)),
+      no_nvml_why_(std::move(no_nvml_why)),
       allocator_(std::move(allocator)) {
   CNX_CHECK(!pci_bus_id.empty(), "GpuCollector: empty PCI bus id");
   labels_["gpu"] = pci_bus_id;

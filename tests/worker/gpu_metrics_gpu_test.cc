@@ -67,9 +67,8 @@ TEST(GpuMetricsGpu, NvmlAndTheAllocatorSeeTheRanksDevice) {
   const std::string text = metrics::serialize_text(gpu.Collect());
   for (const char* name : {metrics::names::kWorkerGpuMemoryUsedBytes, metrics::names::kWorkerGpuMemoryTotalBytes,
                            metrics::names::kWorkerGpuAllocatedBytes, metrics::names::kWorkerGpuReservedBytes}) {
-    EXPECT_NE(text.find(std::string(name) + "{gpu=\"" + *bus + "\",rank=\"0\"} "), std::string::npos)
-        << name << "\n"
-        << text;
+    EXPECT_NE(text.find(std::string(name) + "{gpu=\"" + *bus + "\",rank=\"0\"} "), std::string::npos) << name << "\n"
+                                                                                                      << text;
   }
   EXPECT_GT(t.sum().item<int64_t>(), 0);
 }
