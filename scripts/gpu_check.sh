@@ -185,15 +185,17 @@ if step configure 300 "$OUT/configure.log" cmake -S "$ROOT" -B "$BUILD" "${GEN[@
 fi
 # Dry run only: the configure the GPU machine does, against the carried
 # packages with the system's /usr and pkg-config hidden (cheap; no build).
+# "/" is hidden too: with /bin on PATH, CMake also searches the prefix "/"
+# and would find /lib/x86_64-linux-gnu/cmake (merged /usr: the same files).
 if [ "$HAVE_CUDA" = 0 ] && command -v apt-get >/dev/null; then
   s=$(date +%s)
   if scripts/gpu_deps.sh fetch "$DEPS/debs" >"$OUT/deps_fetch.log" 2>&1 \
     && P=$(scripts/gpu_deps.sh unpack "$DEPS/debs" "$DEPS/prefix" 2>>"$OUT/deps_fetch.log"); then
     rm -rf "$OUT/configure-prefix"
     if cmake -S "$ROOT" -B "$OUT/configure-prefix" "${GEN[@]}" "${CFG[@]}" "-DCMAKE_PREFIX_PATH=$TORCH_PREFIX;$P" \
-      -DCMAKE_IGNORE_PREFIX_PATH=/usr -DPKG_CONFIG_EXECUTABLE=/nonexistent/pkg-config >"$OUT/configure_prefix.log" 2>&1 \
-      && ! grep -E '^(yaml-cpp|spdlog|fmt|nlohmann_json|CLI11)_DIR:PATH=/usr|^[A-Z_]*(LIB|LIBRARY|LIBRARY_RELEASE|INCLUDE_DIR|HEADER_DIR):[A-Z]*=/usr/' \
-        "$OUT/configure-prefix/CMakeCache.txt" | grep -v -E 'cuda|CUDA|NCCL|/usr/local' >"$OUT/configure_prefix_leaks.txt"; then
+      "-DCMAKE_IGNORE_PREFIX_PATH=/usr;/" -DPKG_CONFIG_EXECUTABLE=/nonexistent/pkg-config >"$OUT/configure_prefix.log" 2>&1 \
+      && ! grep -E '^(yaml-cpp|spdlog|fmt|nlohmann_json|CLI11)_DIR:PATH=/usr|^[A-Z_]*(LIB|LIBRARY|LIBRARY_RELEASE|INCLUDE_DIR|HEADER_DIR):[A-Z]*=/(usr/|lib)|^[A-Za-z0-9_]*_DIR:PATH=/lib' \
+        "$OUT/configure-prefix/CMakeCache.txt" | grep -v -E 'cuda|CUDA|NCCL|/usr/local|RANLIB:' >"$OUT/configure_prefix_leaks.txt"; then
       record "configure against .gpu-deps (system /usr hidden)" ok $(( $(date +%s) - s )) "$(du -sh "$DEPS/debs" | cut -f1) of .deb files; log: configure_prefix.log"
     else
       tail -20 "$OUT/configure_prefix.log" >&2

@@ -68,6 +68,12 @@ TORCH_CU130_WHEELS=(
   "nvidia-nvshmem-cu13==3.4.5 290f0a2ee94c9f3687a02502f3b9299a9f9fe826e6d0287ee18482e78d495b80 nvidia_nvshmem_cu13-3.4.5-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl"
   "nvidia-cufile==1.15.1.6 08a3ecefae5a01c7f5117351c64f17c7c62efa5fffdbe24fc7d298da19cd0b44 nvidia_cufile-1.15.1.6-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl"
 )
+# The wheel's include/ also carries LibTorch's private copies of fmt 12,
+# Protobuf and oneDNN headers, which would shadow Debian's fmt 9 (spdlog),
+# Protobuf 3.21 (proto/) and oneDNN: they are left out (no header of
+# LibTorch's that we include uses them). A pip-installed LibTorch gets the
+# same from CMake (cmake/CnxTorchWheel.cmake).
+TORCH_BUNDLED_HEADERS=('fmt/*' 'google/*' 'oneapi/*' 'dnnl*')
 torch_cu130() {
   local cache=${CNX_CACHE:-$HOME/.cache/cnx}
   local dest="$cache/$TORCH_CU130_DIR" wheels="$cache/wheels"
@@ -91,13 +97,16 @@ torch_cu130() {
     for entry in "${TORCH_CU130_WHEELS[@]}"; do
       read -r req sha file <<<"$entry"
       case "$file" in
-        torch-*) unzip -q "$wheels/$file" 'torch/lib/*' 'torch/include/*' 'torch/share/*' -d "$dest.tmp" ;;
+        torch-*) unzip -q "$wheels/$file" 'torch/lib/*' 'torch/include/*' 'torch/share/*' \
+                   -x "${TORCH_BUNDLED_HEADERS[@]/#/torch/include/}" -d "$dest.tmp" ;;
         *) unzip -q "$wheels/$file" 'nvidia/*' -d "$dest.tmp" ;;
       esac || die "unzip $file"
     done
     # libtorch_cuda.so finds them through its RPATH ($ORIGIN/../../nvidia/...).
     rm -rf "$dest" && mv "$dest.tmp" "$dest" && touch "$dest/.complete"
   fi
+  # (An unpack made before they were left out.)
+  (cd "$dest/torch/include" && rm -rf $(printf '%s\n' "${TORCH_BUNDLED_HEADERS[@]}" | sed 's#/\*$##'))
   mkdir -p deps
   ln -sfn "$dest" deps/torch-cu130
 }

@@ -20,7 +20,7 @@
 #       that puts LibTorch 2.11, gRPC/Protobuf and Open MPI in one process
 #       (worker_lease_source_test), runs it and the programs' --help.
 #
-#   CNX_GPU_FLAVOURS="gpu cluster"   which to build (default both)
+#   CNX_GPU_FLAVOURS="gpu cluster"   which to build (default, or 1: both)
 #   CNX_JOBS=n, extra args -> ctest of flavour (a)'s CPU tests
 # Needs nvcc (CUDA 13.0 toolkit: CUDACXX, else PATH, else /usr/local/cuda).
 set -euo pipefail
@@ -28,12 +28,13 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 JOBS=${CNX_JOBS:-$(nproc)}
 FLAVOURS=${CNX_GPU_FLAVOURS:-gpu cluster}
+[ "$FLAVOURS" = 1 ] && FLAVOURS="gpu cluster"
 say() { printf '\033[1m[gpu-flavours]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[gpu-flavours] FAILED:\033[0m %s\n' "$*" >&2; exit 1; }
 
 NVCC=${CUDACXX:-$(command -v nvcc || true)}
 [ -n "$NVCC" ] || NVCC=/usr/local/cuda/bin/nvcc
-[ -x "$NVCC" ] || die "no nvcc (CUDA 13.0 toolkit): set CUDACXX or put nvcc on PATH"
+[ -x "$NVCC" ] || die "no nvcc (CUDA 13.0 toolkit): set CUDACXX or put nvcc on PATH (CNX_SKIP_GPU_FLAVOURS=1 scripts/test.sh skips this step)"
 [ -f deps/torch-cu130/.complete ] || CNX_SKIP_APT=1 CNX_TORCH_CU130=only scripts/setup.sh
 TORCH_PREFIX="$ROOT/deps/torch-cu130/torch"
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}

@@ -8,6 +8,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
+#include <unistd.h>  // getpid
 
 #include <chrono>
 #include <cstdlib>

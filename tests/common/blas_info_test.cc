@@ -156,16 +156,29 @@ bool is_openblas() {
   return run("", probe() + " --core-only").output.find("BLAS OpenBLAS") != std::string::npos;
 }
 
+// Whether LibTorch does its BLAS through libblas.so.3 (Debian's LibTorch;
+// CMake reads libtorch_cpu.so's needed libraries). PyPI's LibTorch (the GPU
+// flavours) carries MKL inside libtorch_cpu.so: no OpenBLAS kernel sets.
+constexpr bool kTorchUsesLibblas = CNX_TORCH_USES_LIBBLAS;
+constexpr const char* kNoLibblas = "this LibTorch carries its own BLAS (not libblas.so.3): no OpenBLAS kernel sets";
+
 TEST(BlasInfoProcess, DefaultKernelsAreCorrectAndNotAFallback) {
   const ProcessRun r = run("", probe());
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("cnx-blas-probe: BLAS "), std::string::npos) << r.output;
+  if (!kTorchUsesLibblas) {
+    // The probe names the BLAS inside LibTorch and warns about nothing.
+    EXPECT_FALSE(is_openblas()) << r.output;
+    EXPECT_EQ(r.output.find("WARNING"), std::string::npos) << r.output;
+    return;
+  }
   ASSERT_TRUE(is_openblas()) << "libblas.so.3 is not OpenBLAS (scripts/setup.sh points it there)";
   EXPECT_EQ(better_openblas_coretype(core_of(r.output), cpu::detect_cpu()), "") << r.output;
   EXPECT_EQ(r.output.find("WARNING"), std::string::npos) << r.output;
 }
 
 TEST(BlasInfoProcess, EveryKernelSetThisCpuRunsMatchesFloat64) {
+  if (!kTorchUsesLibblas) GTEST_SKIP() << kNoLibblas;
   ASSERT_TRUE(is_openblas()) << "libblas.so.3 is not OpenBLAS (scripts/setup.sh points it there)";
   const auto level = cpu::simd_level(cpu::detect_cpu());
   std::vector<std::pair<std::string, std::string>> sets = {{"PRESCOTT", "Prescott"}};
@@ -181,6 +194,7 @@ TEST(BlasInfoProcess, EveryKernelSetThisCpuRunsMatchesFloat64) {
 }
 
 TEST(BlasInfoProcess, ForcedPrescottIsReportedAndSwitchedAway) {
+  if (!kTorchUsesLibblas) GTEST_SKIP() << kNoLibblas;
   ASSERT_TRUE(is_openblas()) << "libblas.so.3 is not OpenBLAS (scripts/setup.sh points it there)";
   const std::string better = better_openblas_coretype("Prescott", cpu::detect_cpu());
   // The user forces Prescott: it runs, and the program says it is a fallback.

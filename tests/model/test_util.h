@@ -2,6 +2,7 @@
 // Shared helpers for tests/model: fixture paths, temp files, tensor comparison.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <unistd.h>  // getpid
 
 #include <cstdlib>
 #include <filesystem>

@@ -2,6 +2,7 @@
 // Helpers shared by the sparse_ops tests: random masks and a central
 // finite-difference gradient check (double precision).
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>  // at::NoGradGuard (ATen.h no longer brings it in LibTorch 2.x)
 #include <gtest/gtest.h>
 
 #include <functional>
