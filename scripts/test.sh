@@ -6,11 +6,16 @@
 # LibTorch): the GPU machine's trainer (no MPI, no gRPC) with its CPU tests
 # and the dry run of scripts/gpu_check.sh, and the cluster node's MPI + gRPC
 # + CUDA build (scripts/test_gpu_flavours.sh; docs/gpu.md). The GPU flavours
-# are opt-in until a cold build of both has passed on a CI machine.
+# are opt-in: both build, link and pass here, but from a bare machine they
+# add an estimated 20-25 min on 2 cores (1,800-2,400 CPU-s of LibTorch 2.11
+# and nvcc compiles, 762 MB of wheels), which with the main build (~13 min
+# cold) and the warm suite (~14 min) is past the 45-minute aim; with a warm
+# ccache they add ~3 min (docs/gpu.md, "Build cost").
 #   scripts/test.sh              everything
 #   scripts/test.sh -L unit      extra arguments go to ctest (later steps skipped)
 #   CNX_SKIP_CORE_ONLY=1         skip the core-only step
-#   CNX_GPU_FLAVOURS=1           also build and test the GPU flavours
+#   CNX_GPU_FLAVOURS=1           also build and test the GPU flavours (needs the CUDA
+#                                13.0 toolkit's nvcc; gpu or cluster: only that one)
 #   CNX_SKIP_FUZZ=1              skip the fuzz step (scripts/fuzz.sh: clang + libFuzzer
 #                                targets built in build-fuzz, each run CNX_FUZZ_SECONDS=30 s)
 # Without arguments it first checks that every C++ file is clang-formatted
@@ -30,7 +35,8 @@ printf '\033[1m[test]\033[0m running ctest in %s\n' "$BUILD_DIR" >&2
 if [ $# -eq 0 ] && [ "${CNX_SKIP_CORE_ONLY:-0}" != 1 ]; then
   scripts/test_core_only.sh || status=1
 fi
-if [ $# -eq 0 ] && [ "${CNX_GPU_FLAVOURS:-0}" = 1 ]; then
+if [ $# -eq 0 ] && [ "${CNX_GPU_FLAVOURS:-0}" != 0 ]; then
+  printf '\033[1m[test]\033[0m building and testing the GPU flavours (scripts/test_gpu_flavours.sh)\n' >&2
   scripts/test_gpu_flavours.sh || status=1
 fi
 if [ $# -eq 0 ] && [ "${CNX_SKIP_FUZZ:-0}" != 1 ]; then

@@ -519,6 +519,18 @@ TEST(DeployDocker, DockerfilesBuildWithSetupRunAsNonRootAndShipTheEntrypoint) {
   // The driver's libcuda (compute) and NVML (utility, the GPU metrics) are
   // mounted into a debian:12 image only when it asks for them.
   EXPECT_NE(cuda.find("\nENV NVIDIA_DRIVER_CAPABILITIES=compute,utility\n"), std::string::npos);
+  // The cluster image builds the programs CI builds in flavour (b) against
+  // the same PyTorch wheel (scripts/test_gpu_flavours.sh), no others.
+  const std::string flavours = read_text(source_dir() + "/scripts/test_gpu_flavours.sh");
+  const size_t full = cuda.find("full) EXTRA=\"\"; TARGETS=\"");
+  ASSERT_NE(full, std::string::npos) << "Dockerfile.cuda: no target list for CNX_MODE=full";
+  const std::string full_targets = cuda.substr(full, cuda.find('\n', full) - full);
+  for (const char* p :
+       {"cnx-worker", "cnx-coordinator", "cnx-ctl", "cnx-eval", "cnx-finetune", "cnx-export", "cnx-make-shards"}) {
+    EXPECT_NE(full_targets.find(p), std::string::npos) << p << ": " << full_targets;
+    EXPECT_NE(flavours.find(std::string(" ") + p + " "), std::string::npos) << p << " not built by flavour (b)";
+  }
+  EXPECT_NE(cuda.find("--target $TARGETS"), std::string::npos);
   const Config defaults;
   for (const std::string* d : {&cpu, &cuda}) {
     EXPECT_NE(d->find("deploy/docker/worker-entrypoint.sh /usr/local/bin/cnx-worker-entrypoint"), std::string::npos);
