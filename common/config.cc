@@ -122,6 +122,7 @@ void describe(V& v, OptimizerConfig& c) {
   v("no_decay", c.no_decay, any<std::string>());
   v("clip_grad", c.clip_grad, non_negative());
   v("accum_steps", c.accum_steps, int_range(1, 1 << 20));
+  v("global_batch", c.global_batch, int_range(0, int64_t{1} << 30));
 }
 template <class V>
 void describe(V& v, ScheduleConfig& c) {
@@ -508,6 +509,9 @@ void validate(Config& c, const std::string& origin) {
   }
   if (c.optimizer.betas.size() != 2)
     fail("optimizer.betas", "expected 2 values, got " + std::to_string(c.optimizer.betas.size()));
+  if (c.optimizer.global_batch > 0 && c.optimizer.global_batch % c.data.batch_size != 0)
+    fail("optimizer.global_batch", "expected a multiple of data.batch_size (" + std::to_string(c.data.batch_size) +
+                                       "), got " + std::to_string(c.optimizer.global_batch));
   if (c.data.crop_scale.size() != 2 || c.data.crop_scale[0] > c.data.crop_scale[1] || c.data.crop_scale[0] <= 0)
     fail("data.crop_scale", "expected [lo, hi] with 0 < lo <= hi <= 1");
   if (c.data.crop_ratio.size() != 2 || c.data.crop_ratio[0] > c.data.crop_ratio[1])

@@ -53,7 +53,7 @@ struct MaskConfig {
 
 struct OptimizerConfig {
   std::string name = "adamw";
-  double blr = 1.5e-4;  // lr = blr * global_batch / 256 unless lr > 0
+  double blr = 1.5e-4;  // lr = blr * global batch / 256 unless lr > 0
   double lr = 0.0;      // absolute lr; 0 means derive from blr
   double min_lr = 0.0;
   double weight_decay = 0.05;
@@ -65,6 +65,11 @@ struct OptimizerConfig {
   std::vector<std::string> no_decay;
   double clip_grad = 0.0;  // max global grad norm; 0 = off
   int64_t accum_steps = 1;
+  // > 0: the recipe's global batch (the paper's 4096). The worker derives
+  // accum_steps = global_batch / (data.batch_size x ranks) at every launch,
+  // so a relaunch on fewer ranks keeps the global batch and the peak lr.
+  // 0: global batch = data.batch_size x ranks x accum_steps.
+  int64_t global_batch = 0;
 };
 
 struct ScheduleConfig {

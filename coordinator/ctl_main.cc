@@ -32,7 +32,8 @@ void print_table(const pb::StatusReply& s) {
   std::printf("shards: %lld leased, %lld done, %lld pending; unused samples %lld\n",
               static_cast<long long>(s.shards_leased()), static_cast<long long>(s.shards_done()),
               static_cast<long long>(s.shards_pending()), static_cast<long long>(s.unused_samples()));
-  std::printf("checkpoints: %lld committed, last at step %lld", static_cast<long long>(s.checkpoints_committed()),
+  std::printf("checkpoints: %lld committed, %lld retained, last at step %lld",
+              static_cast<long long>(s.checkpoints_committed()), static_cast<long long>(s.checkpoints_retained()),
               static_cast<long long>(s.last_committed_step()));
   if (s.seconds_since_commit() >= 0) std::printf(" (%.0f s ago)", s.seconds_since_commit());
   if (s.checkpoint_pending())

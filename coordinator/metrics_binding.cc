@@ -67,11 +67,16 @@ void CoordinatorMetricsBinding::refresh() {
   metrics_.set_job_state(job_state_name(j.state));
   metrics_.samples_per_second.Set(j.samples_per_s);
   if (j.checkpoints_committed > seen_commits_) {
-    metrics_.checkpoints_committed.Increment(static_cast<double>(j.checkpoints_committed - seen_commits_));
+    // record_commit counts one commit and restarts the age clock; the others
+    // since the last refresh are counted here.
+    const int64_t fresh = j.checkpoints_committed - seen_commits_;
     seen_commits_ = j.checkpoints_committed;
     if (j.seconds_since_commit >= 0) {
       const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+      if (fresh > 1) metrics_.checkpoints_committed.Increment(static_cast<double>(fresh - 1));
       metrics_.record_commit(now - j.seconds_since_commit);
+    } else {
+      metrics_.checkpoints_committed.Increment(static_cast<double>(fresh));
     }
   }
   metrics_.refresh_commit_age();

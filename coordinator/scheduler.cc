@@ -544,8 +544,14 @@ SchedulerStatus Scheduler::status(double now, bool with_ranks) const {
     if (p != plans_.end()) s.shards_pending += static_cast<int64_t>(p->second.ranks[r].size()) - rs.next_position;
     if (with_ranks) s.ranks.push_back(std::move(ri));
   }
-  for (const auto& [id, c] : ckpts_)
-    if (c.state == CheckpointRecord::State::kCommitted) ++s.checkpoints_committed;
+  // Committed ever (retention deletes the old ones; their records keep the
+  // commit time) and committed and still on disk.
+  for (const auto& [id, c] : ckpts_) {
+    if (c.state == CheckpointRecord::State::kCommitted) ++s.checkpoints_retained;
+    if (c.state == CheckpointRecord::State::kCommitted ||
+        (c.state == CheckpointRecord::State::kDeleted && c.committed_unix_s > 0))
+      ++s.checkpoints_committed;
+  }
   if (const CheckpointRecord* last = latest_committed()) {
     s.last_committed_step = last->step;
     s.seconds_since_commit = now - last->committed_unix_s;

@@ -216,8 +216,9 @@ struct SchedulerStatus {
   int64_t workers_alive = 0;
   int64_t shards_leased = 0;
   int64_t shards_done = 0;
-  int64_t shards_pending = 0;  // items of the current epochs not yet leased
-  int64_t checkpoints_committed = 0;
+  int64_t shards_pending = 0;         // items of the current epochs not yet leased
+  int64_t checkpoints_committed = 0;  // every commit of the job, including those retention deleted since
+  int64_t checkpoints_retained = 0;   // committed and kept (checkpoint.keep)
   int64_t last_committed_step = -1;
   double seconds_since_commit = -1;
   bool checkpoint_pending = false;

@@ -585,6 +585,7 @@ uint64_t CoordinatorService::GetStatus(const pb::StatusRequest& req, pb::StatusR
   rep->set_shards_done(s.shards_done);
   rep->set_shards_pending(s.shards_pending);
   rep->set_checkpoints_committed(s.checkpoints_committed);
+  rep->set_checkpoints_retained(s.checkpoints_retained);
   rep->set_last_committed_step(s.last_committed_step);
   rep->set_seconds_since_commit(s.seconds_since_commit);
   rep->set_checkpoint_pending(s.checkpoint_pending);

@@ -227,7 +227,7 @@ worker() {
   PORT=$(( PORT + 1 ))
   CNX_RANK=0 CNX_WORLD_SIZE=1 CNX_MASTER_ADDR=127.0.0.1 CNX_MASTER_PORT=$PORT \
     timeout 240 "$WORKER" --config "$ROOT/configs/fcmae_atto.yaml" --synthetic --synthetic-samples 1024 \
-    --set train.device=cuda --set distributed.backend=nccl --set metrics.enabled=false \
+    --set train.device=cuda --set distributed.backend=nccl --set metrics.enabled=false --set optimizer.global_batch=0 \
     --set schedule.epochs=100 --set schedule.warmup_epochs=1 --set schedule.log_every=1 \
     --set checkpoint.every_minutes=0 --set checkpoint.every_steps=3 "$@" >"$log" 2>&1
 }
@@ -241,13 +241,13 @@ if [ "$BUILT" = 1 ] && [ -x "$WORKER" ] && [ "$HAVE_CUDA" = 1 ]; then
     && worker "$RUNS/b2.log" --set checkpoint.root="$RUNS/b" --max-steps 6 --resume auto; then
     if ! grep -q "resumed from .*step-00000003 at step 3" "$RUNS/b2.log"; then
       record "pretrain fp32: 6 steps == 3 + resume + 3" FAILED $(( $(date +%s) - s )) "the second run did not resume (pretrain/b2.log)"
-    elif cmp -s "$RUNS/a/step-00000006/MANIFEST.json" "$RUNS/b/step-00000006/MANIFEST.json"; then
+    elif "$ROOT/scripts/compare_checkpoints.py" "$RUNS/a/step-00000006" "$RUNS/b/step-00000006" >/dev/null; then
       record "pretrain fp32: 6 steps == 3 + resume + 3" ok $(( $(date +%s) - s )) "byte-identical checkpoints (atto, 224 px, batch 64, NCCL world 1 via the TCP store); pretrain/*.log"
     else
       # A resume bug, or a GPU path that differs run to run?
       worker "$RUNS/a2.log" --set checkpoint.root="$RUNS/a2" --max-steps 6 --resume none
-      if cmp -s "$RUNS/a/step-00000006/MANIFEST.json" "$RUNS/a2/step-00000006/MANIFEST.json"; then
-        record "pretrain fp32: 6 steps == 3 + resume + 3" FAILED $(( $(date +%s) - s )) "resumed run differs while two straight runs agree: a resume bug (diff pretrain/a/step-00000006/MANIFEST.json pretrain/b/...)"
+      if "$ROOT/scripts/compare_checkpoints.py" "$RUNS/a/step-00000006" "$RUNS/a2/step-00000006" >/dev/null; then
+        record "pretrain fp32: 6 steps == 3 + resume + 3" FAILED $(( $(date +%s) - s )) "resumed run differs while two straight runs agree: a resume bug (scripts/compare_checkpoints.py pretrain/a/step-00000006 pretrain/b/step-00000006)"
       else
         record "pretrain fp32: 6 steps == 3 + resume + 3" FAILED $(( $(date +%s) - s )) "two straight runs already differ: the GPU step is not deterministic run to run (cuDNN/cuBLAS algorithm choice?)"
       fi

@@ -89,6 +89,7 @@ TrainerRecord parse_trainer(const std::string& path) {
   }
   if (t.contains("steps_per_epoch") && t["steps_per_epoch"].is_number_integer())
     r.steps_per_epoch = t["steps_per_epoch"].get<int64_t>();
+  if (t.contains("version") && t["version"].is_string()) r.version = t["version"].get<std::string>();
   return r;
 }
 
@@ -159,8 +160,11 @@ Manifest write_snapshot(const std::string& dir, const CheckpointSnapshot& s) {
       tj["loss_scale"] = r.loss_scale;
       tj["loss_scale_growth_tracker"] = r.loss_scale_growth_tracker;
     }
+    if (!r.version.empty()) tj["version"] = r.version;
     files[kTrainerFile] = write_file_durable(dir + "/" + kTrainerFile, tj.dump(2) + "\n");
   }
+  if (s.shared && !s.run_config.empty())
+    files[kRunConfigFile] = write_file_durable(dir + "/" + kRunConfigFile, s.run_config);
   const nlohmann::json rj{
       {"rank", s.rank}, {"cursor", s.rank_state.cursor}, {"cpu_rng", rng_to_hex(s.rank_state.cpu_rng)}};
   const std::string mine = rank_file_name(s.rank);

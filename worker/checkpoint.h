@@ -9,6 +9,9 @@
 //   optimizer.pt    rank 0: AdamW state (AdamW::state_dict names)
 //   trainer.json    rank 0: step, epoch, world size, global batch, schedule,
 //                   skipped-step counters, the fp16 loss scaler's state (TrainerRecord)
+//   config.yaml     rank 0: the run's effective config (after --set), headed
+//                   by the build version; read back by cnx-export,
+//                   cnx-visualize and cnx-eval (absent in older checkpoints)
 //   rank-<r>.json   every rank r: its data cursor and CPU generator state
 //   MANIFEST.json   rank 0, written last: sha256 and size of every file
 //
@@ -36,6 +39,7 @@ using CheckpointTensors = std::vector<std::pair<std::string, at::Tensor>>;
 inline constexpr const char* kModelFile = "model.pt";
 inline constexpr const char* kOptimizerFile = "optimizer.pt";
 inline constexpr const char* kTrainerFile = "trainer.json";
+inline constexpr const char* kRunConfigFile = "config.yaml";
 // "rank-00003.json"
 std::string rank_file_name(int rank);
 
@@ -52,6 +56,7 @@ struct TrainerRecord {
   // The fp16 loss scaler (loss_scaler.h); 0 = none (written only with one).
   double loss_scale = 0;
   int64_t loss_scale_growth_tracker = 0;
+  std::string version;  // the build that wrote it (git describe); "" in older checkpoints
 };
 
 // rank-<r>.json: one rank's data position and generator.
@@ -67,6 +72,7 @@ struct CheckpointSnapshot {
   CheckpointTensors model, optimizer;
   TrainerRecord trainer;
   RankRecord rank_state;
+  std::string run_config;  // rank 0: config.yaml's text ("" = no file)
   // Bytes of tensor data held (model + optimizer + RNG state).
   int64_t bytes() const;
 };

@@ -158,8 +158,13 @@ CoordinatorJoin join_coordinator(const LinkOptions& options, const Config& confi
   if (rank == 0 && !reg.resume_dir.empty() && reg.resume_world_size != world) {
     CNX_LOG_WARN(
         "resuming a checkpoint written by {} ranks with {}: the epoch's unused samples are re-dealt "
-        "(none is used twice), the step count is rescaled to the new global batch; not bit-exact",
-        reg.resume_world_size, world);
+        "(none is used twice), {}; not bit-exact",
+        reg.resume_world_size, world,
+        config.optimizer.global_batch > 0
+            ? "the global batch stays optimizer.global_batch = " + std::to_string(config.optimizer.global_batch) +
+                  " (more or fewer accumulation steps), and so do the peak lr and the schedule"
+            : std::string("the step count is rescaled to the new global batch (set optimizer.global_batch to keep "
+                          "it)"));
   }
   // A rank blocked in an all-reduce with a stalled peer cannot reach the
   // step boundary where ABORT is handled: end the whole job instead.

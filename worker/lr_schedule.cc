@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "common/check.h"
+#include "common/config.h"
 
 namespace cnx::worker {
 
@@ -11,6 +12,23 @@ int64_t global_batch_size(int64_t batch_per_rank, int64_t world_size, int64_t ac
             "global batch needs positive batch_per_rank, world_size and accum_steps; got ", batch_per_rank, ", ",
             world_size, ", ", accum_steps);
   return batch_per_rank * world_size * accum_steps;
+}
+
+int64_t accum_steps_for_global_batch(int64_t global_batch, int64_t batch_per_rank, int64_t world_size,
+                                     int64_t configured_accum) {
+  CNX_CHECK(global_batch > 0 && batch_per_rank > 0 && world_size > 0, "accum_steps_for_global_batch: ", global_batch,
+            ", ", batch_per_rank, ", ", world_size);
+  const int64_t per_step = batch_per_rank * world_size;
+  if (global_batch % per_step != 0)
+    throw ConfigError(str("optimizer.global_batch ", global_batch,
+                          " is not a multiple of data.batch_size x ranks = ", batch_per_rank, " x ", world_size, " = ",
+                          per_step, ": change data.batch_size or the number of ranks"));
+  const int64_t accum = global_batch / per_step;
+  if (configured_accum != 1 && configured_accum != accum)
+    throw ConfigError(str("optimizer.accum_steps ", configured_accum, " contradicts optimizer.global_batch ",
+                          global_batch, " (", batch_per_rank, " x ", world_size, " ranks needs ", accum,
+                          " accumulation steps); leave accum_steps at 1 (derived) or set global_batch: 0"));
+  return accum;
 }
 
 double peak_lr(double blr, double lr, int64_t global_batch) {

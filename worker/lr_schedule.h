@@ -19,6 +19,13 @@ int64_t global_batch_size(int64_t batch_per_rank, int64_t world_size, int64_t ac
 // both are <= 0 or global_batch <= 0.
 double peak_lr(double blr, double lr, int64_t global_batch);
 
+// optimizer.global_batch: the accumulation steps that make `global_batch`
+// from `batch_per_rank` x `world_size`. Throws cnx::ConfigError when it does
+// not divide, or when `configured_accum` (optimizer.accum_steps) is neither
+// 1 (the default) nor the derived value.
+int64_t accum_steps_for_global_batch(int64_t global_batch, int64_t batch_per_rank, int64_t world_size,
+                                     int64_t configured_accum);
+
 struct LrScheduleOptions {
   double peak_lr = 0.0;
   double min_lr = 0.0;

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "common/build_info.h"
 #include "common/check.h"
 #include "common/config.h"
 #include "common/logging.h"
@@ -116,6 +117,10 @@ TrainerOptions trainer_options(const Config& c) {
     throw ConfigError(e.what());
   }
   o.loss_scaler.enabled = o.precision == model::Precision::kFp16;
+  o.global_batch = c.optimizer.global_batch;
+  o.version = build_version();
+  o.run_config = "# The effective config of job '" + c.job.id + "' (after --set), written by cnx-worker " + o.version +
+                 ".\n# Tools that open this checkpoint take data.input_size, mean and std from it.\n" + to_yaml(c);
   return o;
 }
 
@@ -164,6 +169,12 @@ Trainer::Trainer(TrainerOptions options, comm::Communicator& comm, std::unique_p
   for (const auto& [name, p] : params_) plist.push_back(p);
   sync_ = std::make_unique<comm::GradSync>(comm_, plist, sync_options);
 
+  if (options_.global_batch > 0) {
+    // The recipe's global batch is fixed: accumulation makes up for the
+    // ranks (a relaunch on fewer ranks keeps global batch and peak lr).
+    options_.accum_steps =
+        accum_steps_for_global_batch(options_.global_batch, options_.batch_size, comm_.size(), options_.accum_steps);
+  }
   global_batch_ = global_batch_size(options_.batch_size, comm_.size(), options_.accum_steps);
   LrScheduleOptions lo;
   lo.peak_lr = peak_lr(options_.blr, options_.lr, global_batch_);
@@ -178,6 +189,10 @@ Trainer::Trainer(TrainerOptions options, comm::Communicator& comm, std::unique_p
   schedule_ = std::make_unique<LrSchedule>(lo);
   total_steps_ = schedule_->total_steps();
   if (options_.max_steps > 0) total_steps_ = std::min(total_steps_, options_.max_steps);
+  if (comm_.rank() == 0)
+    CNX_LOG_INFO("global batch {} = {} per rank x {} ranks x {} accumulation steps{}; peak lr {:.4g}", global_batch_,
+                 options_.batch_size, comm_.size(), options_.accum_steps,
+                 options_.global_batch > 0 ? " (optimizer.global_batch)" : "", lo.peak_lr);
   const int64_t patch = model_->patch_size();
   if (patch <= 0 || options_.image_size % patch != 0)
     throw ConfigError(
@@ -475,6 +490,7 @@ TrainerRecord Trainer::trainer_record() const {
     t.loss_scale = scaler_.state().scale;
     t.loss_scale_growth_tracker = scaler_.state().growth_tracker;
   }
+  t.version = options_.version;
   return t;
 }
 
@@ -507,9 +523,10 @@ void Trainer::begin_checkpoint(int64_t plan_id, StepResult* r) {
   flight->started = std::chrono::steady_clock::now();
   // A deep copy when training goes on during the write; references when the
   // step waits for the write (nothing changes them meanwhile).
-  auto snapshot = std::make_shared<const CheckpointSnapshot>(
-      take_snapshot(comm_.rank(), comm_.rank() == 0, model_state(), optimizer_->state_dict(), trainer_record(),
-                    flight->cursor, /*deep=*/options_.checkpoint_async));
+  CheckpointSnapshot snap = take_snapshot(comm_.rank(), comm_.rank() == 0, model_state(), optimizer_->state_dict(),
+                                          trainer_record(), flight->cursor, /*deep=*/options_.checkpoint_async);
+  if (snap.shared) snap.run_config = options_.run_config;
+  auto snapshot = std::make_shared<const CheckpointSnapshot>(std::move(snap));
   flight->snapshot_bytes = snapshot->bytes();
   flight->snapshot_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - flight->started).count();
   r->checkpoint_snapshot_bytes = flight->snapshot_bytes;
@@ -614,10 +631,14 @@ void Trainer::load_checkpoint(const std::string& dir) {
     if (t.world_size < 1 || t.global_batch % t.world_size != 0)
       throw CheckpointError(
           cnx::str(tfile, ": global_batch ", t.global_batch, " is not a multiple of world_size ", t.world_size));
-    if (t.global_batch / t.world_size != global_batch_ / comm_.size())
+    // Either the global batch is kept (optimizer.global_batch: accumulation
+    // makes up for the ranks) or the samples per rank and step are, and the
+    // step count is rescaled below.
+    if (t.global_batch != global_batch_ && t.global_batch / t.world_size != global_batch_ / comm_.size())
       throw CheckpointError(cnx::str("checkpoint '", dir, "' used ", t.global_batch / t.world_size,
-                                     " samples per rank and step, this run uses ", global_batch_ / comm_.size(),
-                                     " (data.batch_size x accum_steps)"));
+                                     " samples per rank and step (global batch ", t.global_batch, "), this run uses ",
+                                     global_batch_ / comm_.size(), " (global batch ", global_batch_,
+                                     "); set optimizer.global_batch to keep the global batch across world sizes"));
   } else if (t.global_batch != global_batch_) {
     throw CheckpointError(cnx::str("checkpoint '", dir, "' used a global batch of ", t.global_batch, ", this run uses ",
                                    global_batch_, " (data.batch_size x ranks x accum_steps)"));
@@ -673,7 +694,12 @@ void Trainer::load_checkpoint(const std::string& dir) {
     data_->start_epoch(epoch_);
     step_ = (t.step * t.global_batch + global_batch_ / 2) / global_batch_;
     seed_cpu_rng(mix_seed(rank_stream_seed(options_.seed, comm_.rank()), static_cast<uint64_t>(t.step)));
-    if (comm_.rank() == 0)
+    if (comm_.rank() == 0 && t.global_batch == global_batch_)
+      CNX_LOG_WARN(
+          "checkpoint {} was written by {} ranks; this run has {} x {} accumulation steps: same global batch {} "
+          "and peak lr {:.4g}, step {} continues the same schedule",
+          dir, t.world_size, comm_.size(), options_.accum_steps, global_batch_, schedule_->options().peak_lr, step_);
+    else if (comm_.rank() == 0)
       CNX_LOG_WARN(
           "checkpoint {} was written by {} ranks (global batch {}); this run has {} (global batch {}): "
           "step {} becomes step {} of the rescaled schedule",

@@ -98,6 +98,9 @@ class NonFiniteLossError : public std::runtime_error {
 struct TrainerOptions {
   int64_t batch_size = 32;  // per rank and micro-step
   int64_t accum_steps = 1;
+  // > 0: the global batch is fixed and accum_steps is derived from it at
+  // construction (global_batch / (batch_size x ranks); must divide).
+  int64_t global_batch = 0;
   uint64_t seed = 0;
   int64_t image_size = 224;
   double mask_ratio = 0.6;
@@ -133,6 +136,10 @@ struct TrainerOptions {
   bool allow_world_change = false;
   double final_checkpoint_wait_s = 120.0;  // see Trainer::final_checkpoint
   std::string sample_log;                  // "" = off; else the folder of samples-rank<R>.tsv (see above)
+  // Saved with every checkpoint (rank 0): config.yaml's text (the effective
+  // config, "" = none) and the build version (trainer.json "version").
+  std::string run_config;
+  std::string version;
   // Test hook: may replace the loss of (step, micro-step) before the
   // non-finite check (e.g. inject NaN on one rank).
   std::function<void(int64_t step, int64_t micro, at::Tensor& loss)> loss_hook;

@@ -158,6 +158,13 @@ TEST(Config, RangesPrintReadably) {
   EXPECT_HAS(error_of("mask: {ratio: .inf}"), "mask.ratio: expected a number in [0, 1]");
 }
 
+TEST(Config, GlobalBatch) {
+  EXPECT_EQ(cnx::load_config_text("", "t").optimizer.global_batch, 0);  // off: batch x ranks x accum_steps
+  EXPECT_HAS(error_of("optimizer: {global_batch: 100}\ndata: {batch_size: 64}"),
+             "optimizer.global_batch: expected a multiple of data.batch_size (64), got 100");
+  EXPECT_HAS(error_of("optimizer: {global_batch: -1}"), "optimizer.global_batch");
+}
+
 TEST(Config, IsAUsageError) {
   // Programs map UsageError to exit code 2 (common/cli.h).
   try {
@@ -229,5 +236,6 @@ TEST(Config, VariantConfigsMatchPaperDefaults) {
     EXPECT_EQ(c.optimizer.betas, (std::vector<double>{0.9, 0.95}));
     EXPECT_DOUBLE_EQ(c.schedule.warmup_epochs, 40);
     EXPECT_EQ(c.data.input_size, 224);
+    EXPECT_EQ(c.optimizer.global_batch, 4096);  // the paper's recipe, whatever the number of ranks
   }
 }

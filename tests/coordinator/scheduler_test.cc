@@ -220,7 +220,8 @@ TEST(SchedulerCheckpoint, PlanCommitRetentionAndValidation) {
     EXPECT_EQ(s.latest_committed()->id, p.id);
     for (auto& d : s.take_deletions()) deleted.push_back(d);
   }
-  EXPECT_EQ(s.status(200).checkpoints_committed, 2) << "keep = 2";
+  EXPECT_EQ(s.status(200).checkpoints_retained, 2) << "keep = 2";
+  EXPECT_EQ(s.status(200).checkpoints_committed, 4) << "every commit counts, retained or not";
   ASSERT_EQ(deleted.size(), 2u);
   EXPECT_NE(deleted[0].find("ckpt-000001"), std::string::npos);
   EXPECT_NE(deleted[1].find("ckpt-000002"), std::string::npos);

@@ -8,7 +8,8 @@
 #  * /shared -> $WORK/shared and /var/lib/cnx -> $WORK/var (paths);
 #  * the coordinator, on its own host in the README, starts in the background;
 #  * mpirun runs 2 local ranks instead of -np 8 over --hostfile (no ssh here);
-#  * each program gets a tiny size first (64 px, batch 4, 3 steps), no
+#  * each program gets a tiny size first (64 px, batch 4, 3 steps, no fixed
+#    global batch: optimizer.global_batch 0), no
 #    metrics ports, shards of 8; /shared/photos is 48 generated PNGs.
 # Checked: the workers' final checkpoint is committed on the shared folder,
 # cnx-ctl status (over TLS, by name) shows it, and the coordinator saw it.
@@ -82,6 +83,7 @@ NOMETRICS=(--set metrics.enabled=false)
 wrap cnx-make-shards "$BUILD/bin/cnx-make-shards" -q --samples-per-shard 8
 wrap cnx-coordinator "$BUILD/bin/cnx-coordinator" "${NOMETRICS[@]}"
 wrap cnx-worker "$BUILD/bin/cnx-worker" --max-steps 3 --threads 1 --set data.input_size=64 --set data.batch_size=4 \
+  --set optimizer.global_batch=0 \
   --set data.num_threads=1 "${NOMETRICS[@]}"
 wrap cnx-ctl "$BUILD/bin/cnx-ctl" --timeout 60
 # mpirun: 2 local ranks instead of -np 8 over the hostfile.

@@ -12,12 +12,15 @@
 #     the per-rank sample logs (train.sample_log) show no sample used twice
 #     within an epoch (the first attempt up to its committed step, plus all
 #     of the second).
+#  4. the same with optimizer.global_batch = 8 (2 ranks x 4): the 1-rank
+#     relaunch accumulates 2 micro-batches, keeps the global batch, peak lr
+#     and step count (no rescale) and completes.
 # Usage: fault_coordinator_resume_test.sh <cnx-worker> <cnx-coordinator> <cnx-make-shards>
 source "$(dirname "$0")/lib.sh"
 WORKER="$1"
 COORD="$2"
 MAKE_SHARDS="$3"
-e2e_init fault_coord_resume 280
+e2e_init fault_coord_resume 400
 
 make_fmnist_shards "$MAKE_SHARDS" "$WORK/shards" 200 # 4 shards x 50; 2 ranks x batch 4: 25 steps per epoch
 STEPS=60
@@ -84,6 +87,7 @@ kill_and_relaunch() { # kill_and_relaunch JOB NP [args...]: 2 ranks killed after
 setup ref
 setup kill
 setup resize
+setup gb
 
 launch ref ref 2 --resume auto
 wait_rc "$MPI_PID"
@@ -145,3 +149,13 @@ print("ok: sample logs: %d samples up to the commit at step %d + %d by the 1-ran
       % (len(used) - len(second), commit, len(second)))
 PY
   fail "the sample logs show a sample used twice within an epoch after the world-size change"
+
+# 4. optimizer.global_batch: the 1-rank relaunch keeps the recipe.
+kill_and_relaunch gb 1 --set optimizer.global_batch=8
+grep -q "resumed from .* at step $LAST_COMMIT " "$WORK/gb2.log" ||
+  fail "the 1-rank relaunch with a fixed global batch did not resume at step $LAST_COMMIT (no rescale)"
+grep -q "global batch 8 = 4 per rank x 1 ranks x 2 accumulation steps (optimizer.global_batch)" "$WORK/gb2.log" ||
+  fail "the 1-rank relaunch did not derive 2 accumulation steps"
+grep -q "same global batch 8" "$WORK/gb2.log" || fail "the 1-rank relaunch did not say it keeps the global batch"
+grep -q "training completed: $STEPS steps" "$WORK/gb2.log" || fail "the 1-rank relaunch did not complete"
+echo "ok: optimizer.global_batch: 1-rank relaunch resumed at step $LAST_COMMIT with 2 accumulation steps (global batch 8 kept)"

@@ -149,7 +149,7 @@ echo "ok: kill -9 of one rank ended the attempt (mpirun exit $RC); last committe
 launch kill kill2 --resume auto
 wait_rc "$BG_PID"; [ "$RC" = 0 ] || fail "relaunch after kill -9 failed"
 grep -q "resumed from .*step-0*$LAST at step $LAST" "$WORK/kill2.log" || fail "relaunch did not resume from step $LAST"
-cmp "$WORK/ckpt-ref/$FINAL/MANIFEST.json" "$WORK/ckpt-kill/$FINAL/MANIFEST.json" \
+"$(dirname "$0")/../../scripts/compare_checkpoints.py" "$WORK/ckpt-ref/$FINAL" "$WORK/ckpt-kill/$FINAL" \
   || fail "kill -9 + resume: final checkpoint differs from the reference"
 cmp "$WORK/ckpt-ref/$FINAL/model.pt" "$WORK/ckpt-kill/$FINAL/model.pt" || fail "model.pt differs"
 check_samples kill "$WORK/samples-kill" "$WORK/samples-kill-first" "$LAST" "$WORK/samples-ref"
@@ -173,7 +173,7 @@ cp -r "$WORK/samples-term" "$WORK/samples-term-first"
 launch term term2 --resume auto
 wait_rc "$BG_PID"; [ "$RC" = 0 ] || fail "relaunch after SIGTERM failed"
 grep -q "resumed from .*step-0*$LAST at step $LAST" "$WORK/term2.log" || fail "relaunch did not resume from step $LAST"
-cmp "$WORK/ckpt-ref/$FINAL/MANIFEST.json" "$WORK/ckpt-term/$FINAL/MANIFEST.json" \
+"$(dirname "$0")/../../scripts/compare_checkpoints.py" "$WORK/ckpt-ref/$FINAL" "$WORK/ckpt-term/$FINAL" \
   || fail "SIGTERM + resume: final checkpoint differs from the reference"
 check_samples term "$WORK/samples-term" "$WORK/samples-term-first" "$LAST" "$WORK/samples-ref"
 echo "ok: SIGTERM -> checkpoint at step $LAST on all ranks, exit 203; resume identical to the uninterrupted run"

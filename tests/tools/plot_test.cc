@@ -2,8 +2,11 @@
 // progress-log parser (tools/visualize/plot.h, font.h).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "tools/visualize/font.h"
 #include "tools/visualize/plot.h"
@@ -94,6 +97,39 @@ TEST(Plot, ParsesWorkerProgressLines) {
   EXPECT_TRUE(std::isnan(p.loss[1]));
   const data::Image img = render_progress(p);
   EXPECT_EQ(img.width, 3 * 420);
+}
+
+// On a log axis 100, 10 and 1 are equally spaced; on a linear one 10 and 1
+// nearly coincide. The marker centres are found by colour.
+TEST(Plot, LogAxisSpacesDecadesEqually) {
+  auto marker_rows = [](bool log_y) {
+    Chart c{"t", "x", {Series{"", {0, 1, 2}, {100, 10, 1}, {200, 0, 0}, true}}};
+    c.log_y = log_y;
+    const data::Image img = render_charts({c}, 420, 300);
+    std::vector<double> rows;  // mean row of the marker pixels, per marker (left to right)
+    std::vector<std::pair<int, int>> px;
+    for (int y = 0; y < img.height; ++y)
+      for (int x = 0; x < img.width; ++x) {
+        const uint8_t* p = &img.pixels[(static_cast<size_t>(y) * img.width + x) * 3];
+        if (p[0] == 200 && p[1] == 0 && p[2] == 0) px.push_back({x, y});
+      }
+    int xmin = img.width, xmax = 0;
+    for (auto [x, y] : px) xmin = std::min(xmin, x), xmax = std::max(xmax, x);
+    for (int k = 0; k < 3; ++k) {
+      const int cx = xmin + 2 + k * (xmax - xmin - 4) / 2;
+      double sum = 0;
+      int n = 0;
+      for (auto [x, y] : px)
+        if (x == cx) sum += y, ++n;
+      rows.push_back(n ? sum / n : -1);
+    }
+    return rows;
+  };
+  const std::vector<double> lg = marker_rows(true), lin = marker_rows(false);
+  ASSERT_EQ(lg.size(), 3u);
+  EXPECT_NEAR(lg[1] - lg[0], lg[2] - lg[1], 2.0);  // equal steps per decade
+  EXPECT_GT(lg[1] - lg[0], 50);
+  EXPECT_GT(lin[1] - lin[0], 8 * (lin[2] - lin[1]));  // linear: 90 vs 9
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "common/check.h"
+#include "common/config.h"
 
 namespace cnx::worker {
 namespace {
@@ -18,6 +19,26 @@ TEST(LrSchedule, PeakLrFollowsTheLinearScalingRule) {
   EXPECT_DOUBLE_EQ(peak_lr(1.5e-4, 1e-3, 4096), 1e-3);
   EXPECT_THROW(peak_lr(0.0, 0.0, 256), CheckError);
   EXPECT_THROW(global_batch_size(0, 2, 1), CheckError);
+}
+
+TEST(LrSchedule, GlobalBatchFixesAccumulationForAnyWorldSize) {
+  // The paper's 4096 at 64 per rank: 8 ranks x 8 steps, 4 ranks x 16, 64 x 1;
+  // the global batch and so the peak lr stay the same.
+  EXPECT_EQ(accum_steps_for_global_batch(4096, 64, 8, 1), 8);
+  EXPECT_EQ(accum_steps_for_global_batch(4096, 64, 4, 1), 16);
+  EXPECT_EQ(accum_steps_for_global_batch(4096, 64, 64, 1), 1);
+  EXPECT_EQ(global_batch_size(64, 4, accum_steps_for_global_batch(4096, 64, 4, 1)), 4096);
+  EXPECT_EQ(accum_steps_for_global_batch(4096, 64, 8, 8), 8);  // an explicit, consistent accum_steps
+  try {
+    accum_steps_for_global_batch(4096, 64, 3, 1);
+    FAIL() << "4096 is not a multiple of 64 x 3";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("optimizer.global_batch 4096 is not a multiple of data.batch_size x ranks "
+                                         "= 64 x 3 = 192"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(accum_steps_for_global_batch(4096, 64, 8, 4), ConfigError);  // contradicts the derived 8
 }
 
 TEST(LrSchedule, WarmupIsLinearPerIterationThenHalfCosine) {

@@ -7,9 +7,12 @@
 #  3. Usage/config errors exit with code 2 and name the problem.
 #  4. Malformed YAML structures exit 2.
 #  5. --version, --token-file, readable flag errors.
+#  6. optimizer.global_batch: accumulation derived from the ranks.
 # Usage: worker_cli_test.sh <path to cnx-worker>
 set -euo pipefail
 BIN="$1"
+# Same training state: every manifest entry but config.yaml (which names each run's checkpoint.root).
+COMPARE="$(dirname "$0")/../../scripts/compare_checkpoints.py"
 WORK="$(mktemp -d /tmp/cnx_worker_cli.XXXXXX)"
 trap 'rm -rf "$WORK"' EXIT
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2)
@@ -34,9 +37,16 @@ run --set checkpoint.root="$WORK/b" --max-steps 3 --resume none > "$WORK/b1.log"
 [ "$(cat "$WORK/b/latest")" = "step-00000003" ] || fail "b: latest is $(cat "$WORK/b/latest")"
 run --set checkpoint.root="$WORK/b" --max-steps 6 --resume auto > "$WORK/b2.log" 2>&1 || { cat "$WORK/b2.log"; fail "run b2"; }
 grep -q "resumed from .*step-00000003 at step 3" "$WORK/b2.log" || { cat "$WORK/b2.log"; fail "b2 did not resume"; }
-cmp "$WORK/a/step-00000006/MANIFEST.json" "$WORK/b/step-00000006/MANIFEST.json" \
-  || { diff "$WORK/a/step-00000006/MANIFEST.json" "$WORK/b/step-00000006/MANIFEST.json"; fail "resumed run differs"; }
-echo "ok: 6 steps == 3 + resume + 3 (identical checkpoint manifests)"
+"$COMPARE" "$WORK/a/step-00000006" "$WORK/b/step-00000006" || fail "resumed run differs"
+echo "ok: 6 steps == 3 + resume + 3 (identical training state: every file but config.yaml)"
+# The effective config (after --set) and the build version travel with every checkpoint.
+CK="$WORK/a/step-00000006"
+grep -q "input_size: 64" "$CK/config.yaml" || { cat "$CK/config.yaml"; fail "config.yaml lacks data.input_size"; }
+grep -q "root: \"$WORK/a\"" "$CK/config.yaml" || { cat "$CK/config.yaml"; fail "config.yaml lacks the --set override"; }
+grep -q "written by cnx-worker " "$CK/config.yaml" || fail "config.yaml names no build"
+grep -q '"config.yaml"' "$CK/MANIFEST.json" || fail "config.yaml is not in the manifest"
+grep -q '"version"' "$CK/trainer.json" || fail "trainer.json has no version"
+echo "ok: checkpoints carry config.yaml (effective config) and the build version"
 
 # 2. SIGTERM on one rank -> checkpoint on all, exit 203, then resume to the end.
 "${MPIRUN[@]}" "$BIN" --config "$WORK/tiny.yaml" --synthetic --synthetic-samples 64 \
@@ -116,3 +126,19 @@ set -e
 [ "$RC" = 2 ] || { cat "$WORK/t3.log"; fail "--max-steps -4 exited with $RC"; }
 grep -q -- "--max-steps: '-4' must be >= 0" "$WORK/t3.log" || { cat "$WORK/t3.log"; fail "--max-steps message"; }
 echo "ok: --version, --token-file, readable flag errors"
+
+# 6. optimizer.global_batch fixes the global batch: 2 ranks x batch 2 make 8
+#    with 2 accumulation steps; a batch that the ranks cannot divide is a
+#    config error naming the key.
+run --set checkpoint.root="$WORK/g" --set optimizer.global_batch=8 --max-steps 2 --resume none > "$WORK/g.log" 2>&1 \
+  || { cat "$WORK/g.log"; fail "global_batch run"; }
+grep -q "global batch 8 = 2 per rank x 2 ranks x 2 accumulation steps (optimizer.global_batch)" "$WORK/g.log" \
+  || { cat "$WORK/g.log"; fail "no global batch line"; }
+set +e
+run --set checkpoint.root="$WORK/g2" --set optimizer.global_batch=6 --max-steps 2 --resume none > "$WORK/g2.log" 2>&1
+RC=$?
+set -e
+[ "$RC" = 2 ] || { cat "$WORK/g2.log"; fail "global_batch 6 on 2 x 2 exited $RC, expected 2"; }
+grep -q "optimizer.global_batch 6 is not a multiple of data.batch_size x ranks = 2 x 2 = 4" "$WORK/g2.log" \
+  || { cat "$WORK/g2.log"; fail "global_batch error not explained"; }
+echo "ok: optimizer.global_batch derives accumulation from the ranks"

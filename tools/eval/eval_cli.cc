@@ -5,12 +5,15 @@
 #include <exception>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "common/cli.h"
 #include "common/config.h"
 #include "common/logging.h"
 #include "model/dense_kernels.h"
+#include "tools/export/fcmae_state.h"
+#include "tools/export/run_config.h"
 #include "tools/visualize/plot.h"
 
 namespace cnx::eval {
@@ -58,7 +61,7 @@ int eval_main(int argc, char** argv, EvalMode mode) {
                  "encoder weights: exported .safetensors/.pt (reference or timm names), FCMAE model.pt, "
                  "checkpoint folder or checkpoint root");
   app.add_option("--encoder", o.encoder, "alias of --checkpoint")->group("");
-  app.add_flag("--random-init", o.random_init, "baseline: a randomly initialised encoder instead of --encoder");
+  app.add_flag("--random-init", o.random_init, "baseline: a randomly initialised encoder instead of -c");
   app.add_option("--init", o.init, "random init: fcmae (pretraining's start) | dense (std 0.02)")
       ->check(CLI::IsMember({"fcmae", "dense"}))
       ->capture_default_str();
@@ -142,15 +145,30 @@ int eval_main(int argc, char** argv, EvalMode mode) {
     at::set_num_threads(threads);
     model::set_dense_kernels(model::parse_dense_kernels(kernels, "--kernels"));
     o.verify_sha256 = !no_verify;
-    if (cfg.given() || !cfg.overrides.empty()) {
-      const Config c = cli::load_config(cfg);
-      if (app.count("--input-size") == 0) o.input_size = c.data.input_size;
-      if (app.count("--eval-crop-pct") == 0) o.eval_crop_pct = c.data.eval_crop_pct;
-      if (c.data.mean.size() != 3 || c.data.std.size() != 3)
-        throw ConfigError(cfg.path + ": data.mean and data.std need 3 values for evaluation");
-      if (app.count("--mean") == 0) mean.assign(c.data.mean.begin(), c.data.mean.end());
-      if (app.count("--std") == 0) stdv.assign(c.data.std.begin(), c.data.std.end());
+    // Settings: the flags, else --config, else the config saved with the
+    // checkpoint or in the exported file's metadata, else the defaults
+    // (tools/export/run_config.h).
+    std::optional<tools::SavedRunConfig> saved;
+    if (!o.random_init && !o.encoder.empty()) {
+      o.encoder = tools::resolve_state_file(o.encoder);
+      saved = tools::saved_run_config(o.encoder);
     }
+    const tools::ToolConfig tc = tools::tool_config(cfg.path, cfg.overrides, saved);
+    const Config& c = tc.config;
+    if (c.data.mean.size() != 3 || c.data.std.size() != 3)
+      throw ConfigError(tc.source + ": data.mean and data.std need 3 values for evaluation");
+    if (app.count("--input-size") == 0) {
+      o.input_size = c.data.input_size;
+    } else if (tc.from_saved && o.input_size != c.data.input_size && rank == 0) {
+      CNX_LOG_WARN("--input-size {}: the encoder was pretrained at {} px ({})", o.input_size, c.data.input_size,
+                   tc.source);
+    }
+    if (app.count("--eval-crop-pct") == 0) o.eval_crop_pct = c.data.eval_crop_pct;
+    if (app.count("--mean") == 0) mean.assign(c.data.mean.begin(), c.data.mean.end());
+    if (app.count("--std") == 0) stdv.assign(c.data.std.begin(), c.data.std.end());
+    if (rank == 0)
+      CNX_LOG_INFO("input {} px, mean [{}, {}, {}], std [{}, {}, {}], crop {} (settings: flags, then {})", o.input_size,
+                   mean[0], mean[1], mean[2], stdv[0], stdv[1], stdv[2], o.eval_crop_pct, tc.source);
     for (int c = 0; c < 3; ++c) {
       o.mean[c] = mean.at(c);
       o.std[c] = stdv.at(c);

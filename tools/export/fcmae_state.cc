@@ -2,6 +2,8 @@
 
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -83,21 +85,89 @@ void check_values_present(int64_t needed, int64_t present, const std::string& wh
 
 }  // namespace
 
-std::string resolve_state_file(const std::string& path) {
+namespace {
+
+struct CoordinatorCheckpoint {
+  int64_t id = 0, step = 0;
+  std::string dir;
+};
+
+// The ckpt-<id>-step-<S> folders of a coordinator job folder (<root>/<job>,
+// coordinator/scheduler.cc), newest (step, then id) first.
+std::vector<CoordinatorCheckpoint> coordinator_checkpoints(const std::string& job_dir) {
+  std::vector<CoordinatorCheckpoint> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(job_dir, ec)) {
+    if (!e.is_directory(ec)) continue;
+    const std::string name = e.path().filename().string();
+    long long id = 0, step = 0;
+    char tail = 0;
+    if (std::sscanf(name.c_str(), "ckpt-%lld-step-%lld%c", &id, &step, &tail) != 2) continue;
+    out.push_back({id, step, e.path().string()});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.step != b.step ? a.step > b.step : a.id > b.id; });
+  return out;
+}
+
+const char* kLatestHint =
+    "; with a coordinator, `cnx-ctl --config JOB.yaml latest` prints the job's latest committed checkpoint";
+
+// The model.pt of the newest complete checkpoint in a coordinator job folder.
+std::string newest_coordinator_model(const std::string& job_dir, const std::vector<CoordinatorCheckpoint>& all) {
+  std::string problems;
+  for (const auto& c : all) {
+    std::error_code ec;
+    if (!fs::exists(c.dir + "/MANIFEST.json", ec)) continue;  // being written, or abandoned
+    try {
+      const std::string file = worker::verified_model_file(c.dir);
+      std::fprintf(stderr,
+                   "reading %s: the newest complete checkpoint in %s (step %lld; `cnx-ctl latest` names the "
+                   "coordinator's latest committed one)\n",
+                   c.dir.c_str(), job_dir.c_str(), static_cast<long long>(c.step));
+      return file;
+    } catch (const worker::CheckpointError& e) {
+      problems += std::string(problems.empty() ? "" : "; ") + e.what();
+    }
+  }
+  throw WeightsError("'" + job_dir + "' holds " + std::to_string(all.size()) +
+                     " coordinator checkpoint folder(s) but none is complete" +
+                     (problems.empty() ? std::string(" (no MANIFEST.json)") : " (" + problems + ")") + kLatestHint);
+}
+
+}  // namespace
+
+std::string resolve_state_file(const std::string& path, const std::string& job_id) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw WeightsError("'" + path + "' does not exist");
   if (!fs::is_directory(path, ec)) return path;
-  std::string dir;
-  if (fs::exists(path + "/latest", ec)) {
-    dir = *worker::latest_checkpoint(path);
-  } else if (fs::exists(path + "/MANIFEST.json", ec)) {
-    dir = path;
-  } else {
-    throw WeightsError("'" + path +
-                       "' is a folder but neither a checkpoint root (no 'latest' file) nor a checkpoint "
-                       "(no MANIFEST.json)");
+  if (fs::exists(path + "/latest", ec)) return worker::verified_model_file(*worker::latest_checkpoint(path));
+  if (fs::exists(path + "/MANIFEST.json", ec)) return worker::verified_model_file(path);
+  // The coordinator's layout: <root>/<job>/ckpt-<id>-step-<S>.
+  if (const auto here = coordinator_checkpoints(path); !here.empty()) return newest_coordinator_model(path, here);
+  if (!job_id.empty() && fs::is_directory(path + "/" + job_id, ec)) {
+    const std::string job_dir = path + "/" + job_id;
+    if (fs::exists(job_dir + "/latest", ec) || fs::exists(job_dir + "/MANIFEST.json", ec))
+      return resolve_state_file(job_dir);
+    if (const auto mine = coordinator_checkpoints(job_dir); !mine.empty())
+      return newest_coordinator_model(job_dir, mine);
   }
-  return worker::verified_model_file(dir);
+  std::vector<std::string> jobs;
+  for (const auto& e : fs::directory_iterator(path, ec))
+    if (e.is_directory(ec) && !coordinator_checkpoints(e.path().string()).empty()) jobs.push_back(e.path().string());
+  std::sort(jobs.begin(), jobs.end());
+  if (jobs.size() == 1) return newest_coordinator_model(jobs[0], coordinator_checkpoints(jobs[0]));
+  if (jobs.size() > 1) {
+    std::string list;
+    for (const auto& j : jobs) list += (list.empty() ? "" : ", ") + j;
+    throw WeightsError("'" + path + "' holds the coordinator checkpoints of several jobs (" + list +
+                       "): pass one of them" + kLatestHint);
+  }
+  throw WeightsError("'" + path +
+                     "' is a folder but no checkpoint: no 'latest' file (a local checkpoint root), no "
+                     "MANIFEST.json (a checkpoint folder), no ckpt-* folders (a coordinator job folder "
+                     "<checkpoint.root>/<job.id>)" +
+                     kLatestHint);
 }
 
 NamedTensors read_state_file(const std::string& path) {

@@ -4,7 +4,13 @@
 // Accepted sources (resolve_state_file):
 //   * a checkpoint root with a `latest` file (worker/checkpoint_files.h): the
 //     checkpoint it names, verified against its MANIFEST.json;
-//   * a committed checkpoint folder step-N: verified, then its model.pt;
+//   * a committed checkpoint folder step-N (or a coordinator's ckpt-*):
+//     verified, then its model.pt;
+//   * a coordinator job folder <checkpoint.root>/<job.id> holding
+//     ckpt-<id>-step-<S> folders: the newest complete one (highest step
+//     with a verified MANIFEST.json; `cnx-ctl latest` names the committed
+//     one), and a checkpoint.root holding one such job folder (or the one of
+//     `job_id`);
 //   * a state file: .pt (model/tensor_file.h: the trainer's model.pt, or
 //     save_pt) or .safetensors, told apart by their bytes.
 //
@@ -28,8 +34,10 @@
 
 namespace cnx::tools {
 
-// The file to read for `path` (see above). Throws when nothing usable is there.
-std::string resolve_state_file(const std::string& path);
+// The file to read for `path` (see above); `job_id` picks the job folder
+// under a coordinator's checkpoint.root. Throws WeightsError naming what was
+// looked for (and `cnx-ctl latest`) when nothing usable is there.
+std::string resolve_state_file(const std::string& path, const std::string& job_id = "");
 
 // All tensors of a .pt dict or a .safetensors file (format by magic bytes).
 model::NamedTensors read_state_file(const std::string& path);

@@ -5,6 +5,7 @@
 #include <map>
 #include <string>
 
+#include "common/build_info.h"
 #include "common/cli.h"
 #include "common/logging.h"
 #include "common/strings.h"
@@ -13,6 +14,7 @@
 #include "model/safetensors.h"
 #include "model/weights.h"
 #include "tools/export/fcmae_state.h"
+#include "tools/export/run_config.h"
 
 using cnx::ends_with;
 
@@ -33,16 +35,25 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   return cnx::cli::run_main("cnx-export", app, argc, argv, [&] {
     cnx::log::init("export");
+    std::string job_hint;
     if (input.empty()) {
       if (!cfg.given()) throw cnx::UsageError("--checkpoint is required (or --config, whose checkpoint.root is used)");
-      input = cnx::cli::load_config(cfg).checkpoint.root;
-    } else if (!cfg.overrides.empty() || cfg.given()) {
-      cnx::cli::load_config(cfg);  // a bad --config or --set is an error even when not needed
+      const cnx::Config c = cnx::cli::load_config(cfg);
+      input = c.checkpoint.root;
+      job_hint = c.job.id;
     }
-    const std::string file = cnx::tools::resolve_state_file(input);
+    const std::string file = cnx::tools::resolve_state_file(input, job_hint);
+    // The run's config travels with the weights (metadata cnx_config), so
+    // cnx-eval and cnx-finetune read its input size, mean and std.
+    const auto saved = cnx::tools::saved_run_config(file);
+    const cnx::tools::ToolConfig tc = cnx::tools::tool_config(cfg.path, cfg.overrides, saved);
     const cnx::model::NamedTensors state = cnx::tools::read_state_file(file);
     const cnx::model::Naming naming = cnx::model::parse_naming(naming_text);
     const cnx::tools::EncoderExport enc = cnx::tools::extract_encoder(state, naming, file);
+    if (tc.source != "defaults" &&
+        (enc.options.dims != tc.config.model.dims || enc.options.depths != tc.config.model.depths))
+      throw cnx::ConfigError(tc.source + ": model.dims/depths do not match the tensors of " + file +
+                             "; pass the run's own config");
     int64_t params = 0;
     for (const auto& [name, t] : enc.tensors) params += t.numel();
     if (ends_with(output, ".pt") || ends_with(output, ".pth")) {
@@ -53,9 +64,18 @@ int main(int argc, char** argv) {
       std::map<std::string, std::string> meta{{"format", "pt"},
                                               {"naming", naming_text},
                                               {"content", "convnextv2-encoder"},
-                                              {"architecture", cnx::model::describe(enc.options)}};
+                                              {"architecture", cnx::model::describe(enc.options)},
+                                              {cnx::tools::kVersionMetadataKey, cnx::build_version()}};
+      if (tc.source != "defaults")
+        meta[cnx::tools::kConfigMetadataKey] =
+            tc.from_saved && cfg.overrides.empty() ? saved->yaml : cnx::to_yaml(tc.config);
       cnx::model::write_safetensors(output, enc.tensors, meta);
     }
+    if (tc.source == "defaults")
+      CNX_LOG_WARN(
+          "{} carries no run config (a checkpoint from before config.yaml was saved, and no --config): "
+          "cnx-eval / cnx-finetune will need --input-size, --mean and --std",
+          file);
     CNX_LOG_INFO("exported encoder ({}; {} tensors, {} parameters, {} names) from {} to {}",
                  cnx::model::describe(enc.options), enc.tensors.size(), params, naming_text, file, output);
     return 0;

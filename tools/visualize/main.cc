@@ -14,6 +14,7 @@
 #include "common/logging.h"
 #include "model/fcmae.h"
 #include "tools/export/fcmae_state.h"
+#include "tools/export/run_config.h"
 #include "tools/visualize/plot.h"
 #include "tools/visualize/reconstruct.h"
 
@@ -67,31 +68,55 @@ int main(int argc, char** argv) {
   return cnx::cli::run_main("cnx-visualize", app, argc, argv, [&] {
     cnx::log::init("visualize");
     if (out_dir.empty()) throw cnx::UsageError("--output is required (the folder for the PNGs)");
-    if (cfg.given() || !cfg.overrides.empty()) {
+    if (checkpoint.empty() && !cfg.given())
+      throw cnx::UsageError("--checkpoint is required (or --config: its checkpoint.root)");
+    std::string job_hint;
+    if (checkpoint.empty()) {
       const cnx::Config c = cnx::cli::load_config(cfg);
-      if (app.count("--input-size") == 0) size = c.data.input_size;
-      if (app.count("--mask-ratio") == 0) ratio = c.mask.ratio;
-      if (app.count("--eval-crop-pct") == 0) crop_pct = c.data.eval_crop_pct;
-      if (c.data.mean.size() != 3 || c.data.std.size() != 3)
-        throw cnx::ConfigError(cfg.path + ": data.mean and data.std need 3 values for cnx-visualize");
-      if (app.count("--mean") == 0) mean.assign(c.data.mean.begin(), c.data.mean.end());
-      if (app.count("--std") == 0) stdv.assign(c.data.std.begin(), c.data.std.end());
-      if (checkpoint.empty()) checkpoint = c.checkpoint.root;
+      checkpoint = c.checkpoint.root;
+      job_hint = c.job.id;
     }
-    if (checkpoint.empty()) throw cnx::UsageError("--checkpoint is required (or --config: its checkpoint.root)");
     if (index.empty() == images.empty()) throw cnx::UsageError("give either --index or --image");
+    const std::string file = cnx::tools::resolve_state_file(checkpoint, job_hint);
+    // Settings: the flags, else --config, else the config saved with the
+    // checkpoint, else the defaults (tools/export/run_config.h).
+    const cnx::tools::ToolConfig tc =
+        cnx::tools::tool_config(cfg.path, cfg.overrides, cnx::tools::saved_run_config(file));
+    const cnx::Config& c = tc.config;
+    if (c.data.mean.size() != 3 || c.data.std.size() != 3)
+      throw cnx::ConfigError(tc.source + ": data.mean and data.std need 3 values for cnx-visualize");
+    if (app.count("--input-size") == 0) {
+      size = c.data.input_size;
+    } else if (tc.from_saved && size != c.data.input_size) {
+      CNX_LOG_WARN(
+          "--input-size {}: the checkpoint was trained at {} px ({}); reconstructions at another size are "
+          "not what the model learnt",
+          size, c.data.input_size, tc.source);
+    }
+    if (app.count("--mask-ratio") == 0) ratio = c.mask.ratio;
+    if (app.count("--eval-crop-pct") == 0) crop_pct = c.data.eval_crop_pct;
+    if (app.count("--mean") == 0) mean.assign(c.data.mean.begin(), c.data.mean.end());
+    if (app.count("--std") == 0) stdv.assign(c.data.std.begin(), c.data.std.end());
     if (size <= 0 || size % 32 != 0)
       throw cnx::UsageError("--input-size must be a positive multiple of 32, got " + std::to_string(size));
+    CNX_LOG_INFO("input {} px, mean [{}, {}, {}], std [{}, {}, {}], crop {} (settings: flags, then {})", size, mean[0],
+                 mean[1], mean[2], stdv[0], stdv[1], stdv[2], crop_pct, tc.source);
     at::set_num_threads(threads > 0 ? threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
     cnx::viz::Normalization norm;
-    for (int c = 0; c < 3; ++c) {
-      norm.mean[c] = mean[c];
-      norm.std[c] = stdv[c];
+    for (int k = 0; k < 3; ++k) {
+      norm.mean[k] = mean[k];
+      norm.std[k] = stdv[k];
     }
     norm.crop_pct = crop_pct;
-    const std::string file = cnx::tools::resolve_state_file(checkpoint);
     const cnx::model::NamedTensors state = cnx::tools::read_state_file(file);
     cnx::model::FcmaeOptions fo = cnx::tools::infer_fcmae_options(state, file);
+    if (fo.encoder.in_chans != 3)
+      throw cnx::UserError(file + ": the model takes " + std::to_string(fo.encoder.in_chans) +
+                           " input channels; cnx-visualize shows RGB images (3)");
+    if (tc.source != "defaults" && (fo.encoder.dims != c.model.dims || fo.encoder.depths != c.model.depths))
+      throw cnx::ConfigError(tc.source + ": model.dims/depths do not match the checkpoint's tensors (" + file +
+                             "); pass the run's own config");
+    if (tc.source != "defaults") fo.norm_pix_loss = c.model.norm_pix_loss;  // not stored in tensors
     fo.encoder_type = encoder;
     cnx::model::Fcmae net(fo);
     cnx::tools::load_fcmae_state(*net, state, file);

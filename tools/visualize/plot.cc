@@ -39,6 +39,11 @@ void line(data::Image& img, int x0, int y0, int x1, int y1, const Rgb& c) {
 }
 
 void render_chart(data::Image& img, int ox, int w, int h, const Chart& chart) {
+  // The y value as plotted (log10 on a log axis; NaN = skipped).
+  auto ty = [&](double y) {
+    if (!chart.log_y) return y;
+    return y > 0 ? std::log10(y) : std::numeric_limits<double>::quiet_NaN();
+  };
   double xmin = std::numeric_limits<double>::infinity(), xmax = -xmin, ymin = xmin, ymax = -xmin;
   for (const Series& s : chart.series) {
     if (s.x.size() != s.y.size())
@@ -46,16 +51,17 @@ void render_chart(data::Image& img, int ox, int w, int h, const Chart& chart) {
                                   std::to_string(s.x.size()) + " x values and " + std::to_string(s.y.size()) +
                                   " y values");
     for (size_t i = 0; i < s.x.size(); ++i) {
-      if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) continue;
+      const double y = ty(s.y[i]);
+      if (!std::isfinite(s.x[i]) || !std::isfinite(y)) continue;
       xmin = std::min(xmin, s.x[i]);
       xmax = std::max(xmax, s.x[i]);
-      ymin = std::min(ymin, s.y[i]);
-      ymax = std::max(ymax, s.y[i]);
+      ymin = std::min(ymin, y);
+      ymax = std::max(ymax, y);
     }
   }
   const bool empty = !(xmin <= xmax);
   if (empty) xmin = 0, xmax = 1, ymin = 0, ymax = 1;
-  if (chart.y_from_zero) ymin = std::min(ymin, 0.0), ymax = std::max(ymax, 0.0);
+  if (chart.y_from_zero && !chart.log_y) ymin = std::min(ymin, 0.0), ymax = std::max(ymax, 0.0);
   if (xmax - xmin <= 0) xmax = xmin + 1;
   if (ymax - ymin <= 0) {
     const double pad = std::max(std::abs(ymax) * 0.05, 1e-12);
@@ -64,16 +70,32 @@ void render_chart(data::Image& img, int ox, int w, int h, const Chart& chart) {
   }
   // Plot area inside the chart.
   const int left = ox + 56, right = ox + w - 12, top = 24, bottom = h - 34;
-  draw_text(img, ox + (w - text_width(chart.title, 2)) / 2, 4, chart.title, kBlack, 2);
+  const std::string title = chart.log_y ? chart.title + " (log)" : chart.title;
+  draw_text(img, ox + (w - text_width(title, 2)) / 2, 4, title, kBlack, 2);
+  const auto grid_y = [&](double y) {
+    return bottom - static_cast<int>(std::lround((y - ymin) / (ymax - ymin) * (bottom - top)));
+  };
   for (int g = 0; g <= 4; ++g) {
-    const int gy = top + (bottom - top) * g / 4;
     const int gx = left + (right - left) * g / 4;
-    for (int x = left; x <= right; ++x) set_pixel(img, x, gy, kGrid);
     for (int y = top; y <= bottom; ++y) set_pixel(img, gx, y, kGrid);
+    if (chart.log_y) continue;
+    const int gy = top + (bottom - top) * g / 4;
+    for (int x = left; x <= right; ++x) set_pixel(img, x, gy, kGrid);
+  }
+  if (chart.log_y) {
+    // Horizontal grid lines at the powers of ten inside the range, labelled.
+    for (double d = std::ceil(ymin); d <= ymax; d += 1) {
+      const int gy = grid_y(d);
+      for (int x = left; x <= right; ++x) set_pixel(img, x, gy, kGrid);
+      const std::string l = axis_label(std::pow(10.0, d));
+      if (gy - top > kGlyphHeight + 2 && bottom - gy > kGlyphHeight + 2)
+        draw_text(img, left - 4 - text_width(l), gy - kGlyphHeight / 2, l, kAxis);
+    }
   }
   for (int x = left; x <= right; ++x) set_pixel(img, x, bottom, kAxis);
   for (int y = top; y <= bottom; ++y) set_pixel(img, left, y, kAxis);
-  const std::string ytop = axis_label(ymax), ybot = axis_label(ymin);
+  const std::string ytop = axis_label(chart.log_y ? std::pow(10.0, ymax) : ymax),
+                    ybot = axis_label(chart.log_y ? std::pow(10.0, ymin) : ymin);
   draw_text(img, left - 4 - text_width(ytop), top, ytop, kBlack);
   draw_text(img, left - 4 - text_width(ybot), bottom - kGlyphHeight, ybot, kBlack);
   const std::string xl = axis_label(xmin), xr = axis_label(xmax);
@@ -85,15 +107,13 @@ void render_chart(data::Image& img, int ox, int w, int h, const Chart& chart) {
     return;
   }
   auto px = [&](double x) { return left + static_cast<int>(std::lround((x - xmin) / (xmax - xmin) * (right - left))); };
-  auto py = [&](double y) {
-    return bottom - static_cast<int>(std::lround((y - ymin) / (ymax - ymin) * (bottom - top)));
-  };
+  auto py = [&](double y) { return grid_y(ty(y)); };
   int legend_y = top + 4;
   for (const Series& s : chart.series) {
     bool have_prev = false;
     int x0 = 0, y0 = 0;
     for (size_t i = 0; i < s.x.size(); ++i) {
-      if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) {
+      if (!std::isfinite(s.x[i]) || !std::isfinite(ty(s.y[i]))) {
         have_prev = false;
         continue;
       }
@@ -202,6 +222,8 @@ ProgressLog parse_progress_log(const std::string& text) {
 
 data::Image render_progress(const ProgressLog& log, const std::string& title_prefix) {
   Chart loss{title_prefix + "loss", "step", {Series{"", log.step, log.loss, {214, 39, 40}}}};
+  loss.log_y = std::any_of(log.loss.begin(), log.loss.end(), [](double l) { return std::isfinite(l) && l > 0; }) &&
+               std::none_of(log.loss.begin(), log.loss.end(), [](double l) { return l <= 0; });
   Chart lr{title_prefix + "learning rate", "step", {Series{"", log.step, log.lr, {31, 119, 180}}}, true};
   Chart ips{title_prefix + "throughput (img/s)", "step", {Series{"", log.step, log.images_per_s, {44, 160, 44}}}, true};
   return render_charts({loss, lr, ips});

@@ -22,6 +22,9 @@ struct Chart {
   std::string x_label;
   std::vector<Series> series;
   bool y_from_zero = false;  // include 0 in the y range
+  // A log10 y axis (points <= 0 are skipped; the axis labels stay in the
+  // data's units and the grid lines fall on powers of ten inside the range).
+  bool log_y = false;
 };
 
 // Renders the charts left to right, each chart_w x chart_h pixels, on white.
@@ -49,7 +52,8 @@ struct ProgressLog {
 // Every progress line of `text`, in order (other lines are ignored).
 ProgressLog parse_progress_log(const std::string& text);
 
-// Loss, lr and throughput over steps, one chart each.
+// Loss (log y axis when every loss is > 0: the first steps' loss is often
+// 10-100x the rest), lr and throughput over steps, one chart each.
 data::Image render_progress(const ProgressLog& log, const std::string& title_prefix = "");
 
 }  // namespace cnx::viz
