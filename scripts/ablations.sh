@@ -15,13 +15,15 @@
 #   mask0.8       mask.ratio=0.8
 #
 # Writes $OUT/results.tsv (variant, seed, probe top-1, last logged loss,
-# pretraining seconds) and $OUT/table.md (mean +- standard error over seeds).
+# pretraining seconds) and $OUT/table.md (mean +- standard error over seeds;
+# the random-init floor is probed with each seed's random encoder).
 # The runs are independent: an interrupted run is redone, finished ones are
 # kept (delete $OUT to start over).
 #
 # Environment (defaults in brackets):
 #   VARIANTS ["baseline dense_masked v1 mask0.4 mask0.8"]   SEEDS ["0 1 2"]
 #   EPOCHS [1.35, the config's] pretraining epochs of 60,000 images
+#   WARMUP [the config's share of it: EPOCHS x 0.1 / 1.35] warmup epochs
 #   PROBE_TRAIN [10000] PROBE_TEST [10000]   NP [2] ranks x 1 thread
 #   CNX_DATA [runs/demo/data] shards (made when missing)
 #   CNX_ABLATION_DIR [runs/ablations]
@@ -33,6 +35,7 @@ CONFIG=configs/fcmae_fashion_mnist.yaml
 VARIANTS=${VARIANTS:-baseline dense_masked v1 mask0.4 mask0.8}
 SEEDS=${SEEDS:-0 1 2}
 EPOCHS=${EPOCHS:-1.35}
+WARMUP=${WARMUP:-$(awk -v e="$EPOCHS" 'BEGIN { printf "%.4g", e * 0.1 / 1.35 }')}
 PROBE_TRAIN=${PROBE_TRAIN:-10000}
 PROBE_TEST=${PROBE_TEST:-10000}
 NP=${NP:-2}
@@ -70,13 +73,15 @@ PROBE=(--train-index "$DATA/train/index.json" --test-index "$DATA/test/index.jso
 
 TSV=$OUT/results.tsv
 [ -f "$TSV" ] || printf 'variant\tseed\tprobe_top1\tlast_loss\tpretrain_s\n' > "$TSV"
-if ! grep -q "^random_init	" "$TSV"; then
-  say "random-init floor: linear probe of an untrained atto (FCMAE init)"
-  "${RUN[@]}" "$B/tools/eval/cnx-eval" --random-init --init fcmae --model atto --config $CONFIG "${PROBE[@]}" \
-    -o "$OUT/probe_random.json" > "$OUT/probe_random.log" 2>&1 || die "cnx-eval (random init): $OUT/probe_random.log"
-  python3 -c 'import json,sys; print("random_init\t0\t%.4f\t\t0" % json.load(open(sys.argv[1]))["top1"])' \
-    "$OUT/probe_random.json" >> "$TSV"
-fi
+for seed in $SEEDS; do
+  grep -q "^random_init	$seed	" "$TSV" && continue
+  say "random-init floor, seed $seed: linear probe of an untrained atto (FCMAE init)"
+  "${RUN[@]}" "$B/tools/eval/cnx-eval" --random-init --init fcmae --model atto --seed "$seed" --config $CONFIG \
+    "${PROBE[@]}" -o "$OUT/probe_random$seed.json" > "$OUT/probe_random$seed.log" 2>&1 \
+    || die "cnx-eval (random init): $OUT/probe_random$seed.log"
+  python3 -c 'import json,sys; print("random_init\t%s\t%.4f\t\t0" % (sys.argv[2], json.load(open(sys.argv[1]))["top1"]))' \
+    "$OUT/probe_random$seed.json" "$seed" >> "$TSV"
+done
 for v in $VARIANTS; do
   for seed in $SEEDS; do
     if grep -q "^$v	$seed	" "$TSV"; then
@@ -88,7 +93,7 @@ for v in $VARIANTS; do
     mkdir -p "$dir"
     # shellcheck disable=SC2046
     SETS=(--set "data.index=$DATA/train/index.json" --set "checkpoint.root=$dir/checkpoints" --set "job.seed=$seed"
-          --set "schedule.epochs=$EPOCHS" --set metrics.enabled=false $(variant_sets "$v"))
+          --set "schedule.epochs=$EPOCHS" --set "schedule.warmup_epochs=$WARMUP" --set metrics.enabled=false $(variant_sets "$v"))
     say "$v, seed $seed: pretraining ($EPOCHS epochs, $NP ranks)"
     t0=$(date +%s)
     "${RUN[@]}" "$B/worker/cnx-worker" --config $CONFIG "${SETS[@]}" --resume none "$@" > "$dir/train.log" 2>&1 \
@@ -128,9 +133,10 @@ print("|---|---|---|---|---|")
 for v in order:
     rs = [r for r in rows if r["variant"] == v]
     m, se = stat([100 * float(r["probe_top1"]) for r in rs])
+    se = f"{se:.2f}" if len(rs) > 1 else "-"
     losses = [float(r["last_loss"]) for r in rs if r["last_loss"]]
     lm = f"{stat(losses)[0]:.4f}" if losses else "-"
     secs = sum(float(r["pretrain_s"]) for r in rs) / len(rs)
-    print(f"| {v} | {len(rs)} | {m:.2f} +- {se:.2f} | {lm} | {secs:.0f} |")
+    print(f"| {v} | {len(rs)} | {m:.2f} +- {se} | {lm} | {secs:.0f} |")
 PY
 cat "$OUT/table.md"
