@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
 # Sets up (if needed), builds, and runs the whole test suite with CTest; then
 # (without arguments) builds and tests the core-only configuration without
-# MPI or GoogleTest (scripts/test_core_only.sh), and, with CNX_GPU_FLAVOURS=1,
-# both GPU flavours against PyTorch 2.11.0 (CUDA 13.0, the GPU machine's
-# LibTorch): the GPU machine's trainer (no MPI, no gRPC) with its CPU tests
-# and the dry run of scripts/gpu_check.sh, and the cluster node's MPI + gRPC
-# + CUDA build (scripts/test_gpu_flavours.sh; docs/gpu.md). The GPU flavours
-# are opt-in: both build, link and pass here, but from a bare machine they
-# add an estimated 20-25 min on 2 cores (1,800-2,400 CPU-s of LibTorch 2.11
-# and nvcc compiles, 762 MB of wheels), which with the main build (~13 min
-# cold) and the warm suite (~14 min) is past the 45-minute aim; with a warm
-# ccache they add ~3 min (docs/gpu.md, "Build cost").
+# MPI or GoogleTest (scripts/test_core_only.sh), then both GPU flavours
+# against PyTorch 2.11.0 (CUDA 13.0, the GPU machine's LibTorch; needs the
+# CUDA 13.0 toolkit's nvcc): the GPU machine's trainer (no MPI, no gRPC) with
+# its CPU tests and the dry run of scripts/gpu_check.sh, and the cluster
+# node's MPI + gRPC + CUDA build (scripts/test_gpu_flavours.sh; docs/gpu.md),
+# so a CUDA compile error or a missing NCCL symbol fails the test command.
+# Cost: ~3 min with a warm ccache; from a bare machine an estimated 20-25 min
+# on 2 cores (1,800-2,400 CPU-s of LibTorch 2.11 and nvcc compiles, 762 MB of
+# wheels downloaded once per machine; docs/gpu.md, "Build cost").
 #   scripts/test.sh              everything
 #   scripts/test.sh -L unit      extra arguments go to ctest (later steps skipped)
 #   CNX_SKIP_CORE_ONLY=1         skip the core-only step
-#   CNX_GPU_FLAVOURS=1           also build and test the GPU flavours (needs the CUDA
-#                                13.0 toolkit's nvcc; gpu or cluster: only that one)
+#   CNX_GPU_FLAVOURS=0           skip the GPU flavours (a machine without the CUDA 13.0
+#                                toolkit); gpu or cluster: only that one
 #   CNX_SKIP_FUZZ=1              skip the fuzz step (scripts/fuzz.sh: clang + libFuzzer
 #                                targets built in build-fuzz, each run CNX_FUZZ_SECONDS=30 s)
 # Without arguments it first checks that every C++ file is clang-formatted
@@ -35,9 +34,9 @@ printf '\033[1m[test]\033[0m running ctest in %s\n' "$BUILD_DIR" >&2
 if [ $# -eq 0 ] && [ "${CNX_SKIP_CORE_ONLY:-0}" != 1 ]; then
   scripts/test_core_only.sh || status=1
 fi
-if [ $# -eq 0 ] && [ "${CNX_GPU_FLAVOURS:-0}" != 0 ]; then
+if [ $# -eq 0 ] && [ "${CNX_GPU_FLAVOURS:-1}" != 0 ]; then
   printf '\033[1m[test]\033[0m building and testing the GPU flavours (scripts/test_gpu_flavours.sh)\n' >&2
-  scripts/test_gpu_flavours.sh || status=1
+  CNX_GPU_FLAVOURS=${CNX_GPU_FLAVOURS:-1} scripts/test_gpu_flavours.sh || status=1
 fi
 if [ $# -eq 0 ] && [ "${CNX_SKIP_FUZZ:-0}" != 1 ]; then
   printf '\033[1m[test]\033[0m fuzzing every parser of untrusted input from its corpus (scripts/fuzz.sh)\n' >&2
