@@ -3,8 +3,8 @@
 #include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
 #include <caffe2/serialize/read_adapter_interface.h>
-#include <torch/csrc/jit/serialization/import_read.h>
 #include <torch/csrc/jit/serialization/pickle.h>
+#include <torch/csrc/jit/serialization/unpickler.h>
 
 #include <algorithm>
 #include <cstring>
@@ -12,6 +12,8 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <tuple>
+#include <unordered_map>
 
 namespace cnx::model {
 namespace {
@@ -203,19 +205,40 @@ NamedTensors unpickle_tensors(const std::vector<char>& bytes, const std::string&
     throw not_pt(e);
   }
   std::string problem;
+  at::DataPtr pkl;
+  size_t pkl_size = 0;
   try {
-    if (reader->hasRecord("data.pkl")) {
-      auto [data, size] = reader->getRecord("data.pkl");
-      problem = check_pickle_lengths(static_cast<const uint8_t*>(data.get()), size);
-    }
+    if (!reader->hasRecord("data.pkl")) throw std::runtime_error("no data.pkl");
+    std::tie(pkl, pkl_size) = reader->getRecord("data.pkl");
+    problem = check_pickle_lengths(static_cast<const uint8_t*>(pkl.get()), pkl_size);
   } catch (const std::exception& e) {
     throw not_pt(e);
   }
   if (!problem.empty()) throw WeightsError("'" + origin + "' has a damaged pickle (data.pkl: " + problem + ")");
+  // What torch::jit::pickle_load does (readArchiveAndTensors), on our reader,
+  // remembering the byte size of every tensor record it hands out: the
+  // unpickler sizes each storage from the pickle's element count, not from
+  // the record, so a pickle that declares more elements than its record
+  // holds would give a tensor over a smaller buffer (found by
+  // fuzz/pt_fuzz.cc; fuzz/corpus/pt/regress-storage-larger-than-record).
+  std::unordered_map<const void*, size_t> record_bytes;
   try {
-    // What torch::jit::pickle_load does, on our reader.
-    value = torch::jit::readArchiveAndTensors("data", /*pickle_prefix=*/"", /*tensor_prefix=*/"",
-                                              /*type_resolver=*/{}, /*obj_loader=*/{}, /*device=*/{}, *reader);
+    size_t pos = 0;
+    auto read = [&](char* buf, size_t n) -> size_t {
+      const size_t k = std::min(n, pkl_size - pos);
+      if (k > 0) std::memcpy(buf, static_cast<const char*>(pkl.get()) + pos, k);
+      pos += k;
+      return k;
+    };
+    auto read_record = [&](const std::string& name) -> at::DataPtr {
+      auto [ptr, size] = reader->getRecord("data/" + name);
+      record_bytes[ptr.get()] = size;
+      return std::move(ptr);
+    };
+    torch::jit::Unpickler unpickler(read, /*type_resolver=*/nullptr, /*obj_loader=*/nullptr, read_record,
+                                    /*device=*/{});
+    unpickler.set_version(reader->version());
+    value = unpickler.parse_ivalue();
   } catch (const std::exception& e) {
     throw not_pt(e);
   }
@@ -235,7 +258,16 @@ NamedTensors unpickle_tensors(const std::vector<char>& bytes, const std::string&
     if (!entry.key().isString() || !entry.value().isTensor()) {
       throw WeightsError("'" + origin + "' holds a dict that is not str -> Tensor");
     }
-    out.emplace_back(entry.key().toStringRef(), entry.value().toTensor());
+    const at::Tensor t = entry.value().toTensor();
+    if (t.has_storage() && t.storage().nbytes() > 0) {
+      const auto it = record_bytes.find(t.storage().data_ptr().get());
+      const size_t have = it == record_bytes.end() ? 0 : it->second;
+      if (t.storage().nbytes() > have)
+        throw WeightsError("'" + origin + "': tensor '" + entry.key().toStringRef() + "' declares a storage of " +
+                           std::to_string(t.storage().nbytes()) + " bytes over a record of " + std::to_string(have) +
+                           " bytes");
+    }
+    out.emplace_back(entry.key().toStringRef(), t);
   }
   return out;
 }

@@ -108,5 +108,22 @@ TEST(TensorFile, APickleAnnouncingMoreBytesThanItHoldsIsRefused) {
   EXPECT_NE(err.find("announces"), std::string::npos) << err;
 }
 
+// Found by fuzz/pt_fuzz.cc in the campaign (fuzz/corpus/pt/
+// regress-storage-larger-than-record): a pickle that declares a Half
+// storage of 4 elements (8 bytes) over a 2-byte data record. LibTorch's
+// unpickler sizes the storage from the pickle, so the tensor claimed 8 bytes
+// of a 2-byte buffer and writing it back read past the allocation. It is
+// refused, naming the tensor and both sizes.
+TEST(TensorFile, AStorageLargerThanItsRecordIsRefused) {
+  const char* src = std::getenv("CNX_SOURCE_DIR");
+  const std::string path = std::string(src ? src : ".") + "/fuzz/corpus/pt/regress-storage-larger-than-record";
+  std::ifstream in(path, std::ios::binary);
+  ASSERT_TRUE(in.good()) << path;
+  const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string err = error_of([&] { unpickle_tensors(bytes, "short.pt"); });
+  EXPECT_NE(err.find("short.pt"), std::string::npos) << err;
+  EXPECT_NE(err.find("tensor 'c' declares a storage of 8 bytes over a record of 2 bytes"), std::string::npos) << err;
+}
+
 }  // namespace
 }  // namespace cnx::model
