@@ -61,12 +61,8 @@ variant_sets() {
 for v in $VARIANTS; do variant_sets "$v" > /dev/null; done
 
 mkdir -p "$OUT"
-for split in train test; do
-  if [ ! -f "$DATA/$split/index.json" ]; then
-    "$B/tools/make_shards/cnx-make-shards" --source fashion-mnist --split $split -o "$DATA/$split" \
-      --samples-per-shard 5000 $([ $split = test ] && echo --no-shuffle) || die "cnx-make-shards $split"
-  fi
-done
+. scripts/lib/fashion_mnist_shards.sh
+fashion_mnist_shards "$B" "$DATA"
 RUN=(mpirun --oversubscribe --bind-to none -np "$NP")
 PROBE=(--train-index "$DATA/train/index.json" --test-index "$DATA/test/index.json"
        --max-train "$PROBE_TRAIN" --max-test "$PROBE_TEST" --threads 1)

@@ -46,14 +46,8 @@ SETS=(--set "data.index=$OUT/data/train/index.json" --set "checkpoint.root=$OUT/
       --set "metrics.worker_port=$WORKER_METRICS")
 
 say "1/6 Fashion-MNIST shards -> $OUT/data"
-for split in train test; do
-  if [ -f "$OUT/data/$split/index.json" ]; then
-    echo "  $split shards already there"
-  else
-    "$B/tools/make_shards/cnx-make-shards" --source fashion-mnist --split $split -o "$OUT/data/$split" \
-      --samples-per-shard 5000 $([ $split = test ] && echo --no-shuffle) || die "cnx-make-shards $split"
-  fi
-done
+. "$ROOT/scripts/lib/fashion_mnist_shards.sh"
+fashion_mnist_shards "$B" "$OUT/data" --verbose
 
 say "2/6 local coordinator on 127.0.0.1:$GRPC_PORT (metrics :$COORD_METRICS)"
 # A fresh job each run: new token, new state.

@@ -42,12 +42,8 @@ die() { printf '\033[1;31m[eval] FAILED:\033[0m %s\n' "$*" >&2; exit 1; }
 
 [ -e "$ENCODER" ] || die "no encoder at $ENCODER (run scripts/demo.sh first, or set CNX_ENCODER)"
 mkdir -p "$OUT"
-for split in train test; do
-  if [ ! -f "$DATA/$split/index.json" ]; then
-    "$B/tools/make_shards/cnx-make-shards" --source fashion-mnist --split $split -o "$DATA/$split" \
-      --samples-per-shard 5000 $([ $split = test ] && echo --no-shuffle) || die "cnx-make-shards $split"
-  fi
-done
+. scripts/lib/fashion_mnist_shards.sh
+fashion_mnist_shards "$B" "$DATA"
 
 RUN=(mpirun --oversubscribe --bind-to none -np "$NP")
 COMMON=(--config "$CONFIG" --train-index "$DATA/train/index.json" --test-index "$DATA/test/index.json"
