@@ -71,8 +71,7 @@ job() {
       tls_cert: $WORK/tls/server.pem, tls_key: $WORK/tls/server.key, tls_ca: $WORK/tls/ca.pem,
       heartbeat_s: 0.5, heartbeat_timeout_s: ${HB_TIMEOUT:-60}, stall_s: 300, unreachable_s: ${UNREACHABLE:-120}}" \
     "$@"
-  e2e_bg cluster_exec "$CL" 0 "$COORD" --config "$WORK/$name.yaml" > "$WORK/coordinator-$name.log" 2>&1
-  wait_for 30 grep -q "listening" "$WORK/coordinator-$name.log" || fail "coordinator of $name did not start"
+  coordinator_up "$WORK/$name.yaml" "$WORK/coordinator-$name.log" "coordinator of $name" cluster_exec "$CL" 0
   eval "PORT_$name=$port"
 }
 # launch NAME LOG "SLOTS_0 SLOTS_1 ..." [worker args...]: mpirun over the
@@ -97,24 +96,6 @@ run() {
   wait_rc "$MPI_PID"
   [ "$RC" = 0 ] || fail "$log exited $RC"
   grep -q "training completed" "$WORK/$log.log" || fail "$log did not complete"
-}
-final_dir() { # final_dir NAME: the committed checkpoint at step $STEPS
-  ls -d "$WORK/ckpt-$1"/fault-test/ckpt-*-step-$(printf '%09d' "$STEPS") 2> /dev/null | tail -n 1
-}
-digest() { # digest DIR FILE: the sha256 the manifest lists
-  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]+"/MANIFEST.json"))["files"][sys.argv[2]]["sha256"])' "$1" "$2"
-}
-# same_final A B WHAT: the final checkpoints of jobs A and B are identical.
-same_final() {
-  local a b f
-  a="$(final_dir "$1")"
-  b="$(final_dir "$2")"
-  [ -n "$a" ] || fail "$1 has no final checkpoint at step $STEPS"
-  [ -n "$b" ] || fail "$2 has no final checkpoint at step $STEPS"
-  for f in model.pt optimizer.pt trainer.json; do
-    [ "$(digest "$a" $f)" = "$(digest "$b" $f)" ] || fail "$3: $f differs between $1 and $2"
-  done
-  echo "ok: $3: final parameters, optimizer state and trainer state bit-identical to $1 (step $STEPS)"
 }
 # hosts_seen NAME: the hosts the coordinator recorded for the ranks.
 hosts_seen() {
@@ -212,21 +193,6 @@ no_ranks_on() {
   local h
   for h in "$@"; do [ -z "$(ranks_on "$h")" ] || return 1; done
 }
-# wait_commit LOG MIN: a checkpoint at step >= MIN committed (up to 150 s).
-wait_commit() {
-  local i s
-  for ((i = 0; i < 1500; i++)); do
-    s="$(grep -Eo 'plan [0-9]+ \(step [0-9]+\) committed' "$WORK/$1.log" 2> /dev/null | tail -n 1 | grep -Eo 'step [0-9]+' |
-      grep -Eo '[0-9]+' || true)"
-    if [ -n "$s" ] && [ "$s" -ge "$2" ]; then
-      LAST_COMMIT="$s"
-      return 0
-    fi
-    kill -0 "$MPI_PID" 2> /dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
 
 # 3. A worker host loses its network mid-run (cable pulled): the ranks still
 # reachable and the cut-off one all end within distributed.peer_timeout_s
@@ -273,26 +239,7 @@ scenario_partition_worker() {
   grep -q "written by 3 ranks" "$WORK/part2.log" || fail "the relaunch did not report the world-size change"
   grep -q "training completed" "$WORK/part2.log" || fail "the relaunch did not complete"
   [ "$(job_state part)" = "5 2 2" ] || fail "coordinator after the relaunch: $(job_state part), expected completed attempt 2 world 2"
-  python3 - "$WORK/samples-attempt1" "$WORK/samples" "$LAST_COMMIT" << 'PY' ||
-import os, sys
-first, final, commit = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def lines(path):
-    with open(path) as f:
-        return [l.rstrip("\n").split("\t") for l in f if l.count("\t") == 2 and l.endswith("\n")]
-used, second = [], []
-for r in (0, 1, 2):
-    used += [(e, k) for s, e, k in lines(os.path.join(first, "samples-rank%d.tsv" % r)) if int(s) <= commit]
-for r in (0, 1):
-    before = len(lines(os.path.join(first, "samples-rank%d.tsv" % r)))
-    second += lines(os.path.join(final, "samples-rank%d.tsv" % r))[before:]
-assert second, "the relaunch logged no samples"
-used += [(e, k) for s, e, k in second]
-dup = len(used) - len(set(used))
-assert dup == 0, "%d samples used twice within an epoch" % dup
-print("ok: sample logs: %d samples up to the commit at step %d + %d by the 2-host relaunch, none twice in an epoch"
-      % (len(used) - len(second), commit, len(second)))
-PY
-    fail "the sample logs show a sample used twice within an epoch"
+  no_sample_twice "$WORK/samples-attempt1" "$WORK/samples" "$LAST_COMMIT" "0 1 2" "0 1" "2-host relaunch"
 }
 # 5. Host speakers (docs/protocols.md, "Host speaker"), 2 hosts x 2 ranks:
 # each host's local rank 0 speaks for its ranks. The speaker of host 2 is
@@ -309,20 +256,8 @@ scenario_speaker() {
   wait_commit spk1 10 || fail "no checkpoint at step >= 10 committed before the kill"
   [ "$(grep -c "host '.*' registered 2 ranks" "$WORK/coordinator-spk.log")" = 2 ] ||
     fail "the coordinator did not log two host registrations"
-  local p speaker=""
-  for p in $(ranks_on 2); do
-    tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_LOCAL_RANK=0" && speaker="$p"
-  done
-  [ -n "$speaker" ] || fail "no speaker (local rank 0) found on host 2"
-  kill -KILL "$speaker"
-  wait_rc "$MPI_PID"
-  [ "$RC" != 0 ] || fail "the job exited 0 after a speaker was killed"
-  LAST_COMMIT="$(grep -Eo 'plan [0-9]+ \(step [0-9]+\) committed' "$WORK/spk1.log" | tail -n 1 | grep -Eo 'step [0-9]+' |
-    grep -Eo '[0-9]+')"
-  echo "ok: host 2's speaker (pid $speaker) killed after the commit at step $LAST_COMMIT: the job ended (exit $RC)"
-  wait_for 30 grep -q "attempt 1: running -> restarting (rank [23] lost" "$WORK/coordinator-spk.log" ||
-    fail "the coordinator did not fail the attempt when host 2's heartbeats stopped"
-  echo "ok: coordinator: $(grep -o 'attempt 1: running -> restarting ([^;]*' "$WORK/coordinator-spk.log" | head -1)"
+  # shellcheck disable=SC2046
+  kill_speaker spk1 "$WORK/coordinator-spk.log" "[23]" $(ranks_on 2) # host 2's speaker
   no_ranks_on 1 2 || { cluster_down_host_ranks 1; cluster_down_host_ranks 2; }
   CLUSTER_BTL=tcp,vader,self run spk spk2 "0 2 2 0" --resume auto
   grep -q "resumed from .* at step $LAST_COMMIT " "$WORK/spk2.log" || fail "the relaunch did not resume from step $LAST_COMMIT"

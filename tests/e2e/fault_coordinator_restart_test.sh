@@ -5,14 +5,8 @@
 # and commits further checkpoints, and the job completes with exit 0.
 # Usage: fault_coordinator_restart_test.sh <cnx-worker> <cnx-coordinator> <cnx-make-shards>
 source "$(dirname "$0")/lib.sh"
-WORKER="$1"
-COORD="$2"
-MAKE_SHARDS="$3"
-e2e_init fault_coord_restart 240
-
-make_fmnist_shards "$MAKE_SHARDS" "$WORK/shards" 200
+coordinator_test_init fault_coord_restart 240 "$@"
 PORT="$(free_port)"
-echo "fault-test-coordinator-token-0123456789" > "$WORK/token"
 EVERY=5 write_config "$WORK/job.yaml" "$WORK/shards/index.json" "$WORK/ckpt" \
   "schedule: {epochs: 8, warmup_epochs: 0.5, log_every: 5}" \
   "coordinator: {listen: \"127.0.0.1:$PORT\", token_file: $WORK/token, state_db: $WORK/state.sqlite,

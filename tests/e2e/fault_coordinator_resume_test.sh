@@ -17,12 +17,7 @@
 #     and step count (no rescale) and completes.
 # Usage: fault_coordinator_resume_test.sh <cnx-worker> <cnx-coordinator> <cnx-make-shards>
 source "$(dirname "$0")/lib.sh"
-WORKER="$1"
-COORD="$2"
-MAKE_SHARDS="$3"
-e2e_init fault_coord_resume 400
-
-make_fmnist_shards "$MAKE_SHARDS" "$WORK/shards" 200 # 4 shards x 50; 2 ranks x batch 4: 25 steps per epoch
+coordinator_test_init fault_coord_resume 400 "$@"
 STEPS=60
 # 224 px and 4x wider stages than lib.sh's model: with steps of a few ms the
 # whole job finished before the coordinator's first plan (it plans on
@@ -30,66 +25,34 @@ STEPS=60
 # kill_after_commit aims right after it. Steps of tens of ms leave a plan
 # every few steps and most of the job after the first commit.
 export E2E_INPUT_SIZE=224 E2E_DIMS="[32, 64, 128, 256]"
-echo "fault-test-coordinator-token-0123456789" > "$WORK/token"
 
-# setup JOB: config + coordinator for one job (own port and state database).
-setup() {
-  local port
-  port="$(free_port)"
-  EVERY=10 write_config "$WORK/$1.yaml" "$WORK/shards/index.json" "$WORK/ckpt-$1" \
-    "schedule: {epochs: 3, warmup_epochs: 0.5, log_every: 10, max_steps: $STEPS}" \
-    "coordinator: {listen: \"127.0.0.1:$port\", token_file: $WORK/token, state_db: $WORK/$1.sqlite,
-              heartbeat_s: 0.2, heartbeat_timeout_s: 60, stall_s: 120}"
-  e2e_bg "$COORD" --config "$WORK/$1.yaml" > "$WORK/coordinator-$1.log" 2>&1
-  wait_for 30 grep -q "listening" "$WORK/coordinator-$1.log" || fail "coordinator of $1 did not start"
-  eval "PORT_$1=$port"
-}
-launch() { # launch JOB LOG NP [args...]: runs the workers in the background (pid in MPI_PID)
-  local job="$1" log="$2" np="$3" port
-  shift 3
-  port="$(eval echo "\$PORT_$job")"
-  e2e_bg timeout -k 5 150 mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$np" "$WORKER" \
-    --config "$WORK/$job.yaml" --coordinator "127.0.0.1:$port" "$@" > "$WORK/$log.log" 2>&1
-  MPI_PID="$BG_PID"
-}
-final_dir() { # final_dir JOB: the committed checkpoint at step $STEPS
-  ls -d "$WORK/ckpt-$1"/fault-test/ckpt-*-step-$(printf '%09d' $STEPS) 2>/dev/null | tail -n 1
-}
-digest() { # digest DIR FILE: the sha256 the manifest lists
-  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]+"/MANIFEST.json"))["files"][sys.argv[2]]["sha256"])' "$1" "$2"
-}
 kill_after_commit() { # kill_after_commit LOG: kill -9 one rank once a checkpoint is committed (step >= 10)
-  wait_for 120 grep -Eq "plan [0-9]+ \(step ([1-9][0-9])\) committed" "$WORK/$1.log" ||
-    fail "no checkpoint at step >= 10 committed in $1"
+  wait_commit "$1" 10 120 || fail "no checkpoint at step >= 10 committed in $1"
   local victim
   victim="$(rank_pids "$MPI_PID" | tail -n 1)"
   [ -n "$victim" ] || fail "no rank process to kill in $1"
-  kill -KILL "$victim"
-  wait_rc "$MPI_PID"
-  [ "$RC" != 0 ] || fail "$1: the attempt ended with exit 0 after a rank was killed"
+  kill_rank "$1" "$victim"
   KILLED_STEP="$(grep -o 'step [0-9]*/' "$WORK/$1.log" | tail -n 1 | grep -o '[0-9]*')"
-  LAST_COMMIT="$(grep -Eo 'plan [0-9]+ \(step [0-9]+\) committed' "$WORK/$1.log" | tail -n 1 | grep -Eo 'step [0-9]+' |
-    grep -o '[0-9]*')"
   echo "ok: $1: rank killed (exit $RC) after the commit at step $LAST_COMMIT (last progress line: step ${KILLED_STEP:-?})"
 }
 
 kill_and_relaunch() { # kill_and_relaunch JOB NP [args...]: 2 ranks killed after a commit, relaunched with NP
   local job="$1" np="$2"
   shift 2
-  launch "$job" "${job}1" 2 --resume auto "$@"
+  launch_workers "$job" "${job}1" 2 --resume auto "$@"
   kill_after_commit "${job}1"
   if [ -d "$WORK/samples-$job" ]; then cp -r "$WORK/samples-$job" "$WORK/samples-$job-attempt1"; fi
-  launch "$job" "${job}2" "$np" --resume auto "$@"
+  launch_workers "$job" "${job}2" "$np" --resume auto "$@"
   wait_rc "$MPI_PID"
   [ "$RC" = 0 ] || fail "$job: relaunch with $np rank(s) exited $RC"
 }
 
-setup ref
-setup kill
-setup resize
-setup gb
+coordinator_job ref
+coordinator_job kill
+coordinator_job resize
+coordinator_job gb
 
-launch ref ref 2 --resume auto
+launch_workers ref ref 2 --resume auto
 wait_rc "$MPI_PID"
 [ "$RC" = 0 ] || fail "reference run exited $RC"
 REF="$(final_dir ref)"
@@ -100,12 +63,7 @@ echo "ok: reference run completed; final checkpoint $(basename "$REF") committed
 # 2. kill -9 and relaunch with the same world size: bit-exact.
 kill_and_relaunch kill 2
 grep -q "resumed from .* at step $LAST_COMMIT " "$WORK/kill2.log" || fail "relaunch did not resume from step $LAST_COMMIT"
-GOT="$(final_dir kill)"
-[ -n "$GOT" ] || fail "no final checkpoint at step $STEPS after the relaunch"
-for f in model.pt optimizer.pt trainer.json; do
-  [ "$(digest "$REF" $f)" = "$(digest "$GOT" $f)" ] || fail "$f after kill + resume differs from the uninterrupted run"
-done
-echo "ok: kill -9 + relaunch resumed from step $LAST_COMMIT; final model/optimizer/trainer state identical to the uninterrupted run"
+same_final ref kill "kill -9 + relaunch (resumed from step $LAST_COMMIT) vs the uninterrupted run"
 
 # 3. kill -9 and relaunch with 1 rank: the epoch's unused samples are re-dealt.
 # The 1-rank relaunch rescales the step to its halved global batch (a commit
@@ -130,25 +88,7 @@ PY
 # The sample logs (train.sample_log): what the first attempt used up to the
 # committed step plus everything the 1-rank attempt used: no sample twice in
 # an epoch.
-python3 - "$WORK/samples-resize-attempt1" "$WORK/samples-resize" "$LAST_COMMIT" <<'PY' ||
-import os, sys
-first, final, commit = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def lines(path):
-    with open(path) as f:
-        return [l.rstrip("\n").split("\t") for l in f if l.count("\t") == 2 and l.endswith("\n")]
-used = []
-for r in (0, 1):
-    used += [(e, k) for s, e, k in lines(os.path.join(first, "samples-rank%d.tsv" % r)) if int(s) <= commit]
-before = len(lines(os.path.join(first, "samples-rank0.tsv")))
-second = lines(os.path.join(final, "samples-rank0.tsv"))[before:]
-assert second, "the 1-rank attempt logged no samples"
-used += [(e, k) for s, e, k in second]
-dup = len(used) - len(set(used))
-assert dup == 0, "%d samples used twice within an epoch" % dup
-print("ok: sample logs: %d samples up to the commit at step %d + %d by the 1-rank attempt, none twice in an epoch"
-      % (len(used) - len(second), commit, len(second)))
-PY
-  fail "the sample logs show a sample used twice within an epoch after the world-size change"
+no_sample_twice "$WORK/samples-resize-attempt1" "$WORK/samples-resize" "$LAST_COMMIT" "0 1" "0" "1-rank attempt"
 
 # 4. optimizer.global_batch: the 1-rank relaunch keeps the recipe.
 kill_and_relaunch gb 1 --set optimizer.global_batch=8

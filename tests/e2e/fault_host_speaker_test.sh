@@ -15,58 +15,17 @@
 #     within an epoch (train.sample_log), attempt 2 completed.
 # Usage: fault_host_speaker_test.sh <cnx-worker> <cnx-coordinator> <cnx-make-shards>
 source "$(dirname "$0")/lib.sh"
-WORKER="$1"
-COORD="$2"
-MAKE_SHARDS="$3"
-e2e_init fault_host_speaker 280
-
-make_fmnist_shards "$MAKE_SHARDS" "$WORK/shards" 200 # 4 shards x 50; 2 ranks x batch 4: 25 steps per epoch
+coordinator_test_init fault_host_speaker 280 "$@"
 STEPS=60
 # Steps of tens of ms (as fault_coordinator_resume_test): a kill lands
 # between a commit and the end of the job.
 export E2E_INPUT_SIZE=224 E2E_DIMS="[32, 64, 128, 256]"
-echo "host-speaker-test-token-0123456789" > "$WORK/token"
 
-setup() { # setup JOB [heartbeat_timeout_s]: config + coordinator for one job
-  local port
-  port="$(free_port)"
-  EVERY=10 write_config "$WORK/$1.yaml" "$WORK/shards/index.json" "$WORK/ckpt-$1" \
-    "schedule: {epochs: 3, warmup_epochs: 0.5, log_every: 10, max_steps: $STEPS}" \
-    "coordinator: {listen: \"127.0.0.1:$port\", token_file: $WORK/token, state_db: $WORK/$1.sqlite,
-              heartbeat_s: 0.2, heartbeat_timeout_s: ${2:-60}, stall_s: 120}"
-  e2e_bg "$COORD" --config "$WORK/$1.yaml" > "$WORK/coordinator-$1.log" 2>&1
-  wait_for 30 grep -q "listening" "$WORK/coordinator-$1.log" || fail "coordinator of $1 did not start"
-  eval "PORT_$1=$port"
-}
-launch() { # launch JOB LOG [args...]: 2 ranks in the background (pid in MPI_PID)
-  local job="$1" log="$2" port
-  shift 2
-  port="$(eval echo "\$PORT_$job")"
-  e2e_bg timeout -k 5 150 mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 "$WORKER" \
-    --config "$WORK/$job.yaml" --coordinator "127.0.0.1:$port" "$@" > "$WORK/$log.log" 2>&1
-  MPI_PID="$BG_PID"
-}
-run_to_end() { # run_to_end JOB LOG [args...]
-  launch "$@"
+run_to_end() { # run_to_end JOB LOG [args...]: 2 ranks (launch_workers) must complete $STEPS steps
+  launch_workers "$1" "$2" 2 "${@:3}"
   wait_rc "$MPI_PID"
   [ "$RC" = 0 ] || fail "$2 exited $RC"
   grep -q "training completed: $STEPS steps" "$WORK/$2.log" || fail "$2 did not complete"
-}
-final_dir() { # final_dir JOB: the committed checkpoint at step $STEPS
-  ls -d "$WORK/ckpt-$1"/fault-test/ckpt-*-step-$(printf '%09d' $STEPS) 2>/dev/null | tail -n 1
-}
-digest() { # digest DIR FILE: the sha256 the manifest lists
-  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]+"/MANIFEST.json"))["files"][sys.argv[2]]["sha256"])' "$1" "$2"
-}
-same_final() { # same_final A B WHAT
-  local a b f
-  a="$(final_dir "$1")"
-  b="$(final_dir "$2")"
-  [ -n "$a" ] && [ -n "$b" ] || fail "$3: a final checkpoint at step $STEPS is missing ($1: '$a', $2: '$b')"
-  for f in model.pt optimizer.pt trainer.json; do
-    [ "$(digest "$a" $f)" = "$(digest "$b" $f)" ] || fail "$3: $f differs between $1 and $2"
-  done
-  echo "ok: $3: final model, optimizer and trainer state bit-identical ($1 = $2, step $STEPS)"
 }
 # ledger JOB: the coordinator's rows as one JSON summary (python dict).
 LEDGER_PY='
@@ -83,8 +42,8 @@ for k in rows:
 '
 
 # 1. Both protocols, same job, to the end.
-setup by_rank
-setup by_host
+coordinator_job by_rank
+coordinator_job by_host
 run_to_end by_rank by_rank --set coordinator.protocol=rank
 run_to_end by_host by_host
 grep -q "host '.*' registered 2 ranks" "$WORK/coordinator-by_host.log" ||
@@ -115,25 +74,11 @@ print("ok: ledgers agree: %d leases done, %d samples unused, ranks at (epoch, po
 PY
 
 # 2. kill -9 of the speaker after a commit, relaunch.
-setup kill 4
-launch kill kill1 --set train.sample_log="$WORK/samples"
-wait_for 120 grep -Eq "plan [0-9]+ \(step ([1-9][0-9])\) committed" "$WORK/kill1.log" ||
-  fail "no checkpoint at step >= 10 committed before the kill"
-SPEAKER=""
-for p in $(rank_pids "$MPI_PID"); do
-  tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_LOCAL_RANK=0" && SPEAKER="$p"
-done
-[ -n "$SPEAKER" ] || fail "no rank with local rank 0 (the speaker) found"
-kill -KILL "$SPEAKER"
-T0=$(date +%s)
-wait_rc "$MPI_PID"
-[ "$RC" != 0 ] || fail "the attempt ended with exit 0 after its speaker was killed"
-LAST_COMMIT="$(grep -Eo 'plan [0-9]+ \(step [0-9]+\) committed' "$WORK/kill1.log" | tail -n 1 | grep -Eo 'step [0-9]+' |
-  grep -o '[0-9]*')"
-echo "ok: speaker (local rank 0, pid $SPEAKER) killed after the commit at step $LAST_COMMIT; the attempt ended (exit $RC)"
-wait_for 30 grep -q "attempt 1: running -> restarting (rank [01] lost" "$WORK/coordinator-kill.log" ||
-  fail "the coordinator did not fail the attempt when the host's heartbeats stopped"
-echo "ok: coordinator: $(grep -o 'attempt 1: running -> restarting ([^)]*' "$WORK/coordinator-kill.log" | head -n 1)) after $(($(date +%s) - T0)) s (heartbeat_timeout_s 4)"
+coordinator_job kill 4
+launch_workers kill kill1 2 --set train.sample_log="$WORK/samples"
+wait_commit kill1 10 120 || fail "no checkpoint at step >= 10 committed before the kill"
+# shellcheck disable=SC2046
+kill_speaker kill1 "$WORK/coordinator-kill.log" "[01]" $(rank_pids "$MPI_PID") # heartbeat_timeout_s 4
 cp -r "$WORK/samples" "$WORK/samples-attempt1"
 run_to_end kill kill2 --resume auto --set train.sample_log="$WORK/samples"
 grep -q "resumed from .* at step $LAST_COMMIT " "$WORK/kill2.log" || fail "the relaunch did not resume from step $LAST_COMMIT"
@@ -154,21 +99,4 @@ print("ok: ledger: attempt 2 completed; %d committed checkpoints (kept) each wit
       "attempt 1's commit at step %s; %d leases done, %d samples unused" %
       (len(committed), sys.argv[2], job["done"], job["unused"]))
 PY
-python3 - "$WORK/samples-attempt1" "$WORK/samples" "$LAST_COMMIT" <<'PY' || fail "a sample was used twice within an epoch"
-import os, sys
-first, final, commit = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def lines(path):
-    with open(path) as f:
-        return [l.rstrip("\n").split("\t") for l in f if l.count("\t") == 2 and l.endswith("\n")]
-used, second = [], 0
-for r in (0, 1):
-    used += [(e, k) for s, e, k in lines(os.path.join(first, "samples-rank%d.tsv" % r)) if int(s) <= commit]
-    later = lines(os.path.join(final, "samples-rank%d.tsv" % r))[len(lines(os.path.join(first, "samples-rank%d.tsv" % r))):]
-    used += [(e, k) for s, e, k in later]
-    second += len(later)
-assert second, "the relaunch logged no samples"
-dup = len(used) - len(set(used))
-assert dup == 0, "%d samples used twice within an epoch" % dup
-print("ok: sample logs: %d samples up to the commit at step %d + %d by the relaunch, none twice in an epoch"
-      % (len(used) - second, commit, second))
-PY
+no_sample_twice "$WORK/samples-attempt1" "$WORK/samples" "$LAST_COMMIT" "0 1" "0 1" relaunch

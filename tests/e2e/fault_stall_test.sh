@@ -6,13 +6,7 @@
 # instead of hanging in a collective. Cleanup resumes and kills the stopped rank.
 # Usage: fault_stall_test.sh <cnx-worker> <cnx-coordinator> <cnx-make-shards>
 source "$(dirname "$0")/lib.sh"
-WORKER="$1"
-COORD="$2"
-MAKE_SHARDS="$3"
-e2e_init fault_stall 280
-
-make_fmnist_shards "$MAKE_SHARDS" "$WORK/shards" 200
-echo "fault-test-coordinator-token-0123456789" > "$WORK/token"
+coordinator_test_init fault_stall 280 "$@"
 
 # With the host protocol (the default, docs/protocols.md "Host speaker")
 # both roles are stalled in turn, each in its own job: a local rank (its
@@ -20,22 +14,19 @@ echo "fault-test-coordinator-token-0123456789" > "$WORK/token"
 # and the speaker itself (the host's heartbeats stop; the other rank finds
 # its speaker frozen and stops through its abort watchdog).
 stall() { # stall LOCAL_RANK: a coordinator and one launch; SIGSTOP to the rank with that local rank
-  local lr="$1" p port log="$WORK/workers-$1.log" clog="$WORK/coordinator-$1.log"
+  local lr="$1" port log="$WORK/workers-$1.log" clog="$WORK/coordinator-$1.log"
   port="$(free_port)"
   EVERY=5 write_config "$WORK/job$lr.yaml" "$WORK/shards/index.json" "$WORK/ckpt$lr" \
     "schedule: {epochs: 40, warmup_epochs: 0.5, log_every: 5}" \
     "coordinator: {listen: \"127.0.0.1:$port\", token_file: $WORK/token, state_db: $WORK/state$lr.sqlite,
               heartbeat_s: 0.2, heartbeat_timeout_s: 3, stall_s: 3, world_size: 2}"
-  e2e_bg "$COORD" --config "$WORK/job$lr.yaml" > "$clog" 2>&1
-  wait_for 30 grep -q "listening" "$clog" || fail "coordinator did not start"
+  coordinator_up "$WORK/job$lr.yaml" "$clog" "coordinator"
   e2e_bg timeout -k 5 170 "${MPIRUN[@]}" "$WORKER" --config "$WORK/job$lr.yaml" --coordinator "127.0.0.1:$port" \
     --resume none > "$log" 2>&1
   MPI_PID="$BG_PID"
   wait_for 90 grep -q "step 10/" "$log" || fail "workers did not reach step 10"
-  VICTIM=""
-  for p in $(rank_pids "$MPI_PID"); do
-    tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_LOCAL_RANK=$lr" && VICTIM="$p"
-  done
+  # shellcheck disable=SC2046
+  VICTIM="$(local_rank_pid "$lr" $(rank_pids "$MPI_PID"))"
   [ -n "$VICTIM" ] || fail "no rank process with local rank $lr found"
   kill -STOP "$VICTIM"
   STOPPED_AT="$(date +%s)"
