@@ -38,6 +38,9 @@ CoordinatorClient::CoordinatorClient(ClientOptions options) : options_(std::move
   // One connection per client, as one worker process has (no sharing of
   // subchannels between clients created in one process, e.g. in tests).
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  // No BDP pings (each is a timer, a write and a read at both ends per
+  // reply; coordinator messages are small): see coordinator/server.cc.
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   if (!options_.tls_server_name.empty()) {
     CNX_CHECK(!options_.tls_ca.empty(), "a TLS server name (", options_.tls_server_name,
               ") needs TLS: set the CA that verifies the coordinator (coordinator.tls_ca / --tls-ca)");

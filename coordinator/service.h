@@ -2,7 +2,7 @@
 // The coordinator's RPC handlers (proto/coordinator.proto) around the
 // Scheduler, and the server that hosts them.
 //
-// Serving (server.cc): one gRPC callback generic service receives every
+// Serving (server.cc): one gRPC async generic service receives every
 // call as raw bytes. For each call, in this order:
 //   1. the method name is looked up (unknown: UNIMPLEMENTED);
 //   2. the bearer token is checked from the call's metadata (missing or
@@ -42,11 +42,9 @@
 #include "coordinator/store.h"
 #include "proto/coordinator.pb.h"
 
-namespace grpc {
-class CallbackGenericService;
-}
-
 namespace cnx::coordinator {
+
+struct CallQueues;  // server.cc
 
 // Receives one call per finished RPC: method name ("Heartbeat"), the status
 // code returned and the call's wall time in seconds (from the start of the
@@ -207,10 +205,13 @@ class CoordinatorServer {
   }
   void shutdown();
 
+  // Completion queues, one serving thread each (server.cc).
+  static constexpr int kRpcThreads = 1;
+
  private:
   std::unique_ptr<Store> store_;
   std::unique_ptr<CoordinatorService> service_;
-  std::unique_ptr<grpc::CallbackGenericService> generic_;
+  std::unique_ptr<CallQueues> queues_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 };

@@ -37,6 +37,7 @@ class Store {
   void exec(const char* sql);
   std::string path_;
   sqlite3* db_ = nullptr;
+  sqlite3_stmt *begin_ = nullptr, *commit_ = nullptr, *upsert_ = nullptr, *delete_ = nullptr;  // apply()'s
 };
 
 // Orders and batches durable writes. Threading: submit() is called with the

@@ -180,8 +180,9 @@ class Run {
       FILE* f = std::freopen((dir_ / "coordinator.log").c_str(), "w", stdout);
       (void)f;
       dup2(fileno(stdout), 2);
-      execl(CNX_COORDINATOR_BIN, CNX_COORDINATOR_BIN, "--config", (dir_ / "job.yaml").c_str(),
-            static_cast<char*>(nullptr));
+      // CNX_LOAD_COORDINATOR: another build's binary (a baseline to compare against).
+      const char* bin = std::getenv("CNX_LOAD_COORDINATOR") ? std::getenv("CNX_LOAD_COORDINATOR") : CNX_COORDINATOR_BIN;
+      execl(bin, bin, "--config", (dir_ / "job.yaml").c_str(), static_cast<char*>(nullptr));
       _exit(127);
     }
     voices_.resize(voices);
