@@ -10,6 +10,7 @@
 #include "common/check.h"
 #include "common/rng.h"
 #include "model/fcmae_encoder.h"
+#include "model/onednn_matmul.h"
 #include "sparse_ops/layout.h"
 
 namespace cnx::model {
@@ -265,7 +266,8 @@ torch::Tensor FcmaeImpl::sparse_decoder(const torch::Tensor& latent, const torch
   CNX_CHECK(mask.numel() == n * h * w, "FCMAE decoder: mask ", mask.sizes(), " does not hold ", h, "x", w,
             " patches for each of ", n, " images");
   // Rows (n, y, x), channels contiguous: a view of the sparse encoder's output.
-  auto x = at::linear(latent.permute({0, 2, 3, 1}).reshape({n * h * w, c}), proj->weight.reshape({d, c}), proj->bias);
+  auto x = pointwise_linear(latent.permute({0, 2, 3, 1}).reshape({n * h * w, c}), proj->weight.reshape({d, c}),
+                            proj->bias, /*gelu=*/false);
   {
     RECORD_FUNCTION("cnx::fcmae_mask_tokens", std::vector<c10::IValue>());
     auto m = mask.reshape({n * h * w, 1}).to(x.scalar_type());
@@ -281,7 +283,7 @@ torch::Tensor FcmaeImpl::sparse_decoder(const torch::Tensor& latent, const torch
       neighbours = sparse_ops::neighbour_map(layout, blk->dwconv->options.kernel_size()->at(0));
     x = sparse_block(*blk, x, neighbours, layout.offsets, is_training());
   }
-  auto p = at::linear(x, pred->weight.reshape({out, d}), pred->bias);
+  auto p = pointwise_linear(x, pred->weight.reshape({out, d}), pred->bias, /*gelu=*/false);
   return p.view({n, h, w, out}).permute({0, 3, 1, 2});
 }
 

@@ -4,6 +4,7 @@
 #include <torch/nn/functional/conv.h>
 
 #include "common/check.h"
+#include "model/onednn_matmul.h"
 #include "model/precision.h"
 #include "model/sparse_drop_path.h"
 #include "sparse_ops/conv_cells.h"
@@ -107,10 +108,10 @@ at::Tensor sparse_block(BlockImpl& blk, const at::Tensor& x, const at::Tensor& n
   auto y = sparse_depthwise_conv(x, neighbours, blk.dwconv->weight, blk.dwconv->bias);
   y = at::layer_norm(float_under_autocast(y), {blk.norm->channels()}, blk.norm->weight, blk.norm->bias,
                      blk.norm->eps());
-  y = at::linear(y, blk.pwconv1->weight, blk.pwconv1->bias);
-  y = at::gelu(y);
+  // pwconv1 + GELU and pwconv2 on the chosen GEMM path (onednn_matmul.h).
+  y = pointwise_linear(y, blk.pwconv1->weight, blk.pwconv1->bias, /*gelu=*/true);
   if (blk.has_grn()) y = sparse_grn(y, offsets, blk.grn->gamma, blk.grn->beta);
-  y = blk.layer_scale(at::linear(y, blk.pwconv2->weight, blk.pwconv2->bias));
+  y = blk.layer_scale(pointwise_linear(y, blk.pwconv2->weight, blk.pwconv2->bias, /*gelu=*/false));
   if (training) y = sparse_drop_path(y, offsets, blk.drop_path_rate());
   return x + y;
 }
