@@ -53,6 +53,10 @@ GemmPath effective_gemm_path();
 // One line for the start-up log, e.g. "GEMM path onednn (oneDNN 2.6.3 matmul
 // for the blocks' pointwise Linears; CNX_GEMM=auto)".
 std::string describe_gemm_path();
+// Logs "<program>: <describe_gemm_path()>" on stderr, beside the BLAS line
+// of common/blas_info.h (every program that trains or evaluates calls it
+// first thing). A bad CNX_GEMM ends the program with exit status 2.
+void log_gemm_path(const char* program);
 
 // y = x w^T + b, then the exact GELU when `gelu`: x (M, K) (any leading
 // dims), w (N, K), b (N) or undefined. Differentiable in x, w and b on both

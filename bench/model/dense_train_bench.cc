@@ -35,6 +35,7 @@
 #include "model/convnextv2.h"
 #include "model/dense_kernels.h"
 #include "model/host_memory.h"
+#include "model/onednn_matmul.h"
 
 namespace {
 
@@ -66,6 +67,7 @@ double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   cnx::blas::init_compute_environment("cnx-dense-train-bench", argc, argv);
+  cnx::model::log_gemm_path("cnx-dense-train-bench");
   std::map<std::string, std::string> a = {{"variant", "atto"},  {"configs", "224x32,64x64"},
                                           {"threads", "1,2"},   {"kernels", "libtorch,libtorch-cl,cnx"},
                                           {"drop-path", "0.1"}, {"reps", "3"},

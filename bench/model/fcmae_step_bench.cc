@@ -8,7 +8,16 @@
 //       [--batch 64] [--mask 0.6] [--encoder sparse|dense_masked]
 //       [--kernels auto|generic] [--precision fp32|bf16] [--warmup 3]
 //       [--steps 10] [--max-seconds 30] [--threads N] [--ceiling on|off]
-//       [--profile-steps 2]
+//       [--profile-steps 2] [--gemm onednn,blas]
+//
+// --gemm: the GEMM path(s) of the blocks' pointwise Linears
+// (model/onednn_matmul.h): a comma list of auto, blas, onednn (the GELU
+// backward as CNX_ONEDNN_GELU says), onednn-keep, onednn-recompute. With more
+// than one, every path gets its warm-up steps, then the timed steps
+// alternate between them (step 1 on the first path, step 2 on the second,
+// ...), so that all see the same machine load; one JSON object per path,
+// each with "vs_first" / "vs_first_cpu": its img/s over the first path's
+// (wall, per CPU-second). Default: the process's setting (CNX_GEMM).
 //
 // Prints one JSON object on stdout. Exit 0; 1 with {"error": ...} in the
 // object when the configuration fails (e.g. a dtype the kernels reject);
@@ -62,6 +71,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <numeric>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -73,6 +83,7 @@
 #include "common/torch_compat.h"
 #include "model/complexity.h"
 #include "model/fcmae.h"
+#include "model/onednn_matmul.h"
 #include "sparse_ops/backend.h"
 
 namespace {
@@ -142,9 +153,9 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   cnx::blas::init_compute_environment("cnx-fcmae-step-bench", argc, argv);
   std::map<std::string, std::string> a = {
-      {"device", "cuda"},    {"variant", "atto"}, {"size", "224"},       {"batch", "64"},       {"mask", "0.6"},
-      {"encoder", "sparse"}, {"kernels", "auto"}, {"precision", "fp32"}, {"warmup", "3"},       {"steps", "10"},
-      {"max-seconds", "30"}, {"threads", "0"},    {"ceiling", "on"},     {"profile-steps", "2"}};
+      {"device", "cuda"},    {"variant", "atto"}, {"size", "224"},       {"batch", "64"},        {"mask", "0.6"},
+      {"encoder", "sparse"}, {"kernels", "auto"}, {"precision", "fp32"}, {"warmup", "3"},        {"steps", "10"},
+      {"max-seconds", "30"}, {"threads", "0"},    {"ceiling", "on"},     {"profile-steps", "2"}, {"gemm", ""}};
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
     if (k.rfind("--", 0) != 0 || i + 1 >= argc || !a.count(k.substr(2))) {
@@ -153,6 +164,18 @@ int main(int argc, char** argv) {
       return 2;
     }
     a[k.substr(2)] = argv[++i];
+  }
+  {
+    std::istringstream items(a["gemm"]);
+    for (std::string item; std::getline(items, item, ',');) {
+      if (item.empty() || item == "onednn-keep" || item == "onednn-recompute") continue;
+      try {
+        cnx::model::parse_gemm_path(item, "--gemm");
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "cnx-fcmae-step-bench: %s (or onednn-keep, onednn-recompute)\n", e.what());
+        return 2;
+      }
+    }
   }
   std::ostringstream head;
   head << "{\"impl\": \"cnx-" << a["encoder"] << "-" << a["kernels"] << "\", \"variant\": \"" << a["variant"]
@@ -169,6 +192,7 @@ int main(int argc, char** argv) {
     const bool bf16 = a["precision"] == "bf16";
     if (!bf16 && a["precision"] != "fp32") throw std::invalid_argument("--precision: expected fp32 or bf16");
     cnx::sparse_ops::set_kernel_mode(cnx::sparse_ops::parse_kernel_mode(a["kernels"], "--kernels"));
+    std::istringstream gemm_list(a["gemm"]);
 
     torch::manual_seed(0);
     auto options = cnx::model::fcmae_options(a["variant"]);
@@ -215,38 +239,77 @@ int main(int argc, char** argv) {
     const bool with_ceiling = a["ceiling"] == "on";
     const double ceiling_before = with_ceiling ? ceiling() : 0.0;
 
-    for (int i = 0; i < warmup; ++i) run_step();
+    // The GEMM paths to time (--gemm), each with its warm-up steps.
+    struct PathRun {
+      std::string name;
+      cnx::model::GemmPath path = cnx::model::GemmPath::kAuto;
+      cnx::model::GeluBackward gelu = cnx::model::GeluBackward::kKeep;
+      std::vector<double> wall, cpu;
+      double loss = 0.0;
+    };
+    std::vector<PathRun> paths;
+    for (std::string item; std::getline(gemm_list, item, ',');) {
+      if (item.empty()) continue;
+      PathRun r;
+      r.name = item;
+      r.gelu = cnx::model::gelu_backward_mode();
+      std::string base = item;
+      if (item == "onednn-keep" || item == "onednn-recompute") {
+        base = "onednn";
+        r.gelu = item == "onednn-keep" ? cnx::model::GeluBackward::kKeep : cnx::model::GeluBackward::kRecompute;
+      }
+      r.path = cnx::model::parse_gemm_path(base, "--gemm");
+      paths.push_back(r);
+    }
+    if (paths.empty()) {
+      PathRun r;
+      r.path = cnx::model::gemm_path();
+      r.gelu = cnx::model::gelu_backward_mode();
+      r.name = cnx::model::gemm_path_name(r.path);
+      paths.push_back(r);
+    }
+    auto use = [&](const PathRun& r) {
+      cnx::model::set_gemm_path(r.path);
+      cnx::model::set_gelu_backward_mode(r.gelu);
+    };
+    for (auto& r : paths) {
+      use(r);
+      std::fprintf(stderr, "cnx-fcmae-step-bench: --gemm %s: %s\n", r.name.c_str(),
+                   cnx::model::describe_gemm_path().c_str());
+      for (int i = 0; i < warmup; ++i) run_step();
+    }
     sync();
     const auto start = std::chrono::steady_clock::now();
     int done = 0;
     double elapsed = 0.0;
-    std::vector<double> step_seconds, step_cpu_seconds;
     while (done < steps) {
-      const auto t0 = std::chrono::steady_clock::now();
-      const double c0 = cpu_seconds();
-      run_step();
+      for (auto& r : paths) {
+        use(r);
+        const auto t0 = std::chrono::steady_clock::now();
+        const double c0 = cpu_seconds();
+        run_step();
+        sync();
+        r.wall.push_back(seconds_since(t0));
+        r.cpu.push_back((cpu_seconds() - c0) / at::get_num_threads());
+        r.loss = loss;
+      }
       ++done;
-      sync();
-      step_seconds.push_back(seconds_since(t0));
-      step_cpu_seconds.push_back((cpu_seconds() - c0) / at::get_num_threads());
       elapsed = seconds_since(start);
       if (elapsed > max_seconds) break;
     }
     const double ceiling_after = with_ceiling ? ceiling() : 0.0;
     const double ceiling_gflops = std::max(ceiling_before, ceiling_after);
-    const double med = median(step_seconds);
-    const double achieved = step_flops / med * 1e-9;
-    const double achieved_cpu = step_flops / median(step_cpu_seconds) * 1e-9;
 
     // The CPU's theoretical and measured-FMA peaks for the threads used.
-    std::ostringstream peak_json;
+    double peak_gflops = 0.0, fma = 0.0;
+    std::string peak_tail;
     if (device.is_cpu()) {
       const int cores =
           std::max(1, std::min(at::get_num_threads(), static_cast<int>(std::thread::hardware_concurrency())));
       const auto cpu = cnx::cpu::detect_cpu();
       const auto peak = cnx::cpu::fp32_peak(cpu, cores);
+      peak_gflops = peak.gflops;
       // Best of 5 short FMA runs, like the ceiling's best of several calls.
-      double fma = 0.0;
       for (int r = 0; with_ceiling && !bf16 && r < 5; ++r)
         fma = std::max(fma, cnx::cpu::measure_fma_gflops(cores, 0.08));
       // The verdict uses the better of the wall and the per-CPU-second
@@ -256,47 +319,70 @@ int main(int argc, char** argv) {
                                       ? cnx::cpu::judge_ceiling(std::max(ceiling_gflops, ceiling_cpu), peak.gflops, fma)
                                       : std::string();
       if (!warning.empty()) std::fprintf(stderr, "cnx-fcmae-step-bench: WARNING: %s\n", warning.c_str());
-      auto share = [](double x, double of) { return of > 0 ? x / of : 0.0; };
-      char buf[768];
-      std::snprintf(buf, sizeof buf,
-                    ", \"gflop_per_cpu_s\": %.2f, \"ceiling_gflop_per_cpu_s\": %.2f, \"ceiling_share_cpu\": %.4f, "
-                    "\"share_of_peak_cpu\": %.4f, \"peak_gflop_per_s\": %.1f, \"fma_gflop_per_s\": %.1f, "
-                    "\"ceiling_share_of_peak\": %.4f, "
-                    "\"ceiling_share_of_fma\": %.4f, \"share_of_peak\": %.4f, \"share_of_fma\": %.4f",
-                    achieved_cpu, ceiling_cpu, share(achieved_cpu, ceiling_cpu), share(achieved_cpu, peak.gflops),
-                    peak.gflops, fma, share(ceiling_gflops, peak.gflops), share(ceiling_gflops, fma),
-                    share(achieved, peak.gflops), share(achieved, fma));
-      peak_json << buf << ", \"peak_assumption\": \"" << json_escape(peak.assumption) << "\", \"cpu\": \""
-                << json_escape(cpu.brand) << " (family " << cpu.family << " model " << cpu.model << ", "
-                << cnx::cpu::describe_simd(cpu) << ")\", \"ceiling_warning\": \"" << json_escape(warning) << "\"";
+      std::ostringstream t;
+      t << ", \"peak_assumption\": \"" << json_escape(peak.assumption) << "\", \"cpu\": \"" << json_escape(cpu.brand)
+        << " (family " << cpu.family << " model " << cpu.model << ", " << cnx::cpu::describe_simd(cpu)
+        << ")\", \"ceiling_warning\": \"" << json_escape(warning) << "\"";
+      peak_tail = t.str();
     }
     const auto blas = cnx::blas::query_blas();
-    peak_json << ", \"blas\": \"" << json_escape(blas.library + " " + blas.version) << "\", \"blas_core\": \""
-              << json_escape(blas.core) << "\"";
+    peak_tail += ", \"blas\": \"" + json_escape(blas.library + " " + blas.version) + "\", \"blas_core\": \"" +
+                 json_escape(blas.core) + "\"";
 
     const int profile_steps = std::stoi(a["profile-steps"]);
-    if (profile_steps > 0) {
+    for (const auto& r : paths) {
+      if (profile_steps <= 0) break;
+      use(r);
       cnx::bench::OpProfile profile;
       profile.start();
       for (int i = 0; i < profile_steps; ++i) run_step();
       sync();
       profile.stop();
       std::cerr << "per-op breakdown (" << a["variant"] << ", batch " << batch << ", " << at::get_num_threads()
-                << " thread(s), " << profile_steps << " profiled steps; the unprofiled median step is " << 1e3 * med
-                << " ms; " << step_flops * 1e-9 << " GFLOP/step analytic)\n"
+                << " thread(s), GEMM path " << r.name << ", " << profile_steps
+                << " profiled steps; the unprofiled median step is " << 1e3 * median(r.wall) << " ms; "
+                << step_flops * 1e-9 << " GFLOP/step analytic)\n"
                 << cnx::bench::format_breakdown(profile.rows(), profile_steps, "op (top level)") << "\n"
                 << cnx::bench::format_breakdown(profile.flop_rows(), profile_steps, "FLOP-counted op [input shapes]",
                                                 0.0);
     }
-    std::printf(
-        "%s, \"steps\": %d, \"seconds\": %.4f, \"ms_per_step\": %.3f, \"ms_per_step_median\": %.3f, "
-        "\"img_per_s\": %.2f, \"img_per_s_median\": %.2f, \"loss\": %.6f, \"gflop_per_img\": %.4f, "
-        "\"gflop_per_s\": %.2f, \"ceiling_gflop_per_s\": %.2f, \"ceiling_before\": %.2f, \"ceiling_after\": %.2f, "
-        "\"ceiling_share\": %.4f%s}\n",
-        head.str().c_str(), done, elapsed, 1000.0 * elapsed / done, 1000.0 * med,
-        static_cast<double>(batch) * done / elapsed, static_cast<double>(batch) / med, loss,
-        step_flops / static_cast<double>(batch) * 1e-9, achieved, ceiling_gflops, ceiling_before, ceiling_after,
-        ceiling_gflops > 0 ? achieved / ceiling_gflops : 0.0, peak_json.str().c_str());
+    auto share = [](double x, double of) { return of > 0 ? x / of : 0.0; };
+    const double first_wall = median(paths.front().wall), first_cpu = median(paths.front().cpu);
+    for (const auto& r : paths) {
+      const double med = median(r.wall), med_cpu = median(r.cpu);
+      const double achieved = step_flops / med * 1e-9;
+      const double achieved_cpu = step_flops / med_cpu * 1e-9;
+      const double total = std::accumulate(r.wall.begin(), r.wall.end(), 0.0);
+      std::ostringstream peak_json;
+      if (device.is_cpu()) {
+        char buf[768];
+        std::snprintf(buf, sizeof buf,
+                      ", \"gflop_per_cpu_s\": %.2f, \"ceiling_gflop_per_cpu_s\": %.2f, \"ceiling_share_cpu\": %.4f, "
+                      "\"share_of_peak_cpu\": %.4f, \"peak_gflop_per_s\": %.1f, \"fma_gflop_per_s\": %.1f, "
+                      "\"ceiling_share_of_peak\": %.4f, "
+                      "\"ceiling_share_of_fma\": %.4f, \"share_of_peak\": %.4f, \"share_of_fma\": %.4f",
+                      achieved_cpu, ceiling_cpu, share(achieved_cpu, ceiling_cpu), share(achieved_cpu, peak_gflops),
+                      peak_gflops, fma, share(ceiling_gflops, peak_gflops), share(ceiling_gflops, fma),
+                      share(achieved, peak_gflops), share(achieved, fma));
+        peak_json << buf;
+      }
+      std::printf(
+          "%s, \"gemm\": \"%s\", \"gemm_path\": \"%s\", \"steps\": %zu, \"seconds\": %.4f, \"ms_per_step\": %.3f, "
+          "\"ms_per_step_median\": %.3f, \"img_per_s\": %.2f, \"img_per_s_median\": %.2f, "
+          "\"img_per_cpu_s_median\": %.2f, \"vs_first\": %.4f, \"vs_first_cpu\": %.4f, \"loss\": %.6f, "
+          "\"gflop_per_img\": %.4f, \"gflop_per_s\": %.2f, \"ceiling_gflop_per_s\": %.2f, \"ceiling_before\": %.2f, "
+          "\"ceiling_after\": %.2f, \"ceiling_share\": %.4f%s%s}\n",
+          head.str().c_str(), r.name.c_str(),
+          cnx::model::gemm_path_name(
+              r.path == cnx::model::GemmPath::kAuto
+                  ? (cnx::model::has_onednn_gemm() ? cnx::model::GemmPath::kOnednn : cnx::model::GemmPath::kBlas)
+                  : r.path),
+          r.wall.size(), total, 1000.0 * total / r.wall.size(), 1000.0 * med,
+          static_cast<double>(batch) * r.wall.size() / total, static_cast<double>(batch) / med,
+          static_cast<double>(batch) / med_cpu, first_wall / med, first_cpu / med_cpu, r.loss,
+          step_flops / static_cast<double>(batch) * 1e-9, achieved, ceiling_gflops, ceiling_before, ceiling_after,
+          share(achieved, ceiling_gflops), peak_json.str().c_str(), peak_tail.c_str());
+    }
     return 0;
   } catch (const std::exception& e) {
     std::string msg = e.what();

@@ -107,7 +107,8 @@ std::optional<double> conv_flops(at::IntArrayRef x, at::IntArrayRef w, const std
 // FLOPs of `name` from its inputs, or nullopt when the op has no rule (or the
 // inputs are not in the expected form; a nested op may then count them).
 std::optional<double> op_flops(const std::string& name, c10::ArrayRef<const c10::IValue> in) {
-  if (name == "aten::mm" || name == "aten::matmul") {
+  // cnx::onednn_matmul: model/onednn_matmul.cc records (a, b) as aten::mm does.
+  if (name == "aten::mm" || name == "aten::matmul" || name == "cnx::onednn_matmul") {
     auto a = sizes_of(in, 0), b = sizes_of(in, 1);
     if (!a || !b || a->size() < 1 || b->size() < 2) return std::nullopt;
     const double k = static_cast<double>(a->back());

@@ -35,6 +35,7 @@
 #include "common/blas_info.h"
 #include "common/config.h"
 #include "common/logging.h"
+#include "model/onednn_matmul.h"
 #include "worker/fcmae_model.h"
 #include "worker/trainer.h"
 
@@ -137,6 +138,7 @@ void parse(int* argc, char** argv) {
 
 int main(int argc, char** argv) {
   cnx::blas::init_compute_environment("worker_checkpoint_bench", argc, argv);
+  cnx::model::log_gemm_path("worker_checkpoint_bench");
   parse(&argc, argv);
   cnx::log::init("checkpoint-bench", -1, "warn");
   g_comm = cnx::comm::make_communicator(cnx::comm::CommOptions{});

@@ -39,6 +39,7 @@
 #include "comm/mpi/mpi_communicator.h"
 #include "common/blas_info.h"
 #include "common/config.h"
+#include "model/onednn_matmul.h"
 #include "worker/fcmae_model.h"
 #include "worker/trainer.h"
 
@@ -129,6 +130,7 @@ void parse(int* argc, char** argv) {
 
 int main(int argc, char** argv) {
   cnx::blas::init_compute_environment("worker_scaling_bench", argc, argv);
+  cnx::model::log_gemm_path("worker_scaling_bench");
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   int rank = 0, size = 1;

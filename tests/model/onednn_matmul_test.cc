@@ -28,8 +28,7 @@ using testing::close_rel;
 // Restores the process-wide settings a test changes.
 class ScopedGemm {
  public:
-  ScopedGemm(GemmPath path, GeluBackward mode = GeluBackward::kKeep)
-      : path_(gemm_path()), mode_(gelu_backward_mode()) {
+  ScopedGemm(GemmPath path, GeluBackward mode = GeluBackward::kKeep) : path_(gemm_path()), mode_(gelu_backward_mode()) {
     set_gemm_path(path);
     set_gelu_backward_mode(mode);
   }
@@ -65,8 +64,8 @@ struct Shape {
 // The step's MLP shapes: atto at 224, batch 32, mask 0.6 (19 of 49 patches
 // visible): stages 0 and 1 (fc1 K = C, N = 4C; fc2 the other way round), and
 // the decoder block (1568 rows, 512 -> 2048); then odd edge shapes.
-const std::vector<Shape> kShapes = {{38912, 40, 160}, {38912, 160, 40}, {9728, 80, 320}, {9728, 320, 80},
-                                    {1568, 512, 2048}, {1568, 2048, 512}, {1, 40, 160},   {7, 3, 5}};
+const std::vector<Shape> kShapes = {{38912, 40, 160},  {38912, 160, 40},  {9728, 80, 320}, {9728, 320, 80},
+                                    {1568, 512, 2048}, {1568, 2048, 512}, {1, 40, 160},    {7, 3, 5}};
 
 // Relative (max-norm) bound on the oneDNN path's error: float32 rounding over
 // K (forward, dgrad) or M (wgrad, up to 38912) summands. Measured worst: see
@@ -103,11 +102,12 @@ TEST(OnednnMatmul, LinearAndGradientsMatchFloat64AndBlasOnTheStepShapes) {
         EXPECT_TRUE(close_rel(one.db, oracle.db, kTol)) << what << " db";
         EXPECT_TRUE(close_rel(one.y, blas.y, kTol)) << what << " y vs blas";
         EXPECT_TRUE(close_rel(one.dw, blas.dw, kTol)) << what << " dw vs blas";
-        std::printf("%-28s rel. error vs float64 (norm): onednn y %.2g dx %.2g dw %.2g db %.2g | blas y %.2g dx %.2g "
-                    "dw %.2g db %.2g\n",
-                    what.c_str(), rel_err(one.y, oracle.y), rel_err(one.dx, oracle.dx), rel_err(one.dw, oracle.dw),
-                    rel_err(one.db, oracle.db), rel_err(blas.y, oracle.y), rel_err(blas.dx, oracle.dx),
-                    rel_err(blas.dw, oracle.dw), rel_err(blas.db, oracle.db));
+        std::printf(
+            "%-28s rel. error vs float64 (norm): onednn y %.2g dx %.2g dw %.2g db %.2g | blas y %.2g dx %.2g "
+            "dw %.2g db %.2g\n",
+            what.c_str(), rel_err(one.y, oracle.y), rel_err(one.dx, oracle.dx), rel_err(one.dw, oracle.dw),
+            rel_err(one.db, oracle.db), rel_err(blas.y, oracle.y), rel_err(blas.dx, oracle.dx),
+            rel_err(blas.dw, oracle.dw), rel_err(blas.db, oracle.db));
       }
     }
   }

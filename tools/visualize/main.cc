@@ -13,6 +13,7 @@
 #include "common/cli.h"
 #include "common/logging.h"
 #include "model/fcmae.h"
+#include "model/onednn_matmul.h"
 #include "tools/export/fcmae_state.h"
 #include "tools/export/run_config.h"
 #include "tools/visualize/plot.h"
@@ -20,6 +21,7 @@
 
 int main(int argc, char** argv) {
   cnx::blas::init_compute_environment("cnx-visualize", argc, argv);
+  cnx::model::log_gemm_path("cnx-visualize");
   CLI::App app{"Write FCMAE reconstructions: original | masked | reconstruction | reconstruction + visible"};
   cnx::cli::ConfigFlags cfg;
   std::string checkpoint, index, out_dir, encoder = "sparse";
