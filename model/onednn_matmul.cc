@@ -313,8 +313,11 @@ void set_gemm_path(GemmPath path) {
 
 GemmPath effective_gemm_path() {
   const GemmPath p = gemm_path();
-  if (p == GemmPath::kAuto) return has_onednn_gemm() ? GemmPath::kOnednn : GemmPath::kBlas;
-  return p;
+  if (p != GemmPath::kAuto) return p;
+  // Measured (bench/model/README.md, "oneDNN GEMM path in the step"): faster
+  // than BLAS at 1 intra-op thread, slower at 2 (its blocked reduction has
+  // more parallel regions, each a barrier).
+  return has_onednn_gemm() && at::get_num_threads() == 1 ? GemmPath::kOnednn : GemmPath::kBlas;
 }
 
 std::string describe_gemm_path() {
@@ -328,7 +331,9 @@ std::string describe_gemm_path() {
                   has_onednn_gemm() ? "" : "; this build has no oneDNN path");
   }
   const char* env = std::getenv("CNX_GEMM");
-  s += cnx::str("; setting ", gemm_path_name(gemm_path()), env && *env ? ", CNX_GEMM set" : "", ")");
+  s += cnx::str("; setting ", gemm_path_name(gemm_path()), env && *env ? " from CNX_GEMM" : "",
+                gemm_path() == GemmPath::kAuto && has_onednn_gemm() ? ": onednn at 1 thread, blas at more" : "",
+                "; ", at::get_num_threads(), " thread(s))");
   return s;
 }
 

@@ -14,7 +14,9 @@
 //             at::gelu_backward on the kept pre-activation. Primitives are
 //             cached by shape, strides and thread count (the training step
 //             repeats its shapes); a handful of shapes per model.
-//   * auto    onednn when this build has it, blas otherwise.
+//   * auto    onednn when this build has it and LibTorch runs 1 intra-op
+//             thread (at::get_num_threads(), read at each call), blas
+//             otherwise: measured faster at 1 thread, slower at 2.
 //
 // The choice is process-wide: the environment variable CNX_GEMM
 // (auto|onednn|blas, read at first use) or set_gemm_path (the programs'
@@ -46,7 +48,7 @@ bool has_onednn_gemm();
 std::string onednn_version();
 
 // The process-wide setting (CNX_GEMM or kAuto until set) and what it runs
-// for float32 CPU tensors: kOnednn or kBlas (never kAuto).
+// for float32 CPU tensors now: kOnednn or kBlas (never kAuto).
 GemmPath gemm_path();
 void set_gemm_path(GemmPath path);
 GemmPath effective_gemm_path();

@@ -353,6 +353,8 @@ int main(int argc, char** argv) {
       const double achieved = step_flops / med * 1e-9;
       const double achieved_cpu = step_flops / med_cpu * 1e-9;
       const double total = std::accumulate(r.wall.begin(), r.wall.end(), 0.0);
+      use(r);
+      const std::string effective = cnx::model::gemm_path_name(cnx::model::effective_gemm_path());
       std::ostringstream peak_json;
       if (device.is_cpu()) {
         char buf[768];
@@ -372,11 +374,7 @@ int main(int argc, char** argv) {
           "\"img_per_cpu_s_median\": %.2f, \"vs_first\": %.4f, \"vs_first_cpu\": %.4f, \"loss\": %.6f, "
           "\"gflop_per_img\": %.4f, \"gflop_per_s\": %.2f, \"ceiling_gflop_per_s\": %.2f, \"ceiling_before\": %.2f, "
           "\"ceiling_after\": %.2f, \"ceiling_share\": %.4f%s%s}\n",
-          head.str().c_str(), r.name.c_str(),
-          cnx::model::gemm_path_name(
-              r.path == cnx::model::GemmPath::kAuto
-                  ? (cnx::model::has_onednn_gemm() ? cnx::model::GemmPath::kOnednn : cnx::model::GemmPath::kBlas)
-                  : r.path),
+          head.str().c_str(), r.name.c_str(), effective.c_str(),
           r.wall.size(), total, 1000.0 * total / r.wall.size(), 1000.0 * med,
           static_cast<double>(batch) * r.wall.size() / total, static_cast<double>(batch) / med,
           static_cast<double>(batch) / med_cpu, first_wall / med, first_cpu / med_cpu, r.loss,
