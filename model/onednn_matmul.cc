@@ -332,8 +332,8 @@ std::string describe_gemm_path() {
   }
   const char* env = std::getenv("CNX_GEMM");
   s += cnx::str("; setting ", gemm_path_name(gemm_path()), env && *env ? " from CNX_GEMM" : "",
-                gemm_path() == GemmPath::kAuto && has_onednn_gemm() ? ": onednn at 1 thread, blas at more" : "",
-                "; ", at::get_num_threads(), " thread(s))");
+                gemm_path() == GemmPath::kAuto && has_onednn_gemm() ? ": onednn at 1 thread, blas at more" : "", "; ",
+                at::get_num_threads(), " thread(s))");
   return s;
 }
 

@@ -374,9 +374,8 @@ int main(int argc, char** argv) {
           "\"img_per_cpu_s_median\": %.2f, \"vs_first\": %.4f, \"vs_first_cpu\": %.4f, \"loss\": %.6f, "
           "\"gflop_per_img\": %.4f, \"gflop_per_s\": %.2f, \"ceiling_gflop_per_s\": %.2f, \"ceiling_before\": %.2f, "
           "\"ceiling_after\": %.2f, \"ceiling_share\": %.4f%s%s}\n",
-          head.str().c_str(), r.name.c_str(), effective.c_str(),
-          r.wall.size(), total, 1000.0 * total / r.wall.size(), 1000.0 * med,
-          static_cast<double>(batch) * r.wall.size() / total, static_cast<double>(batch) / med,
+          head.str().c_str(), r.name.c_str(), effective.c_str(), r.wall.size(), total, 1000.0 * total / r.wall.size(),
+          1000.0 * med, static_cast<double>(batch) * r.wall.size() / total, static_cast<double>(batch) / med,
           static_cast<double>(batch) / med_cpu, first_wall / med, first_cpu / med_cpu, r.loss,
           step_flops / static_cast<double>(batch) * 1e-9, achieved, ceiling_gflops, ceiling_before, ceiling_after,
           share(achieved, ceiling_gflops), peak_json.str().c_str(), peak_tail.c_str());
