@@ -132,5 +132,38 @@ TEST(Plot, LogAxisSpacesDecadesEqually) {
   EXPECT_GT(lin[1] - lin[0], 8 * (lin[2] - lin[1]));  // linear: 90 vs 9
 }
 
+TEST(Plot, ParsesATableAndPlotsItsColumns) {
+  const Table t = parse_tsv("# downstream top-1\nsteps\tprobe\tft\n0\t77.5\t70.1\n\n1125\t80.0\t\n4498\t81.5\t74.0\n");
+  ASSERT_EQ(t.columns, (std::vector<std::string>{"steps", "probe", "ft"}));
+  ASSERT_EQ(t.rows.size(), 3u);
+  EXPECT_DOUBLE_EQ(t.rows[2][0], 4498);
+  EXPECT_DOUBLE_EQ(t.rows[1][1], 80.0);
+  EXPECT_TRUE(std::isnan(t.rows[1][2]));  // an empty cell: no point
+  EXPECT_EQ(t.column("ft"), 2u);
+  EXPECT_THROW(t.column("nope"), std::invalid_argument);
+  const data::Image img = render_table(t, "steps", {"probe", "ft"});
+  EXPECT_EQ(img.width, 2 * 420);
+  EXPECT_EQ(img.height, 300);
+  EXPECT_GT(ink(img, 0, 0, 420, 300), 0);
+  EXPECT_GT(ink(img, 420, 0, 840, 300), 0);
+  EXPECT_THROW(render_table(t, "steps", {"missing"}), std::invalid_argument);
+}
+
+TEST(Plot, ATableWithABadCellOrRowNamesTheLine) {
+  try {
+    parse_tsv("a\tb\n1\t2\n3\tx4\n");
+    FAIL() << "a non-number cell was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("line 3"), std::string::npos) << e.what();
+  }
+  try {
+    parse_tsv("a\tb\n1\n");
+    FAIL() << "a short row was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("line 2"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(parse_tsv("# only a comment\n"), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace cnx::viz

@@ -229,6 +229,76 @@ data::Image render_progress(const ProgressLog& log, const std::string& title_pre
   return render_charts({loss, lr, ips});
 }
 
+size_t Table::column(const std::string& name) const {
+  for (size_t i = 0; i < columns.size(); ++i)
+    if (columns[i] == name) return i;
+  std::string known;
+  for (const std::string& c : columns) known += (known.empty() ? "" : ", ") + c;
+  throw std::invalid_argument("no column '" + name + "' (columns: " + known + ")");
+}
+
+Table parse_tsv(const std::string& text) {
+  Table t;
+  std::istringstream in(text);
+  std::string line;
+  int line_no = 0;
+  auto cells_of = [](const std::string& l) {
+    std::vector<std::string> cells;
+    std::string::size_type start = 0;
+    for (;;) {
+      const auto tab = l.find('\t', start);
+      cells.push_back(l.substr(start, tab == std::string::npos ? std::string::npos : tab - start));
+      if (tab == std::string::npos) return cells;
+      start = tab + 1;
+    }
+  };
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    std::vector<std::string> cells = cells_of(line);
+    if (t.columns.empty()) {
+      t.columns = std::move(cells);
+      continue;
+    }
+    if (cells.size() != t.columns.size())
+      throw std::invalid_argument("line " + std::to_string(line_no) + " has " + std::to_string(cells.size()) +
+                                  " cells, the header " + std::to_string(t.columns.size()));
+    std::vector<double> row;
+    for (const std::string& c : cells) {
+      if (c.empty()) {
+        row.push_back(std::nan(""));
+        continue;
+      }
+      char* end = nullptr;
+      const double v = std::strtod(c.c_str(), &end);
+      if (end != c.c_str() + c.size())
+        throw std::invalid_argument("line " + std::to_string(line_no) + ": '" + c + "' is not a number");
+      row.push_back(v);
+    }
+    t.rows.push_back(std::move(row));
+  }
+  if (t.columns.empty()) throw std::invalid_argument("no header line");
+  return t;
+}
+
+data::Image render_table(const Table& table, const std::string& x, const std::vector<std::string>& ys,
+                         const std::string& title_prefix) {
+  static const Rgb kColours[] = {{214, 39, 40}, {31, 119, 180}, {44, 160, 44}, {148, 103, 189}};
+  const size_t xi = table.column(x);
+  std::vector<Chart> charts;
+  for (size_t k = 0; k < ys.size(); ++k) {
+    const size_t yi = table.column(ys[k]);
+    Series s{"", {}, {}, kColours[k % 4], true};
+    for (const std::vector<double>& row : table.rows) {
+      s.x.push_back(row[xi]);
+      s.y.push_back(row[yi]);
+    }
+    charts.push_back(Chart{title_prefix + ys[k], x, {std::move(s)}});
+  }
+  return render_charts(charts);
+}
+
 void write_png_file(const std::string& path, const data::Image& img) {
   const std::vector<uint8_t> bytes = data::encode_png(img);
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

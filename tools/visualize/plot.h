@@ -56,4 +56,20 @@ ProgressLog parse_progress_log(const std::string& text);
 // 10-100x the rest), lr and throughput over steps, one chart each.
 data::Image render_progress(const ProgressLog& log, const std::string& title_prefix = "");
 
+// A table of numbers (tab-separated, first line = column names; empty lines
+// and lines starting with '#' are skipped; an empty cell is NaN, so its point
+// is not drawn). Throws std::invalid_argument naming the line for a cell that
+// is not a number or a row with the wrong number of cells.
+struct Table {
+  std::vector<std::string> columns;
+  std::vector<std::vector<double>> rows;
+  // The column's index; throws std::invalid_argument naming the columns.
+  size_t column(const std::string& name) const;
+};
+Table parse_tsv(const std::string& text);
+
+// One chart per y column: y over the x column, lines with markers.
+data::Image render_table(const Table& table, const std::string& x, const std::vector<std::string>& ys,
+                         const std::string& title_prefix = "");
+
 }  // namespace cnx::viz
