@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <vector>
 
 #include "comm/communicator.h"
 #include "tests/tools/tools_test_util.h"
@@ -97,6 +98,52 @@ TEST(EvalMpi, DataParallelFinetuneKeepsRanksIdentical) {
   std::snprintf(buf, sizeof(buf), "%.17g/%.17g", sum, r.top1);
   const auto all = comm->allgather(buf);
   EXPECT_EQ(all[0], all[1]) << "ranks diverged";
+  comm->barrier();
+}
+
+TEST(EvalMpi, HoldoutIsScoredAfterTheChosenEpochsWithoutChangingTraining) {
+  auto comm = comm::make_communicator({});
+  SharedShards sh = make_shards(*comm);
+  const LabelledSet train = read(sh.train, comm->rank(), comm->size());
+  const LabelledSet test = read(sh.test, comm->rank(), comm->size());
+  const LabelledSet holdout = read(sh.test, comm->rank(), comm->size());
+  auto run = [&](int64_t every, FinetuneResult* out) {
+    at::manual_seed(7);
+    model::ConvNeXtV2 net(tiny(4));
+    FinetuneOptions o;
+    o.epochs = 3;
+    o.batch_size = 8;
+    o.lr = 1e-3;
+    o.train_transform.size = 32;
+    o.eval_transform.size = 32;
+    o.eval_transform.train = false;
+    o.log_every = 0;
+    o.holdout_every = every;
+    *out = finetune(*net, train, test, o, comm.get(), &holdout);
+    std::vector<at::Tensor> params;
+    for (const auto& p : net->parameters()) params.push_back(p.detach().clone());
+    return params;
+  };
+  FinetuneResult each, last, second;
+  const auto p_each = run(1, &each);
+  const auto p_last = run(0, &last);
+  const auto p_second = run(2, &second);
+  EXPECT_EQ(each.holdout_epoch, (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(last.holdout_epoch, (std::vector<int64_t>{3}));
+  EXPECT_EQ(second.holdout_epoch, (std::vector<int64_t>{2, 3}));
+  ASSERT_EQ(each.epoch_holdout.size(), 3u);
+  ASSERT_EQ(last.epoch_holdout.size(), 1u);
+  ASSERT_EQ(second.epoch_holdout.size(), 2u);
+  EXPECT_EQ(each.n_holdout, 21);
+  // Scoring the held-out set between epochs must not change what is trained.
+  ASSERT_EQ(p_each.size(), p_last.size());
+  for (size_t i = 0; i < p_each.size(); ++i) {
+    EXPECT_TRUE(at::equal(p_each[i], p_last[i])) << "parameter " << i;
+    EXPECT_TRUE(at::equal(p_each[i], p_second[i])) << "parameter " << i;
+  }
+  EXPECT_EQ(each.epoch_holdout.back(), last.epoch_holdout.back());
+  EXPECT_EQ(each.epoch_holdout[1], second.epoch_holdout[0]);
+  EXPECT_EQ(each.top1, last.top1);
   comm->barrier();
 }
 

@@ -20,11 +20,12 @@ namespace cnx::eval {
 
 namespace {
 
-// Loss and lr per step, held-out top-1 per epoch.
+// Loss and lr per step, held-out top-1 per scored epoch.
 data::Image finetune_curves(const EvalSummary& s) {
   std::vector<double> steps(s.step_loss.size()), epochs(s.epoch_holdout.size()), acc;
   for (size_t i = 0; i < steps.size(); ++i) steps[i] = static_cast<double>(i + 1);
-  for (size_t i = 0; i < epochs.size(); ++i) epochs[i] = static_cast<double>(i + 1);
+  for (size_t i = 0; i < epochs.size(); ++i)
+    epochs[i] = static_cast<double>(i < s.holdout_epoch.size() ? s.holdout_epoch[i] : static_cast<int64_t>(i + 1));
   for (double a : s.epoch_holdout) acc.push_back(100.0 * a);
   std::vector<double> epoch_end, epoch_loss = s.epoch_loss;
   const double per_epoch = s.epoch_loss.empty() ? 0.0 : static_cast<double>(steps.size()) / s.epoch_loss.size();
@@ -128,7 +129,11 @@ int eval_main(int argc, char** argv, EvalMode mode) {
     app.add_option("--log-every", o.finetune.log_every, "progress every N steps")->capture_default_str();
     app.add_option("--holdout", o.holdout,
                    "hold out the first N labelled training samples (never trained on; --max-train counts the "
-                   "samples after them) and report their top-1 after every epoch")
+                   "samples after them) and report their top-1 after every epoch (see --holdout-every)")
+        ->check(cli::non_negative())
+        ->capture_default_str();
+    app.add_option("--holdout-every", o.finetune.holdout_every,
+                   "score the held-out samples after every Nth epoch and after the last (0 = after the last only)")
         ->check(cli::non_negative())
         ->capture_default_str();
     app.add_option("--curves", curves_path, "write loss / lr / held-out accuracy curves to this PNG (rank 0)");

@@ -239,6 +239,7 @@ EvalSummary run_eval_job(const EvalJobOptions& o, comm::Communicator* comm) {
     s.n_holdout = r.n_holdout;
     s.epoch_loss = r.epoch_loss;
     s.epoch_holdout = r.epoch_holdout;
+    s.holdout_epoch = r.holdout_epoch;
     s.epoch_seconds = r.epoch_seconds;
     s.step_loss = r.step_loss;
     s.step_lr = r.step_lr;
@@ -274,6 +275,7 @@ std::string summary_json(const EvalSummary& s) {
     j["n_holdout"] = s.n_holdout;
     j["epoch_train_loss"] = s.epoch_loss;
     j["epoch_holdout_top1"] = s.epoch_holdout;
+    j["holdout_epochs"] = s.holdout_epoch;
     j["epoch_seconds"] = s.epoch_seconds;
   }
   return j.dump(2) + "\n";

@@ -82,12 +82,13 @@ struct EvalSummary {
   std::string eval_transform;  // describe_eval_transform() of the transform used
   double eval_crop_pct = 0;
   std::array<float, 3> mean{}, std{};
-  int64_t n_holdout = 0;              // fine-tune: held-out samples
-  std::vector<double> epoch_loss;     // fine-tune: mean training loss per epoch
-  std::vector<double> epoch_holdout;  // fine-tune: held-out top-1 per epoch
-  std::vector<double> epoch_seconds;  // fine-tune: wall time at each epoch's end
-  std::vector<double> step_loss;      // fine-tune: loss per step
-  std::vector<double> step_lr;        // fine-tune: lr per step
+  int64_t n_holdout = 0;               // fine-tune: held-out samples
+  std::vector<double> epoch_loss;      // fine-tune: mean training loss per epoch
+  std::vector<double> epoch_holdout;   // fine-tune: held-out top-1 per scored epoch
+  std::vector<int64_t> holdout_epoch;  // fine-tune: the epochs (1-based) epoch_holdout scored
+  std::vector<double> epoch_seconds;   // fine-tune: wall time at each epoch's end
+  std::vector<double> step_loss;       // fine-tune: loss per step
+  std::vector<double> step_lr;         // fine-tune: lr per step
 };
 
 // "resize 64 (64 / crop_pct 1.000) + centre crop 64, bicubic antialias,

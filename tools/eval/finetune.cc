@@ -147,14 +147,17 @@ FinetuneResult finetune(model::ConvNeXtV2Impl& net, const LabelledSet& train, co
       }
     }
     r.epoch_loss.push_back(loss_sum / static_cast<double>(steps_per_epoch));
-    if (holdout) {
+    const bool score_holdout =
+        holdout && (epoch + 1 == o.epochs || (o.holdout_every > 0 && (epoch + 1) % o.holdout_every == 0));
+    if (score_holdout) {
       int64_t failed_holdout = 0;
+      r.holdout_epoch.push_back(epoch + 1);
       r.epoch_holdout.push_back(
           evaluate_top1(net, *holdout, o.eval_transform, o.eval_batch_size, comm, &r.n_holdout, &failed_holdout));
     }
     r.epoch_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     if (rank == 0) {
-      if (holdout) {
+      if (score_holdout) {
         CNX_LOG_INFO("fine-tune epoch {} done: mean loss {:.4f}, held-out top-1 {:.2f}% (n={}), {:.1f} s", epoch,
                      r.epoch_loss.back(), 100.0 * r.epoch_holdout.back(), r.n_holdout, r.epoch_seconds.back());
       } else {

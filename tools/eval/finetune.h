@@ -62,6 +62,9 @@ struct FinetuneOptions {
   data::TransformOptions train_transform;  // train = true
   data::TransformOptions eval_transform;   // train = false
   int64_t eval_batch_size = 128;
+  // Score the held-out set after every Nth epoch and after the last (0 = after
+  // the last only: one pass instead of `epochs`).
+  int64_t holdout_every = 1;
   int64_t log_every = 20;  // progress line every N steps (rank 0); 0 = none
   uint64_t seed = 0;
   std::function<void(const StepRecord&)> on_step;  // optional, called on every rank
@@ -74,12 +77,13 @@ struct FinetuneResult {
   int64_t steps = 0;
   int64_t failed = 0;  // samples that could not be decoded (all ranks, train + test)
   double peak_lr = 0;
-  std::vector<double> epoch_loss;     // mean training loss per epoch (over ranks)
-  std::vector<double> epoch_holdout;  // held-out top-1 after each epoch (empty without a held-out set)
-  std::vector<double> epoch_seconds;  // wall time at the end of each epoch (training + held-out eval)
-  std::vector<double> step_loss;      // loss of every step (averaged over ranks)
-  std::vector<double> step_lr;        // lr of every step
-  int64_t n_holdout = 0;              // held-out samples evaluated (all ranks)
+  std::vector<double> epoch_loss;      // mean training loss per epoch (over ranks)
+  std::vector<double> epoch_holdout;   // held-out top-1 after each scored epoch (empty without a held-out set)
+  std::vector<int64_t> holdout_epoch;  // the epochs (1-based) after which epoch_holdout was scored
+  std::vector<double> epoch_seconds;   // wall time at the end of each epoch (training + held-out eval)
+  std::vector<double> step_loss;       // loss of every step (averaged over ranks)
+  std::vector<double> step_lr;         // lr of every step
+  int64_t n_holdout = 0;               // held-out samples evaluated (all ranks)
 };
 
 // Label-smoothed cross-entropy, mean over rows: (1-s) * NLL + s * mean(-log p).
