@@ -22,8 +22,8 @@
 #
 # Environment (defaults in brackets):
 #   VARIANTS ["baseline dense_masked v1 mask0.4 mask0.8"]   SEEDS ["0 1 2"]
-#   EPOCHS [1.35, the config's] pretraining epochs of 60,000 images
-#   WARMUP [the config's share of it: EPOCHS x 0.1 / 1.35] warmup epochs
+#   EPOCHS [0.64, the config's] pretraining epochs of 60,000 images
+#   WARMUP [the config's share of it: EPOCHS x 0.1 / 0.64] warmup epochs
 #   PROBE_TRAIN [10000] PROBE_TEST [10000]   NP [2] ranks x 1 thread
 #   CNX_DATA [runs/demo/data] shards (made when missing)
 #   CNX_ABLATION_DIR [runs/ablations]
@@ -34,8 +34,8 @@ B=${CNX_BUILD_DIR:-build}
 CONFIG=configs/fcmae_fashion_mnist.yaml
 VARIANTS=${VARIANTS:-baseline dense_masked v1 mask0.4 mask0.8}
 SEEDS=${SEEDS:-0 1 2}
-EPOCHS=${EPOCHS:-1.35}
-WARMUP=${WARMUP:-$(awk -v e="$EPOCHS" 'BEGIN { printf "%.4g", e * 0.1 / 1.35 }')}
+EPOCHS=${EPOCHS:-0.64}
+WARMUP=${WARMUP:-$(awk -v e="$EPOCHS" 'BEGIN { printf "%.4g", e * 0.1 / 0.64 }')}
 PROBE_TRAIN=${PROBE_TRAIN:-10000}
 PROBE_TEST=${PROBE_TEST:-10000}
 NP=${NP:-2}

@@ -11,8 +11,12 @@
 #   6. linear-probe top-1 on the Fashion-MNIST test set, pretrained vs a
 #      randomly initialised encoder with the same probe budget; features of
 #      whole images (the config's data.eval_crop_pct 1.0 and mean/std)
+#   7. fine-tuning with 1% of the labels (600 images), pretrained vs random
+#      init, same recipe and seed (the recipe of docs/evaluation.md)
 # Everything goes to runs/demo/ (CNX_DEMO_DIR); the summary is printed at the end.
-# Extra arguments are passed to cnx-worker (e.g. --set schedule.epochs=0.5).
+# CNX_DEMO_EVAL=0 stops after step 5 (pretraining, export, pictures).
+# Extra arguments: --set KEY=VALUE goes to every program (e.g. --set
+# schedule.epochs=0.5); anything else is passed to cnx-worker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -29,8 +33,11 @@ die() { printf '\033[1;31m[demo] FAILED:\033[0m %s\n' "$*" >&2; exit 1; }
 B=$ROOT/${CNX_BUILD_DIR:-build}
 OUT=${CNX_DEMO_DIR:-runs/demo}
 CONFIG=configs/fcmae_fashion_mnist.yaml
-PROBE_TRAIN=${CNX_PROBE_TRAIN:-10000}
+PROBE_TRAIN=${CNX_PROBE_TRAIN:-6000}   # 10% of the training labels
 PROBE_TEST=${CNX_PROBE_TEST:-5000}
+FT_LABELS=${CNX_FT_LABELS:-600}      # 1% of the training labels
+FT_EPOCHS=${CNX_FT_EPOCHS:-10}
+FT_TEST=${CNX_FT_TEST:-5000}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mkdir -p "$OUT"
 T0=$(date +%s)
@@ -40,16 +47,26 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 GRPC_PORT=$(free_port)
 COORD_METRICS=$(free_port)
 WORKER_METRICS=$(free_port)
+# --set KEY=VALUE arguments go to every program (coordinator, workers, tools);
+# the other arguments to cnx-worker.
+USER_SETS=() WORKER_ARGS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --set) [ $# -ge 2 ] || die "--set needs KEY=VALUE"; USER_SETS+=(--set "$2"); shift 2 ;;
+    --set=*) USER_SETS+=(--set "${1#--set=}"); shift ;;
+    *) WORKER_ARGS+=("$1"); shift ;;
+  esac
+done
 SETS=(--set "data.index=$OUT/data/train/index.json" --set "checkpoint.root=$OUT/checkpoints"
       --set "coordinator.listen=127.0.0.1:$GRPC_PORT" --set "coordinator.state_db=$OUT/coordinator.sqlite"
       --set "coordinator.token_file=$OUT/job.token" --set "metrics.coordinator_port=$COORD_METRICS"
-      --set "metrics.worker_port=$WORKER_METRICS")
+      --set "metrics.worker_port=$WORKER_METRICS" ${USER_SETS[@]+"${USER_SETS[@]}"})
 
-say "1/6 Fashion-MNIST shards -> $OUT/data"
+say "1/7 Fashion-MNIST shards -> $OUT/data"
 . "$ROOT/scripts/lib/fashion_mnist_shards.sh"
 fashion_mnist_shards "$B" "$OUT/data" --verbose
 
-say "2/6 local coordinator on 127.0.0.1:$GRPC_PORT (metrics :$COORD_METRICS)"
+say "2/7 local coordinator on 127.0.0.1:$GRPC_PORT (metrics :$COORD_METRICS)"
 # A fresh job each run: new token, new state.
 rm -rf "$OUT/checkpoints" "$OUT"/coordinator.sqlite*
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$OUT/job.token"
@@ -60,26 +77,31 @@ trap 'kill $COORD_PID 2>/dev/null || true' EXIT
 "$B/coordinator/cnx-ctl" --config $CONFIG "${SETS[@]}" --timeout 30 status > /dev/null \
   || { cat "$OUT/coordinator.log" >&2; die "the coordinator did not come up"; }
 
-say "3/6 FCMAE pretraining: mpirun -np 2 cnx-worker (progress every 10 steps; worker metrics :$WORKER_METRICS-$((WORKER_METRICS + 1)))"
+say "3/7 FCMAE pretraining: mpirun -np 2 cnx-worker (progress every 10 steps; worker metrics :$WORKER_METRICS-$((WORKER_METRICS + 1)))"
 mpirun --oversubscribe --bind-to none -np 2 "$B/worker/cnx-worker" --config $CONFIG "${SETS[@]}" \
-  --coordinator "127.0.0.1:$GRPC_PORT" --resume none "$@" 2>&1 | tee "$OUT/train.log" \
+  --coordinator "127.0.0.1:$GRPC_PORT" --resume none ${WORKER_ARGS[@]+"${WORKER_ARGS[@]}"} 2>&1 | tee "$OUT/train.log" \
   || die "training failed (log: $OUT/train.log, coordinator: $OUT/coordinator.log)"
 "$B/coordinator/cnx-ctl" --config $CONFIG "${SETS[@]}" status | tee "$OUT/coordinator_status.txt"
 T_TRAIN=$(date +%s)
 
-say "4/6 export the encoder of the last committed checkpoint"
+say "4/7 export the encoder of the last committed checkpoint"
 CKPT=$("$B/coordinator/cnx-ctl" --config $CONFIG "${SETS[@]}" latest) || die "no committed checkpoint"
 echo "  latest committed checkpoint: $CKPT"
 "$B/tools/export/cnx-export" -c "$CKPT" -o "$OUT/encoder_atto_fcmae.safetensors" || die "cnx-export"
 
-say "5/6 reconstructions and training curves -> $OUT/reconstructions"
-"$B/tools/visualize/cnx-visualize" --config $CONFIG -c "$CKPT" --index "$OUT/data/test/index.json" --count 8 \
+say "5/7 reconstructions and training curves -> $OUT/reconstructions"
+"$B/tools/visualize/cnx-visualize" --config $CONFIG ${USER_SETS[@]+"${USER_SETS[@]}"} -c "$CKPT" --index "$OUT/data/test/index.json" --count 8 \
   -o "$OUT/reconstructions" || die "cnx-visualize"
 "$B/tools/visualize/cnx-plot-log" -i "$OUT/train.log" -o "$OUT/reconstructions/training_curves.png" \
   --title "FCMAE " || die "cnx-plot-log"
 
-say "6/6 linear probe on Fashion-MNIST ($PROBE_TRAIN train / $PROBE_TEST test images): pretrained vs random init"
-PROBE=(--config $CONFIG --train-index "$OUT/data/train/index.json" --test-index "$OUT/data/test/index.json"
+if [ "${CNX_DEMO_EVAL:-1}" = 0 ]; then  # pretraining only (scripts/pretraining_curve.sh)
+  say "done: pretraining only (CNX_DEMO_EVAL=0); encoder $OUT/encoder_atto_fcmae.safetensors"
+  exit 0
+fi
+
+say "6/7 linear probe on Fashion-MNIST ($PROBE_TRAIN train / $PROBE_TEST test images): pretrained vs random init"
+PROBE=(--config $CONFIG ${USER_SETS[@]+"${USER_SETS[@]}"} --train-index "$OUT/data/train/index.json" --test-index "$OUT/data/test/index.json"
        --max-train "$PROBE_TRAIN" --max-test "$PROBE_TEST")
 # Same budget for both: same images, input size, head epochs, seed; 2 ranks x 1 thread.
 EVAL=(mpirun --oversubscribe --bind-to none -np 2 "$B/tools/eval/cnx-eval" --threads 1)
@@ -88,12 +110,26 @@ EVAL=(mpirun --oversubscribe --bind-to none -np 2 "$B/tools/eval/cnx-eval" --thr
 "${EVAL[@]}" --random-init --init fcmae --model atto "${PROBE[@]}" \
   -o "$OUT/probe_random.json" || die "cnx-eval (random init)"
 
+say "7/7 fine-tuning with $FT_LABELS labels ($FT_EPOCHS epochs, $FT_TEST test images): pretrained vs random init"
+# The recipe chosen on held-out training images (docs/evaluation.md): the
+# first 1,000 training images are held out, the next $FT_LABELS are trained on.
+FT=(mpirun --oversubscribe --bind-to none -np 2 "$B/tools/eval/cnx-finetune" --threads 1 --config $CONFIG
+    ${USER_SETS[@]+"${USER_SETS[@]}"} --train-index "$OUT/data/train/index.json"
+    --test-index "$OUT/data/test/index.json" --holdout 1000 --holdout-every 0 --max-train "$FT_LABELS" --max-test "$FT_TEST"
+    --epochs "$FT_EPOCHS" --lr 3e-3 --layer-decay 1.0 --drop-path 0 --smoothing 0 --crop-scale 1 1 --seed 0)
+"${FT[@]}" -c "$OUT/encoder_atto_fcmae.safetensors" -o "$OUT/finetune_pretrained.json" \
+  > "$OUT/finetune_pretrained.log" 2>&1 || { tail -20 "$OUT/finetune_pretrained.log"; die "cnx-finetune (pretrained)"; }
+"${FT[@]}" --random-init --init fcmae --model atto -o "$OUT/finetune_random.json" \
+  > "$OUT/finetune_random.log" 2>&1 || { tail -20 "$OUT/finetune_random.log"; die "cnx-finetune (random init)"; }
+
 T_END=$(date +%s)
 python3 - "$OUT" $((T_TRAIN - T0)) $((T_END - T0)) "$CKPT" <<'PY'
 import json, sys
 out, t_train, t_all, ckpt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 pre = json.load(open(f"{out}/probe_pretrained.json"))
 rnd = json.load(open(f"{out}/probe_random.json"))
+ft_pre = json.load(open(f"{out}/finetune_pretrained.json"))
+ft_rnd = json.load(open(f"{out}/finetune_random.json"))
 def top1(d):
     for k in ("top1", "top_1", "test_top1", "accuracy"):
         if k in d: return float(d[k])
@@ -105,6 +141,10 @@ lines = [
     f"linear-probe top-1, pretrained encoder : {a*scale:.2f}%",
     f"linear-probe top-1, random init        : {b*scale:.2f}%",
     f"margin                                 : {(a-b)*scale:+.2f} points",
+    f"fine-tune top-1 with {ft_pre['n_train']} labels, pretrained : {100*ft_pre['top1']:.2f}%",
+    f"fine-tune top-1 with {ft_rnd['n_train']} labels, random init: {100*ft_rnd['top1']:.2f}%",
+    f"margin                                 : {100*(ft_pre['top1']-ft_rnd['top1']):+.2f} points "
+    f"({ft_pre['epochs']} epochs, {ft_pre['n_test']} test images; 3 seeds: scripts/eval_fashion_mnist.sh)",
     f"evaluation transform                   : {pre.get('eval_transform', 'unknown')}",
     f"time: shards + pretraining {t_train} s, whole run {t_all} s",
     "",
@@ -113,6 +153,7 @@ lines = [
     f"reconstructions : {out}/reconstructions/grid.png",
     f"training curves : {out}/reconstructions/training_curves.png",
     f"probe results   : {out}/probe_pretrained.json, {out}/probe_random.json",
+    f"fine-tuning     : {out}/finetune_pretrained.json, {out}/finetune_random.json",
     f"logs            : {out}/train.log, {out}/coordinator.log",
 ]
 open(f"{out}/summary.md", "w").write("\n".join(lines) + "\n")

@@ -103,8 +103,11 @@ for f in $(grep -Eo -- '-o [^ ]+safetensors' "$WORK/block.sh" | cut -d' ' -f2) \
   [ -s "$f" ] || fail "the README's $f was not written"
 done
 grep -Eq '"top1"' "$WORK/walkthrough.log" || fail "cnx-eval printed no top-1"
-# The reconstructions are drawn at the size the model was trained at (64 px in
-# configs/fcmae_fashion_mnist.yaml), not the tools' 224 px default.
-grep -q "reconstructions (64x64" "$WORK/walkthrough.log" || fail "cnx-visualize did not draw at the trained 64 px"
+# The reconstructions are drawn at the size the model was trained at
+# (configs/fcmae_fashion_mnist.yaml's data.input_size), not the tools' 224 px default.
+TRAINED=$(sed -n 's/^  input_size: \([0-9]*\).*/\1/p' "$SRC/configs/fcmae_fashion_mnist.yaml")
+[ -n "$TRAINED" ] && [ "$TRAINED" != 224 ] || fail "cannot read data.input_size (not 224) from the config"
+grep -q "reconstructions (${TRAINED}x${TRAINED}" "$WORK/walkthrough.log" ||
+  fail "cnx-visualize did not draw at the trained $TRAINED px"
 echo "ok: the README walkthrough ran as written (checkpoint $CKPT; encoder, reconstructions and probe written)"
 echo "PASS"

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Does more pretraining keep paying? One long FCMAE pretraining with the main
+# job's settings (configs/fcmae_fashion_mnist.yaml, scripts/demo.sh's
+# coordinator + 2 workers) for EPOCHS epochs with every checkpoint kept, then
+# the evaluation of scripts/eval_fashion_mnist.sh at 0 (random init), 1/4, 1/2
+# and all of its steps: fine-tuning with FT_LABELS labels and a linear probe
+# with PROBE_LABELS labels, SEEDS each. Writes $OUT/curve.tsv (one row per
+# point: steps, images seen, mean test top-1 of each protocol and its
+# standard error) and $OUT/curve.png (top-1 over pretraining steps).
+#
+# The measured run in docs/evaluation.md is this script with its defaults
+# (2.56 epochs = 2,400 steps of 64 images at 128 px: 4x the main job, whose
+# 600 steps are the 1/4 point); its curve.tsv is
+# docs/results/pretraining_curve.tsv.
+#
+# Environment (defaults in brackets):
+#   CNX_CURVE_DIR [runs/curve]  EPOCHS [2.56]  EVERY [300] checkpoint every N steps
+#   SEEDS ["0"]  FT_LABELS [600]  PROBE_LABELS [6000]  TEST [10000]
+#   CNX_CURVE_SKIP_PRETRAIN=1: evaluate the checkpoints already in $CNX_CURVE_DIR
+# Extra arguments go to scripts/demo.sh (--set KEY=VALUE to every program).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${CNX_BUILD_DIR:-build}
+OUT=${CNX_CURVE_DIR:-runs/curve}
+EPOCHS=${EPOCHS:-2.56}
+EVERY=${EVERY:-300}
+SEEDS=${SEEDS:-0}
+FT_LABELS=${FT_LABELS:-600}
+PROBE_LABELS=${PROBE_LABELS:-6000}
+TEST=${TEST:-10000}
+say() { printf '\n\033[1m[curve]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[curve] FAILED:\033[0m %s\n' "$*" >&2; exit 1; }
+
+if [ "${CNX_CURVE_SKIP_PRETRAIN:-0}" != 1 ]; then
+  say "pretraining: $EPOCHS epochs, a checkpoint every $EVERY steps, all kept -> $OUT"
+  CNX_DEMO_DIR=$OUT CNX_DEMO_EVAL=0 bash scripts/demo.sh --set "schedule.epochs=$EPOCHS" \
+    --set "checkpoint.every_steps=$EVERY" --set checkpoint.keep=1000 "$@" || die "pretraining (scripts/demo.sh)"
+fi
+
+# The committed checkpoints, by step (the coordinator layout <root>/<job>/ckpt-<plan>-step-<step>).
+mapfile -t CKPTS < <(ls -d "$OUT"/checkpoints/*/ckpt-*-step-* 2>/dev/null | sort -t- -k4,4n)
+[ ${#CKPTS[@]} -gt 0 ] || die "no checkpoints under $OUT/checkpoints"
+step_of() { local s=${1##*-step-}; echo $((10#$s)); }
+LAST=$(step_of "${CKPTS[-1]}")
+# The checkpoint nearest to each fraction of the run.
+pick() {  # pick TARGET_STEP -> the checkpoint folder with the nearest step
+  local best="" bd=-1 c d
+  for c in "${CKPTS[@]}"; do
+    d=$(($(step_of "$c") - $1)); d=${d#-}
+    if [ $bd -lt 0 ] || [ $d -lt $bd ]; then best=$c bd=$d; fi
+  done
+  echo "$best"
+}
+POINTS=(0 "$(pick $((LAST / 4)))" "$(pick $((LAST / 2)))" "${CKPTS[-1]}")
+
+EVAL_ENV=(SEEDS="$SEEDS" TEST="$TEST" CNX_DATA="$OUT/data" CNX_BUILD_DIR="$B")
+for p in "${POINTS[@]}"; do
+  if [ "$p" = 0 ]; then
+    say "step 0 (random init, the FCMAE init the pretraining starts from)"
+    for proto in finetune probe; do
+      n=$FT_LABELS; [ $proto = probe ] && n=$PROBE_LABELS
+      env "${EVAL_ENV[@]}" CNX_EVAL_DIR="$OUT/eval/step0" STARTS=random PROTOCOLS=$proto LABELS=$n \
+        bash scripts/eval_fashion_mnist.sh > "$OUT/eval_step0_$proto.log" 2>&1 || die "evaluation at step 0 ($OUT/eval_step0_$proto.log)"
+    done
+    continue
+  fi
+  s=$(step_of "$p")
+  enc=$OUT/eval/step$s/encoder.safetensors
+  mkdir -p "$OUT/eval/step$s"
+  [ -s "$enc" ] || "$B/tools/export/cnx-export" -c "$p" -o "$enc" > /dev/null || die "cnx-export $p"
+  say "step $s ($p)"
+  for proto in finetune probe; do
+    n=$FT_LABELS; [ $proto = probe ] && n=$PROBE_LABELS
+    env "${EVAL_ENV[@]}" CNX_EVAL_DIR="$OUT/eval/step$s" CNX_ENCODER="$enc" STARTS=pretrained PROTOCOLS=$proto \
+      LABELS=$n bash scripts/eval_fashion_mnist.sh > "$OUT/eval_step${s}_$proto.log" 2>&1 ||
+      die "evaluation at step $s ($OUT/eval_step${s}_$proto.log)"
+  done
+done
+
+python3 - "$OUT" "$FT_LABELS" "$PROBE_LABELS" <<'PY'
+import glob, json, math, os, re, sys
+out, ft_n, probe_n = sys.argv[1], sys.argv[2], sys.argv[3]
+rows = []
+for d in sorted(glob.glob(f"{out}/eval/step*"), key=lambda d: int(re.search(r"step(\d+)$", d).group(1))):
+    step = int(re.search(r"step(\d+)$", d).group(1))
+    row = [step, step * 64]
+    for proto, n in (("finetune", ft_n), ("probe", probe_n)):
+        xs = [100 * json.load(open(f))["top1"] for f in glob.glob(f"{d}/{proto}_{n}_*_s*.json")]
+        m = sum(xs) / len(xs) if xs else float("nan")
+        se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else float("nan")
+        row += [m, se, len(xs)]
+    rows.append(row)
+cols = ["steps", "images_seen", f"finetune_{ft_n}", f"finetune_{ft_n}_se", "finetune_seeds",
+        f"probe_{probe_n}", f"probe_{probe_n}_se", "probe_seeds"]
+with open(f"{out}/curve.tsv", "w") as f:
+    f.write("\t".join(cols) + "\n")
+    for r in rows:
+        f.write("\t".join("" if isinstance(v, float) and math.isnan(v) else (f"{v:.2f}" if isinstance(v, float) else str(v))
+                          for v in r) + "\n")
+print(open(f"{out}/curve.tsv").read(), end="")
+PY
+"$B/tools/visualize/cnx-plot-log" --tsv -i "$OUT/curve.tsv" --x steps --y "finetune_$FT_LABELS" \
+  --y "probe_$PROBE_LABELS" --title "top-1 (%) after FCMAE pretraining: " -o "$OUT/curve.png" || die "cnx-plot-log"
+say "curve: $OUT/curve.tsv, $OUT/curve.png"
