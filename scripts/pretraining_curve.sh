@@ -100,5 +100,5 @@ with open(f"{out}/curve.tsv", "w") as f:
 print(open(f"{out}/curve.tsv").read(), end="")
 PY
 "$B/tools/visualize/cnx-plot-log" --tsv -i "$OUT/curve.tsv" --x steps --y "finetune_$FT_LABELS" \
-  --y "probe_$PROBE_LABELS" --title "top-1 (%) after FCMAE pretraining: " -o "$OUT/curve.png" || die "cnx-plot-log"
+  --y "probe_$PROBE_LABELS" --title "top-1 % " -o "$OUT/curve.png" || die "cnx-plot-log"
 say "curve: $OUT/curve.tsv, $OUT/curve.png"
