@@ -43,6 +43,18 @@ model::ConvNeXtV2Options tiny(int64_t classes) {
   return o;
 }
 
+// Fine-tuning the tiny net on the 28-px test shards at 32 px, batch 8 per rank.
+FinetuneOptions tiny_finetune() {
+  FinetuneOptions o;
+  o.batch_size = 8;
+  o.lr = 1e-3;
+  o.train_transform.size = 32;
+  o.eval_transform.size = 32;
+  o.eval_transform.train = false;
+  o.log_every = 0;
+  return o;
+}
+
 LabelledSet read(const std::string& index, int rank, int world) {
   ReadOptions r;
   r.index_path = index;
@@ -80,14 +92,8 @@ TEST(EvalMpi, DataParallelFinetuneKeepsRanksIdentical) {
   const LabelledSet test = read(sh.test, comm->rank(), comm->size());
   at::manual_seed(100 + comm->rank());  // different inits: the broadcast must align them
   model::ConvNeXtV2 net(tiny(4));
-  FinetuneOptions o;
+  FinetuneOptions o = tiny_finetune();
   o.epochs = 1;
-  o.batch_size = 8;
-  o.lr = 1e-3;
-  o.train_transform.size = 32;
-  o.eval_transform.size = 32;
-  o.eval_transform.train = false;
-  o.log_every = 0;
   const FinetuneResult r = finetune(*net, train, test, o, comm.get());
   EXPECT_EQ(r.steps, 4);  // floor(floor(67 / 2) / 8)
   EXPECT_EQ(r.n_train, 64);
@@ -110,14 +116,8 @@ TEST(EvalMpi, HoldoutIsScoredAfterTheChosenEpochsWithoutChangingTraining) {
   auto run = [&](int64_t every, FinetuneResult* out) {
     at::manual_seed(7);
     model::ConvNeXtV2 net(tiny(4));
-    FinetuneOptions o;
+    FinetuneOptions o = tiny_finetune();
     o.epochs = 3;
-    o.batch_size = 8;
-    o.lr = 1e-3;
-    o.train_transform.size = 32;
-    o.eval_transform.size = 32;
-    o.eval_transform.train = false;
-    o.log_every = 0;
     o.holdout_every = every;
     *out = finetune(*net, train, test, o, comm.get(), &holdout);
     std::vector<at::Tensor> params;
