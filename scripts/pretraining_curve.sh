@@ -78,7 +78,9 @@ for p in "${POINTS[@]}"; do
 done
 
 python3 - "$OUT" "$FT_LABELS" "$PROBE_LABELS" <<'PY'
-import glob, json, math, os, re, sys
+import glob, json, math, re, sys
+sys.path.insert(0, "scripts")
+from eval_table import mean_se  # the table's mean and standard error
 out, ft_n, probe_n = sys.argv[1], sys.argv[2], sys.argv[3]
 rows = []
 for d in sorted(glob.glob(f"{out}/eval/step*"), key=lambda d: int(re.search(r"step(\d+)$", d).group(1))):
@@ -86,8 +88,7 @@ for d in sorted(glob.glob(f"{out}/eval/step*"), key=lambda d: int(re.search(r"st
     row = [step, step * 64]
     for proto, n in (("finetune", ft_n), ("probe", probe_n)):
         xs = [100 * json.load(open(f))["top1"] for f in glob.glob(f"{d}/{proto}_{n}_*_s*.json")]
-        m = sum(xs) / len(xs) if xs else float("nan")
-        se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else float("nan")
+        m, se = mean_se(xs) if xs else (float("nan"), float("nan"))
         row += [m, se, len(xs)]
     rows.append(row)
 cols = ["steps", "images_seen", f"finetune_{ft_n}", f"finetune_{ft_n}_se", "finetune_seeds",
