@@ -118,13 +118,17 @@ int scaled_dim(int dim, ScaleFactor f) {
   return TJSCALED(dim, sf);
 }
 
+bool cheap_jpeg_scale(ScaleFactor f) {
+  return f.num * 8 == f.den || f.num * 4 == f.den || f.num * 8 == 3 * f.den || f.num * 2 == f.den;
+}
+
 ScaleFactor choose_jpeg_scale(double region_w, double region_h, double need_w, double need_h) {
   int n = 0;
   const tjscalingfactor* factors = tjGetScalingFactors(&n);
   ScaleFactor best;
   for (int i = 0; factors && i < n; ++i) {
     ScaleFactor f{factors[i].num, factors[i].denom};
-    if (f.value() > 1.0 || f.value() >= best.value()) continue;
+    if (f.value() > 1.0 || f.value() >= best.value() || !cheap_jpeg_scale(f)) continue;
     if (region_w * f.value() >= need_w && region_h * f.value() >= need_h) best = f;
   }
   return best;

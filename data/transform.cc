@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "common/check.h"
 
@@ -110,36 +111,98 @@ CropBox random_resized_crop_box(int64_t height, int64_t width, double scale_lo, 
 
 namespace {
 
+// Horizontal pass of a 3-channel image, 4 lanes at a time: the source
+// window [tx.lo, tx.hi) of each row is widened to float once, then each
+// output pixel accumulates its taps as (R, G, B, next R) vectors; lane 3 is
+// discarded. Four output pixels run side by side (independent dependency
+// chains), each over the largest tap count of the four: a tap past an
+// output's own count has weight 0 (Taps pads w with zeros) and reads the
+// zero padding after the window, adding exactly 0. So each lane gets the
+// same products and sums in the same order as the scalar loop.
+void horizontal_rgb(const uint8_t* src, int64_t width, const Taps& tx, int64_t row0, int64_t rows, int64_t out_count,
+                    std::vector<float>& rowf, float* tmp) {
+  typedef float V4 __attribute__((vector_size(16)));
+  const int64_t n_in = (tx.hi - tx.lo) * 3;
+  rowf.assign(static_cast<size_t>(n_in + 3 * tx.taps + 4), 0.0f);
+  auto load = [](const float* p) {
+    V4 v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  };
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* in = src + ((row0 + r) * width + tx.lo) * 3;
+    float* f = rowf.data();
+    for (int64_t i = 0; i < n_in; ++i) f[i] = static_cast<float>(in[i]);
+    float* out = tmp + r * out_count * 3;
+    int64_t o = 0;
+    for (; o + 4 <= out_count; o += 4) {
+      const int64_t kmax = std::max(std::max(tx.n[o], tx.n[o + 1]), std::max(tx.n[o + 2], tx.n[o + 3]));
+      const float* w0 = tx.w.data() + o * tx.taps;
+      const float* w1 = w0 + tx.taps;
+      const float* w2 = w1 + tx.taps;
+      const float* w3 = w2 + tx.taps;
+      const float* p0 = f + (tx.first[o] - tx.lo) * 3;
+      const float* p1 = f + (tx.first[o + 1] - tx.lo) * 3;
+      const float* p2 = f + (tx.first[o + 2] - tx.lo) * 3;
+      const float* p3 = f + (tx.first[o + 3] - tx.lo) * 3;
+      V4 a0 = {0.0f, 0.0f, 0.0f, 0.0f}, a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t k = 0; k < kmax; ++k) {
+        a0 += w0[k] * load(p0 + k * 3);
+        a1 += w1[k] * load(p1 + k * 3);
+        a2 += w2[k] * load(p2 + k * 3);
+        a3 += w3[k] * load(p3 + k * 3);
+      }
+      std::memcpy(out + o * 3, &a0, 3 * sizeof(float));
+      std::memcpy(out + o * 3 + 3, &a1, 3 * sizeof(float));
+      std::memcpy(out + o * 3 + 6, &a2, 3 * sizeof(float));
+      std::memcpy(out + o * 3 + 9, &a3, 3 * sizeof(float));
+    }
+    for (; o < out_count; ++o) {
+      const float* w = tx.w.data() + o * tx.taps;
+      const float* p = f + (tx.first[o] - tx.lo) * 3;
+      V4 acc = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int64_t k = 0; k < tx.n[o]; ++k) acc += w[k] * load(p + k * 3);
+      std::memcpy(out + o * 3, &acc, 3 * sizeof(float));
+    }
+  }
+}
+
 // resize_bicubic_aa into caller-owned buffers (reused across samples by the
 // decode threads: fresh multi-MB allocations per image cost page faults).
 void resize_into(const uint8_t* src, int64_t height, int64_t width, int64_t channels, const ResampleAxis& y,
-                 const ResampleAxis& x, std::vector<float>& tmp, std::vector<float>& dst) {
+                 const ResampleAxis& x, std::vector<float>& rowf, std::vector<float>& tmp, std::vector<float>& dst) {
   const Taps tx = compute_taps(x, width);
   const Taps ty = compute_taps(y, height);
   const int64_t C = channels;
   const int64_t rows = ty.hi - ty.lo;
   // Horizontal pass over the rows the vertical pass reads.
   tmp.resize(static_cast<size_t>(rows * x.out_count * C));
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint8_t* in = src + (ty.lo + r) * width * C;
-    float* out = tmp.data() + r * x.out_count * C;
-    for (int64_t o = 0; o < x.out_count; ++o) {
-      const float* w = tx.w.data() + o * tx.taps;
-      const uint8_t* p = in + tx.first[o] * C;
-      for (int64_t c = 0; c < C; ++c) {
-        float acc = 0;
-        for (int64_t k = 0; k < tx.n[o]; ++k) acc += w[k] * static_cast<float>(p[k * C + c]);
-        out[o * C + c] = acc;
+  if (C == 3) {
+    horizontal_rgb(src, width, tx, ty.lo, rows, x.out_count, rowf, tmp.data());
+  } else {
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* in = src + (ty.lo + r) * width * C;
+      float* out = tmp.data() + r * x.out_count * C;
+      for (int64_t o = 0; o < x.out_count; ++o) {
+        const float* w = tx.w.data() + o * tx.taps;
+        const uint8_t* p = in + tx.first[o] * C;
+        for (int64_t c = 0; c < C; ++c) {
+          float acc = 0;
+          for (int64_t k = 0; k < tx.n[o]; ++k) acc += w[k] * static_cast<float>(p[k * C + c]);
+          out[o * C + c] = acc;
+        }
       }
     }
   }
-  // Vertical pass.
+  // Vertical pass (the first tap initialises the row: no zero fill).
   const int64_t row_len = x.out_count * C;
-  dst.assign(static_cast<size_t>(y.out_count * row_len), 0.0f);
+  dst.resize(static_cast<size_t>(y.out_count * row_len));
   for (int64_t o = 0; o < y.out_count; ++o) {
     const float* w = ty.w.data() + o * ty.taps;
     float* out = dst.data() + o * row_len;
-    for (int64_t k = 0; k < ty.n[o]; ++k) {
+    const float* in0 = tmp.data() + (ty.first[o] - ty.lo) * row_len;
+    for (int64_t j = 0; j < row_len; ++j) out[j] = w[0] * in0[j];
+    for (int64_t k = 1; k < ty.n[o]; ++k) {
       const float wk = w[k];
       const float* in = tmp.data() + (ty.first[o] + k - ty.lo) * row_len;
       for (int64_t j = 0; j < row_len; ++j) out[j] += wk * in[j];
@@ -151,8 +214,8 @@ void resize_into(const uint8_t* src, int64_t height, int64_t width, int64_t chan
 
 std::vector<float> resize_bicubic_aa(const uint8_t* src, int64_t height, int64_t width, int64_t channels,
                                      const ResampleAxis& y, const ResampleAxis& x) {
-  std::vector<float> tmp, dst;
-  resize_into(src, height, width, channels, y, x, tmp, dst);
+  std::vector<float> rowf, tmp, dst;
+  resize_into(src, height, width, channels, y, x, rowf, tmp, dst);
   return dst;
 }
 
@@ -204,7 +267,7 @@ TransformResult decode_and_transform(const uint8_t* data, size_t size, ImageForm
     sf = choose_jpeg_scale(bw, bh, static_cast<double>(out_w), static_cast<double>(out_h));
   }
   thread_local Image img;  // scratch reused by this thread (see resize_into)
-  thread_local std::vector<float> tmp, hwc;
+  thread_local std::vector<float> rowf, tmp, hwc;
   res.status = decode_image(data, size, fmt, opt.max_pixels, sf, &img, &res.error);
   if (res.status != DecodeStatus::kOk) return res;
   res.jpeg_scale = sf;
@@ -212,7 +275,7 @@ TransformResult decode_and_transform(const uint8_t* data, size_t size, ImageForm
   const double fx = static_cast<double>(img.width) / W, fy = static_cast<double>(img.height) / H;
   ResampleAxis ax{bx * fx, bw * fx, out_w, off_x, S};
   ResampleAxis ay{by * fy, bh * fy, out_h, off_y, S};
-  resize_into(img.pixels.data(), img.height, img.width, img.channels, ay, ax, tmp, hwc);
+  resize_into(img.pixels.data(), img.height, img.width, img.channels, ay, ax, rowf, tmp, hwc);
 
   res.chw.resize(static_cast<size_t>(3 * S * S));
   const int64_t C = img.channels;

@@ -40,6 +40,7 @@ PACKAGES=(
   ninja-build                                # the GPU flavours build with ninja, as the GPU machine does
   iproute2 nftables                          # the namespace cluster tests (tests/cluster)
   python3-torch                              # PyTorch reference for the equivalence tests (tests only)
+  python3-torchvision python3-pil lomiri-wallpapers-16.04 mate-backgrounds   # bench/data/torchvision_compare.sh: the torchvision baseline and its real JPEG photos (benchmarks only)
   libdnnl-dev libxsmm-dev libblis-dev        # oneDNN: the pointwise Linears (model/onednn_matmul.h); all three compared in bench/model/small_gemm_bench
   clang libclang-rt-14-dev                   # libFuzzer + ASan/UBSan runtimes: the fuzz targets (scripts/fuzz.sh)
 )

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <tuple>
 
 #include "data/image_codec.h"
 #include "data/transform.h"
@@ -87,8 +88,15 @@ TEST(RandomResizedCrop, BoxesRespectScaleRatioAndBounds) {
 }
 
 TEST(JpegScale, PicksStrongestDownscaleThatKeepsTheTarget) {
-  EXPECT_EQ(choose_jpeg_scale(500, 375, 224, 224).value(), 5.0 / 8.0);  // 375 * 5/8 = 234 >= 224
-  EXPECT_EQ(choose_jpeg_scale(200, 150, 224, 224).value(), 1.0);        // crop already smaller: full size
+  // 5/8, 3/4 and 7/8 decode slower than full size (image_codec.h): never chosen.
+  EXPECT_EQ(choose_jpeg_scale(500, 375, 224, 224).value(), 1.0);         // 375 * 5/8 = 234 would do, 1/2 not
+  EXPECT_EQ(choose_jpeg_scale(1000, 750, 224, 224).value(), 3.0 / 8.0);  // 281 >= 224; 1/4: 187 < 224
+  EXPECT_EQ(choose_jpeg_scale(500, 450, 224, 224).value(), 1.0 / 2.0);   // 225 >= 224
+  for (const auto& [num, den, cheap] : std::vector<std::tuple<int, int, bool>>{
+           {1, 8, true}, {1, 4, true}, {3, 8, true}, {1, 2, true}, {5, 8, false}, {3, 4, false}, {7, 8, false}}) {
+    EXPECT_EQ(cheap_jpeg_scale(ScaleFactor{num, den}), cheap) << num << "/" << den;
+  }
+  EXPECT_EQ(choose_jpeg_scale(200, 150, 224, 224).value(), 1.0);  // crop already smaller: full size
   EXPECT_EQ(choose_jpeg_scale(2000, 1800, 224, 224).value(), 1.0 / 8.0);
   EXPECT_EQ(choose_jpeg_scale(900, 900, 224, 224).value(), 1.0 / 4.0);  // 225 >= 224
   EXPECT_EQ(scaled_dim(375, ScaleFactor{5, 8}), 235);                   // ceil(234.375)
@@ -251,7 +259,7 @@ TEST(Transform, FlipMirrorsTheUnflippedCrop) {
 }
 
 TEST(Transform, DctScalingStaysCloseToFullDecodeAndEvalIsCentered) {
-  const auto jpg = encode_jpeg(testing::synth_image(500, 375, 3, 7), 92);
+  const auto jpg = encode_jpeg(testing::synth_image(1000, 750, 3, 7), 92);
   TransformOptions dct, full;
   full.dct_scaling = false;
   int scaled = 0;
@@ -265,8 +273,8 @@ TEST(Transform, DctScalingStaysCloseToFullDecodeAndEvalIsCentered) {
     for (size_t i = 0; i < a.chw.size(); ++i) mad += std::fabs(a.chw[i] - b.chw[i]);
     EXPECT_LT(mad / a.chw.size(), 0.08) << "seed " << s << " scale " << a.jpeg_scale.num << "/" << a.jpeg_scale.den;
   }
-  EXPECT_GT(scaled, 0);  // large crops (side >= 256) decode at 7/8 or less
-  // Eval: a constant image stays constant; 500x375 -> 341x256 needs the 3/4 scale.
+  EXPECT_GT(scaled, 0);  // large crops (sides >= 448) decode at 1/2
+  // Eval: a constant image stays constant; 1000x750 -> 341x256 fits the 3/8 scale (375x282).
   Image flat;
   flat.width = 500;
   flat.height = 375;
@@ -282,7 +290,7 @@ TEST(Transform, DctScalingStaysCloseToFullDecodeAndEvalIsCentered) {
     ASSERT_NEAR(e.chw[i], (200.0f / 255.0f - ev.mean[c]) / ev.std[c], 1e-4);
   }
   const auto e2 = decode_and_transform(jpg.data(), jpg.size(), ImageFormat::kJpeg, sample_rng(0, 0, "k"), ev);
-  EXPECT_EQ(e2.jpeg_scale.value(), 3.0 / 4.0);
+  EXPECT_EQ(e2.jpeg_scale.value(), 3.0 / 8.0);
 }
 
 }  // namespace
