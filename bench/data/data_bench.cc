@@ -5,7 +5,10 @@
 //   BM_Transform/<dct>/<width>: decode_and_transform on 2 threads
 //   BM_Pipeline/<dct>/<width>:  the full Pipeline (tar shards, shuffle
 //                               buffer, 2 decode threads, batch 32)
-// After the runs the program prints the DCT/full speedup of each pair.
+// After the runs the program prints the DCT/full speedup of each pair (at
+// 500x375 a crop rarely allows one of the fast DCT scales, 1/2 and below,
+// data/image_codec.h, so that pair runs nearly the same code).
+// Real JPEGs against torchvision + PIL: cnx-transform-bench, README.md.
 // Run: build-*/bench/data/data_bench [--benchmark_min_time=2]
 #include <benchmark/benchmark.h>
 

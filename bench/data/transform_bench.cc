@@ -115,8 +115,8 @@ PassStats run_pass(const std::vector<File>& files, int64_t pass, uint64_t seed, 
       ++st.failures;
       if (ok) {
         (*ok)[i] = false;
-        std::fprintf(stderr, "cnx-transform-bench: skipped %s: %s (%s)\n", f.name.c_str(),
-                     decode_status_name(r.status), r.error.c_str());
+        std::fprintf(stderr, "cnx-transform-bench: skipped %s: %s (%s)\n", f.name.c_str(), decode_status_name(r.status),
+                     r.error.c_str());
       }
       continue;
     }
