@@ -93,6 +93,24 @@ TEST(LinearProbeJob, ColourClassesFromShardsAreLearnedAndCorruptSamplesSkipped) 
   EXPECT_NE(summary_json(s).find("\"top1\""), std::string::npos);
 }
 
+// The "fcmae" random init follows the pretraining's model.init (the config's),
+// so the floor is the start the encoder was pretrained from.
+TEST(LinearProbeJob, FcmaeRandomInitFollowsThePretrainingInit) {
+  TempDir dir;
+  const std::string train = tools::testing::write_colour_shards(dir.file("train"), 96, 4, 28, 1, false, 5);
+  const std::string test = tools::testing::write_colour_shards(dir.file("test"), 48, 4, 28, 1, false, 6);
+  EvalJobOptions o = job(train, test);
+  o.init = "fcmae";
+  o.fcmae_init = "std02";
+  const EvalSummary s = run_eval_job(o, nullptr);
+  EXPECT_NE(s.encoder.find("fcmae std02"), std::string::npos) << s.encoder;
+  EXPECT_GT(s.top1, 0.9) << summary_line(s);
+  o.fcmae_init = "reference";
+  EXPECT_EQ(run_eval_job(o, nullptr).encoder.find("std02"), std::string::npos);
+  o.fcmae_init = "bogus";
+  EXPECT_THROW(run_eval_job(o, nullptr), std::exception);
+}
+
 TEST(LinearProbeJob, RandomLabelsGiveChanceAccuracy) {
   TempDir dir;
   const std::string train = tools::testing::write_colour_shards(dir.file("train"), 160, 4, 28, 2, true, 3);

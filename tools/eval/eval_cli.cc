@@ -63,7 +63,8 @@ int eval_main(int argc, char** argv, EvalMode mode) {
                  "checkpoint folder or checkpoint root");
   app.add_option("--encoder", o.encoder, "alias of --checkpoint")->group("");
   app.add_flag("--random-init", o.random_init, "baseline: a randomly initialised encoder instead of -c");
-  app.add_option("--init", o.init, "random init: fcmae (pretraining's start) | dense (std 0.02)")
+  app.add_option("--init", o.init,
+                 "random init: fcmae (pretraining's start: FCMAE's init of the config's model.init) | dense (std 0.02)")
       ->check(CLI::IsMember({"fcmae", "dense"}))
       ->capture_default_str();
   app.add_option("--model", o.model, "variant for --random-init")->capture_default_str();
@@ -160,6 +161,7 @@ int eval_main(int argc, char** argv, EvalMode mode) {
     }
     const tools::ToolConfig tc = tools::tool_config(cfg.path, cfg.overrides, saved);
     const Config& c = tc.config;
+    o.fcmae_init = c.model.init;
     if (c.data.mean.size() != 3 || c.data.std.size() != 3)
       throw ConfigError(tc.source + ": data.mean and data.std need 3 values for evaluation");
     if (app.count("--input-size") == 0) {

@@ -75,10 +75,11 @@ BuiltModel build_model(const EvalJobOptions& o, int64_t num_classes) {
     require<UsageError>(o.encoder.empty(), "give either an encoder file or --random-init, not both");
     require<UsageError>(o.init == "fcmae" || o.init == "dense", "--init must be fcmae or dense, got '", o.init, "'");
     opts = model::variant_options(o.model);
-    b.encoder = "random-init (" + o.init + ", " + o.model + ", seed " + std::to_string(o.seed) + ")";
+    const std::string init_name = o.init == "fcmae" && o.fcmae_init != "reference" ? "fcmae " + o.fcmae_init : o.init;
+    b.encoder = "random-init (" + init_name + ", " + o.model + ", seed " + std::to_string(o.seed) + ")";
     if (o.init == "fcmae") {
       model::FcmaeOptions fo = model::fcmae_options(o.model);
-      fo.init = "reference";
+      fo.init = o.fcmae_init;
       fo.encoder_type = "dense_masked";
       seed_global_generator(o.seed);
       model::Fcmae f(fo);

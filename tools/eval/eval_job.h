@@ -11,9 +11,10 @@
 // a file's head is never loaded (the class count differs).
 //
 // Random init (the baseline): "fcmae" draws the encoder exactly as FCMAE
-// pretraining initialises it (model/fcmae.h, init reference) — the starting
-// point the pretrained encoder came from; "dense" uses the dense model's
-// std-0.02 init. Both seeded by `seed`, identical on every rank.
+// pretraining initialises it (model/fcmae.h, with the pretraining config's
+// model.init: `fcmae_init`) — the starting point the pretrained encoder came
+// from; "dense" uses the dense model's std-0.02 init. Both seeded by `seed`,
+// identical on every rank.
 //
 // Collective when comm is set: every rank must call run_eval_job with the
 // same options; every rank returns the same summary.
@@ -35,8 +36,9 @@ struct EvalJobOptions {
   EvalMode mode = EvalMode::kLinearProbe;
   std::string encoder;  // weights; "" requires random_init
   bool random_init = false;
-  std::string init = "fcmae";  // fcmae | dense (random init only)
-  std::string model = "atto";  // variant for random init
+  std::string init = "fcmae";            // fcmae | dense (random init only)
+  std::string fcmae_init = "reference";  // init "fcmae": model.init of the pretraining (reference | std02)
+  std::string model = "atto";            // variant for random init
   std::string train_index, train_shard_root;
   std::string test_index, test_shard_root;
   int64_t max_train = 10000;  // 0 = all
