@@ -113,25 +113,23 @@ done
 
 python3 - "$TSV" "$EPOCHS" "$PROBE_TRAIN" "$PROBE_TEST" > "$OUT/table.md" <<'PY'
 import csv, math, sys
+sys.path.insert(0, "scripts")
+from eval_table import mean_se  # the one mean / standard-error formula of the evaluation scripts
 tsv, epochs, ntrain, ntest = sys.argv[1:]
 rows = list(csv.DictReader(open(tsv), delimiter="\t"))
 order = []
 for r in rows:
     if r["variant"] not in order: order.append(r["variant"])
-def stat(xs):
-    m = sum(xs) / len(xs)
-    se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else float("nan")
-    return m, se
 print(f"FCMAE ablations, ConvNeXt V2-atto on Fashion-MNIST, {epochs} pretraining epochs; "
       f"linear probe on {ntrain} training / {ntest} test images (whole images). Mean +- standard error over seeds.\n")
 print("| variant | seeds | probe top-1 (%) | last pretraining loss | pretraining s |")
 print("|---|---|---|---|---|")
 for v in order:
     rs = [r for r in rows if r["variant"] == v]
-    m, se = stat([100 * float(r["probe_top1"]) for r in rs])
-    se = f"{se:.2f}" if len(rs) > 1 else "-"
+    m, se = mean_se([100 * float(r["probe_top1"]) for r in rs])
+    se = "-" if math.isnan(se) else f"{se:.2f}"
     losses = [float(r["last_loss"]) for r in rs if r["last_loss"]]
-    lm = f"{stat(losses)[0]:.4f}" if losses else "-"
+    lm = f"{mean_se(losses)[0]:.4f}" if losses else "-"
     secs = sum(float(r["pretrain_s"]) for r in rs) / len(rs)
     print(f"| {v} | {len(rs)} | {m:.2f} +- {se} | {lm} | {secs:.0f} |")
 PY

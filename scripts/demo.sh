@@ -36,7 +36,7 @@ CONFIG=configs/fcmae_fashion_mnist.yaml
 PROBE_TRAIN=${CNX_PROBE_TRAIN:-6000}   # 10% of the training labels
 PROBE_TEST=${CNX_PROBE_TEST:-5000}
 FT_LABELS=${CNX_FT_LABELS:-600}      # 1% of the training labels
-FT_EPOCHS=${CNX_FT_EPOCHS:-10}
+FT_EPOCHS=${CNX_FT_EPOCHS:-10}    # the recipe's epochs with 600 labels
 FT_TEST=${CNX_FT_TEST:-5000}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mkdir -p "$OUT"
@@ -111,16 +111,19 @@ EVAL=(mpirun --oversubscribe --bind-to none -np 2 "$B/tools/eval/cnx-eval" --thr
   -o "$OUT/probe_random.json" || die "cnx-eval (random init)"
 
 say "7/7 fine-tuning with $FT_LABELS labels ($FT_EPOCHS epochs, $FT_TEST test images): pretrained vs random init"
-# The recipe chosen on held-out training images (docs/evaluation.md): the
-# first 1,000 training images are held out, the next $FT_LABELS are trained on.
+# The recipe of scripts/eval_fashion_mnist.sh (scripts/lib/finetune_recipe.sh,
+# chosen on held-out training images: docs/evaluation.md): the first 1,000
+# training images are held out, the next $FT_LABELS are trained on; seed 0.
+. "$ROOT/scripts/lib/finetune_recipe.sh"
 FT=(mpirun --oversubscribe --bind-to none -np 2 "$B/tools/eval/cnx-finetune" --threads 1 --config $CONFIG
     ${USER_SETS[@]+"${USER_SETS[@]}"} --train-index "$OUT/data/train/index.json"
-    --test-index "$OUT/data/test/index.json" --holdout 1000 --holdout-every 0 --max-train "$FT_LABELS" --max-test "$FT_TEST"
-    --epochs "$FT_EPOCHS" --lr 3e-3 --layer-decay 1.0 --drop-path 0 --smoothing 0 --crop-scale 1 1 --seed 0)
-"${FT[@]}" -c "$OUT/encoder_atto_fcmae.safetensors" -o "$OUT/finetune_pretrained.json" \
-  > "$OUT/finetune_pretrained.log" 2>&1 || { tail -20 "$OUT/finetune_pretrained.log"; die "cnx-finetune (pretrained)"; }
-"${FT[@]}" --random-init --init fcmae --model atto -o "$OUT/finetune_random.json" \
-  > "$OUT/finetune_random.log" 2>&1 || { tail -20 "$OUT/finetune_random.log"; die "cnx-finetune (random init)"; }
+    --test-index "$OUT/data/test/index.json" --max-train "$FT_LABELS" --max-test "$FT_TEST"
+    --epochs "$FT_EPOCHS" "${FT_RECIPE[@]}" --seed 0)
+for start in pretrained random; do
+  mapfile -t START_ARGS < <(ft_start_args $start "$OUT/encoder_atto_fcmae.safetensors")
+  "${FT[@]}" "${START_ARGS[@]}" -o "$OUT/finetune_$start.json" > "$OUT/finetune_$start.log" 2>&1 ||
+    { tail -20 "$OUT/finetune_$start.log"; die "cnx-finetune ($start)"; }
+done
 
 T_END=$(date +%s)
 python3 - "$OUT" $((T_TRAIN - T0)) $((T_END - T0)) "$CKPT" <<'PY'

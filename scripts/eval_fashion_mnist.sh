@@ -24,11 +24,10 @@
 #   CNX_EVAL_DIR [runs/eval_fashion_mnist]
 #   LABELS ["600 6000"]  SEEDS ["0 1 2"]  HOLDOUT [1000]  TEST [10000]  NP [2]
 #   STARTS ["random pretrained"]  PROTOCOLS ["finetune probe"]
-#   EPOCHS_<N>: fine-tuning epochs with N labels [EPOCHS_600=10, EPOCHS_6000=2,
-#     otherwise 2]
-#   LR [3e-3] LAYER_DECAY [1.0] DROP_PATH [0] SMOOTHING [0] CROP_SCALE ["1 1"]
-#   BATCH [32 per rank] (chosen on the held-out split: docs/evaluation.md)
-#   LR_PRETRAINED [$LR] LAYER_DECAY_PRETRAINED [$LAYER_DECAY]: the encoder's
+#   The fine-tuning recipe (chosen on the held-out split: docs/evaluation.md),
+#   shared with scripts/demo.sh: scripts/lib/finetune_recipe.sh, whose
+#   variables override it (LR [1e-3], LR_PRETRAINED, LAYER_DECAY, EPOCHS_<N>,
+#   CROP_SCALE, DROP_PATH, SMOOTHING, BATCH)
 # Extra arguments go to every cnx-finetune run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +37,6 @@ DATA=${CNX_DATA:-runs/demo/data}
 OUT=${CNX_EVAL_DIR:-runs/eval_fashion_mnist}
 LABELS=${LABELS:-600 6000}
 SEEDS=${SEEDS:-0 1 2}
-HOLDOUT=${HOLDOUT:-1000}
 TEST=${TEST:-10000}
 NP=${NP:-2}
 STARTS=${STARTS:-random pretrained}
@@ -48,6 +46,8 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 say() { printf '\n\033[1m[eval]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[eval] FAILED:\033[0m %s\n' "$*" >&2; exit 1; }
 
+for s in $STARTS; do case $s in random | pretrained) ;; *) die "STARTS: unknown start '$s' (random pretrained)" ;; esac; done
+for p in $PROTOCOLS; do case $p in finetune | probe) ;; *) die "PROTOCOLS: unknown protocol '$p' (finetune probe)" ;; esac; done
 case " $STARTS " in *" pretrained "*)
   [ -e "$ENCODER" ] || die "no encoder at $ENCODER (run scripts/demo.sh first, or set CNX_ENCODER)" ;;
 esac
@@ -58,19 +58,8 @@ fashion_mnist_shards "$B" "$DATA"
 RUN=(mpirun --oversubscribe --bind-to none -np "$NP")
 COMMON=(--config "$CONFIG" --train-index "$DATA/train/index.json" --test-index "$DATA/test/index.json"
         --max-test "$TEST" --threads 1)
-LR=${LR:-3e-3}
-LAYER_DECAY=${LAYER_DECAY:-1.0}
-RECIPE=(--drop-path "${DROP_PATH:-0}" --smoothing "${SMOOTHING:-0}" --batch-size "${BATCH:-32}"
-        --crop-scale ${CROP_SCALE:-1 1})
-declare -A START_ARGS_FT=(
-  [random]="--random-init --init fcmae --model atto --lr $LR --layer-decay $LAYER_DECAY"
-  [pretrained]="-c $ENCODER --lr ${LR_PRETRAINED:-$LR} --layer-decay ${LAYER_DECAY_PRETRAINED:-$LAYER_DECAY}")
+. scripts/lib/finetune_recipe.sh
 declare -A START_ARGS_PROBE=([random]="--random-init --init fcmae --model atto" [pretrained]="-c $ENCODER")
-
-epochs_for() {  # epochs_for N: fine-tuning epochs with N labels
-  local var=EPOCHS_$1
-  case $1 in 600) echo "${!var:-10}" ;; *) echo "${!var:-2}" ;; esac
-}
 
 run_one() {  # run_one PROTOCOL N START SEED [extra cnx-finetune args]: one run -> $OUT/NAME.json
   local protocol=$1 n=$2 start=$3 seed=$4; shift 4
@@ -78,9 +67,10 @@ run_one() {  # run_one PROTOCOL N START SEED [extra cnx-finetune args]: one run 
   [ -s "$OUT/$name.json" ] && { echo "  $name: done before ($(python3 -c "import json,sys; print('%.2f%%' % (100*json.load(open(sys.argv[1]))['top1']))" "$OUT/$name.json"))"; return; }
   local t0; t0=$(date +%s)
   if [ "$protocol" = finetune ]; then
-    # shellcheck disable=SC2086  # START_ARGS_FT holds several words
-    "${RUN[@]}" "$B/tools/eval/cnx-finetune" "${COMMON[@]}" --max-train "$n" --holdout "$HOLDOUT" \
-      --holdout-every 0 --epochs "$(epochs_for "$n")" "${RECIPE[@]}" ${START_ARGS_FT[$start]} --seed "$seed" \
+    local start_args
+    mapfile -t start_args < <(ft_start_args "$start" "$ENCODER")
+    "${RUN[@]}" "$B/tools/eval/cnx-finetune" "${COMMON[@]}" --max-train "$n" --epochs "$(ft_epochs "$n")" \
+      "${FT_RECIPE[@]}" "${start_args[@]}" --seed "$seed" \
       -o "$OUT/$name.json.part" --curves "$OUT/$name.png" "$@" > "$OUT/$name.log" 2>&1 ||
       { tail -20 "$OUT/$name.log" >&2; die "$name (log: $OUT/$name.log)"; }
   else
@@ -107,4 +97,4 @@ for n in $LABELS; do
 done
 
 python3 scripts/eval_table.py "$OUT" --encoder "$ENCODER" \
-  --recipe "lr $LR (encoder ${LR_PRETRAINED:-$LR}), layer decay $LAYER_DECAY (encoder ${LAYER_DECAY_PRETRAINED:-$LAYER_DECAY}), crop scale ${CROP_SCALE:-1 1}, drop path ${DROP_PATH:-0}, smoothing ${SMOOTHING:-0}, batch ${BATCH:-32} per rank x $NP rank(s), AdamW, warmup 0.2 epochs + cosine"
+  --recipe "$FT_RECIPE_TEXT; $NP rank(s)"
