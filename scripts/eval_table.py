@@ -17,6 +17,13 @@ import sys
 
 NAME = re.compile(r"^(finetune|probe)_(\d+)_(random|pretrained)_s(\d+)\.json$")
 START_LABEL = {"random": "random init (FCMAE init)", "pretrained": "FCMAE encoder"}
+
+
+def start_label(start, rs):
+    """The start's row label; a random init names FCMAE's init when the runs say which (std02)."""
+    if start == "random" and rs and all("fcmae std02" in r["encoder"] for r in rs):
+        return "random init (FCMAE init, std02)"
+    return START_LABEL[start]
 PROTOCOL_LABEL = {"finetune": "fine-tune", "probe": "linear probe"}
 
 
@@ -50,7 +57,7 @@ def load(out):
             "epochs": j.get("epochs", ""), "holdout_last": 100.0 * holdout[-1] if holdout else None,
             "seconds": secs, "eval_transform": j.get("eval_transform", ""),
             "world_size": j.get("world_size", ""), "threads": j.get("threads_per_rank", ""),
-            "n_holdout": j.get("n_holdout", 0),
+            "n_holdout": j.get("n_holdout", 0), "encoder": j.get("encoder", ""),
         })
     return runs
 
@@ -96,7 +103,7 @@ def main():
                 gain = f"**{d:+.2f}**" + ("" if math.isnan(sed) else f" ± {sed:.2f}")
             secs = [r["seconds"] for r in rs if r["seconds"] >= 0]
             lines.append(
-                f"| {PROTOCOL_LABEL[protocol]} | {labels} | {START_LABEL[start]} | **{fmt(m, se)}** | {len(rs)} | "
+                f"| {PROTOCOL_LABEL[protocol]} | {labels} | {start_label(start, rs)} | **{fmt(m, se)}** | {len(rs)} | "
                 f"{', '.join('%.2f' % r['top1'] for r in rs)} | {ho_txt} | {gain} | {rs[0]['n_test']} | "
                 f"{rs[0]['epochs'] if protocol == 'finetune' else '-'} | "
                 f"{(sum(secs) / len(secs)) if secs else 0:.0f} s |")
