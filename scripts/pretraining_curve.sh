@@ -9,12 +9,12 @@
 # standard error) and $OUT/curve.png (top-1 over pretraining steps).
 #
 # The measured run in docs/evaluation.md is this script with its defaults
-# (2.56 epochs = 2,400 steps of 64 images at 128 px: 4x the main job, whose
-# 600 steps are the 1/4 point); its curve.tsv is
-# docs/results/pretraining_curve.tsv.
+# (4.2668 epochs = 3,998 steps of 64 images at 128 px, 6.7x the main job,
+# ~1.1 CPU-hours of pretraining on 2 quiet cores; checkpoints every 500
+# steps); its curve.tsv is docs/results/pretraining_curve_128px_std02.tsv.
 #
 # Environment (defaults in brackets):
-#   CNX_CURVE_DIR [runs/curve]  EPOCHS [2.56]  EVERY [300] checkpoint every N steps
+#   CNX_CURVE_DIR [runs/curve]  EPOCHS [4.2668]  EVERY [500] checkpoint every N steps
 #   SEEDS ["0"]  FT_LABELS [600]  PROBE_LABELS [6000]  TEST [10000]
 #   CNX_CURVE_SKIP_PRETRAIN=1: evaluate the checkpoints already in $CNX_CURVE_DIR
 # Extra arguments go to scripts/demo.sh (--set KEY=VALUE to every program).
@@ -22,8 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${CNX_BUILD_DIR:-build}
 OUT=${CNX_CURVE_DIR:-runs/curve}
-EPOCHS=${EPOCHS:-2.56}
-EVERY=${EVERY:-300}
+EPOCHS=${EPOCHS:-4.2668}
+EVERY=${EVERY:-500}
 SEEDS=${SEEDS:-0}
 FT_LABELS=${FT_LABELS:-600}
 PROBE_LABELS=${PROBE_LABELS:-6000}
@@ -77,14 +77,18 @@ for p in "${POINTS[@]}"; do
   done
 done
 
-python3 - "$OUT" "$FT_LABELS" "$PROBE_LABELS" <<'PY'
-import glob, json, math, re, sys
+# Only the points evaluated above (not other step folders an earlier,
+# interrupted run may have left in $OUT/eval).
+POINT_STEPS=(0)
+for p in "${POINTS[@]:1}"; do POINT_STEPS+=("$(step_of "$p")"); done
+python3 - "$OUT" "$FT_LABELS" "$PROBE_LABELS" "${POINT_STEPS[@]}" <<'PY'
+import glob, json, math, sys
 sys.path.insert(0, "scripts")
 from eval_table import mean_se  # the table's mean and standard error
 out, ft_n, probe_n = sys.argv[1], sys.argv[2], sys.argv[3]
 rows = []
-for d in sorted(glob.glob(f"{out}/eval/step*"), key=lambda d: int(re.search(r"step(\d+)$", d).group(1))):
-    step = int(re.search(r"step(\d+)$", d).group(1))
+for step in sorted(set(int(s) for s in sys.argv[4:])):
+    d = f"{out}/eval/step{step}"
     row = [step, step * 64]
     for proto, n in (("finetune", ft_n), ("probe", probe_n)):
         xs = [100 * json.load(open(f))["top1"] for f in glob.glob(f"{d}/{proto}_{n}_*_s*.json")]
