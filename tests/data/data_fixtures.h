@@ -1,13 +1,17 @@
 #pragma once
-// Helpers shared by the data tests: synthetic images, ImageFolder trees and
-// hand-made shards in a per-test temporary folder.
+// Helpers shared by the data tests: synthetic images, ImageFolder trees,
+// hand-made shards in a per-test temporary folder, and running a program.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/rng.h"
@@ -98,6 +102,18 @@ inline ShardInfo write_shard(const std::filesystem::path& dir, const std::string
   s.bytes = static_cast<int64_t>(std::filesystem::file_size(dir / name));
   s.sha256 = sha256_file((dir / name).string());
   return s;
+}
+
+// Runs a shell command; returns (exit status, stdout + stderr).
+inline std::pair<int, std::string> run(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return {-1, ""};
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
 }  // namespace cnx::data::testing

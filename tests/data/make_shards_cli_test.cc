@@ -17,17 +17,7 @@ namespace {
 
 std::string g_tool;  // path of cnx-make-shards (first program argument)
 
-// Runs a command; returns (exit status, stdout + stderr).
-std::pair<int, std::string> run(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return {-1, ""};
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using testing::run;
 
 TEST(MakeShardsCli, FolderSourceProgressOverwriteAndErrors) {
   ASSERT_FALSE(g_tool.empty()) << "pass the cnx-make-shards path as the first argument";
