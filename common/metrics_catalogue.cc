@@ -50,8 +50,9 @@ const std::vector<MetricSpec>& metric_catalogue() {
       {n::kWorkerCheckpointSnapshotBytes, T::Gauge,
        "Bytes of state copied by the last checkpoint snapshot on this rank (the memory a background write holds).", w},
       {n::kWorkerBlasInfo, T::Gauge,
-       "The BLAS this rank computes with: library, version and kernel set (core) as labels; always 1.",
-       plus(w, {"core", "library", "version"})},
+       "The BLAS this rank computes with: library, version and kernel set (core) as labels, and the path its "
+       "float32 GEMMs take (gemm: onednn, blas or cuda); always 1.",
+       plus(w, {"core", "gemm", "library", "version"})},
       {n::kWorkerGpuMemoryUsedBytes, T::Gauge,
        "Memory in use on this rank's GPU in bytes, by every process on it (NVML; CUDA ranks only).", plus(w, {"gpu"})},
       {n::kWorkerGpuMemoryTotalBytes, T::Gauge, "Memory of this rank's GPU in bytes (NVML; CUDA ranks only).",
@@ -216,8 +217,9 @@ WorkerMetrics::WorkerMetrics(Registry& r, const std::string& job, int64_t rank, 
   register_build_info(r);
 }
 
-void WorkerMetrics::set_blas_info(const std::string& library, const std::string& version, const std::string& core) {
-  Labels l = with(with(with(labels_, "library", library), "version", version), "core", core);
+void WorkerMetrics::set_blas_info(const std::string& library, const std::string& version, const std::string& core,
+                                  const std::string& gemm) {
+  Labels l = with(with(with(with(labels_, "library", library), "version", version), "core", core), "gemm", gemm);
   series<Gauge>(*registry_, n::kWorkerBlasInfo, l).Set(1);
 }
 

@@ -63,9 +63,11 @@ class WorkerMetrics {
   Histogram& phase(StepPhase p) { return *phases_[static_cast<int>(p)]; }
   // The counter for corrupt samples skipped for `reason` (created on first use).
   Counter& corrupt_samples(const std::string& reason);
-  // cnx_worker_blas_info{library, version, core} = 1 (common/blas_info.h's
-  // query_blas()); call once at start-up.
-  void set_blas_info(const std::string& library, const std::string& version, const std::string& core);
+  // cnx_worker_blas_info{library, version, core, gemm} = 1 (common/blas_info.h's
+  // query_blas(); gemm: the path float32 GEMMs take, "onednn", "blas" or
+  // "cuda"); call once at start-up.
+  void set_blas_info(const std::string& library, const std::string& version, const std::string& core,
+                     const std::string& gemm);
 
  private:
   Registry* registry_;

@@ -24,6 +24,7 @@
 #include "common/metrics_process.h"
 #include "common/metrics_server.h"
 #include "data/shard_index.h"
+#include "model/onednn_matmul.h"
 #include "worker/checkpoint_files.h"
 #include "worker/coordinator_session.h"
 #include "worker/device.h"
@@ -56,7 +57,11 @@ struct RankMetrics {
   RankMetrics(const Config& config, const comm::Communicator& comm) {
     worker = std::make_unique<metrics::WorkerMetrics>(*registry, config.job.id, comm.rank(), 0);
     const blas::BlasInfo blas = blas::query_blas();
-    worker->set_blas_info(blas.library, blas.version, blas.core);
+    // The GEMM path as the rank computes: CUDA on a GPU rank, else the
+    // effective CPU path (CNX_GEMM; auto depends on the intra-op threads,
+    // set before the metrics are made).
+    const std::string gemm = comm.device().is_cuda() ? "cuda" : model::gemm_path_name(model::effective_gemm_path());
+    worker->set_blas_info(blas.library, blas.version, blas.core, gemm);
     process = std::make_shared<metrics::ProcessCollector>(worker->labels());
     gpu = make_gpu_collector(comm.device(), worker->labels());
     if (!gpu && comm.rank() == 0) CNX_LOG_INFO("GPU metrics: none (rank 0 trains on {})", comm.device().str());
@@ -292,6 +297,12 @@ int run_worker(const WorkerArgs& args) {
     CNX_LOG_INFO("{}", cli::version_line("cnx-worker"));
     CNX_LOG_INFO("job {}: {} ranks x {} threads, backend {}, model {}, {} data", config.job.id, world, threads,
                  comm->backend_name(), config.model.name, args.synthetic ? "synthetic" : "shard");
+    // The start-up line (main.cc) came before the thread count was set, and
+    // CNX_GEMM=auto depends on it: this is the path the ranks compute with.
+    if (!comm->device().is_cuda()) {
+      CNX_LOG_INFO("GEMM path {} at {} thread(s) per rank", model::gemm_path_name(model::effective_gemm_path()),
+                   threads);
+    }
   }
 
   CoordinatorJoin session;

@@ -244,7 +244,7 @@ TEST(Dashboard, ShowsBuildBlasAndGpuPerRankAndAggregated) {
   // through their scrape target, and counted by version.
   EXPECT_TRUE(has("count by (version) (cnx_build_info and on(instance) ", "cnx_worker_step", "Build"));
   EXPECT_TRUE(has("count(count by (version) (cnx_build_info ", "cnx_worker_step", "Build"));
-  EXPECT_TRUE(has("count by (library, version, core) (", n::kWorkerBlasInfo, "Build"));
+  EXPECT_TRUE(has("count by (library, version, core, gemm) (", n::kWorkerBlasInfo, "Build"));
 }
 
 // docs/operations.md's metrics table lists every family of the catalogue.

@@ -209,7 +209,7 @@ TEST(MetricsCatalogue, WorkerAndCoordinatorExportExactlyTheCatalogueAndPassPromt
   w0.phase(StepPhase::kCommWait).Observe(0.003);
   w0.corrupt_samples("decode").Increment();
   w0.checkpoint_write_seconds.Observe(2.5);
-  w0.set_blas_info("OpenBLAS", "0.3.21", "SkylakeX");
+  w0.set_blas_info("OpenBLAS", "0.3.21", "SkylakeX", "onednn");
   coord.workers_alive.Set(2);
   coord.set_job_state("running");
   coord.set_job_state("checkpointing");
@@ -247,8 +247,8 @@ TEST(MetricsCatalogue, WorkerAndCoordinatorExportExactlyTheCatalogueAndPassPromt
       r.body.find("cnx_worker_step_phase_seconds_count{attempt=\"1\",cnx_job=\"job-a\",host=\"h0\",phase=\"forward\","
                   "rank=\"0\"} 1\n"),
       std::string::npos);
-  EXPECT_NE(r.body.find("cnx_worker_blas_info{attempt=\"1\",cnx_job=\"job-a\",core=\"SkylakeX\",host=\"h0\","
-                        "library=\"OpenBLAS\",rank=\"0\",version=\"0.3.21\"} 1\n"),
+  EXPECT_NE(r.body.find("cnx_worker_blas_info{attempt=\"1\",cnx_job=\"job-a\",core=\"SkylakeX\",gemm=\"onednn\","
+                        "host=\"h0\",library=\"OpenBLAS\",rank=\"0\",version=\"0.3.21\"} 1\n"),
             std::string::npos)
       << r.body;
   EXPECT_NE(r.body.find("cnx_coordinator_job_state{cnx_job=\"job-a\",state=\"checkpointing\"} 1\n"), std::string::npos);
