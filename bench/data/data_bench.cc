@@ -21,12 +21,16 @@
 #include <map>
 #include <mutex>
 
+#include "bench/bench_util.h"
 #include "common/rng.h"
 #include "data/image_codec.h"
 #include "data/pipeline.h"
 #include "data/shard_index.h"
 #include "data/tar_io.h"
 #include "data/transform.h"
+
+using cnx::bench::median;
+using cnx::bench::process_cpu_seconds;
 
 namespace fs = std::filesystem;
 using namespace cnx;
@@ -123,23 +127,10 @@ const Corpus& corpus(int width) {
   return cache.emplace(width, std::move(c)).first->second;
 }
 
-// Process CPU time (all threads): less sensitive than wall time to other
-// load on a shared machine.
-double process_cpu_s() {
-  timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 // Per benchmark name, one value per run (repetition): images/s (wall) and
 // process CPU ms per image. The summary prints medians.
 std::map<std::string, std::vector<double>> g_rate;
 std::map<std::string, std::vector<double>> g_cpu_ms;
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 void record(benchmark::State& state, const std::string& name, int64_t images, double seconds, double cpu_s) {
   state.counters["cpu_ms_per_img"] = 1e3 * cpu_s / static_cast<double>(images);
@@ -156,7 +147,7 @@ void BM_Transform(benchmark::State& state) {
   opt.dct_scaling = dct;
   int64_t images = 0, epoch = 0, failures = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  const double c0 = process_cpu_s();
+  const double c0 = process_cpu_seconds();
   for (auto _ : state) {
     const int64_t e = epoch++ % 4;  // same crops for both settings: epoch cycles over 4 values
     for (int i = state.thread_index(); i < kImages; i += state.threads()) {
@@ -173,7 +164,7 @@ void BM_Transform(benchmark::State& state) {
     // Thread 0 speaks for both: wall time is shared, CPU time is the process's.
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     record(state, std::string("transform/") + (dct ? "dct" : "full") + "/" + std::to_string(state.range(1)),
-           images * state.threads(), wall, process_cpu_s() - c0);
+           images * state.threads(), wall, process_cpu_seconds() - c0);
   }
 }
 
@@ -190,7 +181,7 @@ void BM_Pipeline(benchmark::State& state) {
   Pipeline p(o);
   int64_t images = 0, epoch = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  const double c0 = process_cpu_s();
+  const double c0 = process_cpu_seconds();
   for (auto _ : state) {
     p.start_epoch(epoch++ % 4, {0, 1});
     while (auto b = p.next()) {
@@ -201,7 +192,7 @@ void BM_Pipeline(benchmark::State& state) {
   if (p.counters().skipped_total() > 0) state.SkipWithError("samples skipped");
   state.SetItemsProcessed(images);
   record(state, std::string("pipeline/") + (dct ? "dct" : "full") + "/" + std::to_string(state.range(1)), images,
-         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), process_cpu_s() - c0);
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), process_cpu_seconds() - c0);
 }
 
 BENCHMARK(BM_Transform)

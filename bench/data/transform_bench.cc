@@ -37,11 +37,14 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "common/cli.h"
 #include "common/errors.h"
 #include "common/rng.h"
 #include "data/image_codec.h"
 #include "data/transform.h"
+
+using cnx::bench::process_cpu_seconds;
 
 namespace fs = std::filesystem;
 using namespace cnx;
@@ -89,12 +92,6 @@ std::vector<std::string> jpeg_paths(const std::string& dir, const std::string& l
     if (paths.empty()) throw UsageError("--list " + list + ": no file names");
   }
   return paths;
-}
-
-double cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
 struct PassStats {
@@ -200,7 +197,7 @@ int main(int argc, char** argv) {
         pass = first_pass;
         int64_t images = 0;
         const auto t0 = std::chrono::steady_clock::now();
-        const double c0 = cpu_seconds();
+        const double c0 = process_cpu_seconds();
         double wall = 0;
         do {
           PassStats st = run_pass(files, ++pass, seed, opt, &ok);
@@ -210,7 +207,7 @@ int main(int argc, char** argv) {
           totals[on].images += st.images;
           wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         } while (wall < min_seconds);
-        const double cpu = cpu_seconds() - c0;
+        const double cpu = process_cpu_seconds() - c0;
         std::printf(
             "result impl=cnx variant=%s set=%s rep=%d images=%lld wall_s=%.4f cpu_s=%.4f img_per_s=%.2f "
             "img_per_cpu_s=%.2f\n",

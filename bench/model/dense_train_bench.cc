@@ -31,11 +31,15 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "common/blas_info.h"
 #include "model/convnextv2.h"
 #include "model/dense_kernels.h"
 #include "model/host_memory.h"
 #include "model/onednn_matmul.h"
+
+using cnx::bench::median;
+using cnx::bench::process_cpu_seconds;
 
 namespace {
 
@@ -47,20 +51,6 @@ std::vector<std::string> split(const std::string& s, char sep) {
     if (!item.empty()) out.push_back(item);
   }
   return out;
-}
-
-// CPU seconds of the whole process (all threads): on a shared machine, with
-// one thread, the work a step did without the time it waited for a core.
-double cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 }  // namespace
@@ -141,7 +131,7 @@ int main(int argc, char** argv) {
       // process's CPU time of the step.
       auto step = [&](DenseKernels k) {
         std::array<double, 5> s{};
-        const double c0 = cpu_seconds();
+        const double c0 = process_cpu_seconds();
         const auto t0 = Clock::now();
         if (train) {
           opt.zero_grad();
@@ -161,7 +151,7 @@ int main(int argc, char** argv) {
           s[1] = since(t0);
         }
         s[0] = since(t0);
-        s[4] = cpu_seconds() - c0;
+        s[4] = process_cpu_seconds() - c0;
         return s;
       };
       std::vector<std::array<std::vector<double>, 5>> secs(kernels.size());

@@ -77,6 +77,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "bench/model/op_profile.h"
 #include "common/blas_info.h"
 #include "common/cpu_features.h"
@@ -85,6 +86,9 @@
 #include "model/fcmae.h"
 #include "model/onednn_matmul.h"
 #include "sparse_ops/backend.h"
+
+using cnx::bench::median;
+using cnx::bench::process_cpu_seconds;
 
 namespace {
 
@@ -113,13 +117,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// This process's CPU seconds (all threads).
-double cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
 // Best GFLOP/s of a (m x k) @ (k x n) matmul over `reps` timed calls; with
 // `per_cpu_s`, also the best GFLOP per CPU-second x threads (what the call
 // reaches while it runs: steadier than wall time on a shared machine).
@@ -131,21 +128,15 @@ double matmul_gflops(int64_t m, int64_t k, int64_t n, const torch::TensorOptions
   double best = 1e30, best_cpu = 1e30;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    const double c0 = cpu_seconds();
+    const double c0 = process_cpu_seconds();
     torch::mm_out(c, a, b);
     sync();
     best = std::min(best, seconds_since(t0));
-    best_cpu = std::min(best_cpu, (cpu_seconds() - c0) / at::get_num_threads());
+    best_cpu = std::min(best_cpu, (process_cpu_seconds() - c0) / at::get_num_threads());
   }
   const double flop = 2.0 * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n);
   if (per_cpu_s) *per_cpu_s = std::max(*per_cpu_s, flop / best_cpu * 1e-9);
   return flop / best * 1e-9;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t h = v.size() / 2;
-  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
 }
 
 }  // namespace
@@ -286,11 +277,11 @@ int main(int argc, char** argv) {
       for (auto& r : paths) {
         use(r);
         const auto t0 = std::chrono::steady_clock::now();
-        const double c0 = cpu_seconds();
+        const double c0 = process_cpu_seconds();
         run_step();
         sync();
         r.wall.push_back(seconds_since(t0));
-        r.cpu.push_back((cpu_seconds() - c0) / at::get_num_threads());
+        r.cpu.push_back((process_cpu_seconds() - c0) / at::get_num_threads());
         r.loss = loss;
       }
       ++done;

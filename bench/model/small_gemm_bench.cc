@@ -45,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "common/blas_info.h"
 #include "common/cpu_features.h"
 #include "model/options.h"
@@ -55,6 +56,9 @@
 #ifdef CNX_HAVE_LIBXSMM
 #include <libxsmm.h>
 #endif
+
+using cnx::bench::median;
+using cnx::bench::process_cpu_seconds;
 
 namespace {
 
@@ -69,14 +73,7 @@ double now_seconds() {
   if (!g_cpu_clock) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   }
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return (static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec)) / g_threads;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
+  return process_cpu_seconds() / g_threads;
 }
 
 // The stage's tensors: activations X (M x C), hidden H (M x 4C), output

@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "bench/worker/bench_util.h"
 #include "comm/communicator.h"
 #include "common/blas_info.h"
@@ -38,6 +39,8 @@
 #include "model/onednn_matmul.h"
 #include "worker/fcmae_model.h"
 #include "worker/trainer.h"
+
+using cnx::bench::median;
 
 namespace {
 
@@ -114,12 +117,6 @@ void BM_Checkpoint(benchmark::State& state) {
     state.counters["write_s"] = r.write_s / static_cast<double>(r.checkpoints);
     state.counters["snapshot_mb"] = static_cast<double>(r.snapshot_bytes) / 1e6;
   }
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
 void parse(int* argc, char** argv) {
