@@ -62,6 +62,7 @@ for v in $VARIANTS; do variant_sets "$v" > /dev/null; done
 
 mkdir -p "$OUT"
 . scripts/lib/fashion_mnist_shards.sh
+. scripts/lib/finetune_recipe.sh  # RANDOM_START: the random-init floor's flags
 fashion_mnist_shards "$B" "$DATA"
 RUN=(mpirun --oversubscribe --bind-to none -np "$NP")
 PROBE=(--train-index "$DATA/train/index.json" --test-index "$DATA/test/index.json"
@@ -72,7 +73,7 @@ TSV=$OUT/results.tsv
 for seed in $SEEDS; do
   grep -q "^random_init	$seed	" "$TSV" && continue
   say "random-init floor, seed $seed: linear probe of an untrained atto (FCMAE init)"
-  "${RUN[@]}" "$B/tools/eval/cnx-eval" --random-init --init fcmae --model atto --seed "$seed" --config $CONFIG \
+  "${RUN[@]}" "$B/tools/eval/cnx-eval" "${RANDOM_START[@]}" --seed "$seed" --config $CONFIG \
     "${PROBE[@]}" -o "$OUT/probe_random$seed.json" > "$OUT/probe_random$seed.log" 2>&1 \
     || die "cnx-eval (random init): $OUT/probe_random$seed.log"
   python3 -c 'import json,sys; print("random_init\t%s\t%.4f\t\t0" % (sys.argv[2], json.load(open(sys.argv[1]))["top1"]))' \

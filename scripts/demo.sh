@@ -111,19 +111,20 @@ say "6/7 linear probe on Fashion-MNIST ($PROBE_TRAIN train / $PROBE_TEST test im
 PROBE=(--config $CONFIG ${USER_SETS[@]+"${USER_SETS[@]}"} --train-index "$OUT/data/train/index.json" --test-index "$OUT/data/test/index.json"
        --max-train "$PROBE_TRAIN" --max-test "$PROBE_TEST")
 # Same budget for both: same images, input size, head epochs, seed; 2 ranks x 1 thread.
+# The evaluation starts and the fine-tuning recipe of scripts/eval_fashion_mnist.sh
+# (scripts/lib/finetune_recipe.sh, chosen on held-out training images: docs/evaluation.md).
+. "$ROOT/scripts/lib/finetune_recipe.sh"
 EVAL=(mpirun --oversubscribe --bind-to none -np 2 "$B/tools/eval/cnx-eval" --threads 1)
 "${EVAL[@]}" -c "$OUT/encoder_atto_fcmae.safetensors" "${PROBE[@]}" \
   -o "$OUT/probe_pretrained.json" || die "cnx-eval (pretrained)"
-"${EVAL[@]}" --random-init --init fcmae --model atto "${PROBE[@]}" \
+"${EVAL[@]}" "${RANDOM_START[@]}" "${PROBE[@]}" \
   -o "$OUT/probe_random.json" || die "cnx-eval (random init)"
 
 rm -f "$OUT"/finetune_*.json  # never a summary of an earlier run's
 if [ "$FINETUNE" = 1 ]; then
   say "7/7 fine-tuning with $FT_LABELS labels ($FT_EPOCHS epochs, $FT_TEST test images): pretrained vs random init"
-  # The recipe of scripts/eval_fashion_mnist.sh (scripts/lib/finetune_recipe.sh,
-  # chosen on held-out training images: docs/evaluation.md): the first 1,000
-  # training images are held out, the next $FT_LABELS are trained on; seed 0.
-  . "$ROOT/scripts/lib/finetune_recipe.sh"
+  # The first 1,000 training images are held out, the next $FT_LABELS are
+  # trained on; seed 0.
   FT=(mpirun --oversubscribe --bind-to none -np 2 "$B/tools/eval/cnx-finetune" --threads 1 --config $CONFIG
       ${USER_SETS[@]+"${USER_SETS[@]}"} --train-index "$OUT/data/train/index.json"
       --test-index "$OUT/data/test/index.json" --max-train "$FT_LABELS" --max-test "$FT_TEST"

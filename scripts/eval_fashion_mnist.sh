@@ -59,7 +59,7 @@ RUN=(mpirun --oversubscribe --bind-to none -np "$NP")
 COMMON=(--config "$CONFIG" --train-index "$DATA/train/index.json" --test-index "$DATA/test/index.json"
         --max-test "$TEST" --threads 1)
 . scripts/lib/finetune_recipe.sh
-declare -A START_ARGS_PROBE=([random]="--random-init --init fcmae --model atto" [pretrained]="-c $ENCODER")
+declare -A START_ARGS_PROBE=([random]="${RANDOM_START[*]}" [pretrained]="-c $ENCODER")
 
 run_one() {  # run_one PROTOCOL N START SEED [extra cnx-finetune args]: one run -> $OUT/NAME.json
   local protocol=$1 n=$2 start=$3 seed=$4; shift 4
