@@ -27,10 +27,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-# Only the programs the demo runs are built (the tests and benchmarks are
-# built by scripts/test.sh). CNX_DEMO_SKIP_SETUP=1: already built.
+# Only the packages and programs the demo runs are installed and built (the
+# test tools, tests and benchmarks come with scripts/test.sh).
+# CNX_DEMO_SKIP_SETUP=1: already built.
 [ "${CNX_DEMO_SKIP_SETUP:-0}" = 1 ] ||
-  CNX_BUILD_TARGETS="cnx-make-shards cnx-coordinator cnx-ctl cnx-worker cnx-export cnx-visualize cnx-plot-log cnx-eval cnx-finetune" \
+  CNX_PACKAGES=${CNX_PACKAGES:-programs} CNX_BUILD_TARGETS="cnx-make-shards cnx-coordinator cnx-ctl cnx-worker cnx-export cnx-visualize cnx-plot-log cnx-eval cnx-finetune" \
     scripts/setup.sh
 
 say() { printf '\n\033[1m[demo]\033[0m %s\n' "$*" >&2; }

