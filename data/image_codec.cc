@@ -226,12 +226,31 @@ std::vector<uint8_t> encode_png(const Image& img) {
   return out;
 }
 
-std::vector<uint8_t> encode_jpeg(const Image& img, int quality) {
+std::vector<uint8_t> encode_jpeg(const Image& img, int quality, ChromaSubsampling subsampling) {
   CNX_CHECK(img.channels == 1 || img.channels == 3, "encode_jpeg: channels must be 1 or 3, got ", img.channels);
   unsigned char* buf = nullptr;
   unsigned long len = 0;
   const int pf = img.channels == 1 ? TJPF_GRAY : TJPF_RGB;
-  const int ss = img.channels == 1 ? TJSAMP_GRAY : TJSAMP_420;
+  int ss = TJSAMP_GRAY;
+  if (img.channels == 3) {
+    switch (subsampling) {
+      case ChromaSubsampling::k420:
+        ss = TJSAMP_420;
+        break;
+      case ChromaSubsampling::k422:
+        ss = TJSAMP_422;
+        break;
+      case ChromaSubsampling::k444:
+        ss = TJSAMP_444;
+        break;
+      case ChromaSubsampling::k440:
+        ss = TJSAMP_440;
+        break;
+      case ChromaSubsampling::k411:
+        ss = TJSAMP_411;
+        break;
+    }
+  }
   int r = tjCompress2(compressor(), img.pixels.data(), img.width, 0, img.height, pf, &buf, &len, ss, quality, 0);
   if (r != 0) {
     std::string msg = tjGetErrorStr2(compressor());

@@ -111,6 +111,12 @@ CropBox random_resized_crop_box(int64_t height, int64_t width, double scale_lo, 
 
 namespace {
 
+// Pixels [x0, x0 + width) x [y0, y0 + height) of a larger image, HWC.
+struct SourceView {
+  const uint8_t* pixels;
+  int64_t x0, y0, width, height, channels;
+};
+
 // Horizontal pass of a 3-channel image, 4 lanes at a time: the source
 // window [tx.lo, tx.hi) of each row is widened to float once, then each
 // output pixel accumulates its taps as (R, G, B, next R) vectors; lane 3 is
@@ -119,7 +125,7 @@ namespace {
 // output's own count has weight 0 (Taps pads w with zeros) and reads the
 // zero padding after the window, adding exactly 0. So each lane gets the
 // same products and sums in the same order as the scalar loop.
-void horizontal_rgb(const uint8_t* src, int64_t width, const Taps& tx, int64_t row0, int64_t rows, int64_t out_count,
+void horizontal_rgb(const SourceView& src, const Taps& tx, int64_t row0, int64_t rows, int64_t out_count,
                     std::vector<float>& rowf, float* tmp) {
   typedef float V4 __attribute__((vector_size(16)));
   const int64_t n_in = (tx.hi - tx.lo) * 3;
@@ -130,7 +136,7 @@ void horizontal_rgb(const uint8_t* src, int64_t width, const Taps& tx, int64_t r
     return v;
   };
   for (int64_t r = 0; r < rows; ++r) {
-    const uint8_t* in = src + ((row0 + r) * width + tx.lo) * 3;
+    const uint8_t* in = src.pixels + ((row0 + r - src.y0) * src.width + tx.lo - src.x0) * 3;
     float* f = rowf.data();
     for (int64_t i = 0; i < n_in; ++i) f[i] = static_cast<float>(in[i]);
     float* out = tmp + r * out_count * 3;
@@ -167,21 +173,27 @@ void horizontal_rgb(const uint8_t* src, int64_t width, const Taps& tx, int64_t r
   }
 }
 
-// resize_bicubic_aa into caller-owned buffers (reused across samples by the
-// decode threads: fresh multi-MB allocations per image cost page faults).
-void resize_into(const uint8_t* src, int64_t height, int64_t width, int64_t channels, const ResampleAxis& y,
+// resize_bicubic_aa of a full_height x full_width image of which `src` holds
+// a rectangle, into caller-owned buffers (reused across samples by the decode
+// threads: fresh multi-MB allocations per image cost page faults). The taps
+// are those of the full image, so the result does not depend on which
+// rectangle (covering the pixels read) is held.
+void resize_into(const SourceView& src, int64_t full_height, int64_t full_width, const ResampleAxis& y,
                  const ResampleAxis& x, std::vector<float>& rowf, std::vector<float>& tmp, std::vector<float>& dst) {
-  const Taps tx = compute_taps(x, width);
-  const Taps ty = compute_taps(y, height);
-  const int64_t C = channels;
+  const Taps tx = compute_taps(x, full_width);
+  const Taps ty = compute_taps(y, full_height);
+  CNX_CHECK(tx.lo >= src.x0 && tx.hi <= src.x0 + src.width && ty.lo >= src.y0 && ty.hi <= src.y0 + src.height,
+            "resize: the held rectangle [", src.x0, ", ", src.x0 + src.width, ") x [", src.y0, ", ",
+            src.y0 + src.height, ") misses source pixels [", tx.lo, ", ", tx.hi, ") x [", ty.lo, ", ", ty.hi, ")");
+  const int64_t C = src.channels;
   const int64_t rows = ty.hi - ty.lo;
   // Horizontal pass over the rows the vertical pass reads.
   tmp.resize(static_cast<size_t>(rows * x.out_count * C));
   if (C == 3) {
-    horizontal_rgb(src, width, tx, ty.lo, rows, x.out_count, rowf, tmp.data());
+    horizontal_rgb(src, tx, ty.lo, rows, x.out_count, rowf, tmp.data());
   } else {
     for (int64_t r = 0; r < rows; ++r) {
-      const uint8_t* in = src + (ty.lo + r) * width * C;
+      const uint8_t* in = src.pixels + ((ty.lo + r - src.y0) * src.width - src.x0) * C;
       float* out = tmp.data() + r * x.out_count * C;
       for (int64_t o = 0; o < x.out_count; ++o) {
         const float* w = tx.w.data() + o * tx.taps;
@@ -215,7 +227,7 @@ void resize_into(const uint8_t* src, int64_t height, int64_t width, int64_t chan
 std::vector<float> resize_bicubic_aa(const uint8_t* src, int64_t height, int64_t width, int64_t channels,
                                      const ResampleAxis& y, const ResampleAxis& x) {
   std::vector<float> rowf, tmp, dst;
-  resize_into(src, height, width, channels, y, x, rowf, tmp, dst);
+  resize_into(SourceView{src, 0, 0, width, height, channels}, height, width, y, x, rowf, tmp, dst);
   return dst;
 }
 
@@ -266,16 +278,35 @@ TransformResult decode_and_transform(const uint8_t* data, size_t size, ImageForm
   if (fmt == ImageFormat::kJpeg && opt.dct_scaling) {
     sf = choose_jpeg_scale(bw, bh, static_cast<double>(out_w), static_cast<double>(out_h));
   }
-  thread_local Image img;  // scratch reused by this thread (see resize_into)
+  thread_local JpegRegion region;  // scratch reused by this thread (see resize_into)
   thread_local std::vector<float> rowf, tmp, hwc;
-  res.status = decode_image(data, size, fmt, opt.max_pixels, sf, &img, &res.error);
-  if (res.status != DecodeStatus::kOk) return res;
-  res.jpeg_scale = sf;
-  // Map the box into decoded pixels (exact ratio of decoded to stored size).
-  const double fx = static_cast<double>(img.width) / W, fy = static_cast<double>(img.height) / H;
+  Image& img = region.image;
+  // The box in decoded pixels (exact ratio of decoded to stored size); the
+  // resize reads source pixels [floor(start), ceil(start + len)) only.
+  const int64_t dec_w = fmt == ImageFormat::kJpeg ? scaled_dim(info.width, sf) : W;
+  const int64_t dec_h = fmt == ImageFormat::kJpeg ? scaled_dim(info.height, sf) : H;
+  const double fx = static_cast<double>(dec_w) / W, fy = static_cast<double>(dec_h) / H;
   ResampleAxis ax{bx * fx, bw * fx, out_w, off_x, S};
   ResampleAxis ay{by * fy, bh * fy, out_h, off_y, S};
-  resize_into(img.pixels.data(), img.height, img.width, img.channels, ay, ax, rowf, tmp, hwc);
+  const int64_t rx0 = std::max<int64_t>(0, static_cast<int64_t>(std::floor(ax.box_start)));
+  const int64_t rx1 = std::min<int64_t>(dec_w, static_cast<int64_t>(std::ceil(ax.box_start + ax.box_len)));
+  const int64_t ry0 = std::max<int64_t>(0, static_cast<int64_t>(std::floor(ay.box_start)));
+  const int64_t ry1 = std::min<int64_t>(dec_h, static_cast<int64_t>(std::ceil(ay.box_start + ay.box_len)));
+  if (fmt == ImageFormat::kJpeg && opt.crop_decode && (rx1 - rx0) * (ry1 - ry0) < dec_w * dec_h) {
+    res.status = decode_jpeg_region(data, size, opt.max_pixels, sf, static_cast<int>(rx0), static_cast<int>(ry0),
+                                    static_cast<int>(rx1 - rx0), static_cast<int>(ry1 - ry0), &region, &res.error);
+  } else {
+    res.status = decode_image(data, size, fmt, opt.max_pixels, sf, &img, &res.error);
+    region.x0 = region.y0 = 0;
+    region.full_width = img.width;
+    region.full_height = img.height;
+  }
+  if (res.status != DecodeStatus::kOk) return res;
+  CNX_CHECK(region.full_width == dec_w && region.full_height == dec_h, "decoded size ", region.full_width, "x",
+            region.full_height, " differs from the expected ", dec_w, "x", dec_h);
+  res.jpeg_scale = sf;
+  resize_into(SourceView{img.pixels.data(), region.x0, region.y0, img.width, img.height, img.channels}, dec_h, dec_w,
+              ay, ax, rowf, tmp, hwc);
 
   res.chw.resize(static_cast<size_t>(3 * S * S));
   const int64_t C = img.channels;
