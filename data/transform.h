@@ -63,7 +63,7 @@ struct TransformOptions {
   bool hflip = true;
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};  // in [0, 1] pixel units
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
-  bool dct_scaling = true;                // JPEG: decode at the smallest DCT scale that keeps the crop >= size
+  bool dct_scaling = true;  // JPEG: decode at the smallest DCT scale that keeps the crop >= size
   // JPEG: when the crop is smaller than the image, decode only (about) the
   // crop's rows and columns (decode_jpeg_region); same pixels, less work.
   bool crop_decode = true;

@@ -7,8 +7,13 @@
 // transform agree on the status; a decoded image has the probed size (scaled
 // as TJSCALED), 1 or 3 channels and exactly w*h*c bytes; a transformed one
 // has 3 x size x size finite values within the normalised range of 0..255.
+// JPEG: decode_jpeg_region of a rectangle (from the crop seed) gives the
+// status of the whole decode and, where both succeed, the same pixels in the
+// rectangle; the transform with crop_decode on and off gives the same status
+// and the same floats.
 // The pixel bound is 4 Mpx instead of the pipeline's 64 Mpx so that one
 // execution stays short under ASan; the code paths are the same.
+#include <algorithm>
 #include <cmath>
 
 #include "data/image_codec.h"
@@ -54,6 +59,35 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_REQUIRE(!error.empty(), std::string("decode failed without a message: ") + d::decode_status_name(decoded));
   }
 
+  if (fmt == d::ImageFormat::kJpeg) {
+    const bool ok = decoded == d::DecodeStatus::kOk;
+    const int W = ok ? img.width : 16, H = ok ? img.height : 16;
+    const int x = (seed * 37) % W, y = (seed * 11) % H;
+    const int w = 1 + (seed * 53) % (W - x), h = 1 + (seed * 29) % (H - y);
+    d::JpegRegion region;
+    std::string region_error;
+    const d::DecodeStatus rs = d::decode_jpeg_region(data, size, kMaxPixels, scale, x, y, w, h, &region, &region_error);
+    FUZZ_REQUIRE(rs == decoded, std::string("region decode ") + d::decode_status_name(rs) + ", whole decode " +
+                                    d::decode_status_name(decoded) + " (" + region_error + ")");
+    if (ok) {
+      const d::Image& r = region.image;
+      FUZZ_REQUIRE(region.full_width == W && region.full_height == H && r.channels == img.channels,
+                   "region decode: full size or channels differ");
+      FUZZ_REQUIRE(region.x0 <= x && region.y0 <= y && region.x0 + r.width >= x + w && region.y0 + r.height >= y + h &&
+                       r.pixels.size() == static_cast<size_t>(r.width) * r.height * r.channels,
+                   "region decode: the region misses the rectangle");
+      const int C = img.channels;
+      for (int yy = y; yy < y + h; ++yy) {
+        FUZZ_REQUIRE(std::equal(img.pixels.begin() + (static_cast<size_t>(yy) * W + x) * C,
+                                img.pixels.begin() + (static_cast<size_t>(yy) * W + x + w) * C,
+                                r.pixels.begin() + (static_cast<size_t>(yy - region.y0) * r.width + x - region.x0) * C),
+                     "region decode: pixels differ from the whole decode in row " + std::to_string(yy));
+      }
+    } else {
+      FUZZ_REQUIRE(!region_error.empty(), "region decode failed without a message");
+    }
+  }
+
   d::TransformOptions opt;
   opt.size = 8 + (size_sel % 8) * 8;  // 8..64
   opt.train = flags & 2;
@@ -63,6 +97,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   opt.max_pixels = kMaxPixels;
   const d::TransformResult r = d::decode_and_transform(data, size, fmt, cnx::SplitMix64(seed), opt);
   if (probed != d::DecodeStatus::kOk) FUZZ_REQUIRE(r.status == probed, "transform and probe disagree");
+  d::TransformOptions whole = opt;
+  whole.crop_decode = false;
+  const d::TransformResult rw = d::decode_and_transform(data, size, fmt, cnx::SplitMix64(seed), whole);
+  FUZZ_REQUIRE(rw.status == r.status, "transform status differs with crop_decode off");
+  FUZZ_REQUIRE(rw.chw == r.chw, "transform output differs with crop_decode off");
   if (r.status != d::DecodeStatus::kOk) {
     FUZZ_REQUIRE(!r.error.empty(), "transform failed without a message");
     return 0;

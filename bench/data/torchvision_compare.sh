@@ -9,7 +9,7 @@
 # The image sets come from bench/data/make_jpeg_sets.py (Debian's
 # lomiri-wallpapers-16.04 and mate-backgrounds photos; written to
 # --images, default BUILD/bench-jpegs). Per set, `reps` rounds; in each
-# round cnx-transform-bench (DCT scaling on, off) and torchvision_compare.py
+# round cnx-transform-bench (DCT scaling on/off x crop decoding on/off) and torchvision_compare.py
 # (plain, draft) each run once, taking turns on who goes first (load drift
 # cancels). Per round the ratios of images per CPU-second (per core) are
 # formed from that round's numbers; printed are their medians and ranges
@@ -76,7 +76,8 @@ for line in open(sys.argv[1]):
         rows.append(dict(kv.split("=", 1) for kv in f[1:]))
     elif f[0] == "load":
         loads[f[1]][f[2]] = " ".join(f[3:])
-names = {("cnx", "dct"): "cnx, DCT scaling on", ("cnx", "full"): "cnx, DCT scaling off",
+names = {("cnx", "dct_crop"): "cnx, DCT scaling + crop", ("cnx", "dct"): "cnx, DCT scaling on",
+         ("cnx", "crop"): "cnx, crop decode only", ("cnx", "full"): "cnx, DCT scaling off",
          ("torchvision", "plain"): "torchvision + PIL", ("torchvision", "draft"): "torchvision + PIL draft()"}
 for s in dict.fromkeys(r["set"] for r in rows):
     print(f"\nset {s} (load average {loads[s].get('start', '?')} at start, {loads[s].get('end', '?')} at end)")
@@ -93,8 +94,9 @@ for s in dict.fromkeys(r["set"] for r in rows):
             print(f"  {name:28s} {statistics.median(v):9.1f} [{min(v):6.1f}-{max(v):6.1f}]   "
                   f"{statistics.median(wall[k]):10.1f}")
     print(f"  ratios per core (median [min-max] over {len(per)} interleaved rounds):")
-    for a, b in [(("cnx", "dct"), ("torchvision", "plain")), (("cnx", "dct"), ("torchvision", "draft")),
-                 (("cnx", "full"), ("torchvision", "plain"))]:
+    for a, b in [(("cnx", "dct_crop"), ("torchvision", "plain")), (("cnx", "dct_crop"), ("torchvision", "draft")),
+                 (("cnx", "dct"), ("torchvision", "plain")), (("cnx", "full"), ("torchvision", "plain")),
+                 (("cnx", "dct_crop"), ("cnx", "dct"))]:
         q = [p[a] / p[b] for p in per.values() if a in p and b in p]
         if q:
             print(f"    {names[a]:22s} / {names[b]:26s} {statistics.median(q):5.2f}x [{min(q):.2f}-{max(q):.2f}]")

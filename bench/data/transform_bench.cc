@@ -1,12 +1,13 @@
 // cnx-transform-bench: images per second per core of the training transform
 // (data/transform.h: JPEG decode + RandomResizedCrop + horizontal flip +
 // normalise to float CHW) over a folder or list of real JPEG files, on ONE
-// thread, with JPEG DCT-domain scaling on and off in the same run. The
+// thread, with JPEG DCT-domain scaling on and off and crop-only decoding
+// (TransformOptions::crop_decode) on and off in the same run. The
 // counterpart of bench/data/torchvision_compare.py (torchvision + PIL on the
 // same files); bench/data/torchvision_compare.sh runs both.
 //
 //   cnx-transform-bench (--dir DIR | --list FILE) [--dct both|on|off]
-//       [--reps 3] [--min-seconds 2] [--size 224] [--scale-lo 0.08]
+//       [--crop both|on|off] [--reps 3] [--min-seconds 2] [--size 224] [--scale-lo 0.08]
 //       [--seed 0] [--label NAME]
 //
 // The files are read into memory first (the timing covers decode and
@@ -14,13 +15,16 @@
 // decode are dropped and counted, then `reps` rounds; in each round the DCT
 // settings take turns, each doing whole passes over the files until
 // --min-seconds have passed. Pass p draws its crops from
-// sample_rng(seed, p, file name), so both settings see the same crops.
+// sample_rng(seed, p, file name), so all settings see the same crops.
+// Settings (variant names): dct_crop (DCT scaling and crop decoding on, the
+// default of TransformOptions), dct (DCT scaling only), crop (crop decoding
+// only), full (neither: whole image at full size).
 // Defaults are torchvision's RandomResizedCrop(224): scale (0.08, 1), ratio
 // (3/4, 4/3); bicubic antialiased resampling (torchvision: interpolation=
 // BICUBIC) and ImageNet mean/std.
 //
 // Output, one line per round and setting (key=value, for the driver):
-//   result impl=cnx variant=dct set=LABEL rep=0 images=N wall_s=.. cpu_s=..
+//   result impl=cnx variant=dct_crop set=LABEL rep=0 images=N wall_s=.. cpu_s=..
 //          img_per_s=.. img_per_cpu_s=..
 // img_per_cpu_s (images per CPU-second of the process) is the per-core
 // figure that other load on the machine disturbs least. Also printed: how
@@ -129,7 +133,7 @@ PassStats run_pass(const std::vector<File>& files, int64_t pass, uint64_t seed, 
 
 int main(int argc, char** argv) {
   CLI::App app{"Images/s of decode + RandomResizedCrop + flip + normalise on one thread, over real JPEG files"};
-  std::string dir, list, dct = "both", label;
+  std::string dir, list, dct = "both", crop = "both", label;
   int reps = 3;
   double min_seconds = 2.0, scale_lo = 0.08;
   int64_t size = 224;
@@ -138,6 +142,8 @@ int main(int argc, char** argv) {
   auto* o_list = app.add_option("--list", list, "file with one JPEG path a line");
   o_dir->excludes(o_list);
   app.add_option("--dct", dct, "JPEG DCT-domain scaling: both (alternating), on or off")
+      ->check(CLI::IsMember({"both", "on", "off"}));
+  app.add_option("--crop", crop, "JPEG crop-only decoding (decode_jpeg_region): both (alternating), on or off")
       ->check(CLI::IsMember({"both", "on", "off"}));
   app.add_option("--reps", reps, "measured rounds")->check(CLI::Range(1, 1000));
   app.add_option("--min-seconds", min_seconds, "minimum time of one setting in one round (whole passes)")
@@ -175,6 +181,7 @@ int main(int argc, char** argv) {
     // Warm-up pass (full decode): drops the files that do not decode.
     std::vector<bool> ok(files.size(), true);
     opt.dct_scaling = false;
+    opt.crop_decode = false;
     const PassStats warm = run_pass(files, 0, seed, opt, &ok);
     const int64_t usable = warm.images;
     std::printf("set %s: %zu JPEG files, %lld skipped (%lld unreadable, %lld do not decode), %lld used, mean %.1f KB\n",
@@ -183,17 +190,27 @@ int main(int argc, char** argv) {
                 static_cast<long long>(usable), files.empty() ? 0.0 : bytes / 1024.0 / files.size());
     if (usable == 0) throw UserError("no file of " + label + " decodes");
 
-    std::vector<bool> settings;
-    if (dct != "off") settings.push_back(true);
-    if (dct != "on") settings.push_back(false);
-    std::map<bool, PassStats> totals;
+    struct Setting {
+      bool dct, crop;
+      std::string name;
+    };
+    std::vector<Setting> settings;
+    for (const bool d : {true, false}) {
+      if (d ? dct == "off" : dct == "on") continue;
+      for (const bool c : {true, false}) {
+        if (c ? crop == "off" : crop == "on") continue;
+        settings.push_back({d, c, d ? (c ? "dct_crop" : "dct") : (c ? "crop" : "full")});
+      }
+    }
+    std::map<std::string, PassStats> totals;
     int64_t pass = 0;
     for (int rep = 0; rep < reps; ++rep) {
-      std::vector<bool> order = settings;
+      std::vector<Setting> order = settings;
       if (rep % 2 == 1) std::reverse(order.begin(), order.end());  // ABBA: cancels drift
       const int64_t first_pass = pass;
-      for (bool on : order) {
-        opt.dct_scaling = on;
+      for (const Setting& set : order) {
+        opt.dct_scaling = set.dct;
+        opt.crop_decode = set.crop;
         pass = first_pass;
         int64_t images = 0;
         const auto t0 = std::chrono::steady_clock::now();
@@ -203,23 +220,24 @@ int main(int argc, char** argv) {
           PassStats st = run_pass(files, ++pass, seed, opt, &ok);
           if (st.failures) throw UserError("a file that decoded in the warm-up pass failed later");
           images += st.images;
-          for (const auto& [k, v] : st.scales) totals[on].scales[k] += v;
-          totals[on].images += st.images;
+          for (const auto& [k, v] : st.scales) totals[set.name].scales[k] += v;
+          totals[set.name].images += st.images;
           wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         } while (wall < min_seconds);
         const double cpu = process_cpu_seconds() - c0;
         std::printf(
             "result impl=cnx variant=%s set=%s rep=%d images=%lld wall_s=%.4f cpu_s=%.4f img_per_s=%.2f "
             "img_per_cpu_s=%.2f\n",
-            on ? "dct" : "full", label.c_str(), rep, static_cast<long long>(images), wall, cpu, images / wall,
+            set.name.c_str(), label.c_str(), rep, static_cast<long long>(images), wall, cpu, images / wall,
             images / cpu);
         std::fflush(stdout);
       }
     }
-    for (bool on : settings) {
-      std::printf("scales %s:", on ? "dct" : "full");
-      for (const auto& [k, v] : totals[on].scales) {
-        std::printf(" %s=%.1f%%", k.c_str(), 100.0 * static_cast<double>(v) / static_cast<double>(totals[on].images));
+    for (const Setting& set : settings) {
+      std::printf("scales %s:", set.name.c_str());
+      const PassStats& t = totals[set.name];
+      for (const auto& [k, v] : t.scales) {
+        std::printf(" %s=%.1f%%", k.c_str(), 100.0 * static_cast<double>(v) / static_cast<double>(t.images));
       }
       std::printf("\n");
     }

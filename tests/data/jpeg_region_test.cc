@@ -36,8 +36,8 @@ std::vector<Coded> coded_images() {
   for (const auto& sz : sizes) {
     for (const auto& k : kinds) {
       const Image im = testing::synth_image(sz[0], sz[1], 3, ++seed);
-      out.push_back({std::string(k.name) + "_" + std::to_string(sz[0]) + "x" + std::to_string(sz[1]),
-                     encode_jpeg(im, 90, k.ss)});
+      out.push_back(
+          {std::string(k.name) + "_" + std::to_string(sz[0]) + "x" + std::to_string(sz[1]), encode_jpeg(im, 90, k.ss)});
     }
     const Image g = testing::synth_image(sz[0], sz[1], 1, ++seed);
     out.push_back({"gray_" + std::to_string(sz[0]) + "x" + std::to_string(sz[1]), encode_jpeg(g, 90)});
@@ -90,8 +90,8 @@ TEST(JpegRegion, EqualsFullDecodeThenCrop) {
           << f.name << ": " << err;
       const int W = full.width, H = full.height;
       std::vector<std::array<int, 4>> rects = {
-          {0, 0, W, H},                                                   // whole
-          {0, 0, std::max(1, W / 3), std::max(1, H / 3)},                 // top-left corner
+          {0, 0, W, H},                                                    // whole
+          {0, 0, std::max(1, W / 3), std::max(1, H / 3)},                  // top-left corner
           {W - std::max(1, W / 3), H - std::max(1, H / 2), W / 3, H / 2},  // bottom-right corner
           {0, H / 4, std::max(1, W / 2), std::max(1, H / 2)},              // touches the left edge
           {W / 3, 0, std::max(1, W / 3), std::max(1, H / 3)},              // touches the top edge
@@ -200,6 +200,26 @@ TEST(JpegRegion, TruncatedAndDamagedFilesGiveTheFullDecodeStatus) {
   EXPECT_GT(both_bad, 10);
 }
 
+TEST(JpegRegion, AFileWithoutItsTablesDoesNotBorrowAnEarlierImages) {
+  // Table 0 of the luma component relabelled as table 2: "Quantization table
+  // 0x00 was not defined", however many images this thread decoded before.
+  const auto good = encode_jpeg(testing::synth_image(48, 32, 3, 41), 90);
+  std::vector<uint8_t> bad = good;
+  size_t at = 0;
+  while (at + 4 < bad.size() && !(bad[at] == 0xFF && bad[at + 1] == 0xDB)) ++at;
+  ASSERT_LT(at + 4, bad.size());
+  ASSERT_EQ(bad[at + 4] & 0x0F, 0);
+  bad[at + 4] = static_cast<uint8_t>((bad[at + 4] & 0xF0) | 2);
+  Image out;
+  std::string err;
+  const DecodeStatus alone = decode_image(bad.data(), bad.size(), ImageFormat::kJpeg, 1 << 24, {}, &out, &err);
+  EXPECT_EQ(alone, DecodeStatus::kCorrupt) << err;
+  ASSERT_EQ(decode_image(good.data(), good.size(), ImageFormat::kJpeg, 1 << 24, {}, &out, &err), DecodeStatus::kOk);
+  EXPECT_EQ(decode_image(bad.data(), bad.size(), ImageFormat::kJpeg, 1 << 24, {}, &out, &err), alone) << err;
+  JpegRegion region;
+  EXPECT_EQ(decode_jpeg_region(bad.data(), bad.size(), 1 << 24, {}, 8, 8, 8, 8, &region, &err), alone) << err;
+}
+
 TEST(JpegRegion, TransformWithCropDecodeEqualsWithout) {
   std::vector<Coded> files = coded_images();
   files.push_back({"420_640x480", encode_jpeg(testing::synth_image(640, 480, 3, 31), 90)});
@@ -217,17 +237,17 @@ TEST(JpegRegion, TransformWithCropDecodeEqualsWithout) {
         TransformOptions off = on;
         off.crop_decode = false;
         for (uint64_t s = 0; s < 12; ++s) {
-          const auto a = decode_and_transform(f.bytes.data(), f.bytes.size(), ImageFormat::kJpeg,
-                                              sample_rng(s, 1, f.name), on);
-          const auto b = decode_and_transform(f.bytes.data(), f.bytes.size(), ImageFormat::kJpeg,
-                                              sample_rng(s, 1, f.name), off);
+          const auto a =
+              decode_and_transform(f.bytes.data(), f.bytes.size(), ImageFormat::kJpeg, sample_rng(s, 1, f.name), on);
+          const auto b =
+              decode_and_transform(f.bytes.data(), f.bytes.size(), ImageFormat::kJpeg, sample_rng(s, 1, f.name), off);
           ASSERT_EQ(a.status, DecodeStatus::kOk) << f.name << ": " << a.error;
           ASSERT_EQ(b.status, DecodeStatus::kOk) << f.name << ": " << b.error;
           ASSERT_EQ(a.jpeg_scale.num * b.jpeg_scale.den, b.jpeg_scale.num * a.jpeg_scale.den);
           ASSERT_EQ(a.chw.size(), b.chw.size());
           for (size_t i = 0; i < a.chw.size(); ++i) {
-            ASSERT_EQ(a.chw[i], b.chw[i]) << f.name << " size " << size << " dct " << dct << " seed " << s
-                                          << " element " << i;
+            ASSERT_EQ(a.chw[i], b.chw[i])
+                << f.name << " size " << size << " dct " << dct << " seed " << s << " element " << i;
           }
           ++compared;
         }
@@ -248,7 +268,8 @@ TEST(JpegRegion, TransformWithCropDecodeEqualsWithout) {
   EXPECT_EQ(a.chw, b.chw);
   // A truncated file: the same status both ways.
   const size_t cut = f.bytes.size() * 2 / 3;
-  const auto ta = decode_and_transform(f.bytes.data(), cut, ImageFormat::kJpeg, sample_rng(0, 0, "k"), TransformOptions{});
+  const auto ta =
+      decode_and_transform(f.bytes.data(), cut, ImageFormat::kJpeg, sample_rng(0, 0, "k"), TransformOptions{});
   TransformOptions full_decode;
   full_decode.crop_decode = false;
   const auto tb = decode_and_transform(f.bytes.data(), cut, ImageFormat::kJpeg, sample_rng(0, 0, "k"), full_decode);

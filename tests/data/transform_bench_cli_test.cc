@@ -45,6 +45,8 @@ TEST(TransformBenchCli, SkipsAndCountsBadFilesAndRefusesBadArguments) {
   EXPECT_TRUE(has(out, "skipped " + (tmp / "set" / "text.jpg").string() + ": corrupt_image")) << out;
   EXPECT_TRUE(has(out, "result impl=cnx variant=dct set=set rep=0 images=2 ")) << out;
   EXPECT_TRUE(has(out, "result impl=cnx variant=full set=set rep=0 images=2 ")) << out;
+  EXPECT_TRUE(has(out, "result impl=cnx variant=dct_crop set=set rep=0 images=2 ")) << out;
+  EXPECT_TRUE(has(out, "result impl=cnx variant=crop set=set rep=0 images=2 ")) << out;
 
   // A list: relative names resolve against its folder; comments and blanks ignored.
   {
@@ -55,6 +57,13 @@ TEST(TransformBenchCli, SkipsAndCountsBadFilesAndRefusesBadArguments) {
   EXPECT_EQ(rc, 0) << out;
   EXPECT_TRUE(has(out, "2 JPEG files, 0 skipped")) << out;
   EXPECT_FALSE(has(out, "variant=dct")) << out;
+  EXPECT_TRUE(has(out, "variant=crop ")) << out;
+  std::tie(rc, out) = run(g_tool + " --list " + (tmp / "set" / "files.txt").string() + " --crop off" + quick);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_FALSE(has(out, "variant=dct_crop") || has(out, "variant=crop")) << out;
+  EXPECT_TRUE(has(out, "variant=dct ")) << out;
+  std::tie(rc, out) = run(g_tool + " --list " + (tmp / "set" / "files.txt").string() + " --crop maybe" + quick);
+  EXPECT_EQ(rc, 2) << out;
 
   std::tie(rc, out) = run(g_tool + " --dir " + (tmp / "nope").string() + quick);
   EXPECT_EQ(rc, 2) << out;
