@@ -24,7 +24,7 @@ PACKAGES=(
   libyaml-cpp-dev libyaml-cpp0.7
   libspdlog-dev libspdlog1.10 libfmt-dev libfmt9
   libcli11-dev nlohmann-json3-dev
-  libturbojpeg0-dev libturbojpeg0 libpng-dev libpng16-16 zlib1g-dev zlib1g
+  libturbojpeg0-dev libturbojpeg0 libjpeg62-turbo-dev libjpeg62-turbo libpng-dev libpng16-16 zlib1g-dev zlib1g
   libarchive-dev libarchive13 libnettle8 libacl1 liblzma5 libzstd1 liblz4-1 libbz2-1.0 libxml2 libicu72
   libcivetweb-dev libcivetweb1
   libssl-dev libssl3

@@ -36,7 +36,7 @@ PROGRAM_PACKAGES=(
   libopenmpi-dev openmpi-bin                 # workers under mpirun
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libyaml-cpp-dev libsqlite3-dev sqlite3 libcivetweb-dev libspdlog-dev libfmt-dev libcli11-dev
-  nlohmann-json3-dev libturbojpeg0-dev libpng-dev zlib1g-dev libarchive-dev libssl-dev openssl
+  nlohmann-json3-dev libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev libarchive-dev libssl-dev openssl
   libdnnl-dev                                # oneDNN: the pointwise Linears (model/onednn_matmul.h)
   dataset-fashion-mnist                      # the demo dataset
   python3 procps                             # the demo's and evaluation scripts' helpers
