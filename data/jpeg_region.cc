@@ -194,6 +194,7 @@ DecodeStatus decode_jpeg_region(const uint8_t* data, size_t size, int64_t max_pi
     w = std::max(w, 1), h = std::max(h, 1);
     x = std::min(x, full_w - 1), y = std::min(y, full_h - 1);
   }
+  // kMargin columns either side; libjpeg moves x0 left to an iMCU boundary.
   const int y0 = y, y1 = y + h;
   int x0 = std::max(0, x - kMargin), rw = std::min(full_w, x + w + kMargin) - x0;
 
@@ -209,7 +210,6 @@ DecodeStatus decode_jpeg_region(const uint8_t* data, size_t size, int64_t max_pi
     *error = "libjpeg's region geometry differs from the expected one";
     return DecodeStatus::kCorrupt;
   }
-  // libjpeg moved x0 to an iMCU boundary; keep kMargin columns before x.
   Image& img = out->image;
   img.width = rw;
   img.height = y1 - y0;
