@@ -101,7 +101,7 @@ void describe(V& v, ModelConfig& c) {
   v("head_init_scale", c.head_init_scale, non_negative());
   v("decoder_dim", c.decoder_dim, int_range(1, 8192));
   v("decoder_depth", c.decoder_depth, int_range(1, 64));
-  v("encoder", c.encoder, one_of({"sparse", "dense_masked"}));
+  v("encoder", c.encoder, one_of({"sparse", "dense_masked", "dense"}));
   v("block", c.block, one_of({"v2", "v1"}));
   v("init", c.init, one_of({"reference", "std02"}));
   v("norm_pix_loss", c.norm_pix_loss, any<bool>());

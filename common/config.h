@@ -41,7 +41,9 @@ struct ModelConfig {
   double head_init_scale = 1.0;
   int64_t decoder_dim = 512;
   int64_t decoder_depth = 1;
-  std::string encoder = "sparse";  // sparse|dense_masked
+  // sparse | dense_masked (the oracle, the same function) | dense (the paper's
+  // dense-convolution ablation: masks the input only; model/fcmae_encoder.h)
+  std::string encoder = "sparse";
   std::string block = "v2";        // v2 (GRN) | v1 (layer scale, no GRN: the GRN ablation)
   std::string init = "reference";  // reference|std02 (docs/model.md)
   bool norm_pix_loss = true;

@@ -98,12 +98,18 @@ FcmaeOptions fcmae_options(const std::string& variant) {
   return o;
 }
 
+namespace {
+bool known_encoder_type(const std::string& type) {
+  return type == "sparse" || type == "dense_masked" || type == "dense";
+}
+}  // namespace
+
 void validate(const FcmaeOptions& options) {
   validate(encoder_net_options(options));
   require(options.decoder_dim > 0, "decoder_dim must be positive, got " + std::to_string(options.decoder_dim));
   require(options.decoder_depth >= 1, "decoder_depth must be >= 1, got " + std::to_string(options.decoder_depth));
-  require(options.encoder_type == "sparse" || options.encoder_type == "dense_masked",
-          "encoder must be \"sparse\" or \"dense_masked\", got \"" + options.encoder_type + "\"");
+  require(known_encoder_type(options.encoder_type),
+          "encoder must be \"sparse\", \"dense_masked\" or \"dense\", got \"" + options.encoder_type + "\"");
   require(options.init == "reference" || options.init == "std02",
           "init must be \"reference\" or \"std02\", got \"" + options.init + "\"");
 }
@@ -233,18 +239,21 @@ void FcmaeImpl::init_weights() {
 }
 
 void FcmaeImpl::set_encoder_type(const std::string& type) {
-  CNX_CHECK(type == "sparse" || type == "dense_masked", "FCMAE encoder must be \"sparse\" or \"dense_masked\", got \"",
-            type, "\"");
+  CNX_CHECK(known_encoder_type(type), "FCMAE encoder must be \"sparse\", \"dense_masked\" or \"dense\", got \"", type,
+            "\"");
   options_.encoder_type = type;
 }
 
 torch::Tensor FcmaeImpl::forward_encoder(const torch::Tensor& images, const torch::Tensor& mask) {
   if (options_.encoder_type == "sparse") return sparse_encode(*encoder->net, images, mask);
+  if (options_.encoder_type == "dense") return dense_encode(*encoder->net, images, mask);
   return dense_masked_encode(*encoder->net, images, mask, options_.dense_channels_last);
 }
 
 torch::Tensor FcmaeImpl::forward_decoder(const torch::Tensor& latent, const torch::Tensor& mask) {
-  if (options_.encoder_type == "sparse") return sparse_decoder(latent, mask);
+  // The dense encoder's latent is dense at masked patches too; the mask
+  // tokens replace them in either decoder.
+  if (options_.encoder_type != "dense_masked") return sparse_decoder(latent, mask);
   auto x = proj->forward(latent);
   const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
   CNX_CHECK(mask.numel() == n * h * w, "FCMAE decoder: mask ", mask.sizes(), " does not hold ", h, "x", w,

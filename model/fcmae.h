@@ -31,9 +31,11 @@ struct FcmaeOptions {
   int64_t decoder_dim = 512;
   int64_t decoder_depth = 1;
   bool norm_pix_loss = true;
-  std::string encoder_type = "sparse";  // "sparse" | "dense_masked"
-  std::string init = "reference";       // "reference" | "std02"
-  bool dense_channels_last = true;      // memory format of the dense-masked encoder's convs
+  // "sparse" | "dense_masked" (the oracle: the same function) | "dense" (the
+  // paper's dense-convolution ablation: masks the input only; fcmae_encoder.h)
+  std::string encoder_type = "sparse";
+  std::string init = "reference";   // "reference" | "std02"
+  bool dense_channels_last = true;  // memory format of the dense-masked encoder's convs
 };
 
 // FcmaeOptions with the encoder of a named variant (atto ... huge).
@@ -93,7 +95,8 @@ class FcmaeImpl : public torch::nn::Module {
   // the LibTorch modules (the oracle). Both compute the same function.
   torch::Tensor forward_decoder(const torch::Tensor& latent, const torch::Tensor& mask);
 
-  // "sparse" | "dense_masked"; both run the same parameters.
+  // "sparse" | "dense_masked" | "dense" (FcmaeOptions::encoder_type); all run
+  // the same parameters.
   void set_encoder_type(const std::string& type);
   const std::string& encoder_type() const { return options_.encoder_type; }
 

@@ -4,6 +4,7 @@
 #include <torch/nn/functional/conv.h>
 
 #include "common/check.h"
+#include "model/dense_kernels.h"
 #include "model/onednn_matmul.h"
 #include "model/precision.h"
 #include "model/sparse_drop_path.h"
@@ -114,6 +115,15 @@ at::Tensor sparse_block(BlockImpl& blk, const at::Tensor& x, const at::Tensor& n
   y = blk.layer_scale(pointwise_linear(y, blk.pwconv2->weight, blk.pwconv2->bias, /*gelu=*/false));
   if (training) y = sparse_drop_path(y, offsets, blk.drop_path_rate());
   return x + y;
+}
+
+at::Tensor dense_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask) {
+  int64_t hp = 0, wp = 0;
+  check_inputs(net, images, patch_mask, &hp, &wp);
+  const int64_t p = encoder_patch_size(net);
+  auto keep = patch_mask.reshape({images.size(0), 1, hp, wp}).eq(0).to(images.scalar_type());
+  keep = keep.repeat_interleave(p, 2).repeat_interleave(p, 3);
+  return dense_forward_encoder(net, images * keep, dense_kernels());
 }
 
 at::Tensor dense_masked_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask,

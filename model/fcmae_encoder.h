@@ -13,6 +13,12 @@
 // float rounding, forward and backward. The patch size is the encoder's
 // total stride (stem stride * 2^(stages-1), 32 for ConvNeXt V2).
 //
+// * dense_encode: NOT the same function: the paper's dense-convolution
+//   baseline of its sparse-vs-dense ablation. The masked patches of the input
+//   are set to 0 and the dense encoder runs on the whole image with no
+//   further masking, so convolutions carry information across patch borders
+//   into masked regions and the features at masked patches are not zero.
+//
 // Threading: the functions only read the module's parameters; calls on
 // different inputs may run concurrently if no thread changes the module.
 #include <ATen/ATen.h>
@@ -64,6 +70,11 @@ at::Tensor sparse_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const En
 // drop_path_rate (sparse_drop_path.h).
 at::Tensor sparse_block(BlockImpl& block, const at::Tensor& x, const at::Tensor& neighbours, const at::Tensor& offsets,
                         bool training);
+
+// The dense-convolution baseline (above): images * (1 - the patch mask at
+// pixel resolution), then the dense encoder through the process's dense
+// kernel set (dense_kernels.h); (N, C3, H/32, W/32), dense.
+at::Tensor dense_encode(ConvNeXtV2Impl& net, const at::Tensor& images, const at::Tensor& patch_mask);
 
 // The blocks must have drop_path_rate 0 or the module be in eval mode.
 // channels_last: run the dense convs in channels-last memory format (the

@@ -99,7 +99,7 @@ TEST(Config, OutOfRangeInsideList) {
 TEST(Config, OutOfRangeScalars) {
   EXPECT_HAS(error_of("mask: {ratio: 1.2}"), "mask.ratio: expected a number in [0, 1], got '1.2'");
   EXPECT_HAS(error_of("data: {input_size: 100}"), "multiple of 32");
-  EXPECT_HAS(error_of("model: {encoder: fancy}"), "one of sparse|dense_masked");
+  EXPECT_HAS(error_of("model: {encoder: fancy}"), "one of sparse|dense_masked|dense");
   EXPECT_HAS(error_of("model: {block: v3}"), "model.block");
   EXPECT_EQ(cnx::load_config_text("model: {block: v1}", "v1.yaml").model.block, "v1");
   EXPECT_HAS(error_of("coordinator: {listen: 'localhost'}"), "coordinator.listen");

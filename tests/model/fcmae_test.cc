@@ -134,6 +134,64 @@ TEST(SparseVsDenseMaskedV1Blocks, TinyAndAtto) {
   EXPECT_EQ(p["encoder.stages.0.0.gamma"].max().item<double>(), 1e-6f);  // the reference init leaves it
 }
 
+// The paper's dense-convolution ablation (model.encoder: dense): the dense
+// network on the masked image with no further masking. Its forward, loss and
+// every parameter gradient equal the same model written with LibTorch's own
+// modules (ConvNeXtV2::forward_encoder on images * keep, the LibTorch
+// decoder); unlike dense_masked it is NOT the sparse encoder's function when
+// patches are masked (information crosses into masked patches), and it is
+// when nothing is masked.
+TEST(FcmaeDenseEncoder, IsTheDenseNetworkOnTheMaskedImage) {
+  for (const char* block : {"v2", "v1"}) {
+    torch::manual_seed(41);
+    auto options = tiny_options();
+    options.encoder.block = block;
+    Fcmae model(options);
+    model->to(torch::kDouble);
+    randomise_grn(model, 141);
+    const int64_t n = 3, h = 96, w = 64;
+    auto images = seeded_randn({n, 3, h, w}, 42, torch::kDouble);
+    auto mask = generate_mask(n, h / 32, w / 32, 0.5, 43);
+    auto keep = mask.reshape({n, 1, h / 32, w / 32}).eq(0).to(torch::kDouble);
+    keep = keep.repeat_interleave(32, 2).repeat_interleave(32, 3);
+    const std::string where = std::string("block ") + block;
+
+    auto dense = run(model, images, mask, "dense");
+    // The oracle: LibTorch's dense encoder on the masked image, LibTorch's decoder.
+    model->zero_grad();
+    auto latent = model->encoder_model()->forward_encoder((images * keep).contiguous());
+    model->set_encoder_type("dense_masked");  // selects the LibTorch decoder
+    auto pred = model->forward_decoder(latent, mask);
+    auto loss = fcmae_loss(images, pred, mask, model->patch_size(), model->options().norm_pix_loss);
+    loss.backward();
+    CNX_EXPECT_CLOSE(dense.latent, latent.detach(), 1e-10, where + " encoder output");
+    CNX_EXPECT_CLOSE(dense.loss, loss.detach(), 1e-10, where + " loss");
+    int64_t checked = 0;
+    for (const auto& p : model->named_parameters()) {
+      const auto& g = dense.grads.at(p.key());
+      ASSERT_TRUE(g.defined() && p.value().grad().defined()) << where << " " << p.key() << " has no gradient";
+      CNX_EXPECT_CLOSE(g, p.value().grad(), 1e-10, where + " grad of " + p.key());
+      ++checked;
+    }
+    EXPECT_EQ(checked, static_cast<int64_t>(model->parameters().size()));
+
+    // Not the sparse encoder's function: masked patches get features, and
+    // visible ones see the zeros of their masked neighbours.
+    auto m = mask.reshape({n, 1, h / 32, w / 32}).to(torch::kDouble);
+    EXPECT_GT((dense.latent * m).abs().max().item<double>(), 1e-3) << where;
+    auto sparse = run(model, images, mask, "sparse");
+    EXPECT_GT(((dense.latent - sparse.latent) * (1 - m)).abs().max().item<double>(), 1e-3) << where;
+    // With nothing masked, dense, sparse and dense-masked are one network.
+    // (Encoder outputs only: the loss has no masked patch to average over.)
+    torch::NoGradGuard no_grad;
+    auto none = torch::zeros_like(mask);
+    model->set_encoder_type("dense");
+    auto all_dense = model->forward_encoder(images, none);
+    model->set_encoder_type("sparse");
+    CNX_EXPECT_CLOSE(all_dense, model->forward_encoder(images, none), 1e-10, where + " nothing masked");
+  }
+}
+
 // The whole FCMAE step (sparse encoder, decoder, loss, backward) on the
 // generic ATen-only kernels equals the one on the CPU kernels: loss, encoder
 // output and every parameter gradient. Each op alone agrees to 1e-6 in float

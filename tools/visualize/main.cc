@@ -46,8 +46,10 @@ int main(int argc, char** argv) {
       ->check(cnx::cli::in_range(0.0, 1.0))
       ->capture_default_str();
   app.add_option("--mask-seed", mask_seed, "mask seed (same seed, same masks)")->capture_default_str();
-  app.add_option("--encoder", encoder, "sparse | dense_masked (same result)")
-      ->check(CLI::IsMember({"sparse", "dense_masked"}))
+  app.add_option("--encoder", encoder,
+                 "sparse | dense_masked (same result) | dense (masks the input only: for a model pretrained with "
+                 "model.encoder: dense)")
+      ->check(CLI::IsMember({"sparse", "dense_masked", "dense"}))
       ->capture_default_str();
   app.add_option("--mean", mean, "normalisation mean, as in pretraining (default: data.mean)")
       ->expected(3)
