@@ -55,17 +55,21 @@ DecodeStatus check_dims(int w, int h, int64_t max_pixels, std::string* error) {
 
 // libpng's simplified API reports truncation through its read callback.
 // libpng allocates a chunk's announced length before reading it (a 72-byte
-// file announcing a 1 GiB sPLT chunk made it malloc 1 GiB: found by the image
-// fuzz target). Every chunk of a well-formed PNG lies inside the file, so the
+// file announcing a 1 GiB sPLT chunk made it malloc 1 GiB, and so did a
+// 41-byte one whose last chunk was only its length and type: both found by
+// the image fuzz target). Every chunk of a well-formed PNG lies inside the file, so the
 // chunk lengths are walked first and a chunk reaching past the end is refused.
 bool png_chunks_fit(const uint8_t* data, size_t size, std::string* error) {
   size_t off = 8;  // the signature
-  while (off + 12 <= size) {
+  // Every chunk whose length and type are in the file, the last one too when
+  // its data and CRC are cut off entirely (libpng allocates then as well).
+  while (off + 8 <= size) {
     const uint32_t len = (uint32_t{data[off]} << 24) | (uint32_t{data[off + 1]} << 16) |
                          (uint32_t{data[off + 2]} << 8) | uint32_t{data[off + 3]};
     // A cut-off file ends inside its last chunk; libpng reports that as
     // truncated. Only a length no real chunk of such a file has is refused here.
-    if (len > size - off - 12 && len > (uint32_t{1} << 24)) {
+    const size_t after_type = size - off - 8;  // the bytes of data + CRC present
+    if (size_t{len} + 4 > after_type && len > (uint32_t{1} << 24)) {
       *error = "PNG chunk at byte " + std::to_string(off) + " announces " + std::to_string(len) +
                " bytes, more than the file holds";
       return false;

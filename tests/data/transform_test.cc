@@ -154,6 +154,20 @@ TEST(Codec, RoundTripsAndRejectsBadData) {
   const auto png = encode_png(testing::synth_image(64, 48, 3, 4));
   const DecodeStatus ptrunc = decode_image(png.data(), png.size() / 2, ImageFormat::kPng, 1 << 20, {}, &out, &err);
   EXPECT_TRUE(ptrunc == DecodeStatus::kTruncated || ptrunc == DecodeStatus::kCorrupt) << decode_status_name(ptrunc);
+  // A chunk announcing 1 GiB past the end of the file is refused before
+  // libpng allocates it, also when the file ends right after the chunk's
+  // length and type, or a few bytes into its data (the image fuzz target's
+  // reproducer: libpng malloc'd 1 GiB for this 41-byte file).
+  const std::vector<uint8_t> splt = {0x89, 'P',  'N',  'G',  0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 'I',  'H',
+                                     'D',  'R',  0x00, 0x00, 0x00, 0x1c, 0x00, 0x00, 0x00, 0x1c, 0x08, 0x00, 0x00, 0x00,
+                                     0x00, 0x57, 0x66, 0x80, 0x48, 0x40, 0x00, 0x00, 0x01, 's',  'P',  'L',  'T'};
+  for (size_t extra : {0, 3}) {
+    std::vector<uint8_t> f = splt;
+    f.resize(f.size() + extra, 0);
+    EXPECT_EQ(decode_image(f.data(), f.size(), ImageFormat::kPng, 1 << 20, {}, &out, &err), DecodeStatus::kCorrupt)
+        << extra;
+    EXPECT_NE(err.find("announces 1073741825 bytes"), std::string::npos) << err;
+  }
   // Forged headers with huge dimensions are refused before any allocation.
   const auto huge_png = png_with_dims(100000, 100000);
   EXPECT_EQ(decode_image(huge_png.data(), huge_png.size(), ImageFormat::kPng, 1 << 26, {}, &out, &err),
