@@ -16,6 +16,11 @@
 namespace cnx {
 namespace {
 
+// The top-level key that names a config file to inherit from, and how many
+// bases may stand above the file passed to load_config.
+constexpr const char* kBaseKey = "base";
+constexpr int kMaxBases = 8;
+
 // ---------------------------------------------------------------------------
 // Field descriptions. describe(v, section) lists every key of a section with
 // its constraint; the Reader and the Writer below walk the same list, so a
@@ -459,6 +464,9 @@ void apply_override(YAML::Node& root, const std::string& spec) {
   if (eq == std::string::npos || eq == 0) throw ConfigError("--set '" + spec + "': expected key.path=value");
   std::string key = spec.substr(0, eq);
   std::string text = spec.substr(eq + 1);
+  if (key == kBaseKey || key.rfind(std::string(kBaseKey) + ".", 0) == 0)
+    throw ConfigError("--set " + key + ": '" + kBaseKey +
+                      "' names a config file to inherit from and is read only from a config file, not from --set");
   std::vector<std::string> parts;
   std::stringstream ss(key);
   for (std::string part; std::getline(ss, part, '.');) {
@@ -532,11 +540,133 @@ void validate(Config& c, const std::string& origin) {
     fail("metrics.worker_port", "must differ from metrics.coordinator_port");
 }
 
-Config load_node(YAML::Node root, const std::string& origin, const std::vector<std::string>& overrides) {
+// One document: parsed, a mapping at the top level (an empty one for an
+// empty file), free of duplicate keys. Every file of a base chain goes
+// through here, so each is checked on its own before the merge.
+YAML::Node parse_document(const std::string& yaml, const std::string& origin) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(origin + ": malformed YAML at line " + std::to_string(e.mark.line + 1) + ", column " +
+                      std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
   if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) throw ConfigError(origin + ": expected a mapping of sections at the top level, got " + show(root));
   int budget = 100000;
   check_duplicate_keys(root, origin, "", &budget);
+  return root;
+}
+
+// Merges `over` into `base`: maps key by key (recursively), anything else
+// replaces. An empty section over a section changes nothing (the Reader
+// reads both as "keep what is there").
+void merge_into(YAML::Node base, const YAML::Node& over, const std::string& origin, const std::string& prefix) {
+  for (const auto& kv : over) {
+    if (!kv.first.IsScalar())
+      throw ConfigError(origin + ": " + (prefix.empty() ? "top level" : prefix) +
+                        ": keys must be plain names, got the key " + show(kv.first));
+    const std::string key = kv.first.Scalar();
+    const std::string path = prefix.empty() ? key : prefix + "." + key;
+    const YAML::Node& cbase = base;
+    const YAML::Node below = cbase[key];
+    if (below.IsDefined() && below.IsMap() && (kv.second.IsMap() || kv.second.IsNull())) {
+      YAML::Node child = base[key];
+      merge_into(child, kv.second, origin, path);
+    } else {
+      base[key] = kv.second;
+    }
+  }
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return {};
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The file at `path` with its base chain resolved: the base's tree (itself
+// resolved) with the file's keys merged over it, `base` removed. `chain`
+// holds the files named so far (as named, for messages) and `canonical`
+// the same files' canonical paths (for cycles).
+YAML::Node load_tree(const std::string& path, std::vector<std::string>* chain, std::vector<std::string>* canonical) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const std::string named_by = chain->empty() ? std::string() : chain->back();
+  auto where = [&] { return named_by + ": " + kBaseKey + ": "; };
+  if (fs::is_directory(path, ec)) {
+    if (named_by.empty())
+      throw ConfigError(path + ": is a folder; --config takes a YAML file (e.g. configs/fcmae_atto.yaml)");
+    throw ConfigError(where() + "'" + path + "' is a folder; expected a YAML config file");
+  }
+  std::ifstream probe(path);
+  if (!probe) {
+    if (named_by.empty()) throw ConfigError(path + ": cannot open config file (does it exist and is it readable?)");
+    throw ConfigError(where() + "cannot open '" + path + "' (does it exist and is it readable?)");
+  }
+  probe.close();
+  if (canonical->empty()) {  // the file passed to load_config; a base's is known from its caller
+    std::string canon = fs::weakly_canonical(path, ec).string();
+    canonical->push_back(ec ? fs::absolute(path).lexically_normal().string() : canon);
+  }
+  chain->push_back(path);
+  YAML::Node root = parse_document(read_text(path), path);
+  const YAML::Node& croot = root;
+  const YAML::Node base_name = croot[kBaseKey];
+  if (!base_name.IsDefined()) return root;
+  if (!base_name.IsScalar() || base_name.Scalar().empty())
+    throw ConfigError(path + ": " + kBaseKey +
+                      ": expected the path of a config file to inherit from (relative to this file's folder), got " +
+                      show(base_name));
+  // Relative to the folder of the file that names it, as that file was named
+  // (an absolute path stays as it is). Messages show the shorter spelling
+  // ("configs/x.yaml" for "configs/ablations/../x.yaml") unless a symlinked
+  // folder makes the two differ.
+  const fs::path joined = fs::path(path).parent_path() / base_name.Scalar();
+  auto canonical_of = [&](const fs::path& p) {
+    std::string c = fs::weakly_canonical(p, ec).string();
+    return ec ? fs::absolute(p).lexically_normal().string() : c;
+  };
+  const std::string base_canon = canonical_of(joined);
+  const std::string base_path =
+      canonical_of(joined.lexically_normal()) == base_canon ? joined.lexically_normal().string() : joined.string();
+  for (size_t i = 0; i < canonical->size(); ++i) {
+    if ((*canonical)[i] != base_canon) continue;
+    std::string cycle;
+    for (size_t j = i; j < chain->size(); ++j) cycle += (*chain)[j] + " -> ";
+    throw ConfigError(path + ": " + kBaseKey + ": '" + base_name.Scalar() + "' makes a cycle: " + cycle + base_path);
+  }
+  if (static_cast<int>(chain->size()) > kMaxBases) {
+    std::string names;
+    for (const auto& c : *chain) names += c + " -> ";
+    throw ConfigError(path + ": " + kBaseKey + ": more than " + std::to_string(kMaxBases) +
+                      " bases above the config file: " + names + base_path);
+  }
+  canonical->push_back(base_canon);
+  YAML::Node merged = load_tree(base_path, chain, canonical);
+  root.remove(kBaseKey);
+  merge_into(merged, root, path, "");
+  return merged;
+}
+
+// Anything yaml-cpp or the standard library throws on a strange document
+// becomes a ConfigError, so callers handle exactly one exception type.
+template <class F>
+Config guarded(const std::string& origin, F&& load) {
+  try {
+    return load();
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(origin + ": unsupported YAML structure: " + e.msg);
+  } catch (const std::exception& e) {
+    throw ConfigError(origin + ": unsupported YAML content: " + e.what());
+  }
+}
+
+Config load_node(YAML::Node root, const std::string& origin, const std::vector<std::string>& overrides) {
   for (const auto& o : overrides) apply_override(root, o);
   Config c;
   std::string where = overrides.empty() ? origin : origin + " (with --set overrides)";
@@ -561,36 +691,29 @@ void variant_shape(const std::string& name, std::vector<int64_t>* depths, std::v
 }
 
 Config load_config_text(const std::string& yaml, const std::string& origin, const std::vector<std::string>& overrides) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(yaml);
-  } catch (const YAML::Exception& e) {
-    throw ConfigError(origin + ": malformed YAML at line " + std::to_string(e.mark.line + 1) + ", column " +
-                      std::to_string(e.mark.column + 1) + ": " + e.msg);
-  }
-  // The checks above name every expected failure; anything else yaml-cpp or
-  // the standard library throws on a strange document still becomes a
-  // ConfigError, so callers handle exactly one exception type.
-  try {
+  return guarded(origin, [&] {
+    YAML::Node root = parse_document(yaml, origin);
+    const YAML::Node& croot = root;
+    if (croot[kBaseKey].IsDefined())
+      throw ConfigError(origin + ": " + kBaseKey +
+                        ": needs a config file (its path is relative to the file that names it); load this text "
+                        "from a file with --config FILE");
     return load_node(root, origin, overrides);
-  } catch (const ConfigError&) {
-    throw;
-  } catch (const YAML::Exception& e) {
-    throw ConfigError(origin + ": unsupported YAML structure: " + e.msg);
-  } catch (const std::exception& e) {
-    throw ConfigError(origin + ": unsupported YAML content: " + e.what());
-  }
+  });
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec))
-    throw ConfigError(path + ": is a folder; --config takes a YAML file (e.g. configs/fcmae_atto.yaml)");
-  std::ifstream in(path);
-  if (!in) throw ConfigError(path + ": cannot open config file (does it exist and is it readable?)");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return load_config_text(ss.str(), path, overrides);
+  return guarded(path, [&] {
+    std::vector<std::string> chain, canonical;
+    YAML::Node root = load_tree(path, &chain, &canonical);
+    std::string origin = path;
+    if (chain.size() > 1) {
+      origin += chain.size() == 2 ? " (merged over its base " : " (merged over its bases ";
+      for (size_t i = 1; i < chain.size(); ++i) origin += (i > 1 ? ", " : "") + chain[i];
+      origin += ")";
+    }
+    return load_node(root, origin, overrides);
+  });
 }
 
 std::string to_yaml(const Config& config) {

@@ -189,9 +189,24 @@ struct Config {
 
 // Loads `path` (strict) and applies `overrides` ("key.path=value", parsed as
 // YAML scalars or flow sequences such as "[0.9,0.95]"). Throws ConfigError.
+//
+// Inheritance: a top-level `base: ../other.yaml` loads that file first (a
+// path relative to the folder of the file that names it, not to the current
+// directory; an absolute path as it is), then merges this file's keys over
+// it: mappings key by key, recursively; scalars and sequences replace (an
+// empty section changes nothing). A base may have a base, at most 8 above
+// the file passed here. Then the overrides apply, then the usual strict
+// reading and checks, so a file with a base loads to exactly the Config of
+// the same settings written out flat, and to_yaml never writes `base`.
+// Every file of the chain is checked for duplicate keys on its own. A base
+// that is not a path, a missing or unreadable file, a folder, a cycle or a
+// chain too deep is a ConfigError naming the file and the key `base`;
+// `--set base=...` is refused (base is read from files only).
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
-// Same, from YAML text; `origin` names the source in messages.
+// Same, from YAML text; `origin` names the source in messages. Text has no
+// folder to resolve a base against, so a top-level `base:` is a ConfigError
+// (it needs a config file: use load_config).
 Config load_config_text(const std::string& yaml, const std::string& origin,
                         const std::vector<std::string>& overrides = {});
 

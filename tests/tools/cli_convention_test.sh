@@ -33,6 +33,7 @@ printf 'optimizer:\n  nonsense: 1\n' > "$WORK/bad_key.yaml"
 printf 'data:\n  input_size: 64\n  batch_size: 4\n  input_size: 96\n' > "$WORK/dup_key.yaml"
 printf 'job: {id: conv-test}\n' > "$WORK/good.yaml"
 mkdir -p "$WORK/a_folder.yaml"
+printf 'base: nowhere.yaml\n' > "$WORK/bad_base.yaml"
 
 # expect <name> <code> <needle> <command...>: the exit code, the needle in
 # the output, no source position, and for errors exactly one line on stderr.
@@ -94,6 +95,8 @@ for entry in "${PROGRAMS[@]}"; do
   expect "$name" 2 "data.input_size: duplicate key at line 4" "$bin" --config "$WORK/dup_key.yaml" "${args[@]}"
   grep -qF "dup_key.yaml" "$WORK/err" || fail "$name: the duplicate-key message does not name the file"
   expect "$name" 2 "$WORK/missing.yaml" "$bin" --config "$WORK/missing.yaml" "${args[@]}"
+  expect "$name" 2 "bad_base.yaml: base: cannot open '$WORK/nowhere.yaml'" "$bin" --config "$WORK/bad_base.yaml" \
+    "${args[@]}"
   expect "$name" 2 "data.input_size" "$bin" --config "$WORK/good.yaml" --set data.input_size=33 "${args[@]}"
   expect "$name" 2 "data.nope" "$bin" --config "$WORK/good.yaml" --set data.nope=1 "${args[@]}"
 done
