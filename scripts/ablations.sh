@@ -3,16 +3,20 @@
 # pretrained on Fashion-MNIST with configs/fcmae_fashion_mnist.yaml, one
 # setting changed per variant, each pretrained with several seeds, each
 # encoder scored by a linear probe on whole images (cnx-eval) with the same
-# budget; a randomly initialised encoder is the floor.
+# budget; a randomly initialised encoder is the floor. Each variant is the
+# config file configs/ablations/<variant>.yaml (base: the main job's config,
+# plus its one change; runnable on its own, see its header):
 #
 #   baseline      sparse encoder, GRN (V2 blocks), mask ratio 0.6 (the config)
-#   dense_masked  model.encoder=dense_masked: dense convolutions on the masked
+#   dense_masked  model.encoder: dense_masked: dense convolutions on the masked
 #                 image (the paper's case against it: information leaks
 #                 through the mask and training sees a different input
 #                 distribution than evaluation)
-#   v1            model.block=v1: ConvNeXt V1 blocks (layer scale, no GRN)
-#   mask0.4       mask.ratio=0.4
-#   mask0.8       mask.ratio=0.8
+#   v1            model.block: v1: ConvNeXt V1 blocks (layer scale, no GRN)
+#   mask0.4       mask.ratio: 0.4
+#   mask0.8       mask.ratio: 0.8
+#   mask<R>       any other ratio: baseline.yaml with --set mask.ratio=R
+#   <name>        any other configs/ablations/<name>.yaml you add
 #
 # Writes $OUT/results.tsv (variant, seed, probe top-1, last logged loss,
 # pretraining seconds) and $OUT/table.md (mean +- standard error over seeds;
@@ -31,7 +35,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${CNX_BUILD_DIR:-build}
-CONFIG=configs/fcmae_fashion_mnist.yaml
+CONFIG=configs/fcmae_fashion_mnist.yaml  # the main job's: the random-init floor's input size and normalisation
 VARIANTS=${VARIANTS:-baseline dense_masked v1 mask0.4 mask0.8}
 SEEDS=${SEEDS:-0 1 2}
 EPOCHS=${EPOCHS:-0.64}
@@ -48,17 +52,22 @@ for p in worker/cnx-worker tools/export/cnx-export tools/eval/cnx-eval tools/mak
   [ -x "$B/$p" ] || die "$B/$p is not built (bash scripts/setup.sh)"
 done
 
-# The --set of each variant.
-variant_sets() {
-  case "$1" in
-    baseline) ;;
-    dense_masked) echo "--set model.encoder=dense_masked" ;;
-    v1) echo "--set model.block=v1" ;;
-    mask*) echo "--set mask.ratio=${1#mask}" ;;
-    *) die "unknown variant '$1' (baseline dense_masked v1 mask<ratio>)" ;;
-  esac
+# The config file of each variant, and the --set a mask ratio without a file needs.
+variant_config() {
+  if [ -f "configs/ablations/$1.yaml" ]; then
+    echo "configs/ablations/$1.yaml"
+  elif [[ "$1" == mask* ]]; then
+    echo configs/ablations/baseline.yaml
+  else
+    die "unknown variant '$1' (baseline dense_masked v1 mask<ratio>, or a configs/ablations/<variant>.yaml)"
+  fi
 }
-for v in $VARIANTS; do variant_sets "$v" > /dev/null; done
+variant_sets() {
+  [ ! -f "configs/ablations/$1.yaml" ] && [[ "$1" == mask* ]] &&
+    echo "--set mask.ratio=${1#mask} --set job.id=fcmae-fashion-mnist-$1"
+  return 0
+}
+for v in $VARIANTS; do variant_config "$v" > /dev/null; done
 
 mkdir -p "$OUT"
 . scripts/lib/fashion_mnist_shards.sh
@@ -88,18 +97,19 @@ for v in $VARIANTS; do
     dir=$OUT/$v-seed$seed
     rm -rf "$dir"
     mkdir -p "$dir"
-    # shellcheck disable=SC2046
+    cfg=$(variant_config "$v")
+    read -ra EXTRA <<< "$(variant_sets "$v")"
     SETS=(--set "data.index=$DATA/train/index.json" --set "checkpoint.root=$dir/checkpoints" --set "job.seed=$seed"
-          --set "schedule.epochs=$EPOCHS" --set "schedule.warmup_epochs=$WARMUP" --set metrics.enabled=false $(variant_sets "$v"))
-    say "$v, seed $seed: pretraining ($EPOCHS epochs, $NP ranks)"
+          --set "schedule.epochs=$EPOCHS" --set "schedule.warmup_epochs=$WARMUP" --set metrics.enabled=false "${EXTRA[@]}")
+    say "$v, seed $seed: pretraining ($cfg, $EPOCHS epochs, $NP ranks)"
     t0=$(date +%s)
-    "${RUN[@]}" "$B/worker/cnx-worker" --config $CONFIG "${SETS[@]}" --resume none "$@" > "$dir/train.log" 2>&1 \
+    "${RUN[@]}" "$B/worker/cnx-worker" --config "$cfg" "${SETS[@]}" --resume none "$@" > "$dir/train.log" 2>&1 \
       || { tail -20 "$dir/train.log" >&2; die "pretraining $v seed $seed ($dir/train.log)"; }
     t1=$(date +%s)
     "$B/tools/export/cnx-export" -c "$dir/checkpoints" -o "$dir/encoder.safetensors" > "$dir/export.log" 2>&1 \
       || die "cnx-export $v seed $seed ($dir/export.log)"
     # The variant's own config: the probe's input size and normalisation are the pretraining's.
-    "${RUN[@]}" "$B/tools/eval/cnx-eval" -c "$dir/encoder.safetensors" --config $CONFIG "${SETS[@]}" "${PROBE[@]}" \
+    "${RUN[@]}" "$B/tools/eval/cnx-eval" -c "$dir/encoder.safetensors" --config "$cfg" "${SETS[@]}" "${PROBE[@]}" \
       -o "$dir/probe.json" > "$dir/probe.log" 2>&1 || die "cnx-eval $v seed $seed ($dir/probe.log)"
     python3 - "$dir" "$v" "$seed" $((t1 - t0)) >> "$TSV" <<'PY'
 import json, re, sys
