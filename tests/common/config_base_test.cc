@@ -85,16 +85,16 @@ schedule:
 mask: {ratio: 0.4}
 )");
   const cnx::Config c = cnx::load_config(child);
-  EXPECT_EQ(c.model.block, "v1");                                            // added in a merged section
-  EXPECT_EQ(c.model.init, "std02");                                          // kept from the base
-  EXPECT_EQ(c.optimizer.no_decay, (std::vector<std::string>{"c"}));          // a sequence replaces, not appends
-  EXPECT_EQ(c.optimizer.betas, (std::vector<double>{0.8, 0.9}));             // replaces
-  EXPECT_DOUBLE_EQ(c.optimizer.blr, 0.001);                                  // kept
-  EXPECT_EQ(c.data.batch_size, 8);                                           // a scalar replaces
-  EXPECT_EQ(c.data.crop_scale, (std::vector<double>{0.35, 1.0}));            // kept
-  EXPECT_EQ(c.data.mean, (std::vector<double>{0.1, 0.2, 0.3}));              // kept
-  EXPECT_DOUBLE_EQ(c.schedule.epochs, 2);                                    // an empty section changes nothing
-  EXPECT_DOUBLE_EQ(c.mask.ratio, 0.4);                                       // a section only the file has
+  EXPECT_EQ(c.model.block, "v1");                                    // added in a merged section
+  EXPECT_EQ(c.model.init, "std02");                                  // kept from the base
+  EXPECT_EQ(c.optimizer.no_decay, (std::vector<std::string>{"c"}));  // a sequence replaces, not appends
+  EXPECT_EQ(c.optimizer.betas, (std::vector<double>{0.8, 0.9}));     // replaces
+  EXPECT_DOUBLE_EQ(c.optimizer.blr, 0.001);                          // kept
+  EXPECT_EQ(c.data.batch_size, 8);                                   // a scalar replaces
+  EXPECT_EQ(c.data.crop_scale, (std::vector<double>{0.35, 1.0}));    // kept
+  EXPECT_EQ(c.data.mean, (std::vector<double>{0.1, 0.2, 0.3}));      // kept
+  EXPECT_DOUBLE_EQ(c.schedule.epochs, 2);                            // an empty section changes nothing
+  EXPECT_DOUBLE_EQ(c.mask.ratio, 0.4);                               // a section only the file has
   // The same settings written out flat load to the same effective config,
   // and to_yaml has no `base`.
   const cnx::Config flat = cnx::load_config_text(R"(
@@ -204,8 +204,7 @@ TEST_F(ConfigBase, CyclesAreRefused) {
 TEST_F(ConfigBase, DepthIsBounded) {
   // f0 <- f1 <- ... <- fN: fN has N bases above it.
   write("f0.yaml", "mask: {ratio: 0.5}\n");
-  for (int i = 1; i <= 9; ++i)
-    write("f" + std::to_string(i) + ".yaml", "base: f" + std::to_string(i - 1) + ".yaml\n");
+  for (int i = 1; i <= 9; ++i) write("f" + std::to_string(i) + ".yaml", "base: f" + std::to_string(i - 1) + ".yaml\n");
   EXPECT_DOUBLE_EQ(cnx::load_config((dir_ / "f8.yaml").string()).mask.ratio, 0.5);  // 8 bases: fine
   const std::string m = error_of((dir_ / "f9.yaml").string());
   EXPECT_HAS(m, "base: more than 8 bases above the config file");
