@@ -579,14 +579,6 @@ void merge_into(YAML::Node base, const YAML::Node& over, const std::string& orig
   }
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return {};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // The file at `path` with its base chain resolved: the base's tree (itself
 // resolved) with the file's keys merged over it, `base` removed. `chain`
 // holds the files named so far (as named, for messages) and `canonical`
@@ -601,18 +593,19 @@ YAML::Node load_tree(const std::string& path, std::vector<std::string>* chain, s
       throw ConfigError(path + ": is a folder; --config takes a YAML file (e.g. configs/fcmae_atto.yaml)");
     throw ConfigError(where() + "'" + path + "' is a folder; expected a YAML config file");
   }
-  std::ifstream probe(path);
-  if (!probe) {
+  std::ifstream in(path);
+  if (!in) {
     if (named_by.empty()) throw ConfigError(path + ": cannot open config file (does it exist and is it readable?)");
     throw ConfigError(where() + "cannot open '" + path + "' (does it exist and is it readable?)");
   }
-  probe.close();
+  std::stringstream text;
+  text << in.rdbuf();
   if (canonical->empty()) {  // the file passed to load_config; a base's is known from its caller
     std::string canon = fs::weakly_canonical(path, ec).string();
     canonical->push_back(ec ? fs::absolute(path).lexically_normal().string() : canon);
   }
   chain->push_back(path);
-  YAML::Node root = parse_document(read_text(path), path);
+  YAML::Node root = parse_document(text.str(), path);
   const YAML::Node& croot = root;
   const YAML::Node base_name = croot[kBaseKey];
   if (!base_name.IsDefined()) return root;
