@@ -8,10 +8,13 @@
 # plus its one change; runnable on its own, see its header):
 #
 #   baseline      sparse encoder, GRN (V2 blocks), mask ratio 0.6 (the config)
-#   dense_masked  model.encoder: dense_masked: dense convolutions on the masked
-#                 image (the paper's case against it: information leaks
-#                 through the mask and training sees a different input
-#                 distribution than evaluation)
+#   dense_masked  model.encoder: dense_masked: the sparse encoder's function
+#                 computed densely (its oracle: the same function as baseline)
+#   dense         model.encoder: dense: the paper's dense-convolution
+#                 baseline, dense convolutions on the masked image (the
+#                 paper's case against it: information leaks through the
+#                 mask and training sees a different input distribution than
+#                 evaluation); not in the default VARIANTS yet
 #   v1            model.block: v1: ConvNeXt V1 blocks (layer scale, no GRN)
 #   mask0.4       mask.ratio: 0.4
 #   mask0.8       mask.ratio: 0.8

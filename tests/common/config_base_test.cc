@@ -252,6 +252,7 @@ TEST(ConfigAblations, EachIsTheMainJobPlusItsChange) {
       {"v1", {{"model.block=v1"}, 3}},
       {"mask0.4", {{"mask.ratio=0.4"}, 4}},
       {"mask0.8", {{"mask.ratio=0.8"}, 5}},
+      {"dense", {{"model.encoder=dense"}, 6}},
   };
   std::set<std::string> found;
   for (const auto& e : fs::directory_iterator(configs / "ablations")) {
