@@ -37,7 +37,7 @@ PROGRAM_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libyaml-cpp-dev libsqlite3-dev sqlite3 libcivetweb-dev libspdlog-dev libfmt-dev libcli11-dev
   nlohmann-json3-dev libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev libarchive-dev libssl-dev openssl
-  libdnnl-dev                                # oneDNN: the pointwise Linears (model/onednn_matmul.h)
+  libdnnl-dev ocl-icd-opencl-dev             # oneDNN: the pointwise Linears (model/onednn_matmul.h); its CMake package needs OpenCL's, which it only recommends
   dataset-fashion-mnist                      # the demo dataset
   python3 procps                             # the demo's and evaluation scripts' helpers
 )
