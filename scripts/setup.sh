@@ -14,6 +14,7 @@
 #                                     CNX_TORCH_CU130=only: that and nothing else
 #   CNX_DEPLOY_TOOLS=dir              where the deploy test tools go (default
 #                                     ~/.cache/cnx-deploy-tools); CNX_SKIP_DEPLOY_TOOLS=1 skips them
+#   scripts/setup.sh --print-packages  only print the Debian packages (one a line) and exit
 #   CNX_PACKAGES=programs             install only what building and running the programs
 #                                     needs (scripts/demo.sh: ~405 MB of downloads instead of
 #                                     ~600, no test tools); default all (tests, benchmarks, fuzzing)
@@ -58,6 +59,12 @@ case ${CNX_PACKAGES:-all} in
   programs) PACKAGES=("${PROGRAM_PACKAGES[@]}") ;;
   *) die "CNX_PACKAGES=${CNX_PACKAGES}: expected all or programs" ;;
 esac
+# --print-packages: the Debian packages of CNX_PACKAGES, one a line, and
+# nothing else (the Dockerfiles install them in a layer of their own).
+if [ "${1:-}" = --print-packages ]; then
+  printf '%s\n' "${PACKAGES[@]}"
+  exit 0
+fi
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then

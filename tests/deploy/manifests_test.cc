@@ -548,13 +548,10 @@ TEST(DeployDocker, DockerfilesBuildWithSetupRunAsNonRootAndShipTheEntrypoint) {
     EXPECT_NE(d->find("'    Port 2222'"), std::string::npos) << "ssh clients (mpirun) must dial 2222";
     EXPECT_EQ(d->find("OMPI_ALLOW_RUN_AS_ROOT"), std::string::npos);
   }
-  const std::string extract = "sed -n \"/^PACKAGES=(/,/^)/p\" scripts/setup.sh";
+  const std::string extract = "bash scripts/setup.sh --print-packages";
   EXPECT_NE(cpu.find(extract), std::string::npos);
   EXPECT_NE(cuda.find(extract), std::string::npos);
-  const auto pkgs = run_command({"/bin/bash", "-c",
-                                 "cd '" + source_dir() + "' && " + extract +
-                                     " > /tmp/cnx_pkgs_$$.sh && . /tmp/cnx_pkgs_$$.sh && rm /tmp/cnx_pkgs_$$.sh && "
-                                     "printf '%s\\n' \"${PACKAGES[@]}\""});
+  const auto pkgs = run_command({"/bin/bash", "-c", "cd '" + source_dir() + "' && " + extract});
   ASSERT_EQ(pkgs.exit_code, 0) << pkgs.output;
   for (const char* p : {"libcivetweb-dev", "libtorch-dev", "libopenmpi-dev", "libgrpc++-dev", "prometheus"}) {
     EXPECT_NE(pkgs.output.find(std::string(p) + "\n"), std::string::npos) << p << " not in setup.sh PACKAGES";
