@@ -41,10 +41,12 @@ inline void take_flags(int* argc, char** argv, const std::vector<Flag>& flags) {
 }
 
 // The benchmarks' config: seed 1, a schedule longer than any run (100
-// epochs), no periodic logging; the model, input size and batch as given.
-inline Config trainer_config(const std::string& model, int64_t size, int64_t batch) {
+// epochs), no periodic logging; the model, input size and batch as given,
+// then `overrides` ("key.path=value", as the programs' --set).
+inline Config trainer_config(const std::string& model, int64_t size, int64_t batch,
+                             const std::vector<std::string>& overrides = {}) {
   Config c = load_config_text("job: {seed: 1}\nschedule: {log_every: 100000, epochs: 100, warmup_epochs: 1}\n",
-                              "bench config");
+                              "bench config", overrides);
   c.model.name = model;
   c.data.input_size = size;
   c.data.batch_size = batch;

@@ -3,7 +3,15 @@
 // ranks may be on one host or several, e.g. tests/cluster's namespaces).
 //
 //   mpirun --allow-run-as-root --bind-to core -np 2 build/bench/worker/worker_scaling_bench
-//       [--model atto] [--size 224] [--batch 8] [--steps 5] [--benchmark_format=console]
+//       [--model atto] [--size 224] [--batch 8] [--steps 5] [--rounds 1]
+//       [--set key.path=value ...] [--benchmark_format=console]
+//
+// --rounds R repeats the four timed phases R times (after the warm-up
+// round) and prints each round's ratios and their medians: on a shared VM one
+// round's 1x1 phase can land in a slow minute, the median of interleaved
+// rounds is the figure to quote.
+// --set (repeatable) overrides the trainer's config as the programs' --set
+// does, e.g. --set distributed.bucket_cap_mb=4.
 //
 // Rank 0 drives Google Benchmark; the other ranks follow its commands:
 // * BM_Train/1: rank 0 trains alone on an MPI_COMM_SELF communicator while
@@ -29,10 +37,15 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "bench/worker/bench_util.h"
 #include "comm/communicator.h"
@@ -50,14 +63,19 @@ struct Args {
   int64_t size = 224;
   int64_t batch = 8;
   int64_t steps = 5;
+  int64_t rounds = 1;
+  std::vector<std::string> overrides;  // --set
 } g_args;
 
 std::unique_ptr<cnx::comm::Communicator> g_world, g_self, g_world_blocking;
-double g_ips[5] = {0, 0, 0, 0, 0};
-double g_hidden = 0;  // GradSync: share of the all-reduce time behind backward (BM_Train/2)
+// Per round (the warm-up round first): img/s of phases 1..4 in slots 1..4;
+// of BM_Train/2 (GradSync's counters on rank 0): the share of the all-reduce
+// time behind backward (slot 0), finish()'s wait and the collectives' time in
+// ms per step (slots 5, 6).
+std::vector<std::array<double, 7>> g_rounds;
 
 std::unique_ptr<cnx::worker::Trainer> make_trainer(cnx::comm::Communicator& comm) {
-  const cnx::Config c = cnx::bench::trainer_config(g_args.model, g_args.size, g_args.batch);
+  const cnx::Config c = cnx::bench::trainer_config(g_args.model, g_args.size, g_args.batch, g_args.overrides);
   const cnx::worker::SyntheticOptions so = cnx::bench::synthetic_options(c, comm.rank(), comm.size());
   return std::make_unique<cnx::worker::Trainer>(cnx::worker::trainer_options(c), comm, cnx::worker::make_fcmae_model(c),
                                                 std::make_unique<cnx::worker::SyntheticSource>(so));
@@ -90,11 +108,16 @@ void BM_Train(benchmark::State& state) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double images = static_cast<double>(g_args.batch * (ranks == 1 ? 1 : g_world->size()));
   state.counters["img_per_s"] = benchmark::Counter(images, benchmark::Counter::kIsIterationInvariantRate);
-  g_ips[ranks] = images * static_cast<double>(state.iterations()) / seconds;
+  if (ranks == 1) g_rounds.push_back({0, 0, 0, 0, 0, 0, 0});
+  g_rounds.back()[ranks] = images * static_cast<double>(state.iterations()) / seconds;
   if (ranks == 2) {
     const auto st = trainer->grad_sync().stats();
-    g_hidden = st.allreduce_seconds > 0 ? 1.0 - st.wait_seconds / st.allreduce_seconds : 0.0;
-    state.counters["gs_hidden"] = g_hidden;
+    const double hidden = st.allreduce_seconds > 0 ? 1.0 - st.wait_seconds / st.allreduce_seconds : 0.0;
+    g_rounds.back()[0] = hidden;
+    const double steps = st.steps > 0 ? static_cast<double>(st.steps) : 1.0;
+    g_rounds.back()[5] = 1e3 * st.wait_seconds / steps;
+    g_rounds.back()[6] = 1e3 * st.allreduce_seconds / steps;
+    state.counters["gs_hidden"] = hidden;
   }
   if (ranks == 1) {
     MPI_Request req;
@@ -120,10 +143,56 @@ void follower() {
   }
 }
 
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0.0 : n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// The timed rounds' ratios against the same round's 1x1 phase, and medians.
+void report(int size) {
+  std::vector<double> sync, nosync, blocking, hidden, synced_vs_unsynced, wait_ms;
+  for (size_t r = 1; r < g_rounds.size(); ++r) {
+    const auto& g = g_rounds[r];
+    if (g[1] <= 0) continue;
+    sync.push_back(g[2] / g[1]);
+    nosync.push_back(g[3] / g[1]);
+    blocking.push_back(g[4] / g[1]);
+    hidden.push_back(g[0]);
+    synced_vs_unsynced.push_back(g[3] > 0 ? g[2] / g[3] : 0.0);
+    wait_ms.push_back(g[5]);
+    std::printf(
+        "round %zu: 1x1 %.2f img/s; %dx1 %.3f (hidden %.2f; wait %.1f of %.1f ms per step); no sync %.3f; blocking "
+        "%.3f; synced/unsynced %.3f\n",
+        r, g[1], size, sync.back(), g[0], g[5], g[6], nosync.back(), blocking.back(), synced_vs_unsynced.back());
+  }
+  std::printf("model %s %lldx%lld, batch %lld per rank, 1 thread per rank, %zu timed round(s), medians:\n",
+              g_args.model.c_str(), static_cast<long long>(g_args.size), static_cast<long long>(g_args.size),
+              static_cast<long long>(g_args.batch), sync.size());
+  std::printf("weak scaling: %dx1 / 1x1 = %.3f; all-reduce hidden behind backward: %.2f; exposed wait %.1f ms/step\n",
+              size, median_of(sync), median_of(hidden), median_of(wait_ms));
+  std::printf("%d ranks without sync: %.3f x 1x1: the hardware's share of the gap\n", size, median_of(nosync));
+  std::printf("%d ranks synced / %d ranks without sync: %.3f\n", size, size, median_of(synced_vs_unsynced));
+  std::printf("%d ranks, blocking MPI waits: %.3f x 1x1\n", size, median_of(blocking));
+}
+
 void parse(int* argc, char** argv) {
-  cnx::bench::take_flags(
-      argc, argv,
-      {{"--model", &g_args.model}, {"--size", &g_args.size}, {"--batch", &g_args.batch}, {"--steps", &g_args.steps}});
+  int out = 1;
+  for (int i = 1; i < *argc; ++i) {
+    if (std::strcmp(argv[i], "--set") == 0 && i + 1 < *argc) {
+      g_args.overrides.emplace_back(argv[++i]);
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  *argc = out;
+  cnx::bench::take_flags(argc, argv,
+                         {{"--model", &g_args.model},
+                          {"--size", &g_args.size},
+                          {"--batch", &g_args.batch},
+                          {"--steps", &g_args.steps},
+                          {"--rounds", &g_args.rounds}});
+  if (g_args.rounds < 1) throw std::invalid_argument("--rounds must be >= 1");
 }
 
 }  // namespace
@@ -141,7 +210,14 @@ int main(int argc, char** argv) {
     MPI_Finalize();
     return 2;
   }
-  parse(&argc, argv);
+  try {
+    parse(&argc, argv);
+    (void)cnx::bench::trainer_config(g_args.model, g_args.size, g_args.batch, g_args.overrides);  // bad --set: here
+  } catch (const std::exception& e) {
+    if (rank == 0) std::fprintf(stderr, "worker_scaling_bench: %s\n", e.what());
+    MPI_Finalize();
+    return 2;
+  }
   at::set_num_threads(1);
   {
     auto runtime = cnx::comm::MpiRuntime::acquire();
@@ -150,10 +226,12 @@ int main(int argc, char** argv) {
     g_world_blocking =
         std::make_unique<cnx::comm::MpiCommunicator>(runtime, MPI_COMM_WORLD, cnx::comm::MpiWaitMode::kBlocking);
     if (rank == 0) {
-      // Two rounds of all phases: the first warms the process up (allocator,
-      // caches, page faults); the ratios printed come from the second.
-      for (const char* name : {"BM_Train/warmup_round/ranks", "BM_Train/ranks"}) {
-        benchmark::RegisterBenchmark(name, BM_Train)
+      // A warm-up round of all phases (allocator, caches, page faults), then
+      // --rounds timed rounds; the ratios printed come from the timed ones.
+      for (int64_t r = 0; r <= g_args.rounds; ++r) {
+        const std::string name =
+            r == 0 ? "BM_Train/warmup_round/ranks" : "BM_Train/round_" + std::to_string(r) + "/ranks";
+        benchmark::RegisterBenchmark(name.c_str(), BM_Train)
             ->Arg(1)
             ->Arg(2)
             ->Arg(3)
@@ -165,15 +243,7 @@ int main(int argc, char** argv) {
       benchmark::Initialize(&argc, argv);
       benchmark::RunSpecifiedBenchmarks();
       send_command(0, 0);
-      std::printf("model %s %lldx%lld, batch %lld per rank, 1 thread per rank\n", g_args.model.c_str(),
-                  static_cast<long long>(g_args.size), static_cast<long long>(g_args.size),
-                  static_cast<long long>(g_args.batch));
-      std::printf("weak scaling: %dx1 / 1x1 = %.3f (img/s %.2f vs %.2f); all-reduce hidden behind backward: %.2f\n",
-                  size, g_ips[1] > 0 ? g_ips[2] / g_ips[1] : 0.0, g_ips[2], g_ips[1], g_hidden);
-      std::printf("%d ranks without sync: %.3f x 1x1 (img/s %.2f): the hardware's share of the gap\n", size,
-                  g_ips[1] > 0 ? g_ips[3] / g_ips[1] : 0.0, g_ips[3]);
-      std::printf("%d ranks, blocking MPI waits: %.3f x 1x1 (img/s %.2f)\n", size,
-                  g_ips[1] > 0 ? g_ips[4] / g_ips[1] : 0.0, g_ips[4]);
+      report(size);
     } else {
       follower();
     }

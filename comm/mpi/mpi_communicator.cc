@@ -30,7 +30,7 @@ class MpiWork final : public Work {
     std::unique_lock<std::mutex> lock(mu_);
     if (!done_) {
       // While someone blocks here, the communication thread polls without
-      // sleeping (see MpiCommunicator::wait_request).
+      // sleeping (see MpiCommunicator::loop).
       waiters_->fetch_add(1);
       cv_.wait(lock, [&] { return done_; });
       waiters_->fetch_sub(1);
@@ -68,8 +68,12 @@ namespace {
 
 // MPI counts are int: large buffers go in chunks of at most this many elements.
 constexpr int64_t kMaxChunk = int64_t{1} << 30;
-// Longest pause between two progress calls of a polled collective.
+// Shortest and longest pause between two progress rounds of polled
+// collectives while nobody waits for them.
+constexpr int64_t kMinPollPauseUs = 50;
 constexpr int64_t kMaxPollPauseUs = 2000;
+// Non-blocking all-reduces in flight at once (GradSync's buckets).
+constexpr size_t kMaxInFlight = 64;
 
 MPI_Datatype mpi_float_type(at::ScalarType t) {
   switch (t) {
@@ -149,36 +153,125 @@ std::shared_ptr<MpiWork> MpiCommunicator::enqueue(std::function<void()> fn, std:
   {
     std::lock_guard<std::mutex> lock(mu_);
     CNX_CHECK(!stop_, "MpiCommunicator: collective issued while the communicator is being destroyed");
-    queue_.push_back(Item{std::move(fn), work});
+    queue_.push_back(Item{std::move(fn), nullptr, nullptr, work});
+  }
+  cv_.notify_all();
+  return work;
+}
+
+std::shared_ptr<MpiWork> MpiCommunicator::enqueue_async(std::function<std::vector<MPI_Request>()> launch,
+                                                        std::function<void()> finish, std::vector<at::Tensor> keep) {
+  auto work = std::make_shared<MpiWork>(std::move(keep), waiters_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    CNX_CHECK(!stop_, "MpiCommunicator: collective issued while the communicator is being destroyed");
+    queue_.push_back(Item{nullptr, std::move(launch), std::move(finish), work});
   }
   cv_.notify_all();
   return work;
 }
 
 void MpiCommunicator::loop() {
+  using Clock = std::chrono::steady_clock;
+  auto ns = [](Clock::time_point t) {
+    return std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+  };
+  struct InFlight {
+    Item item;
+    std::vector<MPI_Request> requests;
+    Clock::time_point start;
+  };
+  std::deque<InFlight> in_flight;
+  int64_t pause_us = 0;  // between two progress rounds while nobody waits
   for (;;) {
     Item item;
+    bool have = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) {
-        return;  // stop_ and drained
+      // The next item may start: a non-blocking one while fewer than
+      // kMaxInFlight are in flight, a blocking one when none is.
+      auto startable = [&] {
+        if (queue_.empty()) return false;
+        return queue_.front().fn ? in_flight.empty() : in_flight.size() < kMaxInFlight;
+      };
+      if (in_flight.empty()) {
+        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) {
+          return;  // stop_ and drained
+        }
+      } else if (pause_us > 0 && !startable()) {
+        cv_.wait_for(lock, std::chrono::microseconds(pause_us), startable);
       }
-      item = std::move(queue_.front());
-      queue_.pop_front();
+      if (startable()) {
+        item = std::move(queue_.front());
+        queue_.pop_front();
+        have = true;
+      }
     }
-    auto start = std::chrono::steady_clock::now();
-    busy_since_ns_.store(
-        std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count()));
-    std::exception_ptr error;
-    try {
-      item.fn();
-    } catch (...) {
-      error = std::current_exception();
+    if (have && item.fn) {
+      // Blocking item: nothing is in flight (see startable).
+      const auto start = Clock::now();
+      busy_since_ns_.store(ns(start));
+      std::exception_ptr error;
+      try {
+        item.fn();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      busy_since_ns_.store(0);
+      item.work->complete(std::move(error), std::chrono::duration<double>(Clock::now() - start).count());
+      continue;
     }
-    busy_since_ns_.store(0);
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    item.work->complete(std::move(error), secs);
+    if (have) {
+      InFlight f{std::move(item), {}, Clock::now()};
+      try {
+        f.requests = f.item.launch();
+      } catch (...) {
+        f.item.work->complete(std::current_exception(), 0.0);
+        continue;
+      }
+      in_flight.push_back(std::move(f));
+    }
+    // One progress round: test every request in flight; complete the items
+    // whose requests are all done.
+    bool progressed = false;
+    for (auto it = in_flight.begin(); it != in_flight.end();) {
+      bool done = true;
+      std::exception_ptr error;
+      try {
+        for (MPI_Request& req : it->requests) {
+          if (req == MPI_REQUEST_NULL) continue;
+          int flag = 0;
+          CNX_MPI_CHECK(MPI_Test(&req, &flag, MPI_STATUS_IGNORE));
+          if (!flag) {
+            done = false;
+            break;
+          }
+        }
+        if (done && it->item.finish) it->item.finish();
+      } catch (...) {
+        error = std::current_exception();
+        done = true;
+      }
+      if (done) {
+        it->item.work->complete(std::move(error), std::chrono::duration<double>(Clock::now() - it->start).count());
+        it = in_flight.erase(it);
+        progressed = true;
+      } else {
+        ++it;
+      }
+    }
+    busy_since_ns_.store(in_flight.empty() ? 0 : ns(in_flight.front().start));
+    if (waiters_->load() > 0 || have || progressed) {
+      // Someone blocks on a result (poll back to back), or something just
+      // started or finished (the next step is likely near).
+      pause_us = waiters_->load() > 0 ? 0 : kMinPollPauseUs;
+    } else {
+      // Nobody waits yet (e.g. backward is still running on this rank's
+      // cores): poll with growing pauses so this thread does not take a core
+      // from the computation while the peers catch up.
+      pause_us = std::min<int64_t>(std::max<int64_t>(pause_us * 2, kMinPollPauseUs), kMaxPollPauseUs);
+    }
   }
 }
 
@@ -193,49 +286,45 @@ WorkPtr MpiCommunicator::allreduce(std::vector<at::Tensor> tensors, ReduceOp op)
   }
   const MPI_Comm comm = comm_;
   const int size = size_;
-  auto fn = [this, tensors, op, comm, size] {
+  // Each tensor in chunks of at most kMaxChunk elements (MPI counts are int).
+  auto chunks = [tensors](const std::function<void(char*, int, MPI_Datatype)>& each) {
     for (const at::Tensor& t : tensors) {
       const int64_t n = t.numel();
-      if (n == 0) {
-        continue;
-      }
       const MPI_Datatype type = mpi_float_type(t.scalar_type());
       char* base = static_cast<char*>(t.data_ptr());
       const int64_t elem = static_cast<int64_t>(t.element_size());
       for (int64_t off = 0; off < n; off += kMaxChunk) {
-        const int count = static_cast<int>(std::min(kMaxChunk, n - off));
-        // The mode is the same on every rank (a blocking and a non-blocking
-        // collective never match each other).
-        if (wait_mode_ == MpiWaitMode::kBlocking) {
-          CNX_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, base + off * elem, count, type, mpi_op(op), comm));
-        } else {
-          MPI_Request req = MPI_REQUEST_NULL;
-          CNX_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, base + off * elem, count, type, mpi_op(op), comm, &req));
-          wait_request(&req);
-        }
-      }
-      if (op == ReduceOp::kAverage && size > 1) {
-        t.div_(static_cast<double>(size));
+        each(base + off * elem, static_cast<int>(std::min(kMaxChunk, n - off)), type);
       }
     }
   };
-  return enqueue(std::move(fn), tensors);
-}
-
-void MpiCommunicator::wait_request(MPI_Request* req) {
-  int done = 0;
-  CNX_MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
-  int64_t pause_us = 50;
-  while (!done) {
-    if (waiters_->load() == 0) {
-      // Nobody waits for the result yet (e.g. backward is still running on
-      // this rank's cores): poll with growing pauses so this thread does not
-      // take a core from the computation while the peers catch up.
-      std::this_thread::sleep_for(std::chrono::microseconds(pause_us));
-      pause_us = std::min<int64_t>(pause_us * 2, kMaxPollPauseUs);
+  auto average = [tensors, op, size] {
+    if (op != ReduceOp::kAverage || size <= 1) return;
+    for (const at::Tensor& t : tensors) {
+      if (t.numel() > 0) t.div_(static_cast<double>(size));
     }
-    CNX_MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
+  };
+  // The mode is the same on every rank (a blocking and a non-blocking
+  // collective never match each other).
+  if (wait_mode_ == MpiWaitMode::kBlocking) {
+    auto fn = [chunks, average, op, comm] {
+      chunks([&](char* p, int count, MPI_Datatype type) {
+        CNX_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, p, count, type, mpi_op(op), comm));
+      });
+      average();
+    };
+    return enqueue(std::move(fn), tensors);
   }
+  auto launch = [chunks, op, comm] {
+    std::vector<MPI_Request> requests;
+    chunks([&](char* p, int count, MPI_Datatype type) {
+      MPI_Request req = MPI_REQUEST_NULL;
+      CNX_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, p, count, type, mpi_op(op), comm, &req));
+      requests.push_back(req);
+    });
+    return requests;
+  };
+  return enqueue_async(std::move(launch), std::move(average), tensors);
 }
 
 WorkPtr MpiCommunicator::broadcast(at::Tensor tensor, int root) {

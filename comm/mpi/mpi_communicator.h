@@ -18,6 +18,12 @@
 //    already finalised.
 // allgather() and barrier() are items on the same queue, waited upon by the
 // caller, so they also order after every collective issued before them.
+// In kPolled mode an allreduce item is non-blocking: the thread issues its
+// MPI_Iallreduce calls and moves on to the next item, so up to
+// kMaxInFlight all-reduces (GradSync's buckets) progress together, each
+// MPI_Test driving all of them; they are issued in FIFO order on every rank,
+// which is all MPI needs to match them. Any other item waits until every
+// all-reduce in flight has completed, then runs alone.
 //
 // Waiting (MpiWaitMode). A blocking MPI_Allreduce busy-polls its core until
 // the slowest rank arrives; with overlap that core is the one backward runs
@@ -78,12 +84,17 @@ class MpiCommunicator final : public Communicator {
 
  private:
   struct Item {
-    std::function<void()> fn;
+    std::function<void()> fn;  // blocking form: runs to completion
+    // Non-blocking form (fn empty): `launch` issues the requests, `finish`
+    // runs once they are all complete (e.g. the division of an average).
+    std::function<std::vector<MPI_Request>()> launch;
+    std::function<void()> finish;
     std::shared_ptr<MpiWork> work;
   };
   std::shared_ptr<MpiWork> enqueue(std::function<void()> fn, std::vector<at::Tensor> keep);
-  void loop();
-  void wait_request(MPI_Request* req);  // communication thread
+  std::shared_ptr<MpiWork> enqueue_async(std::function<std::vector<MPI_Request>()> launch, std::function<void()> finish,
+                                         std::vector<at::Tensor> keep);
+  void loop();  // communication thread
 
   std::shared_ptr<MpiRuntime> runtime_;
   MpiWaitMode wait_mode_;

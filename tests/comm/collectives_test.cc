@@ -184,6 +184,29 @@ TEST(MpiCollectives, AllgatherVariableLengthAndBinary) {
   EXPECT_EQ(all_big[1], std::string(10001, 'y'));
 }
 
+// Polled mode issues each all-reduce as soon as it is queued, without
+// waiting for the ones before it (GradSync's buckets progress together): with
+// rank 1 joining 300 ms late, rank 0's last all-reduce is in flight for about
+// as long as its first. Issued one after the other, the later ones would only
+// start once the first completed and take a fraction of that.
+TEST(MpiCollectives, PolledAllreducesAreInFlightTogether) {
+  MpiCommunicator comm(MpiRuntime::acquire(), MPI_COMM_WORLD, MpiWaitMode::kPolled);
+  std::vector<at::Tensor> ts;
+  std::vector<WorkPtr> works;
+  if (comm.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (int i = 0; i < 4; ++i) {
+    ts.push_back(at::full({1 << 18}, static_cast<float>(i + comm.rank())));
+    works.push_back(comm.allreduce({ts.back()}, ReduceOp::kSum));
+  }
+  for (auto& w : works) w->wait();
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(at::equal(ts[i], at::full({1 << 18}, static_cast<float>(2 * i + 1))));
+  if (comm.rank() == 0) {
+    EXPECT_GT(works[0]->seconds(), 0.1) << "rank 1 joined 300 ms late";
+    EXPECT_GT(works[3]->seconds(), 0.5 * works[0]->seconds()) << "the 4th all-reduce was not launched with the 1st";
+  }
+  comm.barrier();
+}
+
 TEST(MpiCollectives, BarrierOrdersAfterIssuedWork) {
   auto comm = make_mpi();
   at::Tensor t = at::ones({1 << 16});
