@@ -154,6 +154,10 @@ class ReadyHook final : public torch::autograd::FunctionPostHook {
 
 }  // namespace
 
+double auto_bucket_cap_mb(at::DeviceType device) {
+  return device == at::kCUDA ? 25.0 : 4.0;
+}
+
 GradSync::GradSync(Communicator& comm, std::vector<at::Tensor> params, GradSyncOptions options)
     : state_(std::make_shared<State>()) {
   State& s = *state_;

@@ -103,6 +103,16 @@ struct GradSyncStats {
   double finish_seconds = 0.0;               // all of finish(): launches, wait, copy-back
 };
 
+// The bucket cap the trainer uses for distributed.bucket_cap_mb = 0 (auto):
+// 4 MiB for CPU gradients (MPI), 25 MiB (PyTorch DDP's default) for CUDA
+// ones (NCCL). On CPU ranks the all-reduce runs on the cores backward runs
+// on, so only what is launched during backward hides: with 25 MiB buckets an
+// atto FCMAE (~30 MB of gradients) has two large buckets that complete late,
+// and about half of the all-reduce was exposed after backward; 4 MiB buckets
+// hid ~90% of it (bench/worker/README.md). On GPUs NCCL runs beside the
+// kernels, and fewer, larger calls cost less.
+double auto_bucket_cap_mb(at::DeviceType device);
+
 class GradSync {
  public:
   // `params` in registration order (e.g. module->parameters()); parameters

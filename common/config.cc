@@ -171,7 +171,9 @@ void describe(V& v, TrainConfig& c) {
 template <class V>
 void describe(V& v, DistributedConfig& c) {
   v("backend", c.backend, one_of({"auto", "mpi", "nccl"}));
-  v("bucket_cap_mb", c.bucket_cap_mb, range(0.001, 4096));
+  v("bucket_cap_mb", c.bucket_cap_mb, Check<double>([](const double& mb) {
+      return mb == 0 || (std::isfinite(mb) && mb >= 0.001 && mb <= 4096) ? "" : "0 (auto) or a number in [0.001, 4096]";
+    }));
   v("first_bucket_mb", c.first_bucket_mb, range(0.001, 4096));
   v("overlap", c.overlap, any<bool>());
   v("interface", c.interface, any<std::string>());
@@ -529,7 +531,7 @@ void validate(Config& c, const std::string& origin) {
   if (c.data.mean.size() != c.data.std.size()) fail("data.std", "expected as many values as data.mean");
   if (c.schedule.warmup_epochs > c.schedule.epochs && c.schedule.epochs > 0)
     fail("schedule.warmup_epochs", "expected <= schedule.epochs (" + fmt_double(c.schedule.epochs) + ")");
-  if (c.distributed.first_bucket_mb > c.distributed.bucket_cap_mb)
+  if (c.distributed.bucket_cap_mb > 0 && c.distributed.first_bucket_mb > c.distributed.bucket_cap_mb)
     fail("distributed.first_bucket_mb", "expected <= distributed.bucket_cap_mb");
   if (!c.coordinator.tls_cert.empty() != !c.coordinator.tls_key.empty())
     fail("coordinator.tls_key", "tls_cert and tls_key must be given together");

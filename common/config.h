@@ -118,7 +118,9 @@ struct TrainConfig {
 
 struct DistributedConfig {
   std::string backend = "auto";  // auto|mpi|nccl
-  double bucket_cap_mb = 25.0;
+  // MiB of gradients per all-reduce bucket; 0 = auto (comm::auto_bucket_cap_mb:
+  // 4 on CPU ranks, 25 on GPUs).
+  double bucket_cap_mb = 0.0;
   double first_bucket_mb = 1.0;
   bool overlap = true;           // all-reduce buckets during backward
   std::string interface;         // NIC name or IPv4 CIDR for rank-to-rank TCP; "" = Open MPI's choice

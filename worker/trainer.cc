@@ -164,10 +164,19 @@ Trainer::Trainer(TrainerOptions options, comm::Communicator& comm, std::unique_p
   optimizer_ = std::make_unique<AdamW>(params_, options_.adamw);
   comm::GradSyncOptions sync_options = options_.sync;
   sync_options.control_slots = control_slot_count();
-  sync_options.prescaled = true;  // step() scales the loss by gradient_scale()
+  sync_options.prescaled = true;                          // step() scales the loss by gradient_scale()
+  const bool auto_cap = sync_options.bucket_cap_mb <= 0;  // distributed.bucket_cap_mb: 0 = auto
+  if (auto_cap) sync_options.bucket_cap_mb = comm::auto_bucket_cap_mb(comm_.device_type());
   std::vector<at::Tensor> plist;
   for (const auto& [name, p] : params_) plist.push_back(p);
   sync_ = std::make_unique<comm::GradSync>(comm_, plist, sync_options);
+  if (comm_.rank() == 0 && comm_.size() > 1) {
+    int64_t bytes = 0;
+    for (const auto& b : sync_->buckets()) bytes += b.bytes;
+    CNX_LOG_INFO("gradient all-reduce: {} buckets, {:.1f} MiB in all, cap {:g} MiB{}, {} backward",
+                 sync_->buckets().size(), static_cast<double>(bytes) / (1 << 20), sync_options.bucket_cap_mb,
+                 auto_cap ? " (auto)" : "", sync_options.overlap ? "overlapped with" : "after");
+  }
 
   if (options_.global_batch > 0) {
     // The recipe's global batch is fixed: accumulation makes up for the

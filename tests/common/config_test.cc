@@ -118,6 +118,22 @@ TEST(Config, CrossFieldChecks) {
   EXPECT_HAS(error_of("coordinator: {tls_cert: a.pem}"), "tls_cert and tls_key");
 }
 
+// distributed.bucket_cap_mb: 0 = auto (the default; comm::auto_bucket_cap_mb
+// picks by device), else 0.001..4096 MiB, and an explicit cap bounds
+// first_bucket_mb while auto does not.
+TEST(Config, BucketCapAuto) {
+  EXPECT_EQ(cnx::load_config_text("", "empty.yaml").distributed.bucket_cap_mb, 0.0);
+  EXPECT_EQ(cnx::load_config_text("distributed: {bucket_cap_mb: 0, first_bucket_mb: 8}", "a.yaml")
+                .distributed.first_bucket_mb,
+            8.0);
+  EXPECT_EQ(cnx::load_config_text("distributed: {bucket_cap_mb: 2.5}", "a.yaml").distributed.bucket_cap_mb, 2.5);
+  for (const char* bad : {"-1", "0.0005", "5000", ".nan"}) {
+    EXPECT_HAS(error_of(std::string("distributed: {bucket_cap_mb: ") + bad + "}"),
+               "distributed.bucket_cap_mb: expected 0 (auto) or a number in [0.001, 4096]");
+  }
+  EXPECT_HAS(error_of("distributed: {bucket_cap_mb: 2, first_bucket_mb: 3}"), "distributed.first_bucket_mb");
+}
+
 TEST(Config, MalformedYamlGivesLine) {
   std::string m = error_of("model:\n  name: [atto\n");
   EXPECT_HAS(m, "malformed YAML");

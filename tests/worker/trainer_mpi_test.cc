@@ -106,6 +106,25 @@ TEST(TrainerMpi, ParamsIdenticalAfterBroadcastAndAfterSteps) {
 }
 
 // 2 ranks x batch 2 == 1 rank x batch 4 on the same samples and masks.
+// distributed.bucket_cap_mb: 0 (auto, the default) gives CPU ranks 4 MiB
+// buckets: an atto FCMAE's ~30 MB of gradients in about 8 buckets, each
+// closed as soon as it reaches the cap (the first at first_bucket_mb = 1).
+TEST(TrainerMpi, AutoBucketCapIsFourMiBOnCpu) {
+  auto& comm = world();
+  Config c = load_config_text("model: {name: atto}\ndata: {input_size: 64, batch_size: 2}\n", "auto cap config");
+  ASSERT_EQ(c.distributed.bucket_cap_mb, 0.0);
+  auto t = make_trainer(c, comm);
+  const auto& buckets = t->grad_sync().buckets();
+  const int64_t mib = int64_t{1} << 20;
+  ASSERT_GE(buckets.size(), 6u);
+  for (size_t b = 0; b + 1 < buckets.size(); ++b) {
+    const int64_t last_param_bytes = (buckets[b].numel - buckets[b].offsets.back()) * 4;
+    const int64_t limit = (b == 0 ? 1 : 4) * mib;
+    EXPECT_GE(buckets[b].bytes, limit) << "bucket " << b;
+    EXPECT_LT(buckets[b].bytes - last_param_bytes, limit) << "bucket " << b << " was not closed at the cap";
+  }
+}
+
 TEST(TrainerMpi, TwoRanksEqualOneRankWithDoubleBatch) {
   auto& comm = world();
   auto two = make_trainer(tiny_config(2), comm);
