@@ -23,6 +23,12 @@ class GrnFn : public torch::autograd::Function<GrnFn> {
     const int64_t c = x.size(1);
     const auto acc = detail::acc_dtype(x.scalar_type());
     auto xc = x.contiguous();
+    if (kernel_path(xc) == KernelPath::kCpu) {
+      // Fused CPU kernel: one pass for the statistics, one for the output.
+      auto [out, gx, denom, nx] = detail::grn_forward_cpu(xc, offsets, gamma, beta, eps);
+      ctx->save_for_backward({xc, offsets, gamma, gx, denom, nx});
+      return out;
+    }
     auto gm = gamma.reshape({1, c}).to(acc);
     auto bt = beta.reshape({c}).contiguous();
     auto sumsq = CNX_SPARSE_DISPATCH(segment_dot, xc, xc, xc, offsets);
@@ -47,6 +53,11 @@ class GrnFn : public torch::autograd::Function<GrnFn> {
     const at::Tensor none;
     RECORD_FUNCTION("cnx::sparse_grn_backward", std::vector<c10::IValue>());
     auto g = grads[0].contiguous();
+    if (kernel_path(x) == KernelPath::kCpu) {
+      auto [dx, dgamma, dbeta] =
+          detail::grn_backward_cpu(g, x, offsets, gamma, gx, denom, nx, ctx->needs_input_grad(0));
+      return {dx, at::Tensor(), dgamma.reshape(gamma.sizes()), dbeta.reshape(gamma.sizes()), at::Tensor()};
+    }
     auto gm = gamma.reshape({1, c}).to(gx.scalar_type());
     auto gxs = CNX_SPARSE_DISPATCH(segment_dot, g, g, x, offsets);    // sum g*x per sample
     auto gs = CNX_SPARSE_DISPATCH(segment_dot, g, g, none, offsets);  // sum g per sample
