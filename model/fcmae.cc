@@ -10,7 +10,9 @@
 #include "common/check.h"
 #include "common/rng.h"
 #include "model/fcmae_encoder.h"
+#include "model/fcmae_loss.h"
 #include "model/onednn_matmul.h"
+#include "sparse_ops/backend.h"
 #include "sparse_ops/layout.h"
 
 namespace cnx::model {
@@ -160,9 +162,11 @@ torch::Tensor unpatchify(const torch::Tensor& patches, int64_t p, int64_t h, int
 torch::Tensor fcmae_loss(const torch::Tensor& images, const torch::Tensor& pred, const torch::Tensor& mask, int64_t p,
                          bool norm_pix_loss) {
   RECORD_FUNCTION("cnx::fcmae_loss", std::vector<c10::IValue>());
-  auto target = patchify(
-      images.scalar_type() == at::kHalf || images.scalar_type() == at::kBFloat16 ? images.to(at::kFloat) : images, p);
-  const int64_t n = target.size(0), l = target.size(1), d = target.size(2);
+  const at::Tensor images_f =
+      images.scalar_type() == at::kHalf || images.scalar_type() == at::kBFloat16 ? images.to(at::kFloat) : images;
+  CNX_CHECK(images.dim() == 4 && images.size(2) % p == 0 && images.size(3) % p == 0, "patchify: images ",
+            images.sizes(), " are not (N, C, H, W) with H, W multiples of ", p);
+  const int64_t n = images.size(0), l = (images.size(2) / p) * (images.size(3) / p), d = p * p * images.size(1);
   CNX_CHECK(pred.dim() == 4 && pred.size(0) == n && pred.size(1) == d && pred.size(2) * pred.size(3) == l,
             "fcmae_loss: prediction ", pred.sizes(), " does not match ", l, " patches of ", d, " values");
   CNX_CHECK(mask.numel() == n * l, "fcmae_loss: mask ", mask.sizes(), " does not hold ", l, " patches per image");
@@ -173,6 +177,13 @@ torch::Tensor fcmae_loss(const torch::Tensor& images, const torch::Tensor& pred,
   auto m = mask.reshape({n, l}).to(pred_f.scalar_type());
   const double masked = m.sum().item<double>();
   CNX_CHECK(masked > 0, "fcmae_loss: no patch is masked (mask_ratio 0?), the reconstruction loss is undefined");
+  if (!images.requires_grad() && images_f.scalar_type() == pred_f.scalar_type() && images_f.device().is_cpu() &&
+      pred.size(2) == images.size(2) / p && sparse_ops::kernel_path(pred_f) == sparse_ops::KernelPath::kCpu) {
+    // CPU float/double in kernel mode auto: the fused kernel (fcmae_loss.h);
+    // kernel mode generic keeps the ATen formulation below as its reference.
+    return detail::fused_masked_loss_cpu(images_f, pred_f, m, p, norm_pix_loss);
+  }
+  auto target = patchify(images_f, p);
   if (norm_pix_loss) {
     auto mean = target.mean(-1, true);
     auto var = target.var(-1, /*unbiased=*/true, /*keepdim=*/true);
