@@ -1,6 +1,7 @@
 #include "worker/optimizer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>  // at::NoGradGuard (ATen.h no longer brings it in LibTorch 2.x)
 
 #include <cmath>
@@ -9,6 +10,7 @@
 
 #include "common/check.h"
 #include "common/strings.h"
+#include "sparse_ops/cpu/simd.h"
 
 namespace cnx::worker {
 namespace {
@@ -34,6 +36,50 @@ bool is_layer_scale(const std::string& name) {
   const auto parts = split(name, '.');
   const size_t n = parts.size();
   return n >= 4 && parts[n - 1] == "gamma" && parts[n - 4] == "stages";
+}
+
+// The update of one element range in one pass, with LibTorch's rounding
+// step by step: its CPU kernels round the scalars to T, run add_(g, alpha)
+// and addcmul_ as fused multiply-adds (vector body and tail alike; checked by
+// AdamW.BitIdenticalToTorchAdamW* on sizes with and without a vector tail)
+// and divide with a true division.
+template <typename T>
+CNX_INLINE void adamw_update_impl(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
+                                  int64_t begin, int64_t end, const double* s) {
+  const T decay = static_cast<T>(s[0]), b1 = static_cast<T>(s[1]), one_b1 = static_cast<T>(s[2]);
+  const T b2 = static_cast<T>(s[3]), one_b2 = static_cast<T>(s[4]), bc2 = static_cast<T>(s[5]);
+  const T eps = static_cast<T>(s[6]), neg_step = static_cast<T>(s[7]);
+  const bool decayed = s[8] != 0.0;
+  for (int64_t i = begin; i < end; ++i) {
+    T pv = p[i];
+    if (decayed) pv = pv * decay;                           // p.mul_(1 - lr * wd)
+    const T mv = std::fma(g[i], one_b1, m[i] * b1);         // m.mul_(b1).add_(g, 1 - b1)
+    const T vv = std::fma(one_b2 * g[i], g[i], v[i] * b2);  // v.mul_(b2).addcmul_(g, g, 1 - b2)
+    const T den = std::sqrt(vv) / bc2 + eps;                // (v.sqrt() / sqrt(bc2)).add_(eps)
+    p[i] = pv + neg_step * mv / den;                        // p.addcdiv_(m, den, -step_size)
+    m[i] = mv;
+    v[i] = vv;
+  }
+}
+
+CNX_SIMD_CLONES void adamw_update(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end,
+                                  const double* s) {
+  adamw_update_impl(p, g, m, v, begin, end, s);
+}
+CNX_SIMD_CLONES void adamw_update(double* p, const double* g, double* m, double* v, int64_t begin, int64_t end,
+                                  const double* s) {
+  adamw_update_impl(p, g, m, v, begin, end, s);
+}
+
+// Whether the fused loop applies: CPU float/double tensors of one dtype, all
+// contiguous.
+bool fused_update_applies(const at::Tensor& p, const at::Tensor& g, const at::Tensor& m, const at::Tensor& v) {
+  const auto dt = p.scalar_type();
+  if (dt != at::kFloat && dt != at::kDouble) return false;
+  for (const at::Tensor* t : {&p, &g, &m, &v}) {
+    if (!t->device().is_cpu() || t->scalar_type() != dt || !t->is_contiguous()) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -84,10 +130,30 @@ void AdamW::step(double lr) {
     }
     st.step += 1;
     const double wd = decayed_[i] ? options_.weight_decay : 0.0;
-    // Same operation order as torch::optim::AdamW::step (LibTorch 1.13).
-    if (wd != 0) p.mul_(1 - lr * wd);
     const double bias_correction1 = 1 - std::pow(b1, static_cast<double>(st.step));
     const double bias_correction2 = 1 - std::pow(b2, static_cast<double>(st.step));
+    if (fused_update_applies(p, grad, st.exp_avg, st.exp_avg_sq)) {
+      // One pass over p, grad, m and v instead of LibTorch's eight.
+      const double s[9] = {1 - lr * wd,
+                           b1,
+                           1 - b1,
+                           b2,
+                           1 - b2,
+                           std::sqrt(bias_correction2),
+                           options_.eps,
+                           -(lr / bias_correction1),
+                           wd != 0 ? 1.0 : 0.0};
+      AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "adamw_step", [&] {
+        scalar_t* pp = p.data_ptr<scalar_t>();
+        const scalar_t* gp = grad.data_ptr<scalar_t>();
+        scalar_t* mp = st.exp_avg.data_ptr<scalar_t>();
+        scalar_t* vp = st.exp_avg_sq.data_ptr<scalar_t>();
+        at::parallel_for(0, p.numel(), 32768, [&](int64_t b, int64_t e) { adamw_update(pp, gp, mp, vp, b, e, s); });
+      });
+      continue;
+    }
+    // Same operation order as torch::optim::AdamW::step (LibTorch 1.13).
+    if (wd != 0) p.mul_(1 - lr * wd);
     st.exp_avg.mul_(b1).add_(grad, 1 - b1);
     st.exp_avg_sq.mul_(b2).addcmul_(grad, grad, 1 - b2);
     at::Tensor denom = (st.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(options_.eps);

@@ -86,6 +86,9 @@
 #include "model/fcmae.h"
 #include "model/onednn_matmul.h"
 #include "sparse_ops/backend.h"
+#ifdef CNX_BENCH_WORKER_ADAMW
+#include "worker/optimizer.h"
+#endif
 
 using cnx::bench::median;
 using cnx::bench::process_cpu_seconds;
@@ -191,7 +194,17 @@ int main(int argc, char** argv) {
     options.encoder_type = a["encoder"];
     cnx::model::Fcmae model(options);
     model->to(device);
+    // The worker's optimizer where it is built (what training runs: the
+    // reference's decay groups, betas (0.9, 0.95), weight decay 0.05).
+#ifdef CNX_BENCH_WORKER_ADAMW
+    cnx::worker::NamedTensors named;
+    for (const auto& kv : model->named_parameters()) named.emplace_back(kv.key(), kv.value());
+    cnx::worker::AdamW opt(named, cnx::worker::AdamWOptions{});
+    auto adamw_step = [&] { opt.step(1.5e-4); };
+#else
     torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(1.5e-4).betas({0.9, 0.95}));
+    auto adamw_step = [&] { opt.step(); };
+#endif
     const auto images = torch::randn({batch, 3, size, size}).to(device);
     const auto mask = cnx::model::generate_mask(batch, size / 32, size / 32, mask_ratio, 1).to(device);
 
@@ -204,7 +217,7 @@ int main(int argc, char** argv) {
     auto run_step = [&] {
       {
         RECORD_USER_SCOPE("optimizer.zero_grad");
-        opt.zero_grad();
+        model->zero_grad();
       }
       if (bf16) set_bf16_autocast(device.type(), true);
       auto out = model->forward(images, mask);
@@ -212,7 +225,7 @@ int main(int argc, char** argv) {
       out.loss.backward();
       {
         RECORD_USER_SCOPE("optimizer.adamw_step");
-        opt.step();
+        adamw_step();
       }
       loss = out.loss.item<double>();  // also waits for the step
     };

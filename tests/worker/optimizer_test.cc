@@ -74,6 +74,44 @@ TEST(AdamW, BitIdenticalToTorchAdamWWithTwoGroups) {
   EXPECT_EQ(ours.state().at("fc.weight").step, 6);
 }
 
+// The same with sizes past one vector register and its tail, float and
+// double, at 1 and 2 threads (the fused update is split across threads).
+TEST(AdamW, BitIdenticalToTorchAdamWLargeTensorsBothDtypes) {
+  const int threads_before = at::get_num_threads();
+  for (auto dtype : {torch::kFloat, torch::kDouble}) {
+    for (int threads : {1, 2}) {
+      at::set_num_threads(threads);
+      torch::manual_seed(5);
+      auto w = torch::randn({67, 1037}, dtype), b = torch::randn({13}, dtype);
+      auto w2 = w.clone().set_requires_grad(true), b2 = b.clone().set_requires_grad(true);
+      w.set_requires_grad(true);
+      b.set_requires_grad(true);
+      AdamW ours({{"fc.weight", w}, {"fc.bias", b}}, AdamWOptions{});
+      const double lr = 3e-3;
+      std::vector<torch::optim::OptimizerParamGroup> groups;
+      groups.emplace_back(std::vector<torch::Tensor>{w2},
+                          std::make_unique<torch::optim::AdamWOptions>(
+                              torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.05)));
+      groups.emplace_back(std::vector<torch::Tensor>{b2},
+                          std::make_unique<torch::optim::AdamWOptions>(
+                              torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
+      torch::optim::AdamW ref(groups, torch::optim::AdamWOptions(lr));
+      for (int it = 0; it < 4; ++it) {
+        auto gw = torch::randn({67, 1037}, dtype) * (it + 1), gb = torch::randn({13}, dtype);
+        w.mutable_grad() = gw.clone();
+        w2.mutable_grad() = gw.clone();
+        b.mutable_grad() = gb.clone();
+        b2.mutable_grad() = gb.clone();
+        ours.step(lr);
+        ref.step();
+      }
+      EXPECT_TRUE(torch::equal(w, w2)) << dtype << " threads " << threads << " " << (w - w2).abs().max();
+      EXPECT_TRUE(torch::equal(b, b2)) << dtype << " threads " << threads << " " << (b - b2).abs().max();
+    }
+  }
+  at::set_num_threads(threads_before);
+}
+
 TEST(AdamW, StateDictRoundTripAndStrictLoad) {
   auto w = torch::randn({4, 3}).set_requires_grad(true);
   auto g = torch::randn({2}).set_requires_grad(true);
