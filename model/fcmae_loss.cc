@@ -14,21 +14,20 @@ namespace cnx::model::detail {
 namespace {
 
 struct PatchGeometry {
-  int64_t c, h, w;     // image channels and size
-  int64_t p, wp, l;    // patch size, patches per row, patches per image
-  int64_t d;           // values per patch, p*p*c
-  int64_t pred_sl;     // prediction stride between patches (within an image)
-  int64_t pred_sd;     // prediction stride between values of a patch
-  int64_t pred_sn;     // prediction stride between images
+  int64_t c, h, w;   // image channels and size
+  int64_t p, wp, l;  // patch size, patches per row, patches per image
+  int64_t d;         // values per patch, p*p*c
+  int64_t pred_sl;   // prediction stride between patches (within an image)
+  int64_t pred_sd;   // prediction stride between values of a patch
+  int64_t pred_sn;   // prediction stride between images
 };
 
 // One patch (n, l): target gathered in patchify's order d = (py*p + px)*C + c,
 // standardised when norm, then loss = sum_d (pred - t)^2 and grad[d] =
 // (pred - t) * gscale. t: d values of scratch.
 template <typename T>
-CNX_INLINE double patch_loss_impl(const T* __restrict img, const T* __restrict pr, T* __restrict grad,
-                                  T* __restrict t, const PatchGeometry& g, int64_t n, int64_t l, bool norm,
-                                  double gscale) {
+CNX_INLINE double patch_loss_impl(const T* __restrict img, const T* __restrict pr, T* __restrict grad, T* __restrict t,
+                                  const PatchGeometry& g, int64_t n, int64_t l, bool norm, double gscale) {
   const int64_t hi = l / g.wp, wi = l % g.wp;
   const T* base = img + n * g.c * g.h * g.w + hi * g.p * g.w + wi * g.p;
   for (int64_t ch = 0; ch < g.c; ++ch) {
@@ -73,8 +72,8 @@ CNX_SIMD_CLONES double patch_loss(const float* img, const float* pr, float* grad
                                   int64_t n, int64_t l, bool norm, double gscale) {
   return patch_loss_impl(img, pr, grad, t, g, n, l, norm, gscale);
 }
-CNX_SIMD_CLONES double patch_loss(const double* img, const double* pr, double* grad, double* t,
-                                  const PatchGeometry& g, int64_t n, int64_t l, bool norm, double gscale) {
+CNX_SIMD_CLONES double patch_loss(const double* img, const double* pr, double* grad, double* t, const PatchGeometry& g,
+                                  int64_t n, int64_t l, bool norm, double gscale) {
   return patch_loss_impl(img, pr, grad, t, g, n, l, norm, gscale);
 }
 
