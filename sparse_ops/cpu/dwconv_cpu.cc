@@ -46,61 +46,73 @@ CNX_INLINE void store(T* p, const V& v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// One row's channels [c0, c0 + NV * lanes(V)) of the forward: bias, then the
-// taps in order t = 0..k-1 (the contract's summation order).
-template <typename T, typename V, int NV>
+// R rows' channels [c0, c0 + NV * lanes(V)) of the forward: per row the
+// bias, then the taps in order t = 0..k-1 (the contract's summation order).
+// The R rows' accumulators are independent chains, so the FMA latency of one
+// row's k-long sum overlaps the others' (one row alone is latency-bound).
+template <typename T, typename V, int NV, int R>
 CNX_INLINE void dwconv_row_block(const T* __restrict in, const int32_t* __restrict nb, const T* __restrict w,
                                  const T* __restrict bias, T* __restrict o, int64_t c, int64_t k, int64_t c0) {
   constexpr int64_t kLanes = sizeof(V) / sizeof(T);
-  V acc[NV];
-  for (int v = 0; v < NV; ++v) {
-    acc[v] = bias != nullptr ? load<V>(bias + c0 + v * kLanes) : V{};
+  V acc[R][NV];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < NV; ++v) acc[r][v] = bias != nullptr ? load<V>(bias + c0 + v * kLanes) : V{};
   }
   for (int64_t t = 0; t < k; ++t) {
-    const int32_t j = nb[t];
-    if (j < 0) continue;
-    const T* x = in + static_cast<int64_t>(j) * c + c0;
     const T* wt = w + t * c + c0;
-    for (int v = 0; v < NV; ++v) {
-      acc[v] += load<V>(wt + v * kLanes) * load<V>(x + v * kLanes);
+    V wv[NV];
+    for (int v = 0; v < NV; ++v) wv[v] = load<V>(wt + v * kLanes);
+    for (int r = 0; r < R; ++r) {
+      const int32_t j = nb[r * k + t];
+      if (j < 0) continue;
+      const T* x = in + static_cast<int64_t>(j) * c + c0;
+      for (int v = 0; v < NV; ++v) acc[r][v] += wv[v] * load<V>(x + v * kLanes);
     }
   }
-  for (int v = 0; v < NV; ++v) store(o + c0 + v * kLanes, acc[v]);
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < NV; ++v) store(o + r * c + c0 + v * kLanes, acc[r][v]);
+  }
+}
+
+// Rows [i, i + R) of the forward, all channels.
+template <typename T, int R>
+CNX_INLINE void dwconv_rows_r(const T* __restrict in, const int32_t* __restrict map, const T* __restrict w,
+                              const T* __restrict bias, T* __restrict out, int64_t i, int64_t c, int64_t k) {
+  using Full = typename Lanes<T>::Full;
+  using Half = typename Lanes<T>::Half;
+  constexpr int64_t kFull = sizeof(Full) / sizeof(T), kHalf = sizeof(Half) / sizeof(T);
+  T* __restrict o = out + i * c;
+  const int32_t* nb = map + i * k;
+  int64_t c0 = 0;
+  for (; c0 + 2 * kFull <= c; c0 += 2 * kFull) dwconv_row_block<T, Full, 2, R>(in, nb, w, bias, o, c, k, c0);
+  if (c0 + kFull <= c) {
+    dwconv_row_block<T, Full, 1, R>(in, nb, w, bias, o, c, k, c0);
+    c0 += kFull;
+  }
+  if (c0 + kHalf <= c) {
+    dwconv_row_block<T, Half, 1, R>(in, nb, w, bias, o, c, k, c0);
+    c0 += kHalf;
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int64_t ch = c0; ch < c; ++ch) {
+      T acc = bias != nullptr ? bias[ch] : T(0);
+      for (int64_t t = 0; t < k; ++t) {
+        const int32_t j = nb[r * k + t];
+        if (j >= 0) acc += w[t * c + ch] * in[static_cast<int64_t>(j) * c + ch];
+      }
+      o[r * c + ch] = acc;
+    }
+  }
 }
 
 template <typename T>
 CNX_INLINE void dwconv_rows_impl(const T* __restrict in, const int32_t* __restrict map, const T* __restrict w,
                                  const T* __restrict bias, T* __restrict out, int64_t begin, int64_t end, int64_t c,
                                  int64_t k) {
-  using Full = typename Lanes<T>::Full;
-  using Half = typename Lanes<T>::Half;
-  constexpr int64_t kFull = sizeof(Full) / sizeof(T), kHalf = sizeof(Half) / sizeof(T);
-  for (int64_t i = begin; i < end; ++i) {
-    T* __restrict o = out + i * c;
-    const int32_t* nb = map + i * k;
-    int64_t c0 = 0;
-    for (; c0 + 4 * kFull <= c; c0 += 4 * kFull) dwconv_row_block<T, Full, 4>(in, nb, w, bias, o, c, k, c0);
-    if (c0 + 2 * kFull <= c) {
-      dwconv_row_block<T, Full, 2>(in, nb, w, bias, o, c, k, c0);
-      c0 += 2 * kFull;
-    }
-    if (c0 + kFull <= c) {
-      dwconv_row_block<T, Full, 1>(in, nb, w, bias, o, c, k, c0);
-      c0 += kFull;
-    }
-    if (c0 + kHalf <= c) {
-      dwconv_row_block<T, Half, 1>(in, nb, w, bias, o, c, k, c0);
-      c0 += kHalf;
-    }
-    for (int64_t ch = c0; ch < c; ++ch) {
-      T acc = bias != nullptr ? bias[ch] : T(0);
-      for (int64_t t = 0; t < k; ++t) {
-        const int32_t j = nb[t];
-        if (j >= 0) acc += w[t * c + ch] * in[static_cast<int64_t>(j) * c + ch];
-      }
-      o[ch] = acc;
-    }
-  }
+  constexpr int kRows = 4;
+  int64_t i = begin;
+  for (; i + kRows <= end; i += kRows) dwconv_rows_r<T, kRows>(in, map, w, bias, out, i, c, k);
+  for (; i < end; ++i) dwconv_rows_r<T, 1>(in, map, w, bias, out, i, c, k);
 }
 
 // Rows summed in T (in registers) before their block sum is added to the
@@ -120,7 +132,29 @@ CNX_INLINE void dwconv_wgrad_block(const T* __restrict g, const T* __restrict in
       for (int64_t l = 0; l < kLanes; ++l) partial[row * c + c0 + v * kLanes + l] += static_cast<double>(acc[v][l]);
     }
   };
-  for (int64_t t = 0; t < k; ++t) {
+  // kTaps taps at a time: independent accumulator chains (one tap's sum over
+  // the rows is latency-bound), each tap's rows still summed in row order.
+  constexpr int kTaps = 4;
+  int64_t t = 0;
+  for (; t + kTaps <= k; t += kTaps) {
+    V acc[kTaps][NV];
+    for (int q = 0; q < kTaps; ++q) {
+      for (int v = 0; v < NV; ++v) acc[q][v] = V{};
+    }
+    for (int64_t i = b0; i < b1; ++i) {
+      const T* gi = g + i * c + c0;
+      V gv[NV];
+      for (int v = 0; v < NV; ++v) gv[v] = load<V>(gi + v * kLanes);
+      for (int q = 0; q < kTaps; ++q) {
+        const int32_t j = map[i * k + t + q];
+        if (j < 0) continue;
+        const T* x = in + static_cast<int64_t>(j) * c + c0;
+        for (int v = 0; v < NV; ++v) acc[q][v] += gv[v] * load<V>(x + v * kLanes);
+      }
+    }
+    for (int q = 0; q < kTaps; ++q) flush(acc[q], t + q);
+  }
+  for (; t < k; ++t) {
     V acc[NV];
     for (int v = 0; v < NV; ++v) acc[v] = V{};
     for (int64_t i = b0; i < b1; ++i) {
@@ -152,11 +186,7 @@ CNX_INLINE void dwconv_wgrad_impl(const T* __restrict g, const T* __restrict in,
   for (int64_t b0 = begin; b0 < end; b0 += kWgradBlock) {
     const int64_t b1 = std::min(end, b0 + kWgradBlock);
     int64_t c0 = 0;
-    for (; c0 + 4 * kFull <= c; c0 += 4 * kFull) dwconv_wgrad_block<T, Full, 4>(g, in, map, partial, b0, b1, c, k, c0);
-    if (c0 + 2 * kFull <= c) {
-      dwconv_wgrad_block<T, Full, 2>(g, in, map, partial, b0, b1, c, k, c0);
-      c0 += 2 * kFull;
-    }
+    for (; c0 + 2 * kFull <= c; c0 += 2 * kFull) dwconv_wgrad_block<T, Full, 2>(g, in, map, partial, b0, b1, c, k, c0);
     if (c0 + kFull <= c) {
       dwconv_wgrad_block<T, Full, 1>(g, in, map, partial, b0, b1, c, k, c0);
       c0 += kFull;
