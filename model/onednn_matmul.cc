@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/cpu_features.h"
+#include "model/cnx_gemm.h"
 #include "model/precision.h"
 
 #ifdef CNX_HAVE_ONEDNN
@@ -248,28 +250,35 @@ class OnednnLinearFn : public torch::autograd::Function<OnednnLinearFn> {
   }
 };
 
-bool onednn_applies(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  if (effective_gemm_path() != GemmPath::kOnednn) return false;
+#endif  // CNX_HAVE_ONEDNN
+
+// Whether x w^T + b runs on our own GEMM path (cnx or onednn) rather than
+// at::linear: float32 CPU tensors outside autocast, shapes at::linear takes.
+bool float32_cpu_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || w.scalar_type() != at::kFloat) return false;
+  if (!w.device().is_cpu() || (b.defined() && !b.device().is_cpu())) return false;
   if (b.defined() && (b.scalar_type() != at::kFloat || b.dim() != 1)) return false;
   if (w.dim() != 2 || x.dim() < 1 || x.size(-1) != w.size(1)) return false;  // let at::linear report it
   return !autocast_active(x);  // autocast: bfloat16 GEMMs through LibTorch, as before
 }
-
-#endif  // CNX_HAVE_ONEDNN
 
 }  // namespace
 
 GemmPath parse_gemm_path(const std::string& value, const std::string& what) {
   if (value == "auto") return GemmPath::kAuto;
   if (value == "blas") return GemmPath::kBlas;
+  if (value == "cnx") {
+    CNX_CHECK(cnx_gemm_supported(), what, ": GEMM path 'cnx' needs a CPU with AVX-512F (this one: ",
+              cnx::cpu::describe_simd(cnx::cpu::detect_cpu()), "); use auto, onednn or blas");
+    return GemmPath::kCnx;
+  }
   if (value == "onednn") {
     CNX_CHECK(has_onednn_gemm(), what,
               ": GEMM path 'onednn' is not in this build (CMake found no usable oneDNN: install libdnnl-dev, "
               "and LibTorch must be Debian's, which loads libdnnl.so.2); use auto or blas");
     return GemmPath::kOnednn;
   }
-  CNX_CHECK(false, what, ": unknown GEMM path '", value, "' (expected auto, onednn or blas)");
+  CNX_CHECK(false, what, ": unknown GEMM path '", value, "' (expected auto, cnx, onednn or blas)");
   return GemmPath::kAuto;
 }
 
@@ -281,6 +290,8 @@ const char* gemm_path_name(GemmPath path) {
       return "onednn";
     case GemmPath::kBlas:
       return "blas";
+    case GemmPath::kCnx:
+      return "cnx";
   }
   return "?";
 }
@@ -308,12 +319,16 @@ GemmPath gemm_path() {
 
 void set_gemm_path(GemmPath path) {
   CNX_CHECK(path != GemmPath::kOnednn || has_onednn_gemm(), "set_gemm_path: this build has no oneDNN path");
+  CNX_CHECK(path != GemmPath::kCnx || cnx_gemm_supported(), "set_gemm_path: this CPU has no AVX-512F for cnx");
   current_path().store(path);
 }
 
 GemmPath effective_gemm_path() {
   const GemmPath p = gemm_path();
   if (p != GemmPath::kAuto) return p;
+  // Measured (bench/model/README.md, "The project's AVX-512 GEMM kernels"):
+  // the cnx kernels beat both others at 1 and 2 threads where they run.
+  if (cnx_gemm_supported()) return GemmPath::kCnx;
   // Measured (bench/model/README.md, "oneDNN GEMM path in the step"): faster
   // than BLAS at 1 intra-op thread, slower at 2 (its blocked reduction has
   // more parallel regions, each a barrier).
@@ -323,17 +338,22 @@ GemmPath effective_gemm_path() {
 std::string describe_gemm_path() {
   const GemmPath eff = effective_gemm_path();
   std::string s = cnx::str("GEMM path ", gemm_path_name(eff), " (");
-  if (eff == GemmPath::kOnednn) {
-    s += cnx::str("oneDNN ", onednn_version(), " matmul for the blocks' pointwise Linears, GELU backward ",
-                  gelu_backward_mode() == GeluBackward::kKeep ? "on the kept pre-activation" : "recomputing it");
+  const char* gelu_bw = gelu_backward_mode() == GeluBackward::kKeep ? "on the kept pre-activation" : "recomputing it";
+  if (eff == GemmPath::kCnx) {
+    s += cnx::str("the project's AVX-512 kernels for the blocks' pointwise Linears, GELU backward ", gelu_bw);
+  } else if (eff == GemmPath::kOnednn) {
+    s += cnx::str("oneDNN ", onednn_version(), " matmul for the blocks' pointwise Linears, GELU backward ", gelu_bw);
   } else {
     s += cnx::str("LibTorch's GEMM, i.e. the BLAS line above",
                   has_onednn_gemm() ? "" : "; this build has no oneDNN path");
   }
   const char* env = std::getenv("CNX_GEMM");
   s += cnx::str("; setting ", gemm_path_name(gemm_path()), env && *env ? " from CNX_GEMM" : "",
-                gemm_path() == GemmPath::kAuto && has_onednn_gemm() ? ": onednn at 1 thread, blas at more" : "", "; ",
-                at::get_num_threads(), " thread(s))");
+                gemm_path() != GemmPath::kAuto ? ""
+                : cnx_gemm_supported()         ? ": cnx on AVX-512 CPUs"
+                : has_onednn_gemm()            ? ": onednn at 1 thread, blas at more"
+                                               : "",
+                "; ", at::get_num_threads(), " thread(s))");
   return s;
 }
 
@@ -376,8 +396,17 @@ int64_t onednn_matmul_calls() {
 }
 
 at::Tensor pointwise_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, bool gelu) {
+  const GemmPath path = effective_gemm_path();
+  if (path == GemmPath::kCnx && float32_cpu_linear(x, w, b)) {
+    const auto lead = x.sizes().slice(0, x.dim() - 1);
+    RECORD_FUNCTION("cnx::pointwise_linear", std::vector<c10::IValue>({x, w}));
+    const at::Tensor y = cnx_linear(x.reshape({-1, x.size(-1)}).contiguous(), w, b, gelu);
+    std::vector<int64_t> shape(lead.begin(), lead.end());
+    shape.push_back(w.size(0));
+    return y.view(shape);
+  }
 #ifdef CNX_HAVE_ONEDNN
-  if (onednn_applies(x, w, b)) {
+  if (path == GemmPath::kOnednn && float32_cpu_linear(x, w, b)) {
     const auto lead = x.sizes().slice(0, x.dim() - 1);
     const at::Tensor x2 = x.reshape({-1, x.size(-1)}).contiguous();
     at::Tensor y;

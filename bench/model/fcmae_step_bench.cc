@@ -8,11 +8,12 @@
 //       [--batch 64] [--mask 0.6] [--encoder sparse|dense_masked]
 //       [--kernels auto|generic] [--precision fp32|bf16] [--warmup 3]
 //       [--steps 10] [--max-seconds 30] [--threads N] [--ceiling on|off]
-//       [--profile-steps 2] [--gemm onednn,blas]
+//       [--profile-steps 2] [--gemm cnx,onednn,blas]
 //
 // --gemm: the GEMM path(s) of the blocks' pointwise Linears
-// (model/onednn_matmul.h): a comma list of auto, blas, onednn (the GELU
-// backward as CNX_ONEDNN_GELU says), onednn-keep, onednn-recompute. With more
+// (model/onednn_matmul.h): a comma list of auto, cnx (AVX-512 CPUs), blas,
+// onednn (the GELU backward as CNX_ONEDNN_GELU says), onednn-keep,
+// onednn-recompute. With more
 // than one, every path gets its warm-up steps, then the timed steps
 // alternate between them (step 1 on the first path, step 2 on the second,
 // ...), so that all see the same machine load; one JSON object per path,

@@ -14,7 +14,9 @@
 
 #include "common/check.h"
 #include "model/cnx_gemm.h"
+#include "model/fcmae.h"
 #include "model/onednn_matmul.h"
+#include "model/precision.h"
 #include "tests/model/test_util.h"
 #include "tests/sparse_ops/test_util.h"
 
@@ -29,9 +31,19 @@ using testing::close_rel;
 // kernel cases below run exactly where the kernels can, with no skips.
 TEST(CnxGemm, SupportedExactlyOnAvx512Cpus) {
   EXPECT_EQ(cnx_gemm_supported(), CNX_TEST_CPU_AVX512 == 1);
-  if (!cnx_gemm_supported()) {
+  if (cnx_gemm_supported()) {
+    EXPECT_EQ(parse_gemm_path("cnx", "--gemm"), GemmPath::kCnx);
+    EXPECT_STREQ(gemm_path_name(GemmPath::kCnx), "cnx");
+  } else {
     const auto x = at::ones({2, 3}), w = at::ones({4, 3});
     EXPECT_THROW(cnx_linear_forward(x, w, at::Tensor(), false), CheckError);
+    try {
+      parse_gemm_path("cnx", "--gemm");
+      FAIL() << "no error";
+    } catch (const CheckError& e) {
+      EXPECT_NE(std::string(e.what()).find("--gemm"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("AVX-512"), std::string::npos) << e.what();
+    }
   }
 }
 
@@ -234,6 +246,109 @@ TEST(CnxGemm, AutogradOnTheStepShapesMatchesFloat64AndBlas) {
       }
       std::printf("%s\n", line.c_str());
     }
+  }
+}
+
+// Restores the process-wide GEMM path a test changes.
+class ScopedGemm {
+ public:
+  explicit ScopedGemm(GemmPath path) : path_(gemm_path()) { set_gemm_path(path); }
+  ~ScopedGemm() { set_gemm_path(path_); }
+
+ private:
+  GemmPath path_;
+};
+
+// pointwise_linear on the cnx path: leading dims, a strided x, no bias,
+// inference (fused GELU, one GEMM); float64 and bf16 autocast stay on
+// LibTorch's GEMM (bit for bit the BLAS path's, no cnx call).
+TEST(CnxGemm, PointwiseLinearTakesTheCnxPathForFloat32Only) {
+  const auto base = seeded_randn({24, 2, 50}, 7, at::kFloat);
+  const auto x = base.permute({1, 2, 0});  // (2, 50, 24), non-contiguous
+  const auto w = seeded_randn({36, 24}, 8, at::kFloat), b = seeded_randn({36}, 9, at::kFloat);
+  at::Tensor ref_f64, ref_bf16;
+  {
+    ScopedGemm g(GemmPath::kBlas);
+    ref_f64 = pointwise_linear(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble), true);
+    PrecisionScope amp(Precision::kBf16, at::kCPU);
+    ref_bf16 = pointwise_linear(x, w, b, true);
+  }
+  ScopedGemm g(GemmPath::kCnx);
+  EXPECT_EQ(effective_gemm_path(), GemmPath::kCnx);
+  EXPECT_NE(describe_gemm_path().find("GEMM path cnx"), std::string::npos) << describe_gemm_path();
+  int64_t calls = cnx_gemm_calls();
+  at::Tensor y;
+  {
+    at::NoGradGuard no_grad;
+    y = pointwise_linear(x, w, at::Tensor(), true);
+  }
+  EXPECT_EQ(cnx_gemm_calls() - calls, 1);
+  EXPECT_EQ(y.sizes(), (at::IntArrayRef{2, 50, 36}));
+  EXPECT_TRUE(close_rel(y, gelu64(at::linear(x.to(at::kDouble), w.to(at::kDouble))), kTol));
+  // Only the weight needs a gradient: no dgrad.
+  auto wg = w.clone().requires_grad_(true);
+  calls = cnx_gemm_calls();
+  pointwise_linear(x, wg, at::Tensor(), false).sum().backward();
+  EXPECT_EQ(cnx_gemm_calls() - calls, 2);
+  EXPECT_TRUE(
+      close_rel(wg.grad(), at::ones({100, 36}, at::kDouble).t().mm(x.reshape({100, 24}).to(at::kDouble)), kTol));
+  calls = cnx_gemm_calls();
+  EXPECT_TRUE(at::equal(pointwise_linear(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble), true), ref_f64));
+  {
+    PrecisionScope amp(Precision::kBf16, at::kCPU);
+    const auto yb = pointwise_linear(x, w, b, true);
+    EXPECT_EQ(yb.scalar_type(), at::kBFloat16);
+    EXPECT_TRUE(at::equal(yb, ref_bf16));
+  }
+  EXPECT_EQ(cnx_gemm_calls(), calls);
+}
+
+struct StepResult {
+  at::Tensor loss;
+  std::vector<std::pair<std::string, at::Tensor>> grads;
+};
+
+StepResult fcmae_step(Fcmae& model, const at::Tensor& images, const at::Tensor& mask) {
+  model->zero_grad();
+  const FcmaeOutput out = model->forward(images, mask);
+  out.loss.backward();
+  StepResult r{out.loss.detach(), {}};
+  for (const auto& p : model->named_parameters()) r.grads.emplace_back(p.key(), p.value().grad().clone());
+  return r;
+}
+
+// The whole FCMAE step (atto, 64 px, sparse encoder and decoder) on the cnx
+// path against the BLAS path: loss and every parameter gradient.
+TEST(CnxGemm, FcmaeStepMatchesTheBlasPath) {
+  torch::manual_seed(5);
+  auto options = fcmae_options("atto");
+  options.init = "std02";
+  options.decoder_dim = 64;
+  Fcmae model(options);
+  {
+    torch::NoGradGuard ng;  // non-zero GRN so that its gradients flow
+    for (auto& p : model->named_parameters()) {
+      if (p.key().find(".grn.") != std::string::npos) p.value().normal_(0.0, 0.5);
+    }
+  }
+  const auto images = seeded_randn({4, 3, 64, 64}, 21, at::kFloat);
+  const auto mask = generate_mask(4, 2, 2, 0.5, 22);
+  StepResult blas, cnx;
+  {
+    ScopedGemm g(GemmPath::kBlas);
+    blas = fcmae_step(model, images, mask);
+  }
+  const int64_t calls = cnx_gemm_calls();
+  {
+    ScopedGemm g(GemmPath::kCnx);
+    cnx = fcmae_step(model, images, mask);
+  }
+  // 13 blocks (12 encoder + 1 decoder) x 2 Linears x 3 GEMMs, + proj, pred.
+  EXPECT_GE(cnx_gemm_calls() - calls, 78);
+  EXPECT_LE(rel_err(cnx.loss, blas.loss), 1e-6);
+  ASSERT_EQ(cnx.grads.size(), blas.grads.size());
+  for (size_t i = 0; i < cnx.grads.size(); ++i) {
+    EXPECT_TRUE(close_rel(cnx.grads[i].second, blas.grads[i].second, 2e-5)) << "grad of " << cnx.grads[i].first;
   }
 }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "model/cnx_gemm.h"
 #include "model/fcmae.h"
 #include "model/onednn_matmul.h"
 #include "model/precision.h"
@@ -258,15 +259,21 @@ TEST(OnednnMatmul, SwitchNamesAndErrors) {
     EXPECT_THROW(parse_gemm_path("onednn", "--gemm"), CheckError);
   }
   {
-    // auto: oneDNN at 1 intra-op thread only (where it was measured faster).
+    // auto: the cnx kernels on AVX-512 CPUs; elsewhere oneDNN at 1 intra-op
+    // thread only (where it was measured faster).
     ScopedGemm g(GemmPath::kAuto);
     const int threads = at::get_num_threads();
     at::set_num_threads(1);
-    EXPECT_EQ(effective_gemm_path(), has_onednn_gemm() ? GemmPath::kOnednn : GemmPath::kBlas);
+    const GemmPath one = cnx_gemm_supported() ? GemmPath::kCnx
+                         : has_onednn_gemm()  ? GemmPath::kOnednn
+                                              : GemmPath::kBlas;
+    EXPECT_EQ(effective_gemm_path(), one);
     EXPECT_NE(describe_gemm_path().find(gemm_path_name(effective_gemm_path())), std::string::npos);
     at::set_num_threads(2);
-    EXPECT_EQ(effective_gemm_path(), GemmPath::kBlas);
-    EXPECT_NE(describe_gemm_path().find("GEMM path blas"), std::string::npos) << describe_gemm_path();
+    const GemmPath two = cnx_gemm_supported() ? GemmPath::kCnx : GemmPath::kBlas;
+    EXPECT_EQ(effective_gemm_path(), two);
+    EXPECT_NE(describe_gemm_path().find(cnx::str("GEMM path ", gemm_path_name(two))), std::string::npos)
+        << describe_gemm_path();
     at::set_num_threads(threads);
   }
   ScopedGemm g(GemmPath::kBlas);
