@@ -50,7 +50,11 @@ CNX_AVX512_INLINE __m512 exp_ps(__m512 x) {  // Cephes expf; x <= 0 here
 CNX_AVX512_INLINE __m512 erf_ps(__m512 x) {
   const __m512 one = _mm512_set1_ps(1.f);
   const __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x80000000));
-  const __m512 ax = _mm512_abs_ps(x);
+  // |x| clamped to [1e-18, 6]: erf is +-1 in float beyond 6, and neither
+  // x^2 nor exp(-x^2) r t may become subnormal (each subnormal operand costs
+  // a microcode assist of ~100 cycles: the step's tiny pre-activations made
+  // the GELU 4x slower). Below 1e-18 the result is x/2 either way.
+  const __m512 ax = _mm512_min_ps(_mm512_max_ps(_mm512_abs_ps(x), _mm512_set1_ps(1e-18f)), _mm512_set1_ps(6.f));
   // t = 1 / (1 + p |x|): reciprocal estimate + one Newton step (~1 ulp).
   const __m512 d = _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), ax, one);
   const __m512 t0 = _mm512_rcp14_ps(d);
@@ -59,7 +63,7 @@ CNX_AVX512_INLINE __m512 erf_ps(__m512 x) {
   r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(1.421413741f));
   r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-0.284496736f));
   r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.254829592f));
-  const __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(x, x)));
+  const __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(ax, ax)));
   // 1 - r t e(-x^2), with the sign of x
   const __m512 v = _mm512_fnmadd_ps(_mm512_mul_ps(e, t), r, one);
   return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), sign));
@@ -76,7 +80,7 @@ CNX_AVX512_INLINE __m512 gelu_ps(__m512 x) {
 //   rows mode (kAT false): a(i, p) = a[i lda + p] (rows of activations), b the
 //     packed panel (ldb = 16 NV, zero-padded: full loads).
 //   wgrad mode (kAT true): a(i, p) = a[p lda + i] (dy^T), b(p, j) = b[p ldb + j]
-//     (rows of x, read in place; the last vector masked by bmask).
+//     (rows of x; the last vector masked by bmask).
 
 template <int MR, int NV, bool kAT>
 CNX_AVX512_INLINE void micro(int64_t kc, const float* __restrict a, int64_t lda, const float* __restrict b, int64_t ldb,
@@ -316,15 +320,35 @@ CNX_AVX512 void wgrad_range(const float* dy, int64_t ldy, const float* x, int64_
   const int64_t ld = db_of_x ? ldx : ldy, cols = db_of_x ? k : n;
   std::vector<float> sum(db != nullptr ? cols : 0), levels;
   std::vector<bool> used;
+  // The chunk's operands packed (rows of activations at a power-of-two
+  // stride would share a few L1 sets): dy^T as 8-column tiles [tile][row][8],
+  // the panel of x as [row][16 nv], both zero-padded.
+  const int64_t tiles = (n + kMr - 1) / kMr;
+  std::vector<float> apack(static_cast<size_t>(tiles * kMr * kCnxWgradChunk)), bpack(48 * kCnxWgradChunk);
   for (int64_t c0 = r0; c0 < r1; c0 += kCnxWgradChunk) {
     const int64_t kc = std::min(kCnxWgradChunk, r1 - c0);
     Epilogue ep;
     ep.accumulate = c0 > r0;
-    // Panel by panel (its rows of x stay in L1), 8-row tiles of dw.
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t i0 = t * kMr, cols = std::min<int64_t>(kMr, n - i0);
+      float* dst = apack.data() + t * kMr * kc;
+      for (int64_t r = 0; r < kc; ++r) {
+        const float* src_row = dy + (c0 + r) * ldy + i0;
+        for (int64_t u = 0; u < kMr; ++u) dst[r * kMr + u] = u < cols ? src_row[u] : 0.f;
+      }
+    }
+    // Panel by panel (packed, it stays in L1), 8-row tiles of dw.
     for (const Panel& p : ps) {
-      for (int64_t i = 0; i < n; i += kMr) {
+      const int64_t w = 16 * p.nv, cols = std::min(w, k - p.j0);
+      for (int64_t r = 0; r < kc; ++r) {
+        const float* src_row = x + (c0 + r) * ldx + p.j0;
+        std::copy(src_row, src_row + cols, bpack.data() + r * w);
+        std::fill(bpack.data() + r * w + cols, bpack.data() + (r + 1) * w, 0.f);
+      }
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t i = t * kMr;
         const int rows = static_cast<int>(std::min<int64_t>(kMr, n - i));
-        tile_fn<true>(rows, p.nv)(kc, dy + c0 * ldy + i, ldy, x + c0 * ldx + p.j0, ldx, tail_mask(p, k),
+        tile_fn<true>(rows, p.nv)(kc, apack.data() + t * kMr * kc, kMr, bpack.data(), w, tail_mask(p, k),
                                   dw + i * k + p.j0, nullptr, k, ep);
       }
     }

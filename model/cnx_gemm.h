@@ -12,12 +12,13 @@
 // 32 or 48 columns (zero-padded); a microkernel keeps an 8 x 48 (or 8 x 32,
 // 8 x 16) tile of zmm accumulators over a block of the reduction and adds
 // it into the output in float32. Reductions are cut into nearly equal blocks
-// of at most 320 (forward, dgrad) or chunks of at most kWgradChunk rows
-// (wgrad), as OpenBLAS's driver and the oneDNN path do: one long float32
-// chain over K = 2048 rounds measurably worse. The epilogue adds the bias
-// (first block) and applies the GELU (last block) while the tile is in
-// registers; in training it can store the pre-activation and the GELU output
-// from the same tile (two stores, one GEMM).
+// of at most kCnxKBlock (forward, dgrad; the panel block then stays in L1)
+// or chunks of kCnxWgradChunk rows (wgrad, both operands packed per chunk),
+// as OpenBLAS's driver and the oneDNN path do: one long float32 chain over
+// K = 2048 rounds measurably worse. The epilogue adds the bias (first block)
+// and applies the GELU (last block) while the tile is in registers; in
+// training it stores the pre-activation and the GELU output from the same
+// tile (two stores, one GEMM).
 //
 // Threading: at 1 intra-op thread everything runs on the caller's thread; at
 // more, one at::parallel_for per GEMM splits the rows (forward, dgrad; each
@@ -40,9 +41,9 @@ bool cnx_gemm_supported();
 
 // Rows of the wgrad reduction added up in registers before the partial sum
 // goes into the output (float32).
-constexpr int64_t kCnxWgradChunk = 256;
+constexpr int64_t kCnxWgradChunk = 128;
 // Largest block of the forward/dgrad reduction kept in registers.
-constexpr int64_t kCnxKBlock = 320;
+constexpr int64_t kCnxKBlock = 160;
 
 // y (M, N) = x (M, K) w^T + b, then GELU when `gelu`. x: float32 CPU, 2-D,
 // unit column stride (any row stride); w (N, K) float32 (copied when not

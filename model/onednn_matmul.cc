@@ -326,13 +326,15 @@ void set_gemm_path(GemmPath path) {
 GemmPath effective_gemm_path() {
   const GemmPath p = gemm_path();
   if (p != GemmPath::kAuto) return p;
-  // Measured (bench/model/README.md, "The project's AVX-512 GEMM kernels"):
-  // the cnx kernels beat both others at 1 and 2 threads where they run.
-  if (cnx_gemm_supported()) return GemmPath::kCnx;
-  // Measured (bench/model/README.md, "oneDNN GEMM path in the step"): faster
-  // than BLAS at 1 intra-op thread, slower at 2 (its blocked reduction has
-  // more parallel regions, each a barrier).
-  return has_onednn_gemm() && at::get_num_threads() == 1 ? GemmPath::kOnednn : GemmPath::kBlas;
+  // Measured (bench/model/README.md, "oneDNN GEMM path in the step" and "The
+  // project's AVX-512 GEMM kernels"): at 1 intra-op thread oneDNN is as fast
+  // as the cnx kernels on the step (its large decoder GEMMs faster, the
+  // small-K stage GEMMs slower) and faster than BLAS; at 2 threads oneDNN
+  // was slower than BLAS (its blocked reduction has more parallel regions,
+  // each a barrier) and cnx faster than BLAS.
+  const int threads = at::get_num_threads();
+  if (threads == 1 && has_onednn_gemm()) return GemmPath::kOnednn;
+  return cnx_gemm_supported() ? GemmPath::kCnx : GemmPath::kBlas;
 }
 
 std::string describe_gemm_path() {
@@ -349,10 +351,13 @@ std::string describe_gemm_path() {
   }
   const char* env = std::getenv("CNX_GEMM");
   s += cnx::str("; setting ", gemm_path_name(gemm_path()), env && *env ? " from CNX_GEMM" : "",
-                gemm_path() != GemmPath::kAuto ? ""
-                : cnx_gemm_supported()         ? ": cnx on AVX-512 CPUs"
-                : has_onednn_gemm()            ? ": onednn at 1 thread, blas at more"
-                                               : "",
+                gemm_path() != GemmPath::kAuto
+                    ? ""
+                    : cnx::str(": ",
+                               has_onednn_gemm()      ? "onednn"
+                               : cnx_gemm_supported() ? "cnx"
+                                                      : "blas",
+                               " at 1 thread, ", cnx_gemm_supported() ? "cnx" : "blas", " at more"),
                 "; ", at::get_num_threads(), " thread(s))");
   return s;
 }

@@ -20,11 +20,12 @@
 //             at::gelu_backward on the kept pre-activation. Primitives are
 //             cached by shape, strides and thread count (the training step
 //             repeats its shapes); a handful of shapes per model.
-//   * auto    cnx on CPUs with AVX-512F (measured faster than both others
-//             at 1 and 2 threads, bench/model/README.md); elsewhere onednn
-//             when this build has it and LibTorch runs 1 intra-op thread
-//             (at::get_num_threads(), read at each call), blas otherwise:
-//             onednn measured faster at 1 thread, slower at 2.
+//   * auto    at 1 intra-op thread (at::get_num_threads(), read at each
+//             call) onednn when this build has it, else cnx on CPUs with
+//             AVX-512F, else blas; at more threads cnx on AVX-512 CPUs, else
+//             blas. Measured (bench/model/README.md): at 1 thread onednn and
+//             cnx tie on the step and beat blas; at 2 threads onednn lost to
+//             blas, cnx beat it.
 //
 // The choice is process-wide: the environment variable CNX_GEMM
 // (auto|cnx|onednn|blas, read at first use) or set_gemm_path (the programs'

@@ -263,8 +263,8 @@ TEST(MetricsE2E, PrometheusScrapesWorkersAndCoordinator) {
     EXPECT_EQ(check.exit_code, 0) << "promtool on rank " << local_rank << ":\n" << check.output;
     EXPECT_EQ(http_get("127.0.0.1", worker_port + local_rank, "/healthz").status, 200);
     // The GEMM path label is the one rank 0 logs once the threads are set
-    // (train.threads 1: cnx on AVX-512 CPUs, else onednn where the build has
-    // it, else blas).
+    // (train.threads 1: onednn where the build has it, else cnx on AVX-512
+    // CPUs, else blas).
     const std::string log = read_tail(dir / "workers.log", 1 << 20);
     const size_t at = log.find("GEMM path ", log.find("ranks x"));
     ASSERT_NE(at, std::string::npos) << "workers never logged their GEMM path:\n" << workers.log_tail();

@@ -120,7 +120,11 @@ TEST(CnxGemm, ForwardDgradWgradMatchFloat64OnOddSizes) {
 // BLAS path's), which evaluates the same approximation of erf (Abramowitz-
 // Stegun 7.1.26, absolute error <= 1.5e-7 in erf): no worse anywhere.
 TEST(CnxGemm, GeluMatchesFloat64AsLibTorchsDoes) {
-  const auto z = at::linspace(-12, 12, 4801, at::kDouble).reshape({-1, 1});
+  // (plus tiny and huge values, where the kernel clamps |z| to keep its
+  // intermediates out of the subnormal range)
+  const auto extremes =
+      at::tensor({1e-30, -1e-30, 1e-20, -3e-19, 1e-10, -1e-10, 20.0, -20.0, 100.0, -100.0, 0.0}, at::kDouble);
+  const auto z = at::cat({at::linspace(-12, 12, 4801, at::kDouble), extremes}).reshape({-1, 1});
   // x (4801 x 1) times w = 1: the pre-activation is z itself.
   const auto y = cnx_linear_forward(z.to(at::kFloat), at::ones({1, 1}), at::Tensor(), true);
   const auto ref = gelu64(z);

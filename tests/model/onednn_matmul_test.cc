@@ -259,14 +259,14 @@ TEST(OnednnMatmul, SwitchNamesAndErrors) {
     EXPECT_THROW(parse_gemm_path("onednn", "--gemm"), CheckError);
   }
   {
-    // auto: the cnx kernels on AVX-512 CPUs; elsewhere oneDNN at 1 intra-op
-    // thread only (where it was measured faster).
+    // auto: oneDNN at 1 intra-op thread (else cnx, else BLAS); the cnx
+    // kernels at more threads on AVX-512 CPUs (else BLAS).
     ScopedGemm g(GemmPath::kAuto);
     const int threads = at::get_num_threads();
     at::set_num_threads(1);
-    const GemmPath one = cnx_gemm_supported() ? GemmPath::kCnx
-                         : has_onednn_gemm()  ? GemmPath::kOnednn
-                                              : GemmPath::kBlas;
+    const GemmPath one = has_onednn_gemm()      ? GemmPath::kOnednn
+                         : cnx_gemm_supported() ? GemmPath::kCnx
+                                                : GemmPath::kBlas;
     EXPECT_EQ(effective_gemm_path(), one);
     EXPECT_NE(describe_gemm_path().find(gemm_path_name(effective_gemm_path())), std::string::npos);
     at::set_num_threads(2);
