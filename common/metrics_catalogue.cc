@@ -51,7 +51,7 @@ const std::vector<MetricSpec>& metric_catalogue() {
        "Bytes of state copied by the last checkpoint snapshot on this rank (the memory a background write holds).", w},
       {n::kWorkerBlasInfo, T::Gauge,
        "The BLAS this rank computes with: library, version and kernel set (core) as labels, and the path its "
-       "float32 GEMMs take (gemm: onednn, blas or cuda); always 1.",
+       "float32 GEMMs take (gemm: cnx, onednn, blas or cuda); always 1.",
        plus(w, {"core", "gemm", "library", "version"})},
       {n::kWorkerGpuMemoryUsedBytes, T::Gauge,
        "Memory in use on this rank's GPU in bytes, by every process on it (NVML; CUDA ranks only).", plus(w, {"gpu"})},

@@ -126,6 +126,14 @@ std::optional<double> op_flops(const std::string& name, c10::ArrayRef<const c10:
     if (!a || !b || a->size() != 3 || b->size() != 3) return std::nullopt;
     return 2.0 * numel(*a) * static_cast<double>((*b)[2]);
   }
+  // model/cnx_gemm.cc: forward (x (M,K), w (N,K)), dgrad (dy (M,N), w (N,K)),
+  // wgrad (dy (M,N), x (M,K)).
+  if (name == "cnx::gemm_forward" || name == "cnx::gemm_dgrad" || name == "cnx::gemm_wgrad") {
+    auto a = sizes_of(in, 0), b = sizes_of(in, 1);
+    if (!a || !b || a->size() != 2 || b->size() != 2) return std::nullopt;
+    const double other = name == "cnx::gemm_forward" ? (*b)[0] : (*b)[1];
+    return 2.0 * numel(*a) * other;
+  }
   if (name == "aten::linear") {
     auto x = sizes_of(in, 0), w = sizes_of(in, 1);
     if (!x || !w || w->size() != 2) return std::nullopt;

@@ -16,7 +16,8 @@
 //   fc2.wgrad     dZ^T H              (C x M)(M x 4C)
 //   fc1.dgrad     dY W1               (M x 4C)(4C x C)
 //   fc1.wgrad     dY^T X              (4C x M)(M x C)
-// Libraries: openblas (at::addmm/at::mm + at::gelu), onednn-matmul (matmul
+// Libraries: openblas (at::addmm/at::mm + at::gelu), cnx (the project's
+// AVX-512 kernels, model/cnx_gemm.h, on AVX-512 CPUs), onednn-matmul (matmul
 // primitive, strided memory descriptors, no reorders), onednn-sgemm
 // (dnnl_sgemm), libxsmm (1.17 JIT kernels on 64-row blocks, threads over
 // blocks with at::parallel_for; the weight gradients reduce per-thread
@@ -48,6 +49,7 @@
 #include "bench/bench_util.h"
 #include "common/blas_info.h"
 #include "common/cpu_features.h"
+#include "model/cnx_gemm.h"
 #include "model/options.h"
 
 #ifdef CNX_HAVE_DNNL
@@ -158,6 +160,32 @@ Gemm describe(const Stage& s, const std::string& op, Tensor& out) {
   if (op == "fc2.wgrad") return {c, c4, m, p(s.dz), 1, c, p(s.h), c4, 1, o, c4, 1};
   if (op == "fc1.dgrad") return {m, c, c4, p(s.dy), c4, 1, p(s.w1), c, 1, o, c, 1};
   return {c4, c, m, p(s.dy), 1, c4, p(s.x), c, 1, o, c, 1};
+}
+
+// The project's AVX-512 kernels (model/cnx_gemm.h), writing into `out`.
+void cnx_impl(const Stage& s, const std::string& op, Tensor& out) {
+  using namespace cnx::model;
+  if (op == "fc1.fwd+gelu") {
+    cnx_linear_forward(s.x, s.w1, s.b1, true, nullptr, out);
+  } else if (op == "fc2.fwd") {
+    cnx_linear_forward(s.h, s.w2, s.b2, false, nullptr, out);
+  } else if (op == "fc2.dgrad") {
+    cnx_linear_dgrad(s.dz, s.w2, out);
+  } else if (op == "fc2.wgrad") {
+    cnx_linear_wgrad(s.dz, s.h, nullptr, out);
+  } else if (op == "fc1.dgrad") {
+    cnx_linear_dgrad(s.dy, s.w1, out);
+  } else {
+    cnx_linear_wgrad(s.dy, s.x, nullptr, out);
+  }
+}
+
+// The training forward of fc1: the pre-activation stored beside the GELU
+// output from the same pass (what the step runs); the rest as cnx.
+void cnx_train_impl(const Stage& s, const std::string& op, Tensor& out) {
+  if (op != "fc1.fwd+gelu") return cnx_impl(s, op, out);
+  static Tensor pre;
+  cnx::model::cnx_linear_forward(s.x, s.w1, s.b1, true, &pre, out);
 }
 
 #ifdef CNX_HAVE_DNNL
@@ -365,6 +393,10 @@ int main(int argc, char** argv) {
   const int64_t visible = static_cast<int64_t>(patches * (1.0 - std::stod(a["mask"])));
 
   std::vector<std::pair<std::string, Impl>> libs = {{"openblas", openblas_impl}};
+  if (cnx::model::cnx_gemm_supported()) {
+    libs.push_back({"cnx", cnx_impl});
+    libs.push_back({"cnx-train", cnx_train_impl});
+  }
 #ifdef CNX_HAVE_DNNL
   static OnednnMatmul dnnl_mm;
   libs.push_back({"onednn-matmul", [](const Stage& s, const std::string& op, Tensor& o) { dnnl_mm.run(s, op, o); }});
