@@ -17,6 +17,7 @@
 #include "model/fcmae.h"
 #include "model/onednn_matmul.h"
 #include "model/precision.h"
+#include "tests/model/gemm_test_util.h"
 #include "tests/model/test_util.h"
 #include "tests/sparse_ops/test_util.h"
 
@@ -26,6 +27,9 @@ namespace {
 using sparse_ops::testing::rel_err;
 using sparse_ops::testing::seeded_randn;
 using testing::close_rel;
+using testing::fcmae_step;
+using testing::ScopedGemm;
+using testing::StepResult;
 
 // CMake's view of the build machine's CPU (/proc/cpuinfo lists avx512f): the
 // kernel cases below run exactly where the kernels can, with no skips.
@@ -253,16 +257,6 @@ TEST(CnxGemm, AutogradOnTheStepShapesMatchesFloat64AndBlas) {
   }
 }
 
-// Restores the process-wide GEMM path a test changes.
-class ScopedGemm {
- public:
-  explicit ScopedGemm(GemmPath path) : path_(gemm_path()) { set_gemm_path(path); }
-  ~ScopedGemm() { set_gemm_path(path_); }
-
- private:
-  GemmPath path_;
-};
-
 // pointwise_linear on the cnx path: leading dims, a strided x, no bias,
 // inference (fused GELU, one GEMM); float64 and bf16 autocast stay on
 // LibTorch's GEMM (bit for bit the BLAS path's, no cnx call).
@@ -307,36 +301,10 @@ TEST(CnxGemm, PointwiseLinearTakesTheCnxPathForFloat32Only) {
   EXPECT_EQ(cnx_gemm_calls(), calls);
 }
 
-struct StepResult {
-  at::Tensor loss;
-  std::vector<std::pair<std::string, at::Tensor>> grads;
-};
-
-StepResult fcmae_step(Fcmae& model, const at::Tensor& images, const at::Tensor& mask) {
-  model->zero_grad();
-  const FcmaeOutput out = model->forward(images, mask);
-  out.loss.backward();
-  StepResult r{out.loss.detach(), {}};
-  for (const auto& p : model->named_parameters()) r.grads.emplace_back(p.key(), p.value().grad().clone());
-  return r;
-}
-
 // The whole FCMAE step (atto, 64 px, sparse encoder and decoder) on the cnx
 // path against the BLAS path: loss and every parameter gradient.
 TEST(CnxGemm, FcmaeStepMatchesTheBlasPath) {
-  torch::manual_seed(5);
-  auto options = fcmae_options("atto");
-  options.init = "std02";
-  options.decoder_dim = 64;
-  Fcmae model(options);
-  {
-    torch::NoGradGuard ng;  // non-zero GRN so that its gradients flow
-    for (auto& p : model->named_parameters()) {
-      if (p.key().find(".grn.") != std::string::npos) p.value().normal_(0.0, 0.5);
-    }
-  }
-  const auto images = seeded_randn({4, 3, 64, 64}, 21, at::kFloat);
-  const auto mask = generate_mask(4, 2, 2, 0.5, 22);
+  auto [model, images, mask] = testing::make_step_case();
   StepResult blas, cnx;
   {
     ScopedGemm g(GemmPath::kBlas);

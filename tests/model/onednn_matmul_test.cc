@@ -16,6 +16,7 @@
 #include "model/fcmae.h"
 #include "model/onednn_matmul.h"
 #include "model/precision.h"
+#include "tests/model/gemm_test_util.h"
 #include "tests/model/test_util.h"
 #include "tests/sparse_ops/test_util.h"
 
@@ -25,6 +26,9 @@ namespace {
 using sparse_ops::testing::rel_err;
 using sparse_ops::testing::seeded_randn;
 using testing::close_rel;
+using testing::fcmae_step;
+using testing::ScopedGemm;
+using testing::StepResult;
 
 // The library has the oneDNN path exactly when CMake said so
 // (CNX_ONEDNN_GEMM_BUILT); the cases below that need it are compiled only
@@ -33,23 +37,6 @@ using testing::close_rel;
 TEST(OnednnMatmul, TheLibraryHasThePathCMakeChose) {
   EXPECT_EQ(has_onednn_gemm(), CNX_TEST_ONEDNN_BUILT == 1);
 }
-
-// Restores the process-wide settings a test changes.
-class ScopedGemm {
- public:
-  ScopedGemm(GemmPath path, GeluBackward mode = GeluBackward::kKeep) : path_(gemm_path()), mode_(gelu_backward_mode()) {
-    set_gemm_path(path);
-    set_gelu_backward_mode(mode);
-  }
-  ~ScopedGemm() {
-    set_gemm_path(path_);
-    set_gelu_backward_mode(mode_);
-  }
-
- private:
-  GemmPath path_;
-  GeluBackward mode_;
-};
 
 #if CNX_TEST_ONEDNN_BUILT
 
@@ -176,41 +163,11 @@ TEST(OnednnMatmul, Float64AndBf16AutocastTakeTheBlasPath) {
   EXPECT_EQ(onednn_matmul_calls(), calls);
 }
 
-struct StepResult {
-  at::Tensor loss;
-  std::vector<std::pair<std::string, at::Tensor>> grads;
-};
-
-StepResult fcmae_step(Fcmae& model, const at::Tensor& images, const at::Tensor& mask, Precision precision) {
-  model->zero_grad();
-  FcmaeOutput out;
-  {
-    PrecisionScope amp(precision, at::kCPU);
-    out = model->forward(images, mask);
-  }
-  out.loss.backward();
-  StepResult r{out.loss.detach(), {}};
-  for (const auto& p : model->named_parameters()) r.grads.emplace_back(p.key(), p.value().grad().clone());
-  return r;
-}
-
 // The whole FCMAE step (atto, 64 px, sparse encoder and decoder): the
 // oneDNN path against the BLAS path, loss and every parameter gradient,
 // in float32 and under bfloat16 autocast (which must not call oneDNN).
 TEST(OnednnMatmul, FcmaeStepMatchesTheBlasPath) {
-  torch::manual_seed(5);
-  auto options = fcmae_options("atto");
-  options.init = "std02";
-  options.decoder_dim = 64;
-  Fcmae model(options);
-  {
-    torch::NoGradGuard ng;  // non-zero GRN so that its gradients flow
-    for (auto& p : model->named_parameters()) {
-      if (p.key().find(".grn.") != std::string::npos) p.value().normal_(0.0, 0.5);
-    }
-  }
-  const auto images = seeded_randn({4, 3, 64, 64}, 21, at::kFloat);
-  const auto mask = generate_mask(4, 2, 2, 0.5, 22);
+  auto [model, images, mask] = testing::make_step_case();
   for (const auto precision : {Precision::kFp32, Precision::kBf16}) {
     StepResult blas, one;
     {

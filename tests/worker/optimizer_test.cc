@@ -8,6 +8,18 @@
 namespace cnx::worker {
 namespace {
 
+// LibTorch's AdamW with the reference's two groups: `w` decayed (0.05),
+// `b` exempt; betas (0.9, 0.95), eps 1e-8 (AdamWOptions' defaults).
+std::unique_ptr<torch::optim::AdamW> torch_adamw_two_groups(const torch::Tensor& w, const torch::Tensor& b, double lr) {
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  for (const auto& [t, wd] : {std::pair<torch::Tensor, double>{w, 0.05}, std::pair<torch::Tensor, double>{b, 0.0}}) {
+    groups.emplace_back(std::vector<torch::Tensor>{t},
+                        std::make_unique<torch::optim::AdamWOptions>(
+                            torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(wd)));
+  }
+  return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(lr));
+}
+
 TEST(WeightDecayGroups, ReferencePretrainingRulesByName) {
   const std::vector<std::string> none;
   // Exempt: biases and the LayerNorm weights (1-D in the reference).
@@ -53,14 +65,8 @@ TEST(AdamW, BitIdenticalToTorchAdamWWithTwoGroups) {
   ASSERT_EQ(ours.group_names(false), std::vector<std::string>{"fc.bias"});
 
   const double lr = 1e-2;
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(std::vector<torch::Tensor>{w2},
-                      std::make_unique<torch::optim::AdamWOptions>(
-                          torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.05)));
-  groups.emplace_back(std::vector<torch::Tensor>{b2},
-                      std::make_unique<torch::optim::AdamWOptions>(
-                          torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
-  torch::optim::AdamW ref(groups, torch::optim::AdamWOptions(lr));
+  auto ref_opt = torch_adamw_two_groups(w2, b2, lr);
+  torch::optim::AdamW& ref = *ref_opt;
   for (int it = 0; it < 6; ++it) {
     auto x = torch::randn({3, 5});
     for (auto* p : {&w, &b, &w2, &b2}) p->mutable_grad() = torch::Tensor();
@@ -88,14 +94,8 @@ TEST(AdamW, BitIdenticalToTorchAdamWLargeTensorsBothDtypes) {
       b.set_requires_grad(true);
       AdamW ours({{"fc.weight", w}, {"fc.bias", b}}, AdamWOptions{});
       const double lr = 3e-3;
-      std::vector<torch::optim::OptimizerParamGroup> groups;
-      groups.emplace_back(std::vector<torch::Tensor>{w2},
-                          std::make_unique<torch::optim::AdamWOptions>(
-                              torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.05)));
-      groups.emplace_back(std::vector<torch::Tensor>{b2},
-                          std::make_unique<torch::optim::AdamWOptions>(
-                              torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
-      torch::optim::AdamW ref(groups, torch::optim::AdamWOptions(lr));
+      auto ref_opt = torch_adamw_two_groups(w2, b2, lr);
+      torch::optim::AdamW& ref = *ref_opt;
       for (int it = 0; it < 4; ++it) {
         auto gw = torch::randn({67, 1037}, dtype) * (it + 1), gb = torch::randn({13}, dtype);
         w.mutable_grad() = gw.clone();
