@@ -120,7 +120,10 @@ void AdamW::step(double lr) {
   at::NoGradGuard no_grad;
   const double b1 = options_.beta1, b2 = options_.beta2;
   for (size_t i = 0; i < params_.size(); ++i) {
-    const auto& [name, p] = params_[i];
+    // Named references, not a structured binding: lambdas below use p, and
+    // C++17 does not let a lambda capture a structured binding (clang refuses).
+    const std::string& name = params_[i].first;
+    const at::Tensor& p = params_[i].second;
     const at::Tensor& grad = p.grad();
     if (!grad.defined()) continue;
     AdamWParamState& st = state_.at(name);
