@@ -264,13 +264,6 @@ TEST(CnxGemm, PointwiseLinearTakesTheCnxPathForFloat32Only) {
   const auto base = seeded_randn({24, 2, 50}, 7, at::kFloat);
   const auto x = base.permute({1, 2, 0});  // (2, 50, 24), non-contiguous
   const auto w = seeded_randn({36, 24}, 8, at::kFloat), b = seeded_randn({36}, 9, at::kFloat);
-  at::Tensor ref_f64, ref_bf16;
-  {
-    ScopedGemm g(GemmPath::kBlas);
-    ref_f64 = pointwise_linear(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble), true);
-    PrecisionScope amp(Precision::kBf16, at::kCPU);
-    ref_bf16 = pointwise_linear(x, w, b, true);
-  }
   ScopedGemm g(GemmPath::kCnx);
   EXPECT_EQ(effective_gemm_path(), GemmPath::kCnx);
   EXPECT_NE(describe_gemm_path().find("GEMM path cnx"), std::string::npos) << describe_gemm_path();
@@ -291,13 +284,7 @@ TEST(CnxGemm, PointwiseLinearTakesTheCnxPathForFloat32Only) {
   EXPECT_TRUE(
       close_rel(wg.grad(), at::ones({100, 36}, at::kDouble).t().mm(x.reshape({100, 24}).to(at::kDouble)), kTol));
   calls = cnx_gemm_calls();
-  EXPECT_TRUE(at::equal(pointwise_linear(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble), true), ref_f64));
-  {
-    PrecisionScope amp(Precision::kBf16, at::kCPU);
-    const auto yb = pointwise_linear(x, w, b, true);
-    EXPECT_EQ(yb.scalar_type(), at::kBFloat16);
-    EXPECT_TRUE(at::equal(yb, ref_bf16));
-  }
+  testing::expect_float64_and_bf16_on_blas(GemmPath::kCnx, x, w, b);
   EXPECT_EQ(cnx_gemm_calls(), calls);
 }
 

@@ -36,6 +36,26 @@ class ScopedGemm {
   GeluBackward mode_;
 };
 
+// Float64 and bfloat16 autocast stay on LibTorch's GEMM whatever `path`
+// says: pointwise_linear (+ GELU) under `path` equals, bit for bit, its
+// result under the BLAS path. The caller checks that `path` made no call.
+inline void expect_float64_and_bf16_on_blas(GemmPath path, const at::Tensor& x, const at::Tensor& w,
+                                            const at::Tensor& b) {
+  at::Tensor ref_f64, ref_bf16;
+  {
+    ScopedGemm g(GemmPath::kBlas);
+    ref_f64 = pointwise_linear(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble), true);
+    PrecisionScope amp(Precision::kBf16, at::kCPU);
+    ref_bf16 = pointwise_linear(x, w, b, true);
+  }
+  ScopedGemm g(path);
+  EXPECT_TRUE(at::equal(pointwise_linear(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble), true), ref_f64));
+  PrecisionScope amp(Precision::kBf16, at::kCPU);
+  const auto y = pointwise_linear(x, w, b, true);
+  EXPECT_EQ(y.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(at::equal(y, ref_bf16));
+}
+
 struct StepResult {
   at::Tensor loss;
   std::vector<std::pair<std::string, at::Tensor>> grads;

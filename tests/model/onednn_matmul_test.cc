@@ -144,22 +144,8 @@ TEST(OnednnMatmul, NoBiasStridedInputsLeadingDimsAndNoGrad) {
 TEST(OnednnMatmul, Float64AndBf16AutocastTakeTheBlasPath) {
   const auto x = seeded_randn({64, 40}, 11, at::kFloat), w = seeded_randn({160, 40}, 12, at::kFloat);
   const auto b = seeded_randn({160}, 13, at::kFloat);
-  at::Tensor ref_bf16, ref_f64;
-  {
-    ScopedGemm g(GemmPath::kBlas);
-    ref_f64 = pointwise_linear(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble), true);
-    PrecisionScope amp(Precision::kBf16, at::kCPU);
-    ref_bf16 = pointwise_linear(x, w, b, true);
-  }
-  ScopedGemm g(GemmPath::kOnednn);
   const int64_t calls = onednn_matmul_calls();
-  EXPECT_TRUE(at::equal(pointwise_linear(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble), true), ref_f64));
-  {
-    PrecisionScope amp(Precision::kBf16, at::kCPU);
-    const auto y = pointwise_linear(x, w, b, true);
-    EXPECT_EQ(y.scalar_type(), at::kBFloat16);
-    EXPECT_TRUE(at::equal(y, ref_bf16));
-  }
+  testing::expect_float64_and_bf16_on_blas(GemmPath::kOnednn, x, w, b);
   EXPECT_EQ(onednn_matmul_calls(), calls);
 }
 
